@@ -1,0 +1,196 @@
+"""Command line of the controller: parses arguments, builds services, nothing else.
+
+    broadcaster [--instance DIR] [--config FILE] normalize "TEXT" | --stdin
+    broadcaster [--instance DIR] tts "TEXT" -o out.mp3 [--engine E] [--voice V] [--repeat N]
+    broadcaster [--instance DIR] serve [--demo] [--host H] [--port P] [--mqtt-url URL] [--db URL]
+    broadcaster [--instance DIR] token create NAME
+    broadcaster [--instance DIR] user add USERNAME --role admin|editor|approver [--password-stdin]
+"""
+
+from __future__ import annotations
+
+import argparse
+import getpass
+import logging
+import sys
+from pathlib import Path
+from typing import Any
+
+from broadcaster.settings import Settings, SettingsError, load_settings
+
+_LOGGER = logging.getLogger("broadcaster")
+
+
+def _settings(args: argparse.Namespace, **overrides: Any) -> Settings:
+    base = {"instance": args.instance}
+    return load_settings({**base, **overrides}, config_file=args.config)
+
+
+def cmd_normalize(args: argparse.Namespace) -> int:
+    from broadcaster.textnorm import NormalizationError, Normalizer
+
+    settings = _settings(args)
+    normalizer = Normalizer.from_config(settings.textnorm)
+    if args.stdin:
+        # One spoken line per input line, blank stays blank, in one process for batch use.
+        for line in sys.stdin:
+            line = line.rstrip("\n")
+            try:
+                print(normalizer.normalize(line) if line.strip() else "", flush=False)
+            except NormalizationError as exc:
+                print("", flush=False)
+                print(f"error: {exc}", file=sys.stderr)
+        sys.stdout.flush()
+        return 0
+    if args.text is None:
+        print("error: give TEXT or --stdin", file=sys.stderr)
+        return 2
+    try:
+        print(normalizer.normalize(args.text))
+    except NormalizationError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    return 0
+
+
+def cmd_tts(args: argparse.Namespace) -> int:
+    from broadcaster.speech import SpeechError, SpeechService
+
+    settings = _settings(args)
+    settings.ensure_instance()
+    speech = SpeechService.from_settings(settings)
+    try:
+        result = speech.render(
+            args.text, engine=args.engine, voice=args.voice, repeat=args.repeat, chime=not args.no_chime
+        )
+    except SpeechError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    result.copy_to(args.output)
+    print(f"engine: {result.engine}")
+    print(f"voice: {result.voice}")
+    print(f"duration: {result.duration_s:.2f} s")
+    print(f"loudness: {result.loudness_lufs:.1f} LUFS")
+    print(f"peak: {result.true_peak_dbtp:.1f} dBTP")
+    print(f"cache: {'hit' if result.cache_hit else 'miss'}")
+    print(f"key: {result.key}")
+    print(f"output: {args.output}")
+    return 0
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    import waitress
+
+    from broadcaster.services import build_services
+    from broadcaster.web import create_app
+
+    settings = _settings(
+        args, host=args.host, port=args.port, mqtt_url=args.mqtt_url, db=args.db, demo=args.demo or None
+    )
+    settings.ensure_instance()
+    services = build_services(settings)
+    app = create_app(settings, services)
+    services.start()
+    try:
+        print(f"Loa xã: http://{settings.host}:{settings.port}/", flush=True)
+        waitress.serve(app, host=settings.host, port=settings.port, threads=8, ident="loa-xa")
+    except KeyboardInterrupt:
+        pass
+    finally:
+        services.stop()
+    return 0
+
+
+def cmd_token(args: argparse.Namespace) -> int:
+    from broadcaster.services import open_database
+    from broadcaster.web.tokens import create_token
+
+    settings = _settings(args)
+    settings.ensure_instance()
+    sessions = open_database(settings)
+    print(create_token(sessions, args.name))
+    return 0
+
+
+def cmd_user(args: argparse.Namespace) -> int:
+    from broadcaster.services import open_database
+    from broadcaster.web.users import UserError, add_user
+
+    settings = _settings(args)
+    settings.ensure_instance()
+    sessions = open_database(settings)
+    if args.password_stdin:
+        password = sys.stdin.readline().rstrip("\n")
+    else:
+        password = getpass.getpass("Mật khẩu: ")
+    try:
+        add_user(sessions, args.username, password, args.role, display_name=args.name or args.username)
+    except UserError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    print(f"user {args.username} ({args.role}) created")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="broadcaster", description="Loa xã broadcast controller")
+    parser.add_argument("--instance", type=Path, default=None, help="instance folder (BROADCASTER_INSTANCE)")
+    parser.add_argument("--config", type=Path, default=None, help="YAML settings file (BROADCASTER_CONFIG)")
+    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("normalize", help="print the spoken form of Vietnamese text")
+    p.add_argument("text", nargs="?")
+    p.add_argument("--stdin", action="store_true", help="read lines from stdin, print one spoken line each")
+    p.set_defaults(func=cmd_normalize)
+
+    p = sub.add_parser("tts", help="render broadcast audio to a file")
+    p.add_argument("text")
+    p.add_argument("-o", "--output", type=Path, required=True)
+    p.add_argument("--engine", default=None)
+    p.add_argument("--voice", default=None)
+    p.add_argument("--repeat", type=int, default=1)
+    p.add_argument("--no-chime", action="store_true")
+    p.set_defaults(func=cmd_tts)
+
+    p = sub.add_parser("serve", help="run the web app, the scheduler and the MQTT link")
+    p.add_argument("--demo", action="store_true", help="also run 9 simulated clusters in 3 zones")
+    p.add_argument("--host", default=None)
+    p.add_argument("--port", type=int, default=None)
+    p.add_argument("--mqtt-url", default=None)
+    p.add_argument("--db", default=None)
+    p.set_defaults(func=cmd_serve)
+
+    p = sub.add_parser("token", help="API tokens")
+    tsub = p.add_subparsers(dest="token_command", required=True)
+    tc = tsub.add_parser("create", help="create a token and print it alone on stdout")
+    tc.add_argument("name")
+    tc.set_defaults(func=cmd_token)
+
+    p = sub.add_parser("user", help="officer accounts")
+    usub = p.add_subparsers(dest="user_command", required=True)
+    ua = usub.add_parser("add", help="create an account")
+    ua.add_argument("username")
+    ua.add_argument("--role", required=True, choices=["admin", "editor", "approver"])
+    ua.add_argument("--name", default=None, help="display name")
+    ua.add_argument("--password-stdin", action="store_true")
+    ua.set_defaults(func=cmd_user)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    logging.basicConfig(
+        level=logging.DEBUG if args.verbose else logging.INFO,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+    try:
+        return args.func(args)
+    except SettingsError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,122 @@
+"""One typed settings object, validated once at start-up.
+
+Sources, later wins: defaults < optional YAML file (``--config`` or ``BROADCASTER_CONFIG``)
+< ``BROADCASTER_*`` environment variables < command-line flags. Each domain owns its own
+section model (``tts``, ``audio``, ...); unknown keys are an error, so a typo in a config
+file is reported instead of silently ignored.
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+from pathlib import Path
+from typing import Any
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from broadcaster.audio.config import AudioConfig
+from broadcaster.scheduling.config import SchedulingConfig
+from broadcaster.textnorm.config import TextnormConfig
+from broadcaster.tts.config import TtsConfig
+from broadcaster.web.config import WebConfig
+
+ENV_PREFIX = "BROADCASTER_"
+
+
+class SettingsError(Exception):
+    """A configuration problem, with a message meant for the operator."""
+
+
+class Settings(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    instance: Path = Field(Path("instance"), description="Folder for the database, secrets, broker data, audio.")
+    host: str = Field("127.0.0.1", description="Address the web server listens on.")
+    port: int = Field(8080, ge=1, le=65535, description="Port of the web server.")
+    db: str | None = Field(None, description="SQLAlchemy URL; default sqlite:///<instance>/broadcaster.db.")
+    mqtt_url: str | None = Field(
+        None, description="mqtt://user:pass@host:port of an external broker; unset: a managed Mosquitto."
+    )
+    mqtt_prefix: str = Field("loa", description="Topic prefix of the wire protocol.")
+    timezone: str = Field("Asia/Ho_Chi_Minh", description="Time zone of schedules and quiet hours.")
+    secret_key: str | None = Field(None, description="Flask secret; default: generated once into the instance.")
+    demo: bool = Field(False, description="Also run nine simulated clusters in three zones.")
+    textnorm: TextnormConfig = Field(default_factory=TextnormConfig)
+    tts: TtsConfig = Field(default_factory=TtsConfig)
+    audio: AudioConfig = Field(default_factory=AudioConfig)
+    scheduling: SchedulingConfig = Field(default_factory=SchedulingConfig)
+    web: WebConfig = Field(default_factory=WebConfig)
+
+    @property
+    def db_url(self) -> str:
+        return self.db or f"sqlite:///{(self.instance / 'broadcaster.db').resolve()}"
+
+    @property
+    def cache_dir(self) -> Path:
+        return self.audio.cache_dir or self.instance / "audio_cache"
+
+    def ensure_instance(self) -> None:
+        """Create the instance folder and a persistent secret key."""
+        self.instance.mkdir(parents=True, exist_ok=True)
+        if self.secret_key is None:
+            key_file = self.instance / "secret_key"
+            if not key_file.exists():
+                key_file.write_text(secrets.token_hex(32))
+                key_file.chmod(0o600)
+            self.secret_key = key_file.read_text().strip()
+
+
+def _env_overrides(environ: dict[str, str]) -> dict[str, Any]:
+    """``BROADCASTER_PORT=9000`` -> ``{"port": "9000"}``; ``BROADCASTER_TTS__ORDER`` nests."""
+    out: dict[str, Any] = {}
+    for key, value in environ.items():
+        if not key.startswith(ENV_PREFIX) or key == ENV_PREFIX + "CONFIG":
+            continue
+        path = key[len(ENV_PREFIX) :].lower().split("__")
+        node = out
+        for part in path[:-1]:
+            node = node.setdefault(part, {})
+        leaf = path[-1]
+        node[leaf] = yaml.safe_load(value) if value[:1] in "[{" else value
+    return out
+
+
+def _merge(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:
+    merged = dict(base)
+    for key, value in over.items():
+        if isinstance(value, dict) and isinstance(merged.get(key), dict):
+            merged[key] = _merge(merged[key], value)
+        else:
+            merged[key] = value
+    return merged
+
+
+def load_settings(
+    overrides: dict[str, Any] | None = None,
+    config_file: Path | None = None,
+    environ: dict[str, str] | None = None,
+) -> Settings:
+    """Build settings from file, environment and overrides (flags); raise SettingsError with
+    a readable message on anything invalid."""
+    environ = dict(os.environ if environ is None else environ)
+    data: dict[str, Any] = {}
+    config_file = config_file or (Path(environ[ENV_PREFIX + "CONFIG"]) if ENV_PREFIX + "CONFIG" in environ else None)
+    if config_file is not None:
+        try:
+            loaded = yaml.safe_load(config_file.read_text(encoding="utf-8")) or {}
+        except (OSError, yaml.YAMLError) as exc:
+            raise SettingsError(f"cannot read config file {config_file}: {exc}") from exc
+        if not isinstance(loaded, dict):
+            raise SettingsError(f"config file {config_file} must hold a mapping")
+        data = loaded
+    data = _merge(data, _env_overrides(environ))
+    data = _merge(data, {k: v for k, v in (overrides or {}).items() if v is not None})
+    try:
+        return Settings.model_validate(data)
+    except ValidationError as exc:
+        lines = [
+            f"  {'.'.join(str(p) for p in err['loc']) or '(root)'}: {err['msg']}" for err in exc.errors()
+        ]
+        raise SettingsError("invalid settings:\n" + "\n".join(lines)) from exc

@@ -1,0 +1,465 @@
+"""The MQTT wire protocol between the controller and speaker nodes (stdlib only).
+
+``docs/protocol.md`` is the authority; this module implements it and is shared by
+the controller and the agent. Every JSON message carries ``"v"`` (the protocol
+version) and ``"type"``. Unknown fields are ignored so that newer controllers and
+older nodes keep talking. A message that cannot be understood raises
+:class:`ProtocolError`; callers log it, count it and carry on.
+
+Audio chunks are the one binary payload: raw bytes of chunk ``n`` of the file whose
+sha256 is in the topic (``{prefix}/audio/{sha256}/{n}``).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import re
+import types
+import typing
+from dataclasses import dataclass
+from typing import Any, ClassVar, Literal
+
+PROTOCOL_VERSION = 1
+DEFAULT_PREFIX = "loa"
+# 64 KiB keeps a chunk well under every broker's default packet limit and lets a
+# node on a weak 4G link make progress chunk by chunk.
+DEFAULT_CHUNK_SIZE = 64 * 1024
+
+TIERS = ("normal", "priority", "emergency")
+TIER_RANK = {t: i for i, t in enumerate(TIERS)}
+
+_ID_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
+_SHA_RE = re.compile(r"^[0-9a-f]{64}$")
+
+
+class ProtocolError(ValueError):
+    """A payload or topic that does not follow the protocol."""
+
+
+def valid_id(value: str) -> bool:
+    """Speaker and zone ids: letters, digits, ``_ . -``; never MQTT wildcards or ``/``."""
+    return bool(_ID_RE.match(value))
+
+
+def check_id(value: str, what: str = "id") -> str:
+    if not isinstance(value, str) or not valid_id(value):
+        raise ProtocolError(f"invalid {what}: {value!r}")
+    return value
+
+
+def sha256_hex(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+# --------------------------------------------------------------------------- topics
+
+
+@dataclass(frozen=True)
+class Topics:
+    """Topic builders and the parser for one prefix."""
+
+    prefix: str = DEFAULT_PREFIX
+
+    def status(self, speaker: str) -> str:
+        return f"{self.prefix}/speakers/{speaker}/status"
+
+    def health(self, speaker: str) -> str:
+        return f"{self.prefix}/speakers/{speaker}/health"
+
+    def cmd(self, speaker: str) -> str:
+        return f"{self.prefix}/speakers/{speaker}/cmd"
+
+    def events(self, speaker: str) -> str:
+        return f"{self.prefix}/speakers/{speaker}/events"
+
+    def time_request(self, speaker: str) -> str:
+        return f"{self.prefix}/speakers/{speaker}/time"
+
+    def zone_cmd(self, zone: str) -> str:
+        return f"{self.prefix}/zones/{zone}/cmd"
+
+    def audio_chunk(self, audio_id: str, index: int) -> str:
+        return f"{self.prefix}/audio/{audio_id}/{index}"
+
+    def audio_filter(self, audio_id: str) -> str:
+        return f"{self.prefix}/audio/{audio_id}/+"
+
+    # Subscriptions of the controller.
+    def controller_filters(self) -> list[str]:
+        p = self.prefix
+        return [
+            f"{p}/speakers/+/status",
+            f"{p}/speakers/+/health",
+            f"{p}/speakers/+/events",
+            f"{p}/speakers/+/time",
+        ]
+
+    # Subscriptions of one node (audio topics are subscribed on demand).
+    def node_filters(self, speaker: str, zone: str | None) -> list[str]:
+        filters = [self.cmd(speaker)]
+        if zone:
+            filters.append(self.zone_cmd(zone))
+        return filters
+
+    def parse(self, topic: str) -> tuple[str, str, str | None]:
+        """Split a topic into ``(kind, ident, extra)``.
+
+        kind is one of ``status health events time cmd zone_cmd audio``; ident is the
+        speaker, zone or audio id; extra is the chunk index for audio.
+        """
+        parts = topic.split("/")
+        pre = self.prefix.split("/")
+        if parts[: len(pre)] != pre:
+            raise ProtocolError(f"topic outside prefix: {topic!r}")
+        rest = parts[len(pre) :]
+        if len(rest) == 3 and rest[0] == "speakers" and rest[2] in _SPEAKER_KINDS:
+            return rest[2], check_id(rest[1], "speaker id"), None
+        if len(rest) == 3 and rest[0] == "zones" and rest[2] == "cmd":
+            return "zone_cmd", check_id(rest[1], "zone id"), None
+        if len(rest) == 3 and rest[0] == "audio" and _SHA_RE.match(rest[1]) and rest[2].isdigit():
+            return "audio", rest[1], rest[2]
+        raise ProtocolError(f"unknown topic: {topic!r}")
+
+
+_SPEAKER_KINDS = frozenset({"status", "health", "cmd", "events", "time"})
+
+
+# ------------------------------------------------------------------ serialisation
+
+
+def _check_type(name: str, value: Any, hint: Any) -> Any:
+    """Validate one JSON value against a simple annotation; return the converted value."""
+    origin = typing.get_origin(hint)
+    if origin in (typing.Union, types.UnionType):
+        args = typing.get_args(hint)
+        if value is None and type(None) in args:
+            return None
+        errors = []
+        for arg in args:
+            if arg is type(None):
+                continue
+            try:
+                return _check_type(name, value, arg)
+            except ProtocolError as exc:
+                errors.append(str(exc))
+        raise ProtocolError("; ".join(errors))
+    if origin is Literal:
+        if value not in typing.get_args(hint):
+            raise ProtocolError(f"{name}: {value!r} not one of {typing.get_args(hint)}")
+        return value
+    if origin in (list, tuple):
+        (item,) = typing.get_args(hint)[:1]
+        if not isinstance(value, list):
+            raise ProtocolError(f"{name}: expected a list")
+        return tuple(_check_type(f"{name}[]", v, item) for v in value)
+    if dataclasses.is_dataclass(hint):
+        if not isinstance(value, dict):
+            raise ProtocolError(f"{name}: expected an object")
+        return _from_dict(hint, value)
+    if hint is bool:
+        if not isinstance(value, bool):
+            raise ProtocolError(f"{name}: expected true/false")
+        return value
+    if hint is int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise ProtocolError(f"{name}: expected an integer")
+        return value
+    if hint is float:
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            raise ProtocolError(f"{name}: expected a number")
+        return float(value)
+    if hint is str:
+        if not isinstance(value, str):
+            raise ProtocolError(f"{name}: expected a string")
+        return value
+    raise TypeError(f"unsupported annotation {hint!r}")
+
+
+def _from_dict(cls: Any, data: dict[str, Any]) -> Any:
+    hints = typing.get_type_hints(cls)
+    kwargs = {}
+    for f in dataclasses.fields(cls):
+        if not f.init or f.name in ("v", "type"):
+            continue
+        if f.name in data:
+            kwargs[f.name] = _check_type(f.name, data[f.name], hints[f.name])
+        elif f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING:
+            raise ProtocolError(f"{cls.__name__}: missing field {f.name!r}")
+    try:
+        return cls(**kwargs)
+    except (TypeError, ValueError) as exc:
+        raise ProtocolError(f"{cls.__name__}: {exc}") from exc
+
+
+def _to_json_value(value: Any) -> Any:
+    if dataclasses.is_dataclass(value):
+        return {f.name: _to_json_value(getattr(value, f.name)) for f in dataclasses.fields(value)}
+    if isinstance(value, tuple | list):
+        return [_to_json_value(v) for v in value]
+    return value
+
+
+class Message:
+    """Base of every JSON message: ``to_dict``/``from_dict`` are symmetric."""
+
+    TYPE: ClassVar[str]
+
+    def to_dict(self) -> dict[str, Any]:
+        body = _to_json_value(self)
+        return {"v": PROTOCOL_VERSION, "type": self.TYPE, **body}
+
+    def encode(self) -> bytes:
+        return json.dumps(self.to_dict(), ensure_ascii=False, separators=(",", ":")).encode("utf-8")
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> Any:
+        if not isinstance(data, dict):
+            raise ProtocolError("message is not a JSON object")
+        return _from_dict(cls, data)
+
+
+# ---------------------------------------------------------------------- messages
+
+
+@dataclass(frozen=True)
+class AudioRef(Message):
+    """Identifies a file and how it is chunked; the node verifies every chunk and the whole."""
+
+    TYPE: ClassVar[str] = "audio"
+    id: str
+    size: int
+    chunk_hashes: tuple[str, ...]
+    chunk_size: int = DEFAULT_CHUNK_SIZE
+    duration_s: float = 0.0
+    format: str = "mp3"
+
+    def __post_init__(self) -> None:
+        if not _SHA_RE.match(self.id):
+            raise ValueError("audio id must be a lowercase sha256 hex digest")
+        if self.size < 0 or self.chunk_size <= 0:
+            raise ValueError("bad size")
+        expected = max(1, -(-self.size // self.chunk_size))
+        if len(self.chunk_hashes) != expected:
+            raise ValueError(f"expected {expected} chunk hashes, got {len(self.chunk_hashes)}")
+
+    @property
+    def chunk_count(self) -> int:
+        return len(self.chunk_hashes)
+
+    @classmethod
+    def for_bytes(cls, data: bytes, chunk_size: int = DEFAULT_CHUNK_SIZE, duration_s: float = 0.0) -> AudioRef:
+        chunks = split_chunks(data, chunk_size)
+        return cls(
+            id=sha256_hex(data),
+            size=len(data),
+            chunk_hashes=tuple(sha256_hex(c) for c in chunks),
+            chunk_size=chunk_size,
+            duration_s=duration_s,
+        )
+
+
+def split_chunks(data: bytes, chunk_size: int = DEFAULT_CHUNK_SIZE) -> list[bytes]:
+    return [data[i : i + chunk_size] for i in range(0, len(data), chunk_size)] or [b""]
+
+
+# Commands: controller -> node, on {prefix}/speakers/{id}/cmd or {prefix}/zones/{zone}/cmd.
+
+
+@dataclass(frozen=True)
+class PlayCommand(Message):
+    """Play ``audio`` at ``start_at`` (controller clock, Unix seconds).
+
+    ``valid_until``: a node that receives the command later does not play it.
+    ``targets``: when sent to a zone topic, the speaker ids meant (empty = all members).
+    """
+
+    TYPE: ClassVar[str] = "play"
+    broadcast_id: str
+    audio: AudioRef
+    start_at: float
+    tier: Literal["normal", "priority", "emergency"] = "normal"
+    volume: int | None = None
+    valid_until: float | None = None
+    title: str = ""
+    targets: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class StopCommand(Message):
+    """Stop ``broadcast_id``, or everything (playing and queued) when it is None."""
+
+    TYPE: ClassVar[str] = "stop"
+    broadcast_id: str | None = None
+    reason: str = ""
+
+
+@dataclass(frozen=True)
+class VolumeCommand(Message):
+    TYPE: ClassVar[str] = "volume"
+    volume: int
+
+    def __post_init__(self) -> None:
+        if not 0 <= self.volume <= 100:
+            raise ValueError("volume must be 0..100")
+
+
+@dataclass(frozen=True)
+class TimeSync(Message):
+    """The controller's answer to a :class:`TimeRequest` (also sent unasked to ask for a resync,
+    with ``seq`` = -1)."""
+
+    TYPE: ClassVar[str] = "time"
+    seq: int
+    t_node: float  # echoed from the request
+    t_controller: float  # controller clock when answering
+
+
+COMMANDS: dict[str, type[Message]] = {c.TYPE: c for c in (PlayCommand, StopCommand, VolumeCommand, TimeSync)}
+
+# Node -> controller.
+
+
+@dataclass(frozen=True)
+class TimeRequest(Message):
+    """On {prefix}/speakers/{id}/time: asks the controller for its clock."""
+
+    TYPE: ClassVar[str] = "time_request"
+    seq: int
+    t_node: float
+
+
+@dataclass(frozen=True)
+class Status(Message):
+    """Retained on {prefix}/speakers/{id}/status; ``online: false`` is also the last will."""
+
+    TYPE: ClassVar[str] = "status"
+    online: bool
+    ts: float | None = None
+    zone: str | None = None
+    agent_version: str | None = None
+
+
+@dataclass(frozen=True)
+class Health(Message):
+    """Periodic telemetry on {prefix}/speakers/{id}/health."""
+
+    TYPE: ClassVar[str] = "health"
+    ts: float
+    uptime_s: float
+    volume: int
+    amplifier_on: bool
+    playing: str | None = None  # broadcast id
+    cache_bytes: int = 0
+    clock_offset_ms: float | None = None
+    last_error: str | None = None
+    queue: tuple[str, ...] = ()
+    malformed_count: int = 0
+    cpu_temp_c: float | None = None
+    disk_free_bytes: int | None = None
+    signal_dbm: float | None = None
+
+
+EVENT_STATES = (
+    "received",
+    "need_audio",  # ``missing`` lists chunk indexes the node lacks; the controller sends them
+    "scheduled",
+    "playing",
+    "done",
+    "failed",
+    "preempted",
+    "stopped",
+    "expired",
+    "error",  # a command the node could not understand; ``reason`` says why
+)
+EventState = Literal[
+    "received", "need_audio", "scheduled", "playing", "done", "failed", "preempted", "stopped", "expired", "error"
+]
+
+
+@dataclass(frozen=True)
+class Event(Message):
+    """A receipt on {prefix}/speakers/{id}/events.
+
+    ``done`` carries ``seconds_played`` and ``rms_dbfs`` measured from what was actually played;
+    ``playing`` carries ``started_at`` in controller time.
+    """
+
+    TYPE: ClassVar[str] = "event"
+    state: EventState
+    ts: float
+    broadcast_id: str | None = None
+    audio_id: str | None = None
+    started_at: float | None = None
+    seconds_played: float | None = None
+    rms_dbfs: float | None = None
+    reason: str | None = None
+    missing: tuple[int, ...] = ()
+
+
+NODE_MESSAGES: dict[str, type[Message]] = {c.TYPE: c for c in (TimeRequest, Status, Health, Event)}
+ALL_MESSAGES: dict[str, type[Message]] = {**COMMANDS, **NODE_MESSAGES}
+
+
+def decode(payload: bytes | str, allowed: dict[str, type[Message]] | None = None) -> Any:
+    """Parse one JSON message. Raises :class:`ProtocolError` on anything malformed.
+
+    A message of a newer protocol version is still parsed (unknown fields are ignored);
+    one without ``type`` or with a type not in ``allowed`` is rejected.
+    """
+    allowed = ALL_MESSAGES if allowed is None else allowed
+    try:
+        data = json.loads(payload)
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise ProtocolError(f"not JSON: {exc}") from exc
+    if not isinstance(data, dict):
+        raise ProtocolError("message is not a JSON object")
+    version = data.get("v")
+    if not isinstance(version, int) or isinstance(version, bool) or version < 1:
+        raise ProtocolError(f"missing or bad protocol version: {version!r}")
+    kind = data.get("type")
+    cls = allowed.get(kind) if isinstance(kind, str) else None
+    if cls is None:
+        raise ProtocolError(f"unexpected message type: {kind!r}")
+    return cls.from_dict(data)
+
+
+def decode_command(payload: bytes | str) -> Any:
+    return decode(payload, COMMANDS)
+
+
+def decode_node_message(payload: bytes | str) -> Any:
+    return decode(payload, NODE_MESSAGES)
+
+
+__all__ = [
+    "ALL_MESSAGES",
+    "COMMANDS",
+    "DEFAULT_CHUNK_SIZE",
+    "DEFAULT_PREFIX",
+    "EVENT_STATES",
+    "NODE_MESSAGES",
+    "PROTOCOL_VERSION",
+    "TIERS",
+    "TIER_RANK",
+    "AudioRef",
+    "Event",
+    "Health",
+    "Message",
+    "PlayCommand",
+    "ProtocolError",
+    "Status",
+    "StopCommand",
+    "TimeRequest",
+    "TimeSync",
+    "Topics",
+    "VolumeCommand",
+    "check_id",
+    "decode",
+    "decode_command",
+    "decode_node_message",
+    "sha256_hex",
+    "split_chunks",
+    "valid_id",
+]
