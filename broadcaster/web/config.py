@@ -6,4 +6,26 @@ from pydantic import BaseModel, ConfigDict, Field
 class WebConfig(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    approval_required: bool = Field(True, description="An editor's normal announcement airs only once approved.")
+    approval_required: bool = Field(
+        True,
+        description="An editor's normal announcement airs only once approved. Default of the admin "
+        "settings page (Setting row 'approval_required'), which wins once saved.",
+    )
+    cookie_secure: bool | None = Field(
+        None,
+        description="Mark the session cookie Secure. None: Secure whenever the request came over https "
+        "(behind a proxy, set trusted_proxies so X-Forwarded-Proto is believed).",
+    )
+    trusted_proxies: int = Field(
+        0, ge=0, le=5, description="Number of reverse proxies in front whose X-Forwarded-* headers are trusted."
+    )
+    session_hours: int = Field(12, ge=1, le=24 * 30, description="An officer stays logged in this long.")
+    login_max_failures: int = Field(
+        5, ge=1, le=100, description="Failed logins per username and address before a lock."
+    )
+    login_lock_s: int = Field(300, ge=1, description="Length of that lock, in seconds.")
+    preview_workers: int = Field(
+        1, ge=1, le=8, description="Threads rendering previews (synthesis is CPU-bound; keep it small)."
+    )
+    poll_interval_s: float = Field(2.0, gt=0, le=60, description="How often the dashboard refreshes itself.")
+    max_upload_mb: int = Field(50, ge=1, le=500, description="Largest document or recording accepted.")

@@ -1,0 +1,264 @@
+"""Login, logout, roles, CSRF and the login rate limit of the officer UI.
+
+- The session cookie holds only the user id, a CSRF token and the login time; the account is
+  re-read on every request, so a deactivated officer is out at the next click.
+- CSRF: one random token per session, sent back in a hidden ``csrf_token`` field by every form
+  and in the ``X-CSRFToken`` header by every script POST; compared in constant time.
+  The REST API authenticates with bearer tokens and is exempt, unless a request reaches it
+  with the session cookie and no ``Authorization`` header.
+- Login failures are counted per (username, client address); after ``login_max_failures``
+  the pair is locked for ``login_lock_s`` seconds with a clear Vietnamese message.
+"""
+
+from __future__ import annotations
+
+import functools
+import hmac
+import logging
+import secrets
+import threading
+import time
+from collections.abc import Callable
+from typing import Any, TypeVar
+from urllib.parse import urlsplit
+
+from flask import (
+    Blueprint,
+    Flask,
+    abort,
+    current_app,
+    g,
+    jsonify,
+    redirect,
+    render_template,
+    request,
+    session,
+    url_for,
+)
+from werkzeug.wrappers import Response
+
+from broadcaster.models import Role
+from broadcaster.web import services_of
+from broadcaster.web.users import UserInfo, authenticate, count_users, get_user, normalize_username
+
+_LOGGER = logging.getLogger(__name__)
+
+bp = Blueprint("auth", __name__)
+
+LIMITER_KEY = "loa_login_limiter"
+CSRF_FIELD = "csrf_token"
+CSRF_HEADER = "X-CSRFToken"
+_SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS", "TRACE"})
+CSRF_MESSAGE = "Biểu mẫu đã hết hạn hoặc không hợp lệ. Vui lòng tải lại trang rồi thử lại."
+LOGIN_REQUIRED_MESSAGE = "Vui lòng đăng nhập."
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+class LoginLimiter:
+    """Counts failed logins per key; a key with ``max_failures`` failures inside ``lock_s``
+    seconds is locked for ``lock_s`` seconds from the last failure. Thread-safe, in memory
+    (one controller process serves the UI)."""
+
+    # Bound on remembered keys, so a flood of random usernames cannot grow memory without end.
+    MAX_KEYS = 10_000
+
+    def __init__(self, max_failures: int, lock_s: float, clock: Callable[[], float] = time.monotonic) -> None:
+        self.max_failures = max_failures
+        self.lock_s = lock_s
+        self.clock = clock
+        self._failures: dict[tuple[str, str], list[float]] = {}
+        self._lock = threading.Lock()
+
+    def _recent(self, key: tuple[str, str], now: float) -> list[float]:
+        times = [t for t in self._failures.get(key, []) if now - t < self.lock_s]
+        if times:
+            self._failures[key] = times
+        else:
+            self._failures.pop(key, None)
+        return times
+
+    def locked_for(self, key: tuple[str, str]) -> float:
+        """Seconds this key stays locked (0 when it may try)."""
+        with self._lock:
+            now = self.clock()
+            times = self._recent(key, now)
+            if len(times) < self.max_failures:
+                return 0.0
+            return max(0.0, times[-1] + self.lock_s - now)
+
+    def failed(self, key: tuple[str, str]) -> None:
+        with self._lock:
+            now = self.clock()
+            if len(self._failures) >= self.MAX_KEYS:
+                for old in [k for k, v in self._failures.items() if not v or now - v[-1] >= self.lock_s]:
+                    del self._failures[old]
+                if len(self._failures) >= self.MAX_KEYS:  # still full: forget the oldest
+                    oldest = min(self._failures, key=lambda k: self._failures[k][-1])
+                    del self._failures[oldest]
+            self._recent(key, now)
+            self._failures.setdefault(key, []).append(now)
+
+    def succeeded(self, key: tuple[str, str]) -> None:
+        with self._lock:
+            self._failures.pop(key, None)
+
+
+def limiter_of(app: Flask) -> LoginLimiter:
+    return app.extensions[LIMITER_KEY]
+
+
+# --- CSRF ---
+
+
+def csrf_token() -> str:
+    """The session's CSRF token (created on first use)."""
+    token = session.get("_csrf")
+    if not token:
+        token = secrets.token_urlsafe(32)
+        session["_csrf"] = token
+    return token
+
+
+def _wants_json() -> bool:
+    best = request.accept_mimetypes.best_match(["application/json", "text/html"])
+    return best == "application/json" and request.accept_mimetypes[best] > request.accept_mimetypes["text/html"]
+
+
+def check_csrf() -> None:
+    """before_request hook: reject a state-changing request without the session's token."""
+    if request.method in _SAFE_METHODS:
+        return
+    if request.blueprint == "api" and ("Authorization" in request.headers or "uid" not in session):
+        return  # bearer-token API: no ambient credentials to forge
+    expected = session.get("_csrf")
+    sent = request.headers.get(CSRF_HEADER) or request.form.get(CSRF_FIELD)
+    if not expected or not sent or not hmac.compare_digest(str(sent), str(expected)):
+        _LOGGER.warning("CSRF check failed for %s %s from %s", request.method, request.path, request.remote_addr)
+        abort(400, description=CSRF_MESSAGE)
+
+
+# --- current user and roles ---
+
+
+def load_user() -> None:
+    """before_request hook: g.user is the logged-in, active account or None."""
+    g.user = None
+    uid = session.get("uid")
+    if uid is None:
+        return
+    user = get_user(services_of(current_app).sessions, int(uid))
+    if user is None or not user.active:
+        session.clear()
+        return
+    g.user = user
+
+
+def current_user() -> UserInfo | None:
+    return g.get("user")
+
+
+def has_role(user: UserInfo | None, *roles: str) -> bool:
+    """Admins may do everything; others only what their role allows."""
+    if user is None:
+        return False
+    return user.role == Role.ADMIN.value or user.role in roles
+
+
+def login_required(view: F) -> F:
+    @functools.wraps(view)
+    def wrapped(*args: Any, **kwargs: Any) -> Any:
+        if current_user() is None:
+            if _wants_json() or request.method not in _SAFE_METHODS:
+                return jsonify(error=LOGIN_REQUIRED_MESSAGE), 401
+            return redirect(url_for("auth.login", next=request.full_path.rstrip("?")))
+        return view(*args, **kwargs)
+
+    return wrapped  # type: ignore[return-value]
+
+
+def roles_required(*roles: str, message: str | None = None) -> Callable[[F], F]:
+    """Login plus one of ``roles`` (admin always passes); 403 with a Vietnamese message otherwise."""
+
+    def decorate(view: F) -> F:
+        @functools.wraps(view)
+        def wrapped(*args: Any, **kwargs: Any) -> Any:
+            if not has_role(current_user(), *roles):
+                abort(403, description=message or "Tài khoản của bạn không có quyền dùng chức năng này.")
+            return view(*args, **kwargs)
+
+        return login_required(wrapped)  # type: ignore[return-value]
+
+    return decorate
+
+
+def _safe_next(target: str | None) -> str:
+    """Only same-site relative paths, so the login form cannot redirect elsewhere."""
+    if not target:
+        return url_for("ui.dashboard")
+    parts = urlsplit(target)
+    if parts.scheme or parts.netloc or not target.startswith("/") or target.startswith("//") or "\\" in target:
+        return url_for("ui.dashboard")
+    return target
+
+
+def _client_address() -> str:
+    return request.remote_addr or "?"
+
+
+def _lock_message(seconds: float) -> str:
+    minutes = max(1, int(seconds + 59) // 60)
+    return (
+        f"Bạn đã đăng nhập sai quá nhiều lần. Vì an toàn, tài khoản này tạm khóa trên máy này "
+        f"trong {minutes} phút. Vui lòng thử lại sau."
+    )
+
+
+@bp.route("/login", methods=["GET", "POST"])
+def login() -> Any:
+    services = services_of(current_app)
+    error = None
+    username = ""
+    status = 200
+    if request.method == "POST":
+        username = normalize_username(request.form.get("username", ""))[:100]
+        password = request.form.get("password", "")
+        key = (username, _client_address())
+        limiter = limiter_of(current_app)
+        wait = limiter.locked_for(key)
+        if wait > 0:
+            error, status = _lock_message(wait), 429
+        elif not username or not password:
+            error, status = "Vui lòng nhập tên đăng nhập và mật khẩu.", 400
+        else:
+            user = authenticate(services.sessions, username, password)
+            if user is None:
+                limiter.failed(key)
+                _LOGGER.warning("failed login for %s from %s", username, _client_address())
+                wait = limiter.locked_for(key)
+                error = _lock_message(wait) if wait > 0 else "Tên đăng nhập hoặc mật khẩu không đúng."
+                status = 429 if wait > 0 else 401
+            else:
+                limiter.succeeded(key)
+                session.clear()  # a fresh session (and CSRF token) on every login: no fixation
+                session.permanent = True
+                session["uid"] = user.id
+                session["login_at"] = int(time.time())
+                _LOGGER.info("user %s logged in from %s", user.username, _client_address())
+                return redirect(_safe_next(request.args.get("next")))
+    elif current_user() is not None:
+        return redirect(_safe_next(request.args.get("next")))
+    no_users = count_users(services.sessions) == 0
+    return (
+        render_template("login.html", error=error, username=username, no_users=no_users),
+        status,
+    )
+
+
+@bp.route("/logout", methods=["POST"])
+def logout() -> Response:
+    user = current_user()
+    session.clear()
+    if user is not None:
+        _LOGGER.info("user %s logged out", user.username)
+    return redirect(url_for("auth.login"))
