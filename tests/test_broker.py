@@ -1,0 +1,186 @@
+"""The managed Mosquitto: generated files, logins, reload, restart, supervision (real mosquitto)."""
+
+from __future__ import annotations
+
+import os
+import pwd
+import subprocess
+import time
+from pathlib import Path
+
+import pytest
+
+from broadcaster.broker import (
+    BrokerError,
+    ManagedBroker,
+    find_mosquitto,
+    hash_password,
+    probe_login,
+    render_acl,
+    verify_password,
+)
+from tests.fixtures_broker import BrokerFixture
+
+pytestmark = pytest.mark.integration
+
+ACCEPTED, BAD_CREDENTIALS, NOT_AUTHORIZED = 0, 4, 5
+
+
+def wait_until(predicate, timeout: float = 10.0, what: str = "condition") -> None:
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out waiting for {what}")
+        time.sleep(0.01)
+
+
+def test_hash_is_what_mosquitto_passwd_writes(tmp_path: Path) -> None:
+    passwd = tmp_path / "pw"
+    passwd.write_text("")
+    subprocess.run(["mosquitto_passwd", "-b", str(passwd), "loa-01", "mật-khẩu"], check=True)
+    _, stored = passwd.read_text().strip().split(":", 1)
+    assert verify_password("mật-khẩu", stored)
+    assert not verify_password("mat-khau", stored)
+    ours = hash_password("mật-khẩu")
+    assert ours.startswith("$7$101$") and verify_password("mật-khẩu", ours)
+    assert hash_password("x", salt=b"0" * 12) == hash_password("x", salt=b"0" * 12)
+    with pytest.raises(ValueError):
+        hash_password("")
+    with pytest.raises(ValueError):
+        hash_password("a\nb")
+
+
+def test_acl_confines_nodes_and_gives_controller_the_prefix() -> None:
+    acl = render_acl("loa", ["controller"], {"loa-01": "thon-1", "loa-02": None})
+    lines = acl.splitlines()
+    assert "pattern write loa/speakers/%u/events" in lines
+    assert "pattern read loa/speakers/%u/cmd" in lines
+    assert "pattern read loa/audio/#" in lines
+    i = lines.index("user controller")
+    assert lines[i + 1] == "topic readwrite loa/#"
+    j = lines.index("user loa-01")
+    assert lines[j + 1] == "topic read loa/zones/thon-1/cmd"
+    assert "user loa-02" not in lines  # no zone: the patterns alone
+    assert not any(line.startswith("pattern readwrite") or line == "topic readwrite #" for line in lines)
+
+
+def test_logins_are_checked_against_the_password_file(mosquitto_factory) -> None:
+    fx: BrokerFixture = mosquitto_factory(users={"loa-01": "pw-1"}, node_zones={"loa-01": "thon-1"})
+    b = fx.broker
+    assert b.running and b.port > 0
+    assert probe_login(b.host, b.port, "loa-01", "pw-1") == ACCEPTED
+    assert probe_login(b.host, b.port, "loa-01", "wrong") in (BAD_CREDENTIALS, NOT_AUTHORIZED)
+    assert probe_login(b.host, b.port, "nobody", "pw-1") in (BAD_CREDENTIALS, NOT_AUTHORIZED)
+    assert fx.url.startswith("mqtt://controller:") and fx.url.endswith(f"@127.0.0.1:{b.port}")
+    conf = b.conf_path.read_text()
+    for needle in (
+        "allow_anonymous false",
+        f"listener {b.port} 127.0.0.1",
+        "set_tcp_nodelay true",
+        "max_queued_messages 100000",
+        "autosave_interval 5",
+        f"password_file {b.passwd_path}",
+        f"acl_file {b.acl_path}",
+    ):
+        assert needle in conf
+    assert "pw-1" not in b.passwd_path.read_text()  # hashes only
+
+
+def test_files_belong_to_the_mosquitto_user_when_root(mosquitto) -> None:
+    if os.geteuid() != 0:
+        pytest.skip("privilege drop only happens when started as root")
+    try:
+        account = pwd.getpwnam("mosquitto")
+    except KeyError:
+        pytest.skip("no mosquitto user on this host")
+    b = mosquitto.broker
+    assert "user root" not in b.conf_path.read_text()
+    for path in (b.workdir, b.data_dir, b.passwd_path, b.acl_path, b.log_path):
+        assert path.stat().st_uid == account.pw_uid, path
+    assert b.passwd_path.stat().st_mode & 0o077 == 0  # not readable by others
+    # The broker really runs as that user, and can write its persistence file.
+    status = Path(f"/proc/{b.pid}/status").read_text()
+    uid_line = next(line for line in status.splitlines() if line.startswith("Uid:"))
+    assert int(uid_line.split()[1]) == account.pw_uid
+    b.restart()  # SIGTERM: mosquitto saves its database as the unprivileged user
+    assert (b.data_dir / "mosquitto.db").exists()
+
+
+def test_unreachable_folder_falls_back_to_root(tmp_path: Path) -> None:
+    if os.geteuid() != 0:
+        pytest.skip("only relevant when started as root")
+    private = tmp_path / "private"
+    private.mkdir(mode=0o700)
+    broker = ManagedBroker(private / "broker", users={"loa-01": "pw"})
+    try:
+        broker.start()
+        assert "user root" in broker.conf_path.read_text()
+        assert probe_login(broker.host, broker.port, "loa-01", "pw") == ACCEPTED
+    finally:
+        broker.stop()
+    assert not broker.running
+
+
+def test_reload_applies_new_and_removed_users(mosquitto) -> None:
+    b = mosquitto.broker
+    assert probe_login(b.host, b.port, "loa-07", "pw-loa-07") != ACCEPTED
+    url = mosquitto.add_node("loa-07", zone="thon-2")
+    assert url == f"mqtt://loa-07:pw-loa-07@127.0.0.1:{b.port}"
+    assert probe_login(b.host, b.port, "loa-07", "pw-loa-07") == ACCEPTED
+    assert "topic read loa/zones/thon-2/cmd" in b.acl_path.read_text()
+    # A hash from the registry works the same as a plain password.
+    b.add_or_update_user("loa-08", password_hash=hash_password("từ-sổ-đăng-ký"), zone=None)
+    b.remove_user("loa-07")
+    b.reload()
+    assert probe_login(b.host, b.port, "loa-08", "từ-sổ-đăng-ký") == ACCEPTED
+    assert probe_login(b.host, b.port, "loa-07", "pw-loa-07") != ACCEPTED
+    with pytest.raises(ValueError):
+        b.add_or_update_user("loa/+", "pw")
+    with pytest.raises(ValueError):
+        b.add_or_update_user("loa-09")
+
+
+def test_restart_keeps_port_and_controller_password(mosquitto) -> None:
+    b = mosquitto.broker
+    port, url, pid = b.port, b.controller_url, b.pid
+    b.restart()
+    assert b.pid != pid and b.port == port and b.controller_url == url
+    assert probe_login(b.host, b.port, "controller", url.split(":")[2].split("@")[0]) == ACCEPTED
+    # A second ManagedBroker on the same folder reuses the generated controller password.
+    b.stop()
+    again = ManagedBroker(b.workdir, port=port)
+    try:
+        again.start()
+        assert again.controller_url == url
+    finally:
+        again.stop()
+
+
+def test_supervisor_restarts_a_crashed_broker(mosquitto) -> None:
+    b = mosquitto.broker
+    pid = b.pid
+    b.crash()
+    wait_until(lambda: b.restarts == 1 and b.running, what="supervisor restart")
+    assert b.pid != pid
+    assert probe_login(b.host, b.port, "controller", b.controller_url.split(":")[2].split("@")[0]) == ACCEPTED
+
+
+def test_stop_is_final(mosquitto) -> None:
+    b = mosquitto.broker
+    b.stop()
+    assert not b.running
+    assert probe_login(b.host, b.port, "controller", "x", timeout=0.5) is None
+    assert b.restarts == 0
+
+
+def test_start_failure_is_reported(tmp_path: Path) -> None:
+    fake = tmp_path / "mosquitto"
+    fake.write_text("#!/bin/sh\necho 'Error: something is wrong' >&2\nexit 3\n")
+    fake.chmod(0o755)
+    broker = ManagedBroker(tmp_path / "b", binary=fake, supervise=False)
+    with pytest.raises(BrokerError, match="something is wrong"):
+        broker.start()
+
+
+def test_find_mosquitto() -> None:
+    assert find_mosquitto().name == "mosquitto"
