@@ -3,7 +3,380 @@ each protocol in the simplest way possible, for unit tests. Integration tests us
 """
 
 # --- speech fakes (TtsEngine, Store) ---
+# (H2) Engines that need no binary and no network, a normalizer stand-in and an in-memory store.
+# Each counts its calls (thread-safe) so tests can prove "no synthesis on a cache hit".
+
+import hashlib as _hashlib
+import math as _math
+import threading as _threading
+from array import array as _array
+from pathlib import Path as _Path
+from typing import Any as _Any
+
+from broadcaster.tts.base import AudioClip as _AudioClip
+from broadcaster.tts.base import EngineUnavailable as _EngineUnavailable
+from broadcaster.tts.base import TtsError as _TtsError
+
+
+def tone_pcm16(duration_s: float, rate: int = 16_000, freq: float = 220.0, amp: float = 0.5) -> bytes:
+    """A sine with 10 ms fades, as mono 16-bit PCM (speech stand-in, no silence to trim)."""
+    n = int(duration_s * rate)
+    fade = max(1, int(0.01 * rate))
+    out = _array("h")
+    for i in range(n):
+        env = min(1.0, i / fade, (n - 1 - i) / fade)
+        out.append(int(32767 * amp * env * _math.sin(2 * _math.pi * freq * i / rate)))
+    return out.tobytes()
+
+
+class FakeEngine:
+    """A TtsEngine that "speaks" a tone whose length grows with the text: 0.2 s + 30 ms per
+    character. ``gate`` (an Event), when given, holds every call until it is set."""
+
+    def __init__(
+        self,
+        name: str = "fake",
+        voices: tuple[str, ...] = ("giong-a", "giong-b"),
+        *,
+        per_char_s: float = 0.03,
+        rate: int = 16_000,
+        gate: _threading.Event | None = None,
+        available: bool = True,
+    ) -> None:
+        self.name = name
+        self._voices = list(voices)
+        self.per_char_s = per_char_s
+        self.rate = rate
+        self.gate = gate
+        self.is_available = available
+        self.calls: list[tuple[str, str | None]] = []
+        self.started = _threading.Event()
+        self._lock = _threading.Lock()
+
+    @property
+    def call_count(self) -> int:
+        with self._lock:
+            return len(self.calls)
+
+    def available(self) -> bool:
+        return self.is_available
+
+    def voices(self) -> list[str]:
+        return list(self._voices)
+
+    def default_voice(self) -> str:
+        return self._voices[0]
+
+    def options(self) -> dict[str, _Any]:
+        return {"per_char_s": self.per_char_s}
+
+    def synthesize(self, text: str, voice: str | None = None) -> _AudioClip:
+        with self._lock:
+            self.calls.append((text, voice))
+        self.started.set()
+        if voice is not None and voice not in self._voices:
+            raise _EngineUnavailable(f"{self.name} has no voice {voice!r}")
+        if self.gate is not None and not self.gate.wait(30):
+            raise _TtsError(f"{self.name}: gate never opened")
+        duration = 0.2 + self.per_char_s * len(text)
+        return _AudioClip.from_pcm16(tone_pcm16(duration, self.rate), self.rate)
+
+
+class FailingEngine(FakeEngine):
+    """Always raises ``error`` (a TtsError by default: "network unreachable")."""
+
+    def __init__(self, name: str = "failing", error: Exception | None = None, **kwargs: _Any) -> None:
+        super().__init__(name, **kwargs)
+        self.error = error or _TtsError(f"{name}: network unreachable")
+
+    def synthesize(self, text: str, voice: str | None = None) -> _AudioClip:
+        with self._lock:
+            self.calls.append((text, voice))
+        raise self.error
+
+
+class HangingEngine(FakeEngine):
+    """Never answers until ``release`` is set (tests set it at teardown so no thread lingers)."""
+
+    def __init__(self, name: str = "hanging", **kwargs: _Any) -> None:
+        super().__init__(name, **kwargs)
+        self.release = _threading.Event()
+
+    def synthesize(self, text: str, voice: str | None = None) -> _AudioClip:
+        with self._lock:
+            self.calls.append((text, voice))
+        self.started.set()
+        self.release.wait(60)
+        raise _TtsError(f"{self.name}: released")
+
+
+class FakeNormalizer:
+    """The textnorm API in the simplest way: lower-case, overrides replaced word by word,
+    sentence punctuation kept. Records the overrides it was given."""
+
+    def __init__(self, overrides: dict[str, str] | None = None) -> None:
+        self.overrides = dict(overrides or {})
+        self.calls = 0
+
+    def with_overrides(self, mapping: dict[str, str]) -> "FakeNormalizer":
+        return FakeNormalizer({**self.overrides, **mapping})
+
+    def normalize(self, text: str) -> str:
+        self.calls += 1
+        for written, spoken in self.overrides.items():
+            text = text.replace(written, spoken)
+        return text.lower()
+
+
+class MemoryStore:
+    """The AudioStore API kept in memory (``path`` points into ``root`` but nothing is written).
+    ``put`` stores audio directly, for tests of code that only sends stored audio."""
+
+    def __init__(self, root: _Path = _Path("/nonexistent-audio-store"), max_bytes: int = 1 << 40) -> None:
+        self.root = _Path(root)
+        self.max_bytes = max_bytes
+        self._data: dict[str, bytes] = {}
+        self._meta: dict[str, dict[str, _Any]] = {}
+        self._pins: dict[str, set[str]] = {}
+        self._lock = _threading.Lock()
+        self.builds = 0
+
+    def put(self, key: str, data: bytes, meta: dict[str, _Any] | None = None) -> dict[str, _Any]:
+        full = {**(meta or {}), "key": key, "sha256": _hashlib.sha256(data).hexdigest(), "size": len(data)}
+        with self._lock:
+            self._data[key], self._meta[key] = data, full
+        return full
+
+    def has(self, key: str) -> bool:
+        return key in self._data
+
+    def path(self, key: str) -> _Path:
+        return self.root / f"{key}.mp3"
+
+    def read_bytes(self, key: str) -> bytes:
+        return self._data[key]
+
+    def meta(self, key: str) -> dict[str, _Any] | None:
+        return self._meta.get(key)
+
+    def touch(self, key: str) -> None:
+        pass
+
+    def get_or_create(self, key: str, build: _Any) -> tuple[_Path, dict[str, _Any], bool]:
+        with self._lock:
+            if key in self._data:
+                return self.path(key), self._meta[key], True
+            data, fields = build()
+            self.builds += 1
+        return self.path(key), self.put(key, data, fields), False
+
+    def pin(self, key: str, owner: str = "") -> None:
+        self._pins.setdefault(key, set()).add(owner)
+
+    def unpin(self, key: str, owner: str = "") -> None:
+        self._pins.get(key, set()).discard(owner)
+
+    def is_pinned(self, key: str) -> bool:
+        return bool(self._pins.get(key))
+
+    def total_bytes(self) -> int:
+        return sum(len(d) for d in self._data.values())
+
 
 # --- speaker fakes (Player, Amplifier) ---
 
 # --- controller fakes ---
+
+# --- scheduling/api fakes ---
+# (H4b) A broadcast manager, a speech service and a fleet reduced to what the scheduler and the
+# REST API call, for unit tests on a real SQLite file. Integration tests use the real parts.
+
+# No module-level imports here: this section sits below the others (ruff E402).
+
+
+class FakeBroadcastManager:
+    """Records submissions; writes the Announcement and Broadcast rows like the real manager
+    (so the unique (schedule_id, fire_time) constraint and the reports see them)."""
+
+    def __init__(self, sessions: object = None) -> None:
+        self.sessions = sessions
+        self.submitted: list[tuple[object, dict[str, object]]] = []
+        self.aired: list[int] = []
+        self.cancelled: list[int] = []
+        self.stopped: list[tuple[str | None, str]] = []
+        self.fail_with: Exception | None = None
+        import threading
+
+        self.changed = threading.Condition()
+        self.defer = None
+        self.undefer = None
+        self._next_id = 1
+
+    def submit(self, ann: object, *, approved: bool = True, schedule_id: int | None = None,
+               fire_time: object = None, valid_until: object = None) -> int:
+        if self.fail_with is not None:
+            raise self.fail_with
+        kwargs = {"approved": approved, "schedule_id": schedule_id, "fire_time": fire_time, "valid_until": valid_until}
+        broadcast_id = self._persist(ann, kwargs) if self.sessions is not None else self._count()
+        with self.changed:
+            self.submitted.append((ann, {**kwargs, "id": broadcast_id}))
+            self.changed.notify_all()
+        from datetime import UTC, datetime
+
+        if ann.at is not None and ann.at > datetime.now(UTC) and self.defer is not None:
+            self.defer(broadcast_id, ann.at)
+        return broadcast_id
+
+    def _count(self) -> int:
+        self._next_id += 1
+        return self._next_id - 1
+
+    def _persist(self, ann: object, kwargs: dict[str, object]) -> int:
+        from datetime import UTC, datetime
+
+        from sqlalchemy import select
+        from sqlalchemy.exc import IntegrityError
+
+        from broadcaster.models import Announcement, Broadcast
+
+        schedule_id, fire_time = kwargs["schedule_id"], kwargs["fire_time"]
+        future = ann.at is not None and ann.at > datetime.now(UTC)
+        state = "scheduled" if future else ("sending" if kwargs["approved"] else "pending_approval")
+        try:
+            with self.sessions.begin() as session:
+                row = Announcement(title=ann.title, text=ann.text, tier=str(ann.tier), targets=list(ann.targets),
+                                   repeat=ann.repeat, engine=ann.engine, voice=ann.voice, author=ann.author,
+                                   source=str(ann.source), audio_key=ann.audio_key)
+                broadcast = Broadcast(announcement=row, tier=str(ann.tier), targets=list(ann.targets), state=state,
+                                      scheduled_at=ann.at or fire_time, schedule_id=schedule_id, fire_time=fire_time,
+                                      audio_key=ann.audio_key, created_by=ann.author)
+                session.add(broadcast)
+                session.flush()
+                return broadcast.id
+        except IntegrityError:
+            with self.sessions() as session:
+                return session.scalar(select(Broadcast.id).where(Broadcast.schedule_id == schedule_id,
+                                                                 Broadcast.fire_time == fire_time))
+
+    def wait_for(self, count: int, timeout: float = 10.0) -> bool:
+        """Wait until ``count`` submissions were made."""
+        with self.changed:
+            return self.changed.wait_for(lambda: len(self.submitted) >= count, timeout)
+
+    def air(self, broadcast_id: int) -> None:
+        with self.changed:
+            self.aired.append(broadcast_id)
+            self.changed.notify_all()
+
+    def approve(self, announcement_id: int, by: str) -> None:
+        pass
+
+    def reject(self, announcement_id: int, by: str, reason: str = "") -> None:
+        pass
+
+    def cancel(self, broadcast_id: int, by: str | None = None) -> bool:
+        self.cancelled.append(broadcast_id)
+        return self.get(broadcast_id) is not None
+
+    def stop_all(self, by: str | None = None, reason: str = "") -> None:
+        self.stopped.append((by, reason))
+
+    def get(self, broadcast_id: int) -> dict[str, object] | None:
+        if self.sessions is None:
+            return None
+        from broadcaster.models import Broadcast
+
+        with self.sessions() as session:
+            row = session.get(Broadcast, broadcast_id)
+            if row is None:
+                return None
+            return {"id": row.id, "state": row.state, "tier": row.tier, "targets": list(row.targets),
+                    "title": row.announcement.title, "text": row.announcement.text,
+                    "deliveries": [{"speaker": d.speaker_id, "state": d.state} for d in row.deliveries]}
+
+    def list(self, *, limit: int = 50, offset: int = 0, state: str | None = None) -> list[dict[str, object]]:
+        if self.sessions is None:
+            return []
+        from sqlalchemy import select
+
+        from broadcaster.models import Broadcast
+
+        with self.sessions() as session:
+            query = select(Broadcast.id).order_by(Broadcast.id.desc()).limit(limit).offset(offset)
+            if state:
+                query = query.where(Broadcast.state == state)
+            ids = list(session.scalars(query))
+        return [self.get(i) for i in ids]
+
+
+class FakeRenderResult:
+    def __init__(self, key: str, text: str) -> None:
+        self.key, self.text = key, text
+        self.engine = self.voice = "fake"
+        self.duration_s = 1.0
+        self.cache_hit = False
+
+
+class FakeAudioStore:
+    def __init__(self) -> None:
+        self.keys: set[str] = set()
+        self.pinned: set[str] = set()
+
+    def has(self, key: str) -> bool:
+        return key in self.keys
+
+    def pin(self, key: str) -> None:
+        self.pinned.add(key)
+
+    def unpin(self, key: str) -> None:
+        self.pinned.discard(key)
+
+
+class FakeSpeechService:
+    """``render`` returns a key derived from its inputs; ``fail_with`` makes it raise (an outage)."""
+
+    def __init__(self) -> None:
+        self.store = FakeAudioStore()
+        self.calls: list[dict[str, object]] = []
+        self.fail_with: Exception | None = None
+
+    def engines(self) -> list[str]:
+        return ["gtts", "espeak-ng"]
+
+    def render(self, text: str, engine: str | None = None, voice: str | None = None, repeat: int = 1,
+               chime: bool = True, lexicon: dict[str, str] | None = None) -> FakeRenderResult:
+        self.calls.append({"text": text, "engine": engine, "voice": voice, "repeat": repeat, "lexicon": lexicon})
+        if self.fail_with is not None:
+            raise self.fail_with
+        import hashlib
+
+        key = hashlib.sha256(repr((text, engine, voice, repeat, sorted((lexicon or {}).items()))).encode())
+        result = FakeRenderResult(key=key.hexdigest(), text=text)
+        self.store.keys.add(result.key)
+        return result
+
+
+class FakeFleet:
+    """``snapshot()`` lists the registry's speakers; ``online`` holds the ids reported online."""
+
+    def __init__(self, sessions: object) -> None:
+        self.sessions = sessions
+        self.online: set[str] = set()
+        self.health: dict[str, dict[str, object]] = {}
+
+    def snapshot(self) -> list[dict[str, object]]:
+        from sqlalchemy import select
+
+        from broadcaster.models import Speaker
+
+        with self.sessions() as session:
+            rows = list(session.scalars(select(Speaker).order_by(Speaker.id)))
+            return [{"id": s.id, "name": s.name, "zone": s.zone_id, "online": s.id in self.online,
+                     "last_seen": None, "health": self.health.get(s.id), "playing": None, "alerts": []}
+                    for s in rows]
+
+    def speaker(self, speaker_id: str) -> dict[str, object] | None:
+        return next((s for s in self.snapshot() if s["id"] == speaker_id), None)
+
+    def alerts(self, active_only: bool = True) -> list[dict[str, object]]:
+        return []

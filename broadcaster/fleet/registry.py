@@ -14,8 +14,6 @@ mosquitto-format hash is stored.
 
 from __future__ import annotations
 
-import base64
-import hashlib
 import logging
 import re
 import secrets
@@ -27,6 +25,7 @@ from typing import Any
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session, sessionmaker
 
+from broadcaster.broker import hash_password, verify_password
 from broadcaster.domain import ALL_TARGETS, nfc
 from broadcaster.models import Speaker, Zone
 from speakers.protocol import valid_id
@@ -37,10 +36,6 @@ _HHMM_RE = re.compile(r"^([01]\d|2[0-3]):[0-5]\d$")
 MAX_NAME = 200
 MAX_LOCATION = 300
 
-# mosquitto_passwd's "$7$" format: PBKDF2-SHA512, 101 iterations, 12-byte salt, base64 fields.
-# The same figures mosquitto 2.0 writes, so a file we generate reads like one it wrote.
-_PBKDF2_ITERATIONS = 101
-_SALT_BYTES = 12
 # 18 random bytes -> 24 URL-safe characters: typed once into a node's config file.
 _PASSWORD_BYTES = 18
 
@@ -83,24 +78,14 @@ def generate_password() -> str:
     return secrets.token_urlsafe(_PASSWORD_BYTES)
 
 
-def mosquitto_hash(password: str, *, salt: bytes | None = None, iterations: int = _PBKDF2_ITERATIONS) -> str:
-    """Hash ``password`` the way ``mosquitto_passwd`` does: ``$7$<iterations>$<b64 salt>$<b64 hash>``."""
-    salt = secrets.token_bytes(_SALT_BYTES) if salt is None else salt
-    digest = hashlib.pbkdf2_hmac("sha512", password.encode("utf-8"), salt, iterations)
-    return f"$7${iterations}${base64.b64encode(salt).decode()}${base64.b64encode(digest).decode()}"
+def mosquitto_hash(password: str, *, salt: bytes | None = None) -> str:
+    """Hash ``password`` as ``mosquitto_passwd`` does (``$7$``: PBKDF2-SHA512), via the broker module."""
+    return hash_password(password, salt=salt)
 
 
 def verify_mosquitto_hash(password: str, hashed: str) -> bool:
-    """True when ``password`` matches a ``$7$`` hash (used by tests and the broker checks)."""
-    parts = hashed.split("$")
-    if len(parts) != 5 or parts[1] != "7":
-        return False
-    try:
-        iterations = int(parts[2])
-        salt = base64.b64decode(parts[3], validate=True)
-    except ValueError:
-        return False
-    return secrets.compare_digest(mosquitto_hash(password, salt=salt, iterations=iterations), hashed)
+    """True when ``password`` matches a ``$7$`` hash."""
+    return verify_password(password, hashed)
 
 
 # ------------------------------------------------------------------ validation
