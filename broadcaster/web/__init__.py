@@ -127,9 +127,11 @@ def _error_page(exc: Exception) -> Any:
     # werkzeug's default English descriptions are replaced by ours; ours (Vietnamese) pass through.
     if not description or description == type(exc).description:
         description = _ERROR_TEXT_VI.get(code, title)
-    wants_json = request.blueprint == "api" or request.accept_mimetypes.best_match(
-        ["application/json", "text/html"]
-    ) == "application/json" and request.accept_mimetypes["application/json"] > request.accept_mimetypes["text/html"]
+    wants_json = (
+        request.blueprint == "api"
+        or request.accept_mimetypes.best_match(["application/json", "text/html"]) == "application/json"
+        and request.accept_mimetypes["application/json"] > request.accept_mimetypes["text/html"]
+    )
     if wants_json:
         return jsonify(error=description), code
     return render_template("error.html", code=code, title=title, message=description), code

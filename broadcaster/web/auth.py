@@ -122,7 +122,9 @@ def csrf_token() -> str:
 
 def _wants_json() -> bool:
     best = request.accept_mimetypes.best_match(["application/json", "text/html"])
-    return best == "application/json" and request.accept_mimetypes[best] > request.accept_mimetypes["text/html"]
+    return (
+        best == "application/json" and request.accept_mimetypes[best] > request.accept_mimetypes["text/html"]
+    )
 
 
 def check_csrf() -> None:
@@ -134,7 +136,9 @@ def check_csrf() -> None:
     expected = session.get("_csrf")
     sent = request.headers.get(CSRF_HEADER) or request.form.get(CSRF_FIELD)
     if not expected or not sent or not hmac.compare_digest(str(sent), str(expected)):
-        _LOGGER.warning("CSRF check failed for %s %s from %s", request.method, request.path, request.remote_addr)
+        _LOGGER.warning(
+            "CSRF check failed for %s %s from %s", request.method, request.path, request.remote_addr
+        )
         abort(400, description=CSRF_MESSAGE)
 
 
@@ -197,7 +201,13 @@ def _safe_next(target: str | None) -> str:
     if not target:
         return url_for("ui.dashboard")
     parts = urlsplit(target)
-    if parts.scheme or parts.netloc or not target.startswith("/") or target.startswith("//") or "\\" in target:
+    if (
+        parts.scheme
+        or parts.netloc
+        or not target.startswith("/")
+        or target.startswith("//")
+        or "\\" in target
+    ):
         return url_for("ui.dashboard")
     return target
 

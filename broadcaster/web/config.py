@@ -17,7 +17,10 @@ class WebConfig(BaseModel):
         "(behind a proxy, set trusted_proxies so X-Forwarded-Proto is believed).",
     )
     trusted_proxies: int = Field(
-        0, ge=0, le=5, description="Number of reverse proxies in front whose X-Forwarded-* headers are trusted."
+        0,
+        ge=0,
+        le=5,
+        description="Number of reverse proxies in front whose X-Forwarded-* headers are trusted.",
     )
     session_hours: int = Field(12, ge=1, le=24 * 30, description="An officer stays logged in this long.")
     login_max_failures: int = Field(

@@ -43,7 +43,9 @@ def extract_text(data: bytes, filename: str) -> str:
     elif name.endswith(".txt"):
         text = decode_text(data)
     elif name.endswith(".doc"):
-        raise DocumentError("Tệp .doc (Word cũ) chưa được hỗ trợ. Vui lòng lưu lại dưới dạng .docx. " + SUPPORTED_HINT)
+        raise DocumentError(
+            "Tệp .doc (Word cũ) chưa được hỗ trợ. Vui lòng lưu lại dưới dạng .docx. " + SUPPORTED_HINT
+        )
     else:
         raise DocumentError("Loại tệp không được hỗ trợ. " + SUPPORTED_HINT)
     text = tidy(text)
@@ -130,7 +132,9 @@ def _pdf_text(data: bytes) -> str:
             try:
                 reader.decrypt("")
             except Exception as exc:  # pypdf raises several types for encryption it cannot open
-                raise DocumentError("Tệp PDF có mật khẩu, không mở được. Vui lòng dùng bản không khóa.") from exc
+                raise DocumentError(
+                    "Tệp PDF có mật khẩu, không mở được. Vui lòng dùng bản không khóa."
+                ) from exc
         pages = reader.pages
         if len(pages) > MAX_PAGES:
             raise DocumentError(f"Tệp PDF quá dài ({len(pages)} trang, tối đa {MAX_PAGES}).")

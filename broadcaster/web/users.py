@@ -58,7 +58,9 @@ class UserInfo:
 
     @classmethod
     def of(cls, user: User) -> UserInfo:
-        return cls(user.id, user.username, user.display_name or user.username, user.role, user.active, user.created)
+        return cls(
+            user.id, user.username, user.display_name or user.username, user.role, user.active, user.created
+        )
 
 
 def normalize_username(username: str) -> str:
@@ -105,7 +107,9 @@ def add_user(
     with sessions() as session, session.begin():
         if session.scalar(select(User).where(func.lower(User.username) == name)) is not None:
             raise UserError(f"Tên đăng nhập “{name}” đã có người dùng.", "username")
-        user = User(username=name, display_name=display, password_hash=generate_password_hash(password), role=role)
+        user = User(
+            username=name, display_name=display, password_hash=generate_password_hash(password), role=role
+        )
         session.add(user)
         session.flush()
         info = UserInfo.of(user)
@@ -144,7 +148,10 @@ def count_users(sessions: sessionmaker[Session]) -> int:
 
 def _active_admins(session: Session) -> int:
     return int(
-        session.scalar(select(func.count(User.id)).where(User.role == Role.ADMIN.value, User.active.is_(True))) or 0
+        session.scalar(
+            select(func.count(User.id)).where(User.role == Role.ADMIN.value, User.active.is_(True))
+        )
+        or 0
     )
 
 
