@@ -380,3 +380,119 @@ class FakeFleet:
 
     def alerts(self, active_only: bool = True) -> list[dict[str, object]]:
         return []
+
+
+# --- web fakes ---
+# (H5) For the web UI's Flask test-client tests: a normalizer with ``analyze``, a fleet whose live
+# state a test sets, and a broadcast manager whose approve/reject/cancel change the stored state.
+# The browser tests use the real controller instead.
+
+
+class FakeToken:
+    def __init__(self, original: str, spoken: str, changed: bool) -> None:
+        self.original, self.spoken, self.changed = original, spoken, changed
+
+
+class FakeNormalized:
+    def __init__(self, text: str, tokens: tuple[FakeToken, ...]) -> None:
+        self.text, self.tokens = text, tokens
+
+
+class FakeAnalyzingNormalizer(FakeNormalizer):
+    """Word by word: an override (or a built-in "UBND") is read out, everything else kept."""
+
+    BUILT_IN = {"UBND": "ủy ban nhân dân"}
+
+    def with_overrides(self, mapping: dict[str, str]) -> "FakeAnalyzingNormalizer":
+        return FakeAnalyzingNormalizer({**self.overrides, **mapping})
+
+    def analyze(self, text: str) -> FakeNormalized:
+        import re
+
+        words = {**self.BUILT_IN, **self.overrides}
+        tokens = []
+        for piece in re.split(r"(\s+)", text):
+            if not piece:
+                continue
+            spoken = words.get(piece, piece)
+            tokens.append(FakeToken(piece, spoken, spoken != piece))
+        return FakeNormalized("".join(t.spoken for t in tokens), tuple(tokens))
+
+    def normalize(self, text: str) -> str:
+        return self.analyze(text).text
+
+
+class FakeLiveFleet:
+    """``snapshot()`` lists the registry's speakers merged with ``live[speaker_id]`` (a test sets
+    online, playing, volume, amplifier_on, alerts, health_at there)."""
+
+    def __init__(self, sessions: object) -> None:
+        self.sessions = sessions
+        self.live: dict[str, dict[str, object]] = {}
+
+    def snapshot(self) -> list[dict[str, object]]:
+        from sqlalchemy import select
+
+        from broadcaster.models import Speaker
+
+        with self.sessions() as session:
+            rows = list(session.scalars(select(Speaker).order_by(Speaker.id)))
+            base = [{"id": s.id, "name": s.name, "zone": s.zone_id, "online": False, "last_seen": None,
+                     "health": None, "health_at": None, "playing": None, "volume": None, "amplifier_on": None,
+                     "alerts": []} for s in rows]
+        return [{**item, **self.live.get(str(item["id"]), {})} for item in base]
+
+    def speaker(self, speaker_id: str) -> dict[str, object] | None:
+        return next((s for s in self.snapshot() if s["id"] == speaker_id), None)
+
+    def alerts(self, active_only: bool = True) -> list[dict[str, object]]:
+        return []
+
+
+class WebFakeBroadcasts(FakeBroadcastManager):
+    """H4b's recording manager plus state changes for approve/reject/cancel and the fields the
+    web pages show (announcement_id, normalized_text, delivery details)."""
+
+    def _set_state(self, announcement_id: int, state: str, approval: str) -> None:
+        from sqlalchemy import select
+
+        from broadcaster.models import Announcement, Broadcast
+
+        with self.sessions.begin() as session:
+            session.get(Announcement, announcement_id).approval = approval
+            for row in session.scalars(select(Broadcast).where(Broadcast.announcement_id == announcement_id)):
+                row.state = state
+
+    def approve(self, announcement_id: int, by: str) -> None:
+        self._set_state(announcement_id, "sending", "approved")
+
+    def reject(self, announcement_id: int, by: str, reason: str = "") -> None:
+        self._set_state(announcement_id, "cancelled", "rejected")
+
+    def cancel(self, broadcast_id: int, by: str | None = None) -> bool:
+        from broadcaster.models import Broadcast
+
+        self.cancelled.append(broadcast_id)
+        with self.sessions.begin() as session:
+            row = session.get(Broadcast, broadcast_id)
+            if row is None or row.state in ("done", "cancelled", "failed"):
+                return False
+            row.state = "cancelled"
+            return True
+
+    def get(self, broadcast_id: int) -> dict[str, object] | None:
+        from broadcaster.models import Broadcast
+
+        with self.sessions() as session:
+            row = session.get(Broadcast, broadcast_id)
+            if row is None:
+                return None
+            ann = row.announcement
+            return {"id": row.id, "announcement_id": row.announcement_id, "state": row.state, "tier": row.tier,
+                    "targets": list(row.targets), "title": ann.title, "text": ann.text,
+                    "normalized_text": ann.normalized_text, "scheduled_at": row.scheduled_at,
+                    "start_at": row.start_at, "finished_at": row.finished_at, "engine": row.engine_used,
+                    "duration_s": row.duration_s, "reason": row.reason, "author": ann.author,
+                    "deliveries": [{"speaker": d.speaker_id, "state": d.state, "started_at": d.started_at,
+                                    "finished_at": d.finished_at, "seconds_played": d.seconds_played,
+                                    "rms_dbfs": d.rms_dbfs, "reason": d.reason} for d in row.deliveries]}
