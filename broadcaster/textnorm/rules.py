@@ -1,0 +1,741 @@
+"""The rewriting rules, in the order they run.
+
+Each rule is a compiled regex and a handler. The engine (``normalizer.py``) runs the rules one
+after another; each rule sees only the parts of the text that earlier rules left alone, and its
+handler returns the spoken form of a match, or None to leave the match to later rules. Handlers
+look at the words around a match (``Context``) to decide between readings: "15/3" is a date after
+"ngày" and a fraction before "số hộ"; "113" is read digit by digit after "gọi".
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from functools import cached_property
+
+from broadcaster.textnorm.lexicon import Lexicon, alternation
+from broadcaster.textnorm.numbers import (
+    DIGITS,
+    read_day,
+    read_decimal,
+    read_digits,
+    read_fraction_digits,
+    read_integer_string,
+    read_month,
+    read_number,
+    read_ordinal,
+    roman_value,
+)
+from broadcaster.textnorm.syllables import is_syllable, split_unaccented, strip_accents
+
+Handler = Callable[[re.Match[str], "Context"], str | None]
+
+
+@dataclass(frozen=True)
+class Rule:
+    name: str
+    pattern: re.Pattern[str]
+    handler: Handler
+
+
+_WORD = re.compile(r"[^\W_]+")
+_LETTERS = re.compile(r"[^\W\d_]+")
+_RUNS = re.compile(r"\d+|[^\W\d_]+")
+
+# Words after which a number is a count of something, not a code or a phone number.
+COUNT_WORDS = frozenset(
+    """hộ người con ha tấn tạ yến kg cây lượt lần ngày tuần tháng năm quý giờ phút giây triệu tỷ tỉ
+    nghìn ngàn trăm đồng học trẻ em cháu xã thôn xóm tổ trường đơn cơ hồ suất phần bệnh ca khẩu
+    mét km lít héc chiếc cái xe chuyến vé liều mũi đợt buổi vụ điểm em hội đoàn thành đảng
+    cán công gia nhân lao phụ cựu""".split()
+)
+# Words after "/" that make it read "một" (per): đồng/kg, lượt/ngày.
+PER_WORDS = frozenset(
+    """người hộ con lượt lần ngày tuần tháng năm quý giờ phút buổi suất xuất ca sào mẫu công cây bao
+    chai gói hộp bình chiếc cái em cháu trẻ xe chuyến vé kỳ kì đợt khẩu liều mũi lớp phòng tấn tạ
+    yến lít kg ha m2 ký cân học nhân lô thửa""".split()
+)
+_MAGNITUDES = frozenset("nghìn ngàn triệu tỷ tỉ trăm chục vạn".split())
+_NUMBER_WORDS = frozenset(
+    "trăm nghìn ngàn vạn triệu tỷ tỉ chục mươi mười vài mấy mỗi một hai ba bốn năm sáu bảy tám chín nửa rưỡi".split()
+)
+_DATE_PREV = frozenset(
+    "ngày từ đến tới hôm sáng chiều tối trưa đêm trước sau vào hạn nay mai lúc mùng nhật hết".split()
+)
+_WEEKDAY_NAMES = frozenset("hai ba tư năm sáu bảy".split())
+_FRACTION_PREV = frozenset("chiếm khoảng gần hơn trên dưới đạt được bằng còn mất quá".split())
+_FRACTION_NEXT = frozenset(
+    """số tổng diện dân trong các những thời lượng kinh phần hộ người thôn xã tiêu chỉ đơn
+    học trường lao cán thành diện giá khối""".split()
+)
+# Words before "12/2024" after which it is a number and a year, not a month: "Quý 2/2024",
+# "Nghị định 12/2024", "số 15/2024".
+_NUMBERED_PREV = frozenset(
+    "số quý đợt kỳ kì khóa khoá lần định tư thị văn hoạch quyết luật báo cáo trình dẫn lệnh điện".split()
+)
+_ROMAN_CONTEXT = frozenset(
+    """quý khóa khoá thứ kỳ kì phần chương mục đợt đoạn kỷ kỉ vòng cấp hạng loại hội tập bài khu
+    đoàn vực vùng nhóm lục tiết số""".split()
+)
+_DIGIT_TRIGGERS = (
+    "gọi", "hotline", "tổng đài", "dây nóng", "điện thoại", "sđt", "đt", "stk", "tài khoản", "mã",
+    "căn cước", "cccd", "cmnd", "định danh", "fax", "zalo", "nhắn tin", "soạn tin", "quay số",
+)
+_EMERGENCY_TRIGGERS = (
+    *_DIGIT_TRIGGERS, "số", "báo", "liên hệ", "cứu", "cháy", "hỏa", "hoả", "công an", "khẩn",
+)
+_EMERGENCY_NUMBERS = frozenset({"111", "112", "113", "114", "115"})
+_NETWORK_WORDS = frozenset("mạng sóng nghệ bao động internet nối wifi thuê phủ".split())
+
+
+class Context:
+    """The whole text and the vocabularies, for handlers that look around their match."""
+
+    def __init__(self, text: str, lexicon: Lexicon, overrides: Mapping[str, str]) -> None:
+        self.text = text
+        self.lexicon = lexicon
+        self.overrides = overrides
+        self._overrides_lower = {k.lower(): v for k, v in overrides.items() if k == k.lower()}
+
+    # --- looking around
+    def _line_before(self, pos: int, width: int = 80) -> str:
+        chunk = self.text[max(0, pos - width) : pos]
+        newline = chunk.rfind("\n")
+        return chunk[newline + 1 :] if newline >= 0 else chunk
+
+    def _line_after(self, pos: int, width: int = 80) -> str:
+        chunk = self.text[pos : pos + width]
+        newline = chunk.find("\n")
+        return chunk[:newline] if newline >= 0 else chunk
+
+    def prev_words(self, pos: int, n: int = 3) -> list[str]:
+        """The n words before pos on the same line, lower-case, nearest last."""
+        return [w.lower() for w in _WORD.findall(self._line_before(pos))[-n:]]
+
+    def prev_word(self, pos: int) -> str:
+        words = self.prev_words(pos, 1)
+        return words[0] if words else ""
+
+    def adjacent_prev_word(self, pos: int) -> str:
+        """The word right before pos with only spaces between, else ''."""
+        match = re.search(r"([^\W_]+)[ \t]*$", self._line_before(pos))
+        return match.group(1).lower() if match else ""
+
+    def adjacent_next_word(self, pos: int) -> str:
+        match = re.match(r"[ \t]*([^\W_]+)", self._line_after(pos))
+        return match.group(1).lower() if match else ""
+
+    def raw_prev_word(self, pos: int) -> str:
+        match = re.search(r"([^\W_]+)[ \t]*$", self._line_before(pos))
+        return match.group(1) if match else ""
+
+    def raw_next_word(self, pos: int) -> str:
+        match = re.match(r"[ \t]*([^\W_]+)", self._line_after(pos))
+        return match.group(1) if match else ""
+
+    def prev_char(self, pos: int) -> str:
+        """The nearest non-space character before pos on the line, else ''."""
+        stripped = self._line_before(pos, 20).rstrip(" \t")
+        return stripped[-1] if stripped else ""
+
+    def next_char(self, pos: int) -> str:
+        stripped = self._line_after(pos, 20).lstrip(" \t")
+        return stripped[0] if stripped else ""
+
+    def after(self, pos: int, width: int = 30) -> str:
+        return self._line_after(pos, width)
+
+    def prev_has(self, pos: int, phrases: tuple[str, ...], n: int = 4) -> bool:
+        window = " " + " ".join(self.prev_words(pos, n)) + " "
+        return any(f" {phrase} " in window for phrase in phrases)
+
+    # --- vocabularies
+    def override(self, term: str) -> str | None:
+        found = self.overrides.get(term)
+        return found if found is not None else self._overrides_lower.get(term.lower())
+
+    def letter(self, ch: str) -> str:
+        if ch.isdigit():
+            return DIGITS[int(ch)]
+        return self.lexicon.get("letter", ch.lower()) or ch.lower()
+
+    def spell(self, word: str) -> str:
+        return " ".join(self.letter(ch) for ch in word if not ch.isspace())
+
+    def read_letters(self, run: str, doc: bool = False) -> str:
+        """A run of letters inside a code: vocabulary, else a syllable, else spelled."""
+        found = self.override(run)
+        if found is None and doc:
+            found = self.lexicon.get("doc", run)
+        if found is None:
+            found = (
+                self.lexicon.get("abbr", run)
+                or self.lexicon.get("word", run.lower())
+                or self.lexicon.get("unit", run)
+            )
+        if found is not None:
+            return found
+        if len(run) == 1:
+            return self.letter(run)
+        if is_syllable(run):
+            return run.lower()
+        return self.spell(run)
+
+    @cached_property
+    def accent_map(self) -> dict[str, str]:
+        """Unaccented run-together words of this text -> their accented reading, so that
+        "phuchoa" in an address is read like "Phúc Hòa" elsewhere in the announcement."""
+        words = _LETTERS.findall(self.text)
+        found: dict[str, str] = {}
+        for i in range(len(words)):
+            for n in range(1, 5):
+                seq = words[i : i + n]
+                if len(seq) < n:
+                    break
+                reading = " ".join(seq).lower()
+                key = strip_accents("".join(seq)).lower()
+                if key != reading:
+                    found.setdefault(key, reading)
+        return found
+
+    def read_address_part(self, part: str) -> str:
+        """One label of a web or e-mail address: "dichvucong" -> "dịch vụ công"."""
+        words = []
+        for run in _RUNS.findall(part):
+            if run.isdigit():
+                words.append(read_digits(run))
+                continue
+            lower = run.lower()
+            found = (
+                self.override(run)
+                or self.lexicon.get("domain", lower)
+                or self.lexicon.get("word", lower)
+                or self.lexicon.get("abbr", run.upper())
+                or self.accent_map.get(lower)
+            )
+            if found is None:
+                pieces = split_unaccented(lower)
+                if pieces and (len(pieces) > 1 or len(lower) >= 3):
+                    found = " ".join(pieces)
+                else:
+                    found = self.spell(lower)
+            words.append(found)
+        return " ".join(words)
+
+
+# ---------------------------------------------------------------- patterns and handlers
+
+_DROP_CHARS = re.compile(
+    "["
+    "\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f"  # control characters (tab, newline, CR kept)
+    "\u00ad\u200b-\u200f\u202a-\u202e\u2060-\u206f\ufeff\ufe00-\ufe0f"  # invisible format chars
+    "\u2600-\u27bf\u2b00-\u2bff\u2300-\u23ff"  # dingbats, misc symbols (☀ ☎ ✅ ⏰)
+    "\U0001f000-\U0001faff\U000e0000-\U000e007f"  # emoji, flags, tags
+    "\ue000-\uf8ff"  # private use
+    "]+"
+)
+
+
+def _drop(match: re.Match[str], ctx: Context) -> str:
+    return ""
+
+
+# --- e-mail and web addresses
+_EMAIL = re.compile(r"(?<![\w.@])[A-Za-z0-9][A-Za-z0-9._%+-]*@[A-Za-z0-9-]+(?:\.[A-Za-z0-9-]+)+")
+_URL = re.compile(
+    r"(?<![\w.@/])(?:(?i:https?://)[^\s<>\"]+|(?:(?i:www)\.)?[A-Za-z0-9-]+(?:\.[A-Za-z0-9-]+)*"
+    r"\.(?i:vn|com|net|org|gov|edu|info|io|int|biz)(?![\w-])(?:/[^\s<>\"]*)?)"
+)
+_ADDRESS_SEPARATORS = {".": "chấm", "_": "gạch dưới", "-": "gạch ngang", "/": "gạch chéo", "+": "cộng",
+                       "?": "hỏi chấm", "=": "bằng", "&": "và", ":": "hai chấm", "%": "phần trăm"}
+
+
+def _read_address(address: str, ctx: Context) -> str:
+    words = []
+    for piece in re.split(r"([._/+?=&:%-])", address):
+        if not piece:
+            continue
+        if piece in _ADDRESS_SEPARATORS:
+            words.append(_ADDRESS_SEPARATORS[piece])
+        else:
+            words.append(ctx.read_address_part(piece))
+    return " ".join(words)
+
+
+def _trim_trailing(match: re.Match[str]) -> tuple[str, int]:
+    """Addresses do not end in sentence punctuation: "xem tại abc.gov.vn." keeps its final dot."""
+    text = match.group(0)
+    trimmed = text.rstrip(".,;:!?)]}'\"")
+    return trimmed, len(text) - len(trimmed)
+
+
+def _email(match: re.Match[str], ctx: Context) -> str:
+    local, _, domain = match.group(0).partition("@")
+    return f"{_read_address(local, ctx)} a còng {_read_address(domain, ctx)}"
+
+
+def _url(match: re.Match[str], ctx: Context) -> str | None:
+    text = match.group(0)
+    if not re.search(r"[A-Za-z]", text.split(".")[0]) and not text.lower().startswith("http"):
+        return None
+    body = re.sub(r"^(?i:https?://)", "", text)
+    return _read_address(body.rstrip("/"), ctx)
+
+
+# --- document numbers: 123/QĐ-UBND, 100/2019/NĐ-CP, 19-NQ/TW, Luật 59/2020/QH14
+_CODE_PART = r"[A-ZĐ][A-Za-zĐđ]*\d*(?:&[A-ZĐ][A-Za-zĐđ]*)?"
+_DOC_NUMBER = re.compile(
+    rf"(?<![\w/.,])(\d{{1,5}})(?:/(\d{{4}}))?/({_CODE_PART}(?:[-–]{_CODE_PART})*)(?![\w&])"
+    rf"|(?<![\w/.,])(\d{{1,5}})-({_CODE_PART})/({_CODE_PART})(?![\w&])"
+)
+_DOC_PREFIXES = {"S": "sở", "B": "bộ", "P": "phòng", "UB": "ủy ban"}
+
+
+def _read_code_part(part: str, ctx: Context) -> str:
+    found = ctx.override(part) or ctx.lexicon.get("doc", part) or ctx.lexicon.get("abbr", part)
+    if found:
+        return found
+    if "&" in part:
+        return " và ".join(_read_code_part(p, ctx) for p in part.split("&"))
+    runs = _RUNS.findall(part)
+    if len(runs) == 1 and len(part) > 1:
+        for prefix, reading in _DOC_PREFIXES.items():
+            rest = part[len(prefix) :]
+            if part.startswith(prefix) and rest:
+                inner = ctx.lexicon.get("doc", rest) or ctx.lexicon.get("abbr", rest)
+                if inner:
+                    return f"{reading} {inner}"
+    words = []
+    for run in runs:
+        words.append(read_number(int(run)) if run.isdigit() else ctx.read_letters(run, doc=True))
+    return " ".join(words)
+
+
+def _doc_number(match: re.Match[str], ctx: Context) -> str:
+    if match.group(1) is not None:
+        number, year, code = match.group(1), match.group(2), match.group(3)
+        words = [read_integer_string(number)]
+        if year:
+            words += ["năm", read_number(int(year))]
+        words += [_read_code_part(part, ctx) for part in re.split(r"[-–]", code)]
+        return " ".join(words)
+    number, first, second = match.group(4), match.group(5), match.group(6)
+    return " ".join([read_integer_string(number), _read_code_part(first, ctx), _read_code_part(second, ctx)])
+
+
+# --- phone numbers, digit by digit
+_PHONE = re.compile(
+    r"(?<![\d.,/])(?:"
+    r"\+84[ .-]?(?:\d[ .-]?){8,9}\d"
+    r"|\(0\d{1,3}\)[ .-]?(?:\d[ .-]?){6,8}\d"
+    r"|0(?:[ .-]?\d){9,10}"
+    r"|1[89]00[ .-]?\d{3,4}(?:[ .-]?\d{2,3})?"
+    r")(?![\d]|[.,]\d)"
+)
+
+
+def _phone(match: re.Match[str], ctx: Context) -> str | None:
+    text = match.group(0)
+    if re.search(r"[ .-]{2}", text):
+        return None
+    words = []
+    if text.startswith("+"):
+        words.append("cộng")
+    words.append(read_digits(text))
+    return " ".join(words)
+
+
+# --- dates
+def _valid_day_month(day: int, month: int) -> bool:
+    return 1 <= day <= 31 and 1 <= month <= 12
+
+
+_DATE_RANGE = re.compile(
+    r"(?<![\d/.,])(\d{1,2})[ \t]?[-–][ \t]?(\d{1,2})/(\d{1,2})(?:/(\d{4}))?(?![\w/]|[.,]\d)"
+)
+
+
+def _date_range(match: re.Match[str], ctx: Context) -> str | None:
+    first, second, month = int(match.group(1)), int(match.group(2)), int(match.group(3))
+    if not (_valid_day_month(first, month) and _valid_day_month(second, month) and first < second):
+        return None
+    words = [read_day(first), "đến", read_day(second), "tháng", read_month(month)]
+    if match.group(4):
+        words += ["năm", read_number(int(match.group(4)))]
+    return " ".join(words)
+
+
+_FULL_DATE = re.compile(r"(?<![\d/.,])(\d{1,2})([/.-])(\d{1,2})\2(\d{4})(?![\w/]|[.,]\d)")
+
+
+def _full_date(match: re.Match[str], ctx: Context) -> str | None:
+    day, month, year = int(match.group(1)), int(match.group(3)), int(match.group(4))
+    if not _valid_day_month(day, month):
+        return None
+    return f"{read_day(day)} tháng {read_month(month)} năm {read_number(year)}"
+
+
+_MONTH_YEAR = re.compile(r"(?<![\d/.,])(\d{1,3})/(\d{4})(?![\w/]|[.,]\d)")
+
+
+def _month_year(match: re.Match[str], ctx: Context) -> str | None:
+    first, year = int(match.group(1)), int(match.group(2))
+    prev = ctx.prev_word(match.start())
+    if prev == "tháng" and 1 <= first <= 12:
+        return f"{read_month(first)} năm {read_number(year)}"
+    if prev in _NUMBERED_PREV:
+        return f"{read_number(first)} năm {read_number(year)}"
+    if 1 <= first <= 12 and 1900 <= year <= 2199:
+        return f"tháng {read_month(first)} năm {read_number(year)}"
+    return None
+
+
+_DAY_MONTH = re.compile(r"(?<![\d/.,])(\d{1,3})/(\d{1,3})(?![\w/]|[.,]\d)")
+
+
+def _day_month(match: re.Match[str], ctx: Context) -> str | None:
+    left, right = match.group(1), match.group(2)
+    a, b = int(left), int(right)
+    prev_words = ctx.prev_words(match.start(), 2)
+    prev = prev_words[-1] if prev_words else ""
+    before_prev = prev_words[0] if len(prev_words) == 2 else ""
+    adjacent_prev = ctx.adjacent_prev_word(match.start())
+    adjacent_next = ctx.adjacent_next_word(match.end())
+    valid = len(left) <= 2 and _valid_day_month(a, b)
+    date_cue = prev in _DATE_PREV or (prev in _WEEKDAY_NAMES and before_prev == "thứ")
+    if a == 24 and b in (7, 24) and prev != "ngày":
+        return f"{read_number(a)} trên {read_number(b)}"
+    fraction_cue = adjacent_next in _FRACTION_NEXT or adjacent_prev in _FRACTION_PREV
+    if valid and (prev in ("ngày", "hôm", "mùng") or (date_cue and not fraction_cue)):
+        return f"{read_day(a)} tháng {read_month(b)}"
+    if fraction_cue or not valid:
+        if b == 0:
+            return None
+        return f"{read_number(a)} phần {read_number(b)}"
+    return f"{read_day(a)} tháng {read_month(b)}"
+
+
+# --- times: 7h, 7h30, 07:30, 17h00, 7g30
+_TIME = re.compile(
+    r"(?<![\w.,:/])(\d{1,2})(?:[hH](\d{2})?(?:[pP]|ph|')?|[gG](\d{2})|:(\d{2})(?::(\d{2}))?)(?![\w]|[.,:]\d)"
+)
+
+
+def _time(match: re.Match[str], ctx: Context) -> str | None:
+    hour = int(match.group(1))
+    minute_text = match.group(2) or match.group(3) or match.group(4)
+    minute = int(minute_text) if minute_text else 0
+    if hour > 24 or minute > 59:
+        return None
+    words = [read_number(hour), "giờ"]
+    if minute:
+        words += [read_number(minute), "phút"]
+    if match.group(5) and int(match.group(5)):
+        words += [read_number(int(match.group(5))), "giây"]
+    return " ".join(words)
+
+
+_ZERO_MINUTES = re.compile(r"(?<![\d.,])00(?:[ \t]+phút)?(?![\w])")
+
+
+def _zero_minutes(match: re.Match[str], ctx: Context) -> str | None:
+    return "" if ctx.prev_word(match.start()) == "giờ" else None
+
+
+# --- Roman numerals in context: Quý II, Đại hội XIII, khóa XV, lần thứ IV, Quý II/2024
+_ROMAN = re.compile(r"(?<![\w])([IVXLC]+)(?:/(\d{4}))?(?![\w]|/\d)")
+
+
+def _roman(match: re.Match[str], ctx: Context) -> str | None:
+    numeral, year = match.group(1), match.group(2)
+    value = roman_value(numeral)
+    if value is None:
+        return None
+    prev = ctx.prev_word(match.start())
+    in_context = prev in _ROMAN_CONTEXT
+    if not in_context:
+        # Standalone numerals of several letters (headings "II.", "Đại hội XIII") are Roman;
+        # single letters and ones with L/C (CV = công văn) need a context word.
+        if len(numeral) < 2 or set(numeral) - set("IVX") or ctx.lexicon.get("abbr", numeral):
+            return None
+        if _is_caps_neighbour(ctx.raw_prev_word(match.start())) and _is_caps_neighbour(
+            ctx.raw_next_word(match.end())
+        ):
+            return None
+    reading = read_ordinal(value) if prev == "thứ" else read_number(value)
+    if year:
+        reading += f" năm {read_number(int(year))}"
+    return reading
+
+
+def _is_caps_neighbour(word: str) -> bool:
+    return len(word) >= 2 and word.isupper() and not word.isdigit()
+
+
+# --- lexicon: abbreviations, units, foreign words
+def build_lexicon_pattern(lexicon: Lexicon) -> re.Pattern[str]:
+    exact = list(lexicon.entries["abbr"]) + list(lexicon.entries["unit"])
+    lower_variants = [
+        term.lower()
+        for term in lexicon.entries["abbr"]
+        if len(term) >= 3 and term.isalpha() and not is_syllable(term)
+        and term.lower() not in lexicon.entries["word"]
+    ]
+    body = alternation(exact + lower_variants)
+    words = alternation(lexicon.entries["word"], ignore_case=True)
+    return re.compile(rf"(?<![^\W\d_])(?:{body}|{words})")
+
+
+def _is_ambiguous_unit(term: str) -> bool:
+    return len(term) == 1 or is_syllable(term) or term.lower() in ("tr", "ph", "gr", "kw")
+
+
+def _after_quantity(match: re.Match[str], ctx: Context) -> bool:
+    before = ctx.text[max(0, match.start() - 2) : match.start()]
+    last = before[-1:]
+    if last and (last.isdigit() or last in "%/"):
+        return True
+    if len(before) == 2 and last in (" ", "\t") and before[0].isdigit():
+        return True
+    return ctx.adjacent_prev_word(match.start()) in _NUMBER_WORDS
+
+
+def _lexicon(match: re.Match[str], ctx: Context) -> str | None:
+    term = match.group(0)
+    lexicon = ctx.lexicon
+    abbr = lexicon.get("abbr", term)
+    if abbr is None and term.islower() and not lexicon.get("unit", term):
+        abbr = lexicon.lower_abbr().get(term)
+    if abbr is not None:
+        letters = term.rstrip(".")
+        if letters.isalpha() and is_syllable(letters) and (
+            _is_caps_neighbour(ctx.raw_prev_word(match.start()))
+            or _is_caps_neighbour(ctx.raw_next_word(match.end()))
+        ):
+            return None  # a word of a headline in capitals ("AN TOÀN"), not an abbreviation
+        if len(term) == 2 and term.endswith(".") and not ctx.raw_next_word(match.end())[:1].isupper():
+            return None  # "X." is "xã" only before a name
+        return abbr
+    unit = lexicon.get("unit", term)
+    if unit is not None:
+        if _is_ambiguous_unit(term) and not _after_quantity(match, ctx):
+            return None
+        if term.lower() == "g" and match.start() > 0 and ctx.text[match.start() - 1].isdigit():
+            if set(ctx.prev_words(match.start(), 4)) & _NETWORK_WORDS:
+                return ctx.letter("g")  # mạng 4g
+        return unit
+    return lexicon.get("word", term.lower())
+
+
+# --- codes that mix letters and digits: 4G, F0, QL1A, B52
+_ALNUM = re.compile(r"(?<![\w])(?=[^\W_]*\d)(?=[^\W_]*[^\W\d_])[^\W_]+(?![\w])")
+
+
+def _alnum(match: re.Match[str], ctx: Context) -> str:
+    words = []
+    for run in _RUNS.findall(match.group(0)):
+        if run.isdigit():
+            words.append(read_integer_string(run) if len(run) < 4 else read_digits(run))
+        else:
+            words.append(ctx.read_letters(run))
+    return " ".join(words)
+
+
+# --- numbers whose reading depends on the word before: thứ 2, tháng 4, ngày 5 tháng 9
+_SMALL_NUMBER = re.compile(r"(?<![\d.,])(\d{1,3})(?![\d]|[.,]\d)")
+
+
+def _contextual_number(match: re.Match[str], ctx: Context) -> str | None:
+    value = int(match.group(1))
+    prev = ctx.adjacent_prev_word(match.start())
+    if prev == "thứ":
+        return read_ordinal(value)
+    if prev == "tháng" and 1 <= value <= 12:
+        return read_month(value)
+    if prev == "ngày" and ctx.adjacent_next_word(match.end()) == "tháng" and 1 <= value <= 31:
+        return read_day(value)
+    return None
+
+
+# --- all other numbers
+_NUMBER = re.compile(
+    r"(?<![\d])(?:"
+    r"(?P<th>\d{1,3}(?:\.\d{3})+)(?:,(?P<thf>\d+))?"
+    r"|(?P<en>\d{1,3}(?:,\d{3}){2,})"
+    r"|(?P<dp>\d+)\.(?P<dpf>\d{1,2})"
+    r"|(?P<int>\d+)(?:,(?P<frac>\d+))?"
+    r")(?![\d])"
+)
+
+
+def _number(match: re.Match[str], ctx: Context) -> str:
+    if match.group("th"):
+        words = read_number(int(match.group("th").replace(".", "")))
+        if match.group("thf"):
+            words += " phẩy " + read_fraction_digits(match.group("thf"))
+        return words
+    if match.group("en"):
+        return read_number(int(match.group("en").replace(",", "")))
+    if match.group("dp"):
+        following = ctx.after(match.end(), 12).lstrip()
+        next_word = ctx.adjacent_next_word(match.end())
+        is_decimal = (
+            following[:1] in ("%", "°")
+            or next_word in _MAGNITUDES
+            or ctx.lexicon.get("unit", next_word) is not None
+        )
+        return read_decimal(match.group("dp"), match.group("dpf"), "phẩy" if is_decimal else "chấm")
+    digits, fraction = match.group("int"), match.group("frac")
+    if fraction is None and len(digits) >= 3:
+        next_word = ctx.adjacent_next_word(match.end())
+        following = ctx.after(match.end(), 3).lstrip()
+        counted = next_word in COUNT_WORDS or following[:1] in ("%", "°")
+        if not counted and ctx.prev_has(match.start(), _DIGIT_TRIGGERS):
+            return read_digits(digits)
+        if not counted and digits in _EMERGENCY_NUMBERS and ctx.prev_has(match.start(), _EMERGENCY_TRIGGERS):
+            return read_digits(digits)
+        if len(digits) >= 10:
+            return read_digits(digits)
+    return read_decimal(digits, fraction)
+
+
+# --- symbols
+_SYMBOL = re.compile(
+    r"[ \t]*[-–—−][ \t]*|/|&|\+|=|>=|<=|[><≥≤≈~×@#№%‰°$]|\.{2,}|…|[()\[\]{}]|[\"“”„«»'‘’`*_|\\^•·●■□▪►▶→←⇒✓]"
+)
+_PLAIN_SYMBOLS = {
+    "&": " và ", "=": " bằng ", ">": " lớn hơn ", "<": " nhỏ hơn ", ">=": " lớn hơn hoặc bằng ",
+    "<=": " nhỏ hơn hoặc bằng ", "≥": " lớn hơn hoặc bằng ", "≤": " nhỏ hơn hoặc bằng ",
+    "≈": " xấp xỉ ", "×": " nhân ", "@": " a còng ", "№": " số ", "%": " phần trăm ",
+    "‰": " phần nghìn ", "°": " độ ", "$": " đô la ", "…": ".",
+    "(": ",", ")": ",", "[": ",", "]": ",", "{": ",", "}": ",",
+}
+
+
+def _is_numeric_end(ctx: Context, pos: int) -> bool:
+    """Does the text before pos end like a quantity (15, 7h30, 14h, 50%, 30°C)?"""
+    before = ctx.text[max(0, pos - 3) : pos].rstrip(" \t")
+    if not before:
+        return False
+    last = before[-1]
+    if last.isdigit() or last in "%‰°":
+        return True
+    if last in "hHgC" and len(before) >= 2 and (before[-2].isdigit() or before[-2] == "°"):
+        return True
+    return False
+
+
+def _symbol(match: re.Match[str], ctx: Context) -> str:
+    text = match.group(0)
+    core = text.strip(" \t")
+    if core in "-–—−" and core:
+        line_before = ctx._line_before(match.start()).strip(" \t")
+        if not line_before:
+            return ""  # a bullet at the start of a line
+        next_char = ctx.next_char(match.end())
+        if next_char.isdigit() and _is_numeric_end(ctx, match.start()):
+            return " đến "
+        if (
+            text.startswith((" ", "\t"))
+            and not text.endswith((" ", "\t"))
+            and next_char.isdigit()
+            and re.match(r"\d+(?:[.,]\d+)?[ \t]*(?:°|độ)", ctx.after(match.end()))
+        ):
+            return " âm "
+        if text != core:
+            return ", "
+        return " "
+    if core == "/":
+        next_word = ctx.adjacent_next_word(match.end())
+        if next_word in PER_WORDS or ctx.lexicon.get("unit", ctx.raw_next_word(match.end())):
+            return " một "
+        return " "
+    if core == "+":
+        if not ctx._line_before(match.start()).strip(" \t"):
+            return ""
+        return " cộng "
+    if core == "~":
+        return " khoảng " if ctx.next_char(match.end()).isdigit() else " "
+    if core == "#":
+        return " số " if ctx.next_char(match.end()).isdigit() else " "
+    if core.startswith(".."):
+        return "."
+    return _PLAIN_SYMBOLS.get(core, " ")
+
+
+# --- words left over: capitals that are not syllables are spelled; single consonants named
+_CONSONANTS = frozenset("bcdđfghjklmnpqrstvwxzBCDĐFGHJKLMNPQRSTVWXZ")
+
+
+def _word(match: re.Match[str], ctx: Context) -> str:
+    word = match.group(0)
+    if len(word) == 1:
+        return ctx.letter(word) if word in _CONSONANTS else word.lower()
+    if word.isupper() and not is_syllable(word):
+        return ctx.spell(word)
+    return word.lower()
+
+
+# --- whatever is left: spaces, sentence punctuation, anything else dropped
+_REST = re.compile(r"\s+|[.,;:!?]+|.", re.DOTALL)
+
+
+def _rest(match: re.Match[str], ctx: Context) -> str:
+    text = match.group(0)
+    if text.isspace():
+        return "\n" if "\n" in text or "\r" in text else " "
+    if text[0] in ".,;:!?":
+        for mark in "?!.;:":
+            if mark in text:
+                return mark
+        return ","
+    return ""
+
+
+def build_rules(lexicon: Lexicon, override_pattern: re.Pattern[str] | None) -> list[Rule]:
+    """The rules in the order they run. Earlier rules claim text first."""
+    rules = [Rule("drop", _DROP_CHARS, _drop)]
+    if override_pattern is not None:
+        rules.append(Rule("override", override_pattern, _override))
+    rules += [
+        Rule("email", _EMAIL, _email),
+        Rule("url", _URL, _url),
+        Rule("document number", _DOC_NUMBER, _doc_number),
+        Rule("phone", _PHONE, _phone),
+        Rule("date range", _DATE_RANGE, _date_range),
+        Rule("date", _FULL_DATE, _full_date),
+        Rule("month/year", _MONTH_YEAR, _month_year),
+        Rule("time", _TIME, _time),
+        Rule("zero minutes", _ZERO_MINUTES, _zero_minutes),
+        Rule("day/month or fraction", _DAY_MONTH, _day_month),
+        Rule("roman", _ROMAN, _roman),
+        Rule("lexicon", build_lexicon_pattern(lexicon), _lexicon),
+        Rule("code", _ALNUM, _alnum),
+        Rule("contextual number", _SMALL_NUMBER, _contextual_number),
+        Rule("number", _NUMBER, _number),
+        Rule("symbol", _SYMBOL, _symbol),
+        Rule("word", _LETTERS, _word),
+        Rule("rest", _REST, _rest),
+    ]
+    return rules
+
+
+def build_override_pattern(overrides: Mapping[str, str]) -> re.Pattern[str] | None:
+    if not overrides:
+        return None
+    parts = []
+    for term in sorted(overrides, key=lambda t: (-len(t), t)):
+        body = re.escape(term)
+        if term == term.lower():
+            body = f"(?i:{body})"
+        if re.match(r"\w", term[0]):
+            body = r"(?<!\w)" + body
+        if re.match(r"\w", term[-1]):
+            body += r"(?!\w)"
+        parts.append(body)
+    return re.compile("|".join(parts))
+
+
+def _override(match: re.Match[str], ctx: Context) -> str | None:
+    return ctx.override(match.group(0))
