@@ -515,7 +515,6 @@ def _render_result_json(result: Any) -> dict[str, Any]:
     key = str(result.key)
     return {
         "key": key,
-        "audio_url": url_for("ui.audio", key=key),
         "duration_s": round(float(result.duration_s), 1),
         "engine": getattr(result, "engine", None),
         "voice": getattr(result, "voice", None),
@@ -1118,6 +1117,8 @@ def job_status(job_id: str) -> Any:
     status = jobs().status(job_id, user.id)
     if status is None:
         return jsonify(error="Không tìm thấy yêu cầu (có thể đã quá hạn). Vui lòng thử lại."), 404
+    if status.get("key"):  # workers run outside the request: the URL is made here
+        status["audio_url"] = url_for("ui.audio", key=status["key"])
     return jsonify(status)
 
 
@@ -1510,97 +1511,101 @@ def _date_arg(name: str, default: date) -> date:
         return default
 
 
-def _log_range() -> tuple[date, date, datetime, datetime]:
-    tz = _tz()
-    today = _now().astimezone(tz).date()
+def _log_range() -> tuple[date, date]:
+    """The log's local days (default: the last seven), at most a year."""
+    today = _now().astimezone(_tz()).date()
     day_from = _date_arg("from", today - timedelta(days=6))
     day_to = _date_arg("to", today)
     if day_to < day_from:
         day_from, day_to = day_to, day_from
-    start = datetime.combine(day_from, datetime.min.time(), tz).astimezone(UTC)
-    end = datetime.combine(day_to + timedelta(days=1), datetime.min.time(), tz).astimezone(UTC)
-    return day_from, day_to, start, end
-
-
-def _log_filters(start: datetime, end: datetime) -> dict[str, Any]:
-    filters: dict[str, Any] = {"start": start, "end": end}
-    if request.args.get("state"):
-        filters["state"] = request.args["state"]
-    if request.args.get("speaker"):
-        filters["speaker"] = request.args["speaker"]
-    if request.args.get("zone"):
-        filters["zone"] = request.args["zone"]
-    return filters
+    day_from = max(day_from, day_to - timedelta(days=365))
+    return day_from, day_to
 
 
 PAGE_SIZE = 25
+_LOG_ARGS = ("state", "tier", "q", "zone", "speaker")
+
+
+def _log_filters(day_from: date, day_to: date, *, limit: int, offset: int) -> Any:
+    args = {k: request.args[k] for k in _LOG_ARGS if request.args.get(k)}
+    args.update({"from": day_from.isoformat(), "to": day_to.isoformat(), "limit": str(limit), "offset": str(offset)})
+    return _reports().LogFilters.from_args(args, _services().settings.timezone)
 
 
 @bp.route("/log")
 @login_required
 def log() -> str:
     services = _services()
+    reports = _reports()
+    tz = services.settings.timezone
     try:
         page = max(1, int(request.args.get("page", "1")))
     except ValueError:
         page = 1
-    state = request.args.get("state") or None
-    if state and state not in BROADCAST_STATE_VI:
-        state = None
-    items = services.broadcasts.list(limit=PAGE_SIZE + 1, offset=(page - 1) * PAGE_SIZE, state=state)
-    has_more = len(items) > PAGE_SIZE
-    day_from, day_to, start, end = _log_range()
+    day_from, day_to = _log_range()
+    items: list[dict[str, Any]] = []
     minutes: list[dict[str, Any]] = []
+    error = None
     try:
+        filters = _log_filters(day_from, day_to, limit=PAGE_SIZE + 1, offset=(page - 1) * PAGE_SIZE)
         with services.sessions() as session:
-            minutes = list(_reports().minutes_per_day(session, start, end))
-    except Exception:
-        _LOGGER.exception("minutes_per_day failed")
-        flash("Không tính được số phút phát. Vui lòng thử lại sau.", "error")
+            items = reports.broadcast_log(session, filters, tz=tz)
+            minutes = reports.minutes_per_day(session, day_from, day_to, tz=tz)
+    except reports.ReportError as exc:
+        error = f"Bộ lọc không hợp lệ: {error_text(exc)}"
+    has_more = len(items) > PAGE_SIZE
+    query = {k: request.args[k] for k in _LOG_ARGS if request.args.get(k)}
+    query.update({"from": day_from.isoformat(), "to": day_to.isoformat()})
     return render_template(
         "log.html",
         items=items[:PAGE_SIZE],
         page=page,
         has_more=has_more,
-        state=state or "",
+        query=query,
         states=BROADCAST_STATE_VI,
+        tiers=[(t.value, t.label_vi) for t in Tier],
         minutes=minutes_table(minutes),
         day_from=day_from,
         day_to=day_to,
         names=_target_names(),
+        error=error,
     )
 
 
 def minutes_table(rows: list[dict[str, Any]]) -> dict[str, Any]:
-    """Rows ``{day, speaker, minutes}`` (names may vary) as a speaker x day grid."""
+    """Rows ``{date, speaker, speaker_name, minutes}`` as a cluster x day grid."""
     days: list[str] = []
-    speakers: list[str] = []
+    speakers: dict[str, str] = {}
     grid: dict[tuple[str, str], float] = {}
     for row in rows:
-        day = str(row.get("day") or row.get("date") or "")
-        speaker = str(row.get("speaker") or row.get("speaker_id") or row.get("cluster") or "")
-        value = row.get("minutes")
-        if value is None and row.get("seconds") is not None:
-            value = float(row["seconds"]) / 60
+        day = str(row.get("date") or row.get("day") or "")
+        speaker = str(row.get("speaker") or "")
         if day not in days:
             days.append(day)
-        if speaker not in speakers:
-            speakers.append(speaker)
-        grid[(speaker, day)] = grid.get((speaker, day), 0.0) + float(value or 0)
+        speakers.setdefault(speaker, str(row.get("speaker_name") or speaker))
+        grid[(speaker, day)] = grid.get((speaker, day), 0.0) + float(row.get("minutes") or 0)
     days.sort()
-    speakers.sort()
+    order = sorted(speakers, key=lambda s: speakers[s])
     return {
         "days": days,
-        "speakers": speakers,
+        "day_labels": {d: _day_label(d) for d in days},
+        "speakers": [{"id": s, "name": speakers[s]} for s in order],
         "cell": {f"{s}|{d}": round(v, 1) for (s, d), v in grid.items()},
-        "total": {s: round(sum(v for (sp, _), v in grid.items() if sp == s), 1) for s in speakers},
+        "total": {s: round(sum(v for (sp, _), v in grid.items() if sp == s), 1) for s in order},
     }
 
 
+def _day_label(value: str) -> str:
+    try:
+        return date.fromisoformat(value).strftime("%d/%m")
+    except ValueError:
+        return value
+
+
 def _csv_response(text: str, filename: str) -> Response:
-    # A BOM so Excel (which officers use) opens Vietnamese UTF-8 correctly.
+    # reports.to_csv starts with a BOM so Excel (what officers use) opens Vietnamese UTF-8 correctly.
     return Response(
-        "\ufeff" + text,
+        text.encode("utf-8"),
         mimetype="text/csv",
         headers={"Content-Disposition": f'attachment; filename="{filename}"'},
     )
@@ -1610,20 +1615,24 @@ def _csv_response(text: str, filename: str) -> Response:
 @login_required
 def log_csv() -> Response:
     reports = _reports()
-    day_from, day_to, start, end = _log_range()
+    day_from, day_to = _log_range()
+    try:
+        filters = _log_filters(day_from, day_to, limit=reports.MAX_LIMIT, offset=0)
+    except reports.ReportError as exc:
+        abort(400, description=f"Bộ lọc không hợp lệ: {error_text(exc)}")
     with _services().sessions() as session:
-        rows = reports.broadcast_log(session, _log_filters(start, end))
-    return _csv_response(reports.to_csv(rows), f"nhat-ky-phat-{day_from}-{day_to}.csv")
+        log_items = reports.broadcast_log(session, filters, tz=_services().settings.timezone)
+    return _csv_response(reports.log_csv(log_items), f"nhat-ky-phat-{day_from}-{day_to}.csv")
 
 
 @bp.route("/log/minutes.csv")
 @login_required
 def minutes_csv() -> Response:
     reports = _reports()
-    day_from, day_to, start, end = _log_range()
+    day_from, day_to = _log_range()
     with _services().sessions() as session:
-        rows = reports.minutes_per_day(session, start, end)
-    return _csv_response(reports.to_csv(rows), f"so-phut-phat-{day_from}-{day_to}.csv")
+        rows = reports.minutes_per_day(session, day_from, day_to, tz=_services().settings.timezone)
+    return _csv_response(reports.minutes_csv(rows), f"so-phut-phat-{day_from}-{day_to}.csv")
 
 
 # --- lexicon ------------------------------------------------------------------------------
