@@ -93,9 +93,17 @@ class RenderResult:
 def _normalization_errors() -> tuple[type[BaseException], ...]:
     try:
         from broadcaster.textnorm import NormalizationError
-    except ImportError:  # normalizer not installed: only injected normalizers, which raise SpeechError
-        return ()
+    except ImportError:
+        try:
+            from broadcaster.textnorm.errors import NormalizationError
+        except ImportError:  # no normalizer package: only injected normalizers
+            return ()
     return (NormalizationError,)
+
+
+def _vi_int(number: int) -> str:
+    """20000 -> "20.000" (Vietnamese thousands separator)."""
+    return f"{number:,}".replace(",", ".")
 
 
 def _key(payload: dict[str, Any]) -> AudioKey:
@@ -165,7 +173,7 @@ class SpeechService:
             raise SpeechError("Nội dung thông báo đang trống.", "the announcement text is empty")
         if len(text) > self.max_chars:
             raise SpeechError(
-                f"Nội dung quá dài: {len(text):,} ký tự, tối đa {self.max_chars:,} ký tự.".replace(",", "."),
+                f"Nội dung quá dài: {_vi_int(len(text))} ký tự, tối đa {_vi_int(self.max_chars)} ký tự.",
                 f"the text has {len(text)} characters, over the limit of {self.max_chars}",
             )
         return text
