@@ -83,13 +83,16 @@ class FakeEngine:
 
 
 class FailingEngine(FakeEngine):
-    """Always raises ``error`` (a TtsError by default: "network unreachable")."""
+    """Raises ``error`` (a TtsError by default: "network unreachable"); set ``error = None`` and
+    it recovers (speaks like FakeEngine)."""
 
     def __init__(self, name: str = "failing", error: Exception | None = None, **kwargs: _Any) -> None:
         super().__init__(name, **kwargs)
-        self.error = error or _TtsError(f"{name}: network unreachable")
+        self.error: Exception | None = error or _TtsError(f"{name}: network unreachable")
 
     def synthesize(self, text: str, voice: str | None = None) -> _AudioClip:
+        if self.error is None:
+            return super().synthesize(text, voice)
         with self._lock:
             self.calls.append((text, voice))
         raise self.error
