@@ -697,7 +697,7 @@ def speaker_view(sp: dict[str, Any]) -> dict[str, Any]:
         "online": online,
         "status": "Đang hoạt động" if online else "Mất kết nối",
         "playing": playing,
-        "playing_text": f"Đang phát: {playing}" if playing else "Đang nghỉ",
+        "playing_text": f"Đang phát: {playing}" if playing else ("Đang nghỉ" if online else "Không rõ đang phát gì"),
         "volume": "–" if volume is None else f"{int(round(float(volume)))}%",
         "amplifier": "–" if amp is None else ("Bật" if amp else "Tắt"),
         "last_health": ago(last_health),
