@@ -99,3 +99,80 @@ def plain_mosquitto(tmp_path: Path) -> Iterator[PlainMosquitto]:
     broker.start()
     yield broker
     broker.stop()
+
+
+# ----------------------------------------------------------------------------- unit harness
+
+
+class UnitController:
+    """Fleet + BroadcastManager on a MemoryBroker with fake nodes, a real SQLite file, fake speech.
+
+    Zones ``thon-1``..``thon-3`` with three clusters each (``loa-01``..``loa-09``)."""
+
+    def __init__(self, tmp_path: Path, *, connect: bool = True, **config: object) -> None:
+        from broadcaster.broadcasts import BroadcastManager, BroadcastsConfig
+        from broadcaster.db import create_schema, make_engine, make_session_factory
+        from broadcaster.fleet import Fleet, FleetConfig
+        from broadcaster.models import Speaker, Zone
+        from broadcaster.transport.memory import MemoryBroker, MemoryTransport
+        from tests.fakes import ControllerSpeech, FakeNode
+
+        self.engine = make_engine(f"sqlite:///{tmp_path / 'unit.db'}")
+        create_schema(self.engine)
+        self.sessions = make_session_factory(self.engine)
+        with self.sessions.begin() as s:
+            for z, name in (("thon-1", "Thôn Đông"), ("thon-2", "Thôn Đoài"), ("thon-3", "Thôn Trung")):
+                s.add(Zone(id=z, name=name))
+            for i in range(1, 10):
+                s.add(Speaker(id=f"loa-{i:02d}", name=f"Cụm loa {i}", zone_id=f"thon-{(i - 1) // 3 + 1}"))
+        self.broker = MemoryBroker()
+        self.transport = MemoryTransport(self.broker)
+        fleet_cfg = {k[6:]: v for k, v in config.items() if k.startswith("fleet_")}
+        bc_cfg = {k: v for k, v in config.items() if not k.startswith("fleet_")}
+        self.fleet = Fleet(self.sessions, self.transport, FleetConfig(**{"health_interval_s": 30, **fleet_cfg}))
+        self.speech = ControllerSpeech(tmp_path / "audio")
+        defaults = {"lead_s": 0.3, "emergency_lead_s": 0.2, "gap_s": 0.1, "receipt_grace_s": 5.0}
+        self.manager = BroadcastManager(
+            self.sessions, self.speech, self.transport, self.fleet, BroadcastsConfig(**{**defaults, **bc_cfg})
+        )
+        self.nodes = {f"loa-{i:02d}": FakeNode(self.broker, f"loa-{i:02d}", f"thon-{(i - 1) // 3 + 1}") for i in range(1, 10)}
+        self.fleet.start()
+        self.manager.start()
+        self.transport.start()
+        if connect:
+            for node in self.nodes.values():
+                node.connect()
+            wait_until(lambda: len(self.fleet.online_ids()) == 9, what="9 fake nodes online")
+
+    def wait_state(self, broadcast_id: int, *states: str, timeout: float = 15.0) -> dict:
+        return wait_until(
+            lambda: (b := self.manager.get(broadcast_id)) is not None and b["state"] in states and b,
+            timeout=timeout,
+            what=f"broadcast {broadcast_id} in {states} (now {(self.manager.get(broadcast_id) or {}).get('state')})",
+        )
+
+    def log(self, broadcast_id: int | None = None) -> list[str]:
+        from sqlalchemy import select
+
+        from broadcaster.models import LogEntry
+
+        with self.sessions() as s:
+            q = select(LogEntry).order_by(LogEntry.id)
+            if broadcast_id is not None:
+                q = q.where(LogEntry.broadcast_id == broadcast_id)
+            return [e.message for e in s.scalars(q)]
+
+    def close(self) -> None:
+        self.manager.stop()
+        self.fleet.stop()
+        for node in self.nodes.values():
+            node.stop()
+        self.transport.stop()
+        self.engine.dispose()
+
+
+@pytest.fixture
+def unit_controller(tmp_path: Path) -> Iterator[UnitController]:
+    harness = UnitController(tmp_path)
+    yield harness
+    harness.close()

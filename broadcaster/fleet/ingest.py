@@ -1,0 +1,116 @@
+"""Everything nodes publish enters the controller here, on the transport's network thread.
+
+The router only decodes, counts and hands messages on (to a queue of the fleet worker, to event
+listeners that enqueue for the broadcast worker). The one piece of real work done on the network
+thread is answering a node's time request: the answer carries the controller clock, and any queueing
+delay before it would become clock error on every node.
+
+A payload that is not a valid protocol message is logged (rate-limited per speaker) and counted; it
+never reaches the workers and never raises.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections import Counter
+from collections.abc import Callable
+from typing import Any
+
+from broadcaster.transport import Transport
+from speakers.protocol import (
+    Event,
+    Health,
+    ProtocolError,
+    Status,
+    TimeRequest,
+    TimeSync,
+    decode_node_message,
+)
+
+_LOGGER = logging.getLogger(__name__)
+
+# One log line per speaker and minute is enough to find a broken node without flooding the log.
+_MALFORMED_LOG_INTERVAL_S = 60.0
+_EXPECTED = {"status": Status, "health": Health, "events": Event, "time": TimeRequest}
+
+EventListener = Callable[[str, Event], None]
+Sink = Callable[[str, str, Any, float], None]  # (kind, speaker, message, received_at)
+
+
+class Ingest:
+    """Subscribes to every node topic and routes decoded messages.
+
+    ``sink(kind, speaker_id, message, received_at)`` receives status and health (and events, so the
+    fleet knows what plays); ``event_listeners`` also receive every event.
+    """
+
+    def __init__(self, transport: Transport, sink: Sink, clock: Callable[[], float] = time.time) -> None:
+        self.transport = transport
+        self.sink = sink
+        self.clock = clock
+        self.event_listeners: list[EventListener] = []
+        self.counts: Counter[str] = Counter()
+        self.malformed_by_speaker: Counter[str] = Counter()
+        self._last_log: dict[str, float] = {}
+        self._lock = threading.Lock()
+
+    def install(self) -> None:
+        for topic_filter in self.transport.topics.controller_filters():
+            self.transport.subscribe(topic_filter, self.handle)
+
+    def metrics(self) -> dict[str, Any]:
+        with self._lock:
+            return {
+                "messages": dict(self.counts),
+                "malformed": self.counts["malformed"],
+                "malformed_by_speaker": dict(self.malformed_by_speaker),
+            }
+
+    # Runs on the network thread.
+    def handle(self, topic: str, payload: bytes) -> None:
+        received_at = self.clock()
+        speaker = "?"
+        try:
+            kind, speaker, _ = self.transport.topics.parse(topic)
+            expected = _EXPECTED.get(kind)
+            if expected is None:
+                raise ProtocolError(f"unexpected topic for the controller: {topic!r}")
+            if kind == "status" and not payload:
+                return  # a retained status being cleared (speaker deleted)
+            message = decode_node_message(payload)
+            if not isinstance(message, expected):
+                raise ProtocolError(f"{type(message).__name__} published on a {kind} topic")
+        except ProtocolError as exc:
+            self._malformed(speaker, topic, exc)
+            return
+        with self._lock:
+            self.counts[kind] += 1
+        if isinstance(message, TimeRequest):
+            self._answer_time(speaker, message)
+            return
+        self.sink(kind, speaker, message, received_at)
+        if isinstance(message, Event):
+            for listener in list(self.event_listeners):
+                try:
+                    listener(speaker, message)
+                except Exception:
+                    _LOGGER.exception("event listener failed for %s", speaker)
+
+    def _answer_time(self, speaker: str, request: TimeRequest) -> None:
+        answer = TimeSync(seq=request.seq, t_node=request.t_node, t_controller=self.clock())
+        # QoS 0: a late answer is worse than none (the node simply asks again).
+        self.transport.publish(self.transport.topics.cmd(speaker), answer.encode(), qos=0)
+
+    def _malformed(self, speaker: str, topic: str, exc: Exception) -> None:
+        now = time.monotonic()
+        with self._lock:
+            self.counts["malformed"] += 1
+            self.malformed_by_speaker[speaker] += 1
+            last = self._last_log.get(speaker, -1e9)
+            log_it = now - last >= _MALFORMED_LOG_INTERVAL_S
+            if log_it:
+                self._last_log[speaker] = now
+        if log_it:
+            _LOGGER.warning("malformed message on %s ignored: %s", topic, exc)

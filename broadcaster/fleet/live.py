@@ -1,0 +1,502 @@
+"""Live state of every cluster: online or not, latest health, what plays, alerts.
+
+Online/offline comes from the retained ``status`` message and the last will (``online: false``),
+plus staleness: a node that sent nothing for ``stale_factor`` health intervals is shown offline with a
+``stale`` alert, because a half-open TCP link can keep a dead node "online" at the broker for minutes.
+
+One worker thread owns the state. It drains the ingest queue, updates the live state, raises and
+clears alerts, and writes health samples in batches (one commit per ``health_batch_size`` samples or
+``health_batch_interval_s``, whichever comes first); samples older than the retention are deleted
+hourly. Alerts (kind ``offline``, ``stale``, ``amplifier``, ``error``) live in the ``alerts`` table
+and in the snapshot; raising and clearing one is also written to the decision log.
+"""
+
+from __future__ import annotations
+
+import logging
+import queue
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from sqlalchemy import delete, insert, select
+from sqlalchemy.orm import Session, sessionmaker
+
+from broadcaster.fleet.config import FleetConfig
+from broadcaster.fleet.ingest import Ingest
+from broadcaster.models import Alert, HealthSample, LogEntry, Speaker
+from broadcaster.transport import Transport
+from speakers.protocol import Event, Health, Status
+
+_LOGGER = logging.getLogger(__name__)
+
+_RETENTION_EVERY_S = 3600.0
+_PLAYING_STATES = {"playing"}
+_IDLE_STATES = {"done", "failed", "preempted", "stopped", "expired"}
+# Registry rows (name, zone) are re-read at most this often for snapshots.
+_REGISTRY_TTL_S = 2.0
+
+ALERT_MESSAGES = {
+    "offline": "Cụm loa mất kết nối",
+    "never": "Cụm loa chưa kết nối từ khi bộ điều khiển khởi động",
+    "stale": "Cụm loa không gửi tình trạng quá {s:.0f} giây",
+    "amplifier": "Âm ly đang tắt trong khi cụm loa phát bản tin",
+    "error": "Lỗi báo từ cụm loa: {e}",
+}
+
+
+def _ts(epoch: float | None) -> datetime | None:
+    return None if epoch is None else datetime.fromtimestamp(epoch, UTC)
+
+
+def _iso(epoch: float | None) -> str | None:
+    value = _ts(epoch)
+    return None if value is None else value.isoformat()
+
+
+@dataclass
+class _Live:
+    status_online: bool | None = None  # None: no status seen yet
+    status_at: float | None = None
+    last_seen: float | None = None
+    health: dict[str, Any] | None = None
+    health_at: float | None = None
+    playing: str | None = None  # broadcast id (str, as on the wire)
+    zone_reported: str | None = None
+    stale: bool = False
+    alerts: dict[str, tuple[int | None, str]] = field(default_factory=dict)  # kind -> (alert id, message)
+
+    def online(self) -> bool:
+        return bool(self.status_online) and not self.stale
+
+
+class Fleet:
+    """The live fleet. Built by ``build_services``; ``start()`` subscribes and starts the worker."""
+
+    def __init__(
+        self,
+        sessions: sessionmaker[Session],
+        transport: Transport,
+        config: FleetConfig | None = None,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.sessions = sessions
+        self.transport = transport
+        self.config = config or FleetConfig()
+        self.clock = clock
+        self.ingest = Ingest(transport, self._enqueue, clock)
+        self.title_lookup: Callable[[str], str | None] | None = None  # broadcast id -> title
+        self._queue: queue.Queue[tuple[str, str, Any, float] | None] = queue.Queue()
+        self._live: dict[str, _Live] = {}
+        self._lock = threading.RLock()
+        self._change_callbacks: list[Callable[[dict[str, Any]], None]] = []
+        self._online_listeners: list[Callable[[str, bool], None]] = []
+        self._thread: threading.Thread | None = None
+        self._stopping = threading.Event()
+        self._started_at = clock()
+        self._pending_health: list[dict[str, Any]] = []
+        self._pending_since: float | None = None
+        self._registry: dict[str, tuple[str, str | None, bool]] = {}  # id -> (name, zone, enabled)
+        self._registry_at = -1e9
+        self._last_retention = -1e9
+        self.stats = {"health_received": 0, "health_written": 0, "commits": 0, "queue_max": 0}
+
+    # ------------------------------------------------------------------ lifecycle
+
+    def start(self) -> None:
+        if self._thread is not None:
+            return
+        self._started_at = self.clock()
+        self._load_alerts()
+        self.ingest.install()
+        self._stopping.clear()
+        self._thread = threading.Thread(target=self._run, name="fleet-worker", daemon=True)
+        self._thread.start()
+
+    def stop(self) -> None:
+        if self._thread is None:
+            return
+        self._stopping.set()
+        self._queue.put(None)
+        self._thread.join(timeout=30)
+        self._thread = None
+
+    def flush(self, timeout: float = 10.0) -> bool:
+        """Wait until everything queued so far is processed and committed (tests, benchmarks)."""
+        done = threading.Event()
+        self._queue.put(("flush", "", done, 0.0))
+        return done.wait(timeout)
+
+    # ------------------------------------------------------------------ read API
+
+    def snapshot(self) -> list[dict[str, Any]]:
+        """One dict per registered cluster: id, name, zone, online, last_seen, health, playing,
+        volume, amplifier_on, alerts, malformed."""
+        registry = self._registry_rows(force=True)
+        with self._lock:
+            return [self._speaker_dict(sid, row) for sid, row in sorted(registry.items())]
+
+    def speaker(self, speaker_id: str) -> dict[str, Any] | None:
+        registry = self._registry_rows(force=True)
+        row = registry.get(speaker_id)
+        if row is None:
+            return None
+        with self._lock:
+            return self._speaker_dict(speaker_id, row)
+
+    def alerts(self, active_only: bool = True) -> list[dict[str, Any]]:
+        with self.sessions() as session:
+            query = select(Alert).order_by(Alert.raised_at.desc(), Alert.id.desc())
+            if active_only:
+                query = query.where(Alert.cleared_at.is_(None))
+            return [
+                {
+                    "id": a.id,
+                    "speaker": a.speaker_id,
+                    "kind": a.kind,
+                    "message": a.message,
+                    "raised_at": a.raised_at.isoformat(),
+                    "cleared_at": a.cleared_at.isoformat() if a.cleared_at else None,
+                    "active": a.cleared_at is None,
+                }
+                for a in session.scalars(query.limit(1000))
+            ]
+
+    def is_online(self, speaker_id: str) -> bool:
+        with self._lock:
+            live = self._live.get(speaker_id)
+            return live is not None and live.online()
+
+    def online_ids(self) -> set[str]:
+        with self._lock:
+            return {sid for sid, live in self._live.items() if live.online()}
+
+    def metrics(self) -> dict[str, Any]:
+        with self._lock:
+            online = sum(1 for live in self._live.values() if live.online())
+            known = len(self._live)
+        return {
+            **self.ingest.metrics(),
+            **self.stats,
+            "speakers_seen": known,
+            "speakers_online": online,
+            "queue": self._queue.qsize(),
+        }
+
+    # ------------------------------------------------------------------ subscriptions
+
+    def subscribe_changes(self, callback: Callable[[dict[str, Any]], None]) -> None:
+        """``callback({"type": "speaker", "id": ..., "speaker": {...}})`` from the fleet worker thread
+        after each processed batch, once per changed cluster. It must not block."""
+        self._change_callbacks.append(callback)
+
+    def unsubscribe_changes(self, callback: Callable[[dict[str, Any]], None]) -> None:
+        try:
+            self._change_callbacks.remove(callback)
+        except ValueError:
+            pass
+
+    def add_online_listener(self, callback: Callable[[str, bool], None]) -> None:
+        """``callback(speaker_id, online)`` (fleet worker thread) when a cluster comes or goes."""
+        self._online_listeners.append(callback)
+
+    def add_event_listener(self, callback: Callable[[str, Event], None]) -> None:
+        """``callback(speaker_id, event)`` on the network thread for every receipt; must only enqueue."""
+        self.ingest.event_listeners.append(callback)
+
+    def registry_changed(self, *_: Any) -> None:
+        """Registry hook: re-read names and zones at the next look."""
+        self._registry_at = -1e9
+
+    # ------------------------------------------------------------------ worker
+
+    def _enqueue(self, kind: str, speaker: str, message: Any, received_at: float) -> None:
+        self._queue.put((kind, speaker, message, received_at))
+
+    def _run(self) -> None:
+        tick = min(1.0, self.config.health_batch_interval_s, self.config.health_interval_s / 2)
+        while True:
+            items: list[tuple[str, str, Any, float]] = []
+            stop = False
+            try:
+                item = self._queue.get(timeout=tick)
+                if item is None:
+                    stop = True
+                else:
+                    items.append(item)
+                # Drain what is already there: one pass, one commit.
+                while len(items) < 5000:
+                    item = self._queue.get_nowait()
+                    if item is None:
+                        stop = True
+                        break
+                    items.append(item)
+            except queue.Empty:
+                pass
+            self.stats["queue_max"] = max(self.stats["queue_max"], self._queue.qsize() + len(items))
+            try:
+                self._process(items, final=stop)
+            except Exception:
+                _LOGGER.exception("fleet worker: batch failed")
+            if stop:
+                return
+
+    def _process(self, items: list[tuple[str, str, Any, float]], final: bool = False) -> None:
+        changed: set[str] = set()
+        online_changes: list[tuple[str, bool]] = []
+        flushes: list[threading.Event] = []
+        alert_ops: list[tuple[str, str, str, bool]] = []  # (speaker, kind, message, raise?)
+        now = self.clock()
+        for kind, speaker, message, received_at in items:
+            if kind == "flush":
+                flushes.append(message)
+                continue
+            with self._lock:
+                live = self._live.setdefault(speaker, _Live())
+                was_online = live.online()
+                live.last_seen = received_at
+                if isinstance(message, Status):
+                    live.status_online = message.online
+                    live.status_at = received_at
+                    live.zone_reported = message.zone
+                    live.stale = False
+                    if not message.online:
+                        live.playing = None
+                elif isinstance(message, Health):
+                    self.stats["health_received"] += 1
+                    data = message.to_dict()
+                    data.pop("v", None)
+                    data.pop("type", None)
+                    live.health = data
+                    live.health_at = received_at
+                    live.stale = False
+                    if live.status_online is None:
+                        live.status_online = True  # health implies a live link; status may come later
+                    if self.config.store_health:
+                        self._pending_health.append(
+                            {"speaker_id": speaker, "ts": _ts(received_at), "data": data}
+                        )
+                        if self._pending_since is None:
+                            self._pending_since = time.monotonic()
+                elif isinstance(message, Event):
+                    if message.state in _PLAYING_STATES:
+                        live.playing = message.broadcast_id
+                    elif message.state in _IDLE_STATES and live.playing == message.broadcast_id:
+                        live.playing = None
+                is_online = live.online()
+                alert_ops.extend(self._evaluate_alerts(speaker, live))
+            changed.add(speaker)
+            if is_online != was_online:
+                online_changes.append((speaker, is_online))
+        # Staleness and never-seen clusters.
+        stale_ops, stale_changes = self._check_staleness(now)
+        alert_ops.extend(stale_ops)
+        for speaker, online in stale_changes:
+            changed.add(speaker)
+            online_changes.append((speaker, online))
+        self._write(alert_ops, force_flush=final or bool(flushes))
+        for speaker, online in online_changes:
+            _LOGGER.info("cluster %s is %s", speaker, "online" if online else "offline")
+            for listener in list(self._online_listeners):
+                try:
+                    listener(speaker, online)
+                except Exception:
+                    _LOGGER.exception("online listener failed")
+        if changed and self._change_callbacks:
+            registry = self._registry_rows()
+            for speaker in sorted(changed):
+                row = registry.get(speaker)
+                if row is None:
+                    continue
+                with self._lock:
+                    data = self._speaker_dict(speaker, row)
+                for callback in list(self._change_callbacks):
+                    try:
+                        callback({"type": "speaker", "id": speaker, "speaker": data})
+                    except Exception:
+                        _LOGGER.exception("change callback failed")
+        for done in flushes:
+            done.set()
+
+    def _evaluate_alerts(self, speaker: str, live: _Live) -> list[tuple[str, str, str, bool]]:
+        ops: list[tuple[str, str, str, bool]] = []
+        want: dict[str, str] = {}
+        if live.status_online is False:
+            want["offline"] = ALERT_MESSAGES["offline"]
+        if live.stale:
+            want["stale"] = ALERT_MESSAGES["stale"].format(s=self.config.stale_after_s)
+        if live.online() and live.health is not None:
+            playing = live.health.get("playing") or live.playing
+            if playing and live.health.get("amplifier_on") is False:
+                want["amplifier"] = ALERT_MESSAGES["amplifier"]
+            error = live.health.get("last_error")
+            if error:
+                want["error"] = ALERT_MESSAGES["error"].format(e=error)
+        for kind in ("offline", "stale", "amplifier", "error"):
+            current = live.alerts.get(kind)
+            wanted = want.get(kind)
+            if wanted is not None and (current is None or current[1] != wanted):
+                if current is not None:
+                    ops.append((speaker, kind, current[1], False))
+                live.alerts[kind] = (None, wanted)
+                ops.append((speaker, kind, wanted, True))
+            elif wanted is None and current is not None:
+                if kind == "offline" and current[1] == ALERT_MESSAGES["never"] and live.status_online is None:
+                    continue
+                del live.alerts[kind]
+                ops.append((speaker, kind, current[1], False))
+        return ops
+
+    def _check_staleness(self, now: float) -> tuple[list[tuple[str, str, str, bool]], list[tuple[str, bool]]]:
+        ops: list[tuple[str, str, str, bool]] = []
+        changes: list[tuple[str, bool]] = []
+        limit = self.config.stale_after_s
+        with self._lock:
+            for speaker, live in self._live.items():
+                if live.stale or not live.status_online:
+                    continue
+                fresh = max(x for x in (live.health_at, live.status_at, live.last_seen, 0.0) if x is not None)
+                if now - fresh > limit:
+                    live.stale = True
+                    live.playing = None
+                    ops.extend(self._evaluate_alerts(speaker, live))
+                    changes.append((speaker, False))
+        # Registered clusters never heard of since start-up.
+        if now - self._started_at > limit:
+            registry = self._registry_rows()
+            with self._lock:
+                for speaker, (_, _, enabled) in registry.items():
+                    if not enabled or speaker in self._live:
+                        continue
+                    live = self._live.setdefault(speaker, _Live())
+                    live.alerts["offline"] = (None, ALERT_MESSAGES["never"])
+                    ops.append((speaker, "offline", ALERT_MESSAGES["never"], True))
+        return ops, changes
+
+    def _write(self, alert_ops: list[tuple[str, str, str, bool]], force_flush: bool) -> None:
+        health_due = bool(self._pending_health) and (
+            force_flush
+            or len(self._pending_health) >= self.config.health_batch_size
+            or (
+                self._pending_since is not None
+                and time.monotonic() - self._pending_since >= self.config.health_batch_interval_s
+            )
+        )
+        retention_due = time.monotonic() - self._last_retention >= _RETENTION_EVERY_S
+        if not alert_ops and not health_due and not retention_due:
+            return
+        if health_due and self.config.health_batch_size == 1:
+            # The "one commit per message" mode (kept for the benchmark and tiny fleets).
+            for row in self._pending_health:
+                with self.sessions.begin() as session:
+                    session.execute(insert(HealthSample), [row])
+                self.stats["commits"] += 1
+            self.stats["health_written"] += len(self._pending_health)
+            self._pending_health, self._pending_since = [], None
+            health_due = False
+        with self.sessions.begin() as session:
+            if health_due:
+                session.execute(insert(HealthSample), self._pending_health)
+                self.stats["health_written"] += len(self._pending_health)
+                self._pending_health, self._pending_since = [], None
+            for speaker, kind, message, raise_it in alert_ops:
+                self._apply_alert(session, speaker, kind, message, raise_it)
+            if retention_due:
+                self._last_retention = time.monotonic()
+                cutoff = datetime.now(UTC) - timedelta(days=self.config.health_retention_days)
+                result = session.execute(delete(HealthSample).where(HealthSample.ts < cutoff))
+                if result.rowcount:
+                    _LOGGER.info("deleted %s health samples older than %s", result.rowcount, cutoff)
+        self.stats["commits"] += 1
+
+    def _apply_alert(self, session: Session, speaker: str, kind: str, message: str, raise_it: bool) -> None:
+        now = datetime.now(UTC)
+        if raise_it:
+            alert = Alert(speaker_id=speaker, kind=kind, message=message, raised_at=now)
+            session.add(alert)
+            session.flush()
+            with self._lock:
+                live = self._live.get(speaker)
+                if live is not None and kind in live.alerts and live.alerts[kind][1] == message:
+                    live.alerts[kind] = (alert.id, message)
+            session.add(LogEntry(ts=now, kind="alert", message=f"{speaker}: {message}", speaker_id=speaker))
+            _LOGGER.warning("alert %s on %s: %s", kind, speaker, message)
+        else:
+            for alert in session.scalars(
+                select(Alert).where(
+                    Alert.speaker_id == speaker, Alert.kind == kind, Alert.cleared_at.is_(None)
+                )
+            ):
+                alert.cleared_at = now
+            session.add(
+                LogEntry(
+                    ts=now,
+                    kind="alert_cleared",
+                    message=f"{speaker}: hết cảnh báo: {message}",
+                    speaker_id=speaker,
+                )
+            )
+
+    def _load_alerts(self) -> None:
+        """Active alerts of a previous run stay active until the condition is seen to be gone."""
+        with self.sessions() as session:
+            rows = session.scalars(select(Alert).where(Alert.cleared_at.is_(None))).all()
+        with self._lock:
+            for alert in rows:
+                if alert.speaker_id is None:
+                    continue
+                live = self._live.setdefault(alert.speaker_id, _Live())
+                live.alerts[alert.kind] = (alert.id, alert.message)
+
+    # ------------------------------------------------------------------ helpers
+
+    def _registry_rows(self, force: bool = False) -> dict[str, tuple[str, str | None, bool]]:
+        if force or time.monotonic() - self._registry_at > _REGISTRY_TTL_S:
+            with self.sessions() as session:
+                rows = session.execute(
+                    select(Speaker.id, Speaker.name, Speaker.zone_id, Speaker.enabled)
+                ).all()
+            self._registry = {r.id: (r.name, r.zone_id, r.enabled) for r in rows}
+            self._registry_at = time.monotonic()
+        return self._registry
+
+    def _speaker_dict(self, speaker: str, row: tuple[str, str | None, bool]) -> dict[str, Any]:
+        name, zone, enabled = row
+        live = self._live.get(speaker) or _Live()
+        health = dict(live.health) if live.health is not None else None
+        playing_id = live.playing or (health.get("playing") if health else None)
+        playing = None
+        if playing_id and live.online():
+            title = None
+            if self.title_lookup is not None:
+                try:
+                    title = self.title_lookup(playing_id)
+                except Exception:
+                    _LOGGER.exception("title lookup failed")
+            playing = {"broadcast_id": _int_or_str(playing_id), "title": title}
+        return {
+            "id": speaker,
+            "name": name,
+            "zone": zone,
+            "enabled": enabled,
+            "online": live.online(),
+            "stale": live.stale,
+            "last_seen": _iso(live.last_seen),
+            "health": health,
+            "health_at": _iso(live.health_at),
+            "playing": playing,
+            "volume": health.get("volume") if health else None,
+            "amplifier_on": health.get("amplifier_on") if health else None,
+            "alerts": [{"kind": k, "message": m} for k, (_, m) in sorted(live.alerts.items())],
+            "malformed": self.ingest.malformed_by_speaker.get(speaker, 0),
+        }
+
+
+def _int_or_str(value: str) -> int | str:
+    try:
+        return int(value)
+    except (TypeError, ValueError):
+        return value
