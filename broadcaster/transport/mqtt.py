@@ -100,7 +100,13 @@ class MqttTransport:
         self._lock = threading.Lock()
         self._connected = threading.Event()
         self._client: paho.Client | None = None
-        self.stats = {"connects": 0, "connect_failures": 0, "disconnects": 0, "dropped_qos0": 0, "received": 0}
+        self.stats = {
+            "connects": 0,
+            "connect_failures": 0,
+            "disconnects": 0,
+            "dropped_qos0": 0,
+            "received": 0,
+        }
 
     # ----------------------------------------------------------------- contract
 
