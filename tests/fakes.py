@@ -666,8 +666,11 @@ class FakeFleet:
         self.sessions = sessions
         self.online: set[str] = set()
         self.health: dict[str, dict[str, object]] = {}
+        self.fail_with: Exception | None = None
 
     def snapshot(self) -> list[dict[str, object]]:
+        if self.fail_with is not None:
+            raise self.fail_with
         from sqlalchemy import select
 
         from broadcaster.models import Speaker

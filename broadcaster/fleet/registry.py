@@ -117,7 +117,9 @@ def check_hhmm(value: Any, field: str) -> str | None:
     if value is None or value == "":
         return None
     if not isinstance(value, str) or not _HHMM_RE.match(value):
-        raise RegistryError(f"Trường '{field}' phải có dạng giờ HH:MM, ví dụ 21:00 (nhận {value!r}).", field=field)
+        raise RegistryError(
+            f"Trường '{field}' phải có dạng giờ HH:MM, ví dụ 21:00 (nhận {value!r}).", field=field
+        )
     return value
 
 
@@ -323,7 +325,11 @@ def resolve_targets(session: Session, targets: Iterable[str], *, enabled_only: b
     for row in rows:
         if enabled_only and not row.enabled:
             continue
-        if ALL_TARGETS in targets or row.id in targets or (row.zone_id is not None and row.zone_id in targets):
+        if (
+            ALL_TARGETS in targets
+            or row.id in targets
+            or (row.zone_id is not None and row.zone_id in targets)
+        ):
             chosen.add(row.id)
     return sorted(chosen)
 
@@ -359,7 +365,9 @@ class Registry:
     def get_zone(self, zone_id: str) -> dict[str, Any]:
         with self.sessions() as session:
             zone = get_zone(session, zone_id)
-            count = session.scalar(select(func.count()).select_from(Speaker).where(Speaker.zone_id == zone.id))
+            count = session.scalar(
+                select(func.count()).select_from(Speaker).where(Speaker.zone_id == zone.id)
+            )
             return zone_dict(zone, count or 0)
 
     def create_zone(

@@ -179,13 +179,19 @@ def _report_error(exc: ReportError) -> Response:
     return error_response(400, exc.message, code="bad_query", field=exc.field)
 
 
-@bp.errorhandler(HTTPException)
 def _http_error(exc: HTTPException) -> Response:
     status = exc.code or 500
     message = _HTTP_MESSAGES.get(status) or exc.description or exc.name
     valid = getattr(exc, "valid_methods", None)
     headers = {"Allow": ", ".join(valid)} if status == 405 and valid else None
     return error_response(status, message, headers=headers)
+
+
+# Flask looks for handlers registered by status code (the app's HTML pages included) before
+# handlers registered by exception class, so ours are registered per code to win under /api.
+bp.register_error_handler(HTTPException, _http_error)
+for _code in (400, 401, 403, 404, 405, 409, 413, 415, 422, 429):
+    bp.register_error_handler(_code, _http_error)
 
 
 @bp.errorhandler(Exception)
