@@ -60,6 +60,7 @@ _MAGNITUDES = frozenset("nghìn ngàn triệu tỷ tỉ trăm chục vạn".spli
 _NUMBER_WORDS = frozenset(
     "trăm nghìn ngàn vạn triệu tỷ tỉ chục mươi mười vài mấy mỗi một hai ba bốn năm sáu bảy tám chín nửa rưỡi".split()
 )
+_HOUSE_NUMBER_PREV = frozenset("nhà ngõ ngách hẻm kiệt số".split())
 _DATE_PREV = frozenset(
     "ngày từ đến tới hôm sáng chiều tối trưa đêm trước sau vào hạn nay mai lúc mùng nhật hết".split()
 )
@@ -83,7 +84,7 @@ _DIGIT_TRIGGERS = (
     "căn cước", "cccd", "cmnd", "định danh", "fax", "zalo", "nhắn tin", "soạn tin", "quay số",
 )
 _EMERGENCY_TRIGGERS = (
-    *_DIGIT_TRIGGERS, "số", "báo", "liên hệ", "cứu", "cháy", "hỏa", "hoả", "công an", "khẩn",
+    *_DIGIT_TRIGGERS, "số", "báo", "liên hệ", "cứu", "cháy", "hỏa", "hoả", "công an", "khẩn", "cảnh sát",
 )
 _EMERGENCY_NUMBERS = frozenset({"111", "112", "113", "114", "115"})
 _NETWORK_WORDS = frozenset("mạng sóng nghệ bao động internet nối wifi thuê phủ".split())
@@ -164,16 +165,15 @@ class Context:
         return " ".join(self.letter(ch) for ch in word if not ch.isspace())
 
     def read_letters(self, run: str, doc: bool = False) -> str:
-        """A run of letters inside a code: vocabulary, else a syllable, else spelled."""
+        """A run of letters inside a code: vocabulary, else a syllable, else spelled.
+
+        In document numbers (``doc``) abbreviations apply (QĐ-UBND); in codes like QL1A or
+        BC15 only the ``code`` and ``word`` vocabularies do, so BC15 is spelled, not "báo cáo"."""
         found = self.override(run)
         if found is None and doc:
-            found = self.lexicon.get("doc", run)
+            found = self.lexicon.get("doc", run) or self.lexicon.get("abbr", run)
         if found is None:
-            found = (
-                self.lexicon.get("abbr", run)
-                or self.lexicon.get("word", run.lower())
-                or self.lexicon.get("unit", run)
-            )
+            found = self.lexicon.get("code", run) or self.lexicon.get("word", run.lower())
         if found is not None:
             return found
         if len(run) == 1:
@@ -351,6 +351,14 @@ def _valid_day_month(day: int, month: int) -> bool:
     return 1 <= day <= 31 and 1 <= month <= 12
 
 
+def _day(ctx: Context, pos: int, day: int) -> str:
+    """The day of a date; no second "mùng" when the text already says "mùng 5/9"."""
+    reading = read_day(day)
+    if ctx.prev_word(pos) == "mùng" and reading.startswith("mùng "):
+        return reading[len("mùng ") :]
+    return reading
+
+
 _DATE_RANGE = re.compile(
     r"(?<![\d/.,])(\d{1,2})[ \t]?[-–][ \t]?(\d{1,2})/(\d{1,2})(?:/(\d{4}))?(?![\w/]|[.,]\d)"
 )
@@ -360,7 +368,7 @@ def _date_range(match: re.Match[str], ctx: Context) -> str | None:
     first, second, month = int(match.group(1)), int(match.group(2)), int(match.group(3))
     if not (_valid_day_month(first, month) and _valid_day_month(second, month) and first < second):
         return None
-    words = [read_day(first), "đến", read_day(second), "tháng", read_month(month)]
+    words = [_day(ctx, match.start(), first), "đến", read_day(second), "tháng", read_month(month)]
     if match.group(4):
         words += ["năm", read_number(int(match.group(4)))]
     return " ".join(words)
@@ -373,7 +381,7 @@ def _full_date(match: re.Match[str], ctx: Context) -> str | None:
     day, month, year = int(match.group(1)), int(match.group(3)), int(match.group(4))
     if not _valid_day_month(day, month):
         return None
-    return f"{read_day(day)} tháng {read_month(month)} năm {read_number(year)}"
+    return f"{_day(ctx, match.start(), day)} tháng {read_month(month)} năm {read_number(year)}"
 
 
 _MONTH_YEAR = re.compile(r"(?<![\d/.,])(\d{1,3})/(\d{4})(?![\w/]|[.,]\d)")
@@ -407,13 +415,29 @@ def _day_month(match: re.Match[str], ctx: Context) -> str | None:
     if a == 24 and b in (7, 24) and prev != "ngày":
         return f"{read_number(a)} trên {read_number(b)}"
     fraction_cue = adjacent_next in _FRACTION_NEXT or adjacent_prev in _FRACTION_PREV
+    if prev in _HOUSE_NUMBER_PREV:
+        return f"{read_number(a)} trên {read_number(b)}"  # số nhà 15/3
     if valid and (prev in ("ngày", "hôm", "mùng") or (date_cue and not fraction_cue)):
-        return f"{read_day(a)} tháng {read_month(b)}"
+        return f"{_day(ctx, match.start(), a)} tháng {read_month(b)}"
     if fraction_cue or not valid:
         if b == 0:
             return None
         return f"{read_number(a)} phần {read_number(b)}"
-    return f"{read_day(a)} tháng {read_month(b)}"
+    return f"{_day(ctx, match.start(), a)} tháng {read_month(b)}"
+
+
+# "ngày 20-10", "ngày 2-9": a day and a month joined by a dash, only right after "ngày".
+_DASH_DATE = re.compile(r"(?<![\d/.,-])(\d{1,2})-(\d{1,2})(?![\w/-]|[.,]\d)")
+
+
+def _dash_date(match: re.Match[str], ctx: Context) -> str | None:
+    day, month = int(match.group(1)), int(match.group(2))
+    words = ctx.prev_words(match.start(), 2)
+    if not words or words[-1] != "ngày" or not _valid_day_month(day, month):
+        return None
+    if len(words) == 2 and words[0] in ("các", "những", "hai", "ba"):
+        return None  # "các ngày 10-12" is a range of days
+    return f"{_day(ctx, match.start(), day)} tháng {read_month(month)}"
 
 
 # --- times: 7h, 7h30, 07:30, 17h00, 7g30
@@ -474,13 +498,17 @@ def _is_caps_neighbour(word: str) -> bool:
 
 
 # --- lexicon: abbreviations, units, foreign words
+# Abbreviations whose lower-case spelling is an ordinary (English) word.
+_NO_LOWER_VARIANT = frozenset({"WHO", "AIDS", "ASEAN"})
+
+
 def build_lexicon_pattern(lexicon: Lexicon) -> re.Pattern[str]:
     exact = list(lexicon.entries["abbr"]) + list(lexicon.entries["unit"])
     lower_variants = [
         term.lower()
         for term in lexicon.entries["abbr"]
         if len(term) >= 3 and term.isalpha() and not is_syllable(term)
-        and term.lower() not in lexicon.entries["word"]
+        and term.lower() not in lexicon.entries["word"] and term not in _NO_LOWER_VARIANT
     ]
     body = alternation(exact + lower_variants)
     words = alternation(lexicon.entries["word"], ignore_case=True)
@@ -514,8 +542,9 @@ def _lexicon(match: re.Match[str], ctx: Context) -> str | None:
             or _is_caps_neighbour(ctx.raw_next_word(match.end()))
         ):
             return None  # a word of a headline in capitals ("AN TOÀN"), not an abbreviation
-        if len(term) == 2 and term.endswith(".") and not ctx.raw_next_word(match.end())[:1].isupper():
-            return None  # "X." is "xã" only before a name
+        following = ctx.raw_next_word(match.end())[:1]
+        if len(term) == 2 and term.endswith(".") and not (following.isupper() or following.isdigit()):
+            return None  # "X." is "xã" only before a name or a number
         return abbr
     unit = lexicon.get("unit", term)
     if unit is not None:
@@ -526,6 +555,14 @@ def _lexicon(match: re.Match[str], ctx: Context) -> str | None:
                 return ctx.letter("g")  # mạng 4g
         return unit
     return lexicon.get("word", term.lower())
+
+
+# --- "2x3m": a multiplication sign between numbers
+_TIMES = re.compile(r"(?<=\d)[ \t]?[xX×*][ \t]?(?=\d)")
+
+
+def _times(match: re.Match[str], ctx: Context) -> str:
+    return " nhân "
 
 
 # --- codes that mix letters and digits: 4G, F0, QL1A, B52
@@ -555,6 +592,8 @@ def _contextual_number(match: re.Match[str], ctx: Context) -> str | None:
         return read_month(value)
     if prev == "ngày" and ctx.adjacent_next_word(match.end()) == "tháng" and 1 <= value <= 31:
         return read_day(value)
+    if prev == "mùng" and 1 <= value <= 31:
+        return read_number(value)
     return None
 
 
@@ -613,16 +652,35 @@ _PLAIN_SYMBOLS = {
 }
 
 
+_QUANTITY_END = re.compile(r"\d(?:[hHg]\d*)?[ \t]*(?:([^\W\d_]+|%|‰|°C?|°F|độ C)[ \t]*)?$")
+_CHAIN = re.compile(r"\d+(?:-\d+){2,}")
+_WEEKDAY_START = re.compile(r"[ \t]*(?:T[2-7]|CN|[Tt]hứ|[Cc]hủ)(?!\w)")
+
+
 def _is_numeric_end(ctx: Context, pos: int) -> bool:
-    """Does the text before pos end like a quantity (15, 7h30, 14h, 50%, 30°C)?"""
-    before = ctx.text[max(0, pos - 3) : pos].rstrip(" \t")
-    if not before:
+    """Does the text before pos end like a quantity (15, 7h30, 14h, 50%, 30°C, 60.000đ)?"""
+    match = _QUANTITY_END.search(ctx._line_before(pos, 16))
+    if not match:
         return False
-    last = before[-1]
-    if last.isdigit() or last in "%‰°":
+    unit = match.group(1)
+    if unit is None or not unit[0].isalpha():
         return True
-    if last in "hHgC" and len(before) >= 2 and (before[-2].isdigit() or before[-2] == "°"):
-        return True
+    return unit in _MAGNITUDES or ctx.lexicon.get("unit", unit) is not None
+
+
+def _dash_is_range(match: re.Match[str], ctx: Context) -> bool:
+    after = ctx.after(match.end(), 12)
+    if ctx.next_char(match.end()).isdigit():
+        if not _is_numeric_end(ctx, match.start()):
+            return False
+        line_start = match.start() - len(ctx._line_before(match.start()))
+        for chain in _CHAIN.finditer(ctx.text, line_start, match.end() + 12):
+            if chain.start() <= match.start() < chain.end():
+                return False  # NPK 16-16-8
+        return ctx.prev_has(match.start(), ("tỷ số", "tỉ số")) is False
+    if _WEEKDAY_START.match(after):
+        prev = ctx.prev_words(match.start(), 2)
+        return bool(prev) and (prev[-1] in _WEEKDAY_NAMES or prev[-1][:1].isdigit() or prev[-1] == "nhật")
     return False
 
 
@@ -634,7 +692,7 @@ def _symbol(match: re.Match[str], ctx: Context) -> str:
         if not line_before:
             return ""  # a bullet at the start of a line
         next_char = ctx.next_char(match.end())
-        if next_char.isdigit() and _is_numeric_end(ctx, match.start()):
+        if _dash_is_range(match, ctx):
             return " đến "
         if (
             text.startswith((" ", "\t"))
@@ -709,6 +767,8 @@ def build_rules(lexicon: Lexicon, override_pattern: re.Pattern[str] | None) -> l
         Rule("time", _TIME, _time),
         Rule("zero minutes", _ZERO_MINUTES, _zero_minutes),
         Rule("day/month or fraction", _DAY_MONTH, _day_month),
+        Rule("day-month", _DASH_DATE, _dash_date),
+        Rule("times sign", _TIMES, _times),
         Rule("roman", _ROMAN, _roman),
         Rule("lexicon", build_lexicon_pattern(lexicon), _lexicon),
         Rule("code", _ALNUM, _alnum),
