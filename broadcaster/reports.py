@@ -217,7 +217,9 @@ def _iso(value: datetime | None, zone: tzinfo) -> str | None:
 
 
 def _speaker_index(session: Session) -> dict[str, tuple[str, str | None]]:
-    return {s.id: (s.name, s.zone_id) for s in session.execute(select(Speaker.id, Speaker.name, Speaker.zone_id))}
+    return {
+        s.id: (s.name, s.zone_id) for s in session.execute(select(Speaker.id, Speaker.name, Speaker.zone_id))
+    }
 
 
 def _log_query(filters: LogFilters) -> Select[Any]:
@@ -317,7 +319,10 @@ def _label_tier(value: str) -> str:
 
 
 def broadcast_log(
-    session: Session, filters: LogFilters | Mapping[str, Any] | None = None, *, tz: str | tzinfo = "Asia/Ho_Chi_Minh"
+    session: Session,
+    filters: LogFilters | Mapping[str, Any] | None = None,
+    *,
+    tz: str | tzinfo = "Asia/Ho_Chi_Minh",
 ) -> list[dict[str, Any]]:
     """Broadcasts matching ``filters``, newest first, each with its per-cluster deliveries."""
     zone = _zone_info(tz)
@@ -423,9 +428,13 @@ def minutes_per_day(
         raise ReportError(f"at most {MAX_DAYS} days per report", "to")
     lo = datetime.combine(first, time(), local).astimezone(UTC)
     hi = datetime.combine(last + timedelta(days=1), time(), local).astimezone(UTC)
-    played_at = func.coalesce(Delivery.started_at, Delivery.finished_at, Broadcast.start_at, Broadcast.created)
+    played_at = func.coalesce(
+        Delivery.started_at, Delivery.finished_at, Broadcast.start_at, Broadcast.created
+    )
     query = (
-        select(Delivery.speaker_id, Delivery.broadcast_id, Delivery.seconds_played, played_at.label("played_at"))
+        select(
+            Delivery.speaker_id, Delivery.broadcast_id, Delivery.seconds_played, played_at.label("played_at")
+        )
         .join(Broadcast, Broadcast.id == Delivery.broadcast_id)
         .where(Delivery.seconds_played > 0, played_at >= lo, played_at < hi)
     )

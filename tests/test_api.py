@@ -98,8 +98,13 @@ def error_of(response) -> dict:
 def test_every_endpoint_needs_a_token_except_the_document(api: Api) -> None:
     assert api.client.get("/api/openapi.json").status_code == 200
     assert api.client.get("/api/health").status_code == 200
-    for method, url in [("get", "/api/speakers"), ("post", "/api/broadcasts"), ("get", "/api/log.csv"),
-                        ("delete", "/api/broadcasts/1"), ("post", "/api/stop")]:
+    for method, url in [
+        ("get", "/api/speakers"),
+        ("post", "/api/broadcasts"),
+        ("get", "/api/log.csv"),
+        ("delete", "/api/broadcasts/1"),
+        ("post", "/api/stop"),
+    ]:
         response = getattr(api.client, method)(url, json={"text": "x", "targets": ["all"]})
         assert response.status_code == 401, url
         assert error_of(response)["code"] == "unauthorized"
@@ -130,7 +135,11 @@ def test_cli_token_create_prints_the_token_alone(tmp_path: Path) -> None:
     instance = tmp_path / "inst"
     result = subprocess.run(
         [sys.executable, "-m", "broadcaster", "--instance", str(instance), "token", "create", "ci"],
-        capture_output=True, text=True, cwd=ROOT, timeout=60, env={"PATH": "/usr/bin:/bin"},
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        timeout=60,
+        env={"PATH": "/usr/bin:/bin"},
     )
     assert result.returncode == 0, result.stderr
     lines = result.stdout.splitlines()
@@ -146,15 +155,28 @@ def test_cli_token_create_prints_the_token_alone(tmp_path: Path) -> None:
 
 
 def test_post_broadcast_submits_an_approved_api_announcement(api: Api) -> None:
-    response = api.post("/api/broadcasts", {"text": "Kính thưa bà con, chiều nay cắt điện.", "targets": ["thon-dong"],
-                                            "tier": "priority", "repeat": 2, "title": "Cắt điện"})
+    response = api.post(
+        "/api/broadcasts",
+        {
+            "text": "Kính thưa bà con, chiều nay cắt điện.",
+            "targets": ["thon-dong"],
+            "tier": "priority",
+            "repeat": 2,
+            "title": "Cắt điện",
+        },
+    )
     assert response.status_code == 201
     body = response.get_json()
     assert response.headers["Location"] == f"/api/broadcasts/{body['id']}"
     ann, kwargs = api.manager.submitted[-1]
     assert kwargs["approved"] is True and kwargs["id"] == body["id"]
     assert (ann.text, ann.targets, ann.tier, ann.repeat, ann.title) == (
-        "Kính thưa bà con, chiều nay cắt điện.", ("thon-dong",), Tier.PRIORITY, 2, "Cắt điện")
+        "Kính thưa bà con, chiều nay cắt điện.",
+        ("thon-dong",),
+        Tier.PRIORITY,
+        2,
+        "Cắt điện",
+    )
     assert ann.source == Source.API and ann.author == "api:tram-xa" and ann.at is None
 
     got = api.get(f"/api/broadcasts/{body['id']}")
@@ -168,8 +190,12 @@ def test_at_without_offset_is_local_time(api: Api) -> None:
     assert response.status_code == 201
     ann = api.manager.submitted[-1][0]
     assert ann.at == local.replace(tzinfo=HCM).astimezone(UTC)
-    assert api.post("/api/broadcasts", {"text": "Họp dân", "targets": ["all"],
-                                        "at": "2030-01-01T07:00:00Z"}).status_code == 422  # > 1 year ahead
+    assert (
+        api.post(
+            "/api/broadcasts", {"text": "Họp dân", "targets": ["all"], "at": "2030-01-01T07:00:00Z"}
+        ).status_code
+        == 422
+    )  # > 1 year ahead
 
 
 @pytest.mark.parametrize(
@@ -192,7 +218,9 @@ def test_at_without_offset_is_local_time(api: Api) -> None:
         ({"text": "Xin chào", "targets": ["all"], "colour": "red"}, 422, "colour"),
     ],
 )
-def test_bad_broadcasts_get_a_clear_error_and_nothing_airs(api: Api, body: dict, status: int, field: str) -> None:
+def test_bad_broadcasts_get_a_clear_error_and_nothing_airs(
+    api: Api, body: dict, status: int, field: str
+) -> None:
     response = api.post("/api/broadcasts", body)
     assert response.status_code == status
     error = error_of(response)
@@ -203,7 +231,9 @@ def test_bad_broadcasts_get_a_clear_error_and_nothing_airs(api: Api, body: dict,
 def test_malformed_requests(api: Api) -> None:
     not_json = api.client.post("/api/broadcasts", headers=api.auth, data="text=hi", content_type="text/plain")
     assert not_json.status_code == 415 and error_of(not_json)["code"] == "unsupported_media_type"
-    broken = api.client.post("/api/broadcasts", headers=api.auth, data="{not json", content_type="application/json")
+    broken = api.client.post(
+        "/api/broadcasts", headers=api.auth, data="{not json", content_type="application/json"
+    )
     assert broken.status_code == 400 and "JSON" in error_of(broken)["message"]
     array = api.post("/api/broadcasts", ["text"])
     assert array.status_code == 400
@@ -274,8 +304,9 @@ def test_speaker_crud_returns_the_password_once(api: Api) -> None:
 
 
 def test_zone_crud(api: Api) -> None:
-    created = api.post("/api/zones", {"id": "thon-bac", "name": "Thôn Bắc", "quiet_start": "21:00",
-                                      "quiet_end": "05:00"})
+    created = api.post(
+        "/api/zones", {"id": "thon-bac", "name": "Thôn Bắc", "quiet_start": "21:00", "quiet_end": "05:00"}
+    )
     assert created.status_code == 201 and created.get_json()["name"] == "Thôn Bắc"
     assert api.post("/api/zones", {"id": "thon-bac", "name": "x"}).status_code == 409
     bad = api.patch("/api/zones/thon-bac", {"quiet_start": "9pm"})
@@ -291,8 +322,16 @@ def test_zone_crud(api: Api) -> None:
 
 
 def test_schedule_crud_and_week_view(api: Api) -> None:
-    created = api.post("/api/schedules", {"title": "Bản tin sáng", "text": "Kính thưa bà con",
-                                          "kind": "weekdays", "time": "06:00", "targets": ["thon-dong"]})
+    created = api.post(
+        "/api/schedules",
+        {
+            "title": "Bản tin sáng",
+            "text": "Kính thưa bà con",
+            "kind": "weekdays",
+            "time": "06:00",
+            "targets": ["thon-dong"],
+        },
+    )
     assert created.status_code == 201
     schedule = created.get_json()
     assert schedule["author"] == "api:tram-xa" and schedule["approval"] == "approved"
@@ -316,13 +355,21 @@ def test_schedule_crud_and_week_view(api: Api) -> None:
 def test_log_and_csv_exports_in_vietnamese(api: Api) -> None:
     start = datetime(2026, 11, 30, 0, 15, tzinfo=UTC)  # 07:15 local
     with api.sessions.begin() as s:
-        s.add(Broadcast(
-            announcement=AnnouncementRow(title="Tiêm phòng dại", text="Sáng mai, tiêm phòng dại cho chó, mèo.",
-                                         source="api"),
-            tier="normal", targets=["all"], state="partial", start_at=start,
-            deliveries=[Delivery(speaker_id="loa-1", state="done", started_at=start, seconds_played=95.0),
-                        Delivery(speaker_id="loa-2", state="failed", reason="mất điện")],
-        ))
+        s.add(
+            Broadcast(
+                announcement=AnnouncementRow(
+                    title="Tiêm phòng dại", text="Sáng mai, tiêm phòng dại cho chó, mèo.", source="api"
+                ),
+                tier="normal",
+                targets=["all"],
+                state="partial",
+                start_at=start,
+                deliveries=[
+                    Delivery(speaker_id="loa-1", state="done", started_at=start, seconds_played=95.0),
+                    Delivery(speaker_id="loa-2", state="failed", reason="mất điện"),
+                ],
+            )
+        )
     log = api.get("/api/log?from=2026-11-30&to=2026-11-30&q=phong dai").get_json()["broadcasts"]
     assert [b["title"] for b in log] == ["Tiêm phòng dại"]
     assert {d["speaker"]: d["state"] for d in log[0]["deliveries"]} == {"loa-1": "done", "loa-2": "failed"}
@@ -333,7 +380,10 @@ def test_log_and_csv_exports_in_vietnamese(api: Api) -> None:
     assert "attachment" in response.headers["Content-Disposition"]
     assert response.data.startswith(b"\xef\xbb\xbf")
     rows = list(csv.DictReader(io.StringIO(response.data.decode("utf-8-sig"))))
-    assert {r["Mã cụm loa"]: r["Kết quả tại cụm loa"] for r in rows} == {"loa-1": "Đã phát xong", "loa-2": "Lỗi"}
+    assert {r["Mã cụm loa"]: r["Kết quả tại cụm loa"] for r in rows} == {
+        "loa-1": "Đã phát xong",
+        "loa-2": "Lỗi",
+    }
     assert rows[0]["Thời gian"] == "2026-11-30 07:15:00" and rows[0]["Tiêu đề"] == "Tiêm phòng dại"
 
     minutes = api.get("/api/reports/minutes?from=2026-11-30&to=2026-11-30").get_json()

@@ -32,9 +32,7 @@ def test_every_api_route_is_documented(api: Api) -> None:
     for rule in api.app.url_map.iter_rules():
         if rule.endpoint.startswith("api.") and rule.endpoint not in CATCH_ALL:
             registered.setdefault(to_openapi(rule.rule), set()).update(set(rule.methods) - IGNORED_METHODS)
-    documented = {
-        path: {m.upper() for m in item if m != "parameters"} for path, item in doc["paths"].items()
-    }
+    documented = {path: {m.upper() for m in item if m != "parameters"} for path, item in doc["paths"].items()}
     assert registered == documented
     assert len(registered) >= 15
 
@@ -42,7 +40,9 @@ def test_every_api_route_is_documented(api: Api) -> None:
 def test_document_is_self_consistent(api: Api) -> None:
     doc = api.client.get("/api/openapi.json").get_json()
     assert doc["components"]["securitySchemes"]["bearerAuth"] == {
-        **doc["components"]["securitySchemes"]["bearerAuth"], "type": "http", "scheme": "bearer"
+        **doc["components"]["securitySchemes"]["bearerAuth"],
+        "type": "http",
+        "scheme": "bearer",
     }
     assert doc["security"] == [{"bearerAuth": []}]
     assert doc["paths"]["/api/openapi.json"]["get"]["security"] == []

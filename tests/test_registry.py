@@ -93,7 +93,9 @@ def test_password_returned_once_and_only_hash_stored(registry: Registry, session
     assert password not in stored and stored.startswith("$7$101$")
     assert verify_mosquitto_hash(password, stored)
     assert not verify_mosquitto_hash(password + "x", stored)
-    assert changes[-1] == RegistryChange("speaker_created", "loa-1", None, password_hash=stored, password=password)
+    assert changes[-1] == RegistryChange(
+        "speaker_created", "loa-1", None, password_hash=stored, password=password
+    )
 
     new_password = registry.reset_speaker_password("loa-1")
     assert new_password != password

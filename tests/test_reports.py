@@ -48,7 +48,9 @@ def sessions(tmp_path: Path):
         def add(title, text, tier, state, start, deliveries):
             s.add(
                 Broadcast(
-                    announcement=Announcement(title=title, text=text, tier=tier, source="web", author="cán bộ"),
+                    announcement=Announcement(
+                        title=title, text=text, tier=tier, source="web", author="cán bộ"
+                    ),
                     tier=tier,
                     targets=["all"],
                     state=state,
@@ -61,12 +63,30 @@ def sessions(tmp_path: Path):
             )
 
         # 2026-11-29 23:30 local = 16:30 UTC; 2026-11-30 00:30 local = 2026-11-29 17:30 UTC
-        add("Bản tin sáng", "Kính thưa bà con, hôm nay có mưa.", "normal", "done", utc(2026, 11, 29, 16, 30),
-            [("d1", "done", 120.0, None), ("d2", "done", 118.5, None), ("t1", "failed", None, "loa hỏng")])
-        add("BẢN TIN tối", 'Thông báo "khẩn", có dấu phẩy,\nvà xuống dòng', "priority", "partial",
-            utc(2026, 11, 29, 17, 30), [("d1", "done", 60.0, None), ("t1", "preempted", 30.0, "tin khẩn cấp")])
-        add("=HYPERLINK(\"x\")", "Báo cháy", "emergency", "done", utc(2026, 11, 30, 2, 0),
-            [("t1", "done", 90.0, None)])
+        add(
+            "Bản tin sáng",
+            "Kính thưa bà con, hôm nay có mưa.",
+            "normal",
+            "done",
+            utc(2026, 11, 29, 16, 30),
+            [("d1", "done", 120.0, None), ("d2", "done", 118.5, None), ("t1", "failed", None, "loa hỏng")],
+        )
+        add(
+            "BẢN TIN tối",
+            'Thông báo "khẩn", có dấu phẩy,\nvà xuống dòng',
+            "priority",
+            "partial",
+            utc(2026, 11, 29, 17, 30),
+            [("d1", "done", 60.0, None), ("t1", "preempted", 30.0, "tin khẩn cấp")],
+        )
+        add(
+            '=HYPERLINK("x")',
+            "Báo cháy",
+            "emergency",
+            "done",
+            utc(2026, 11, 30, 2, 0),
+            [("t1", "done", 90.0, None)],
+        )
     yield factory
     engine.dispose()
 
@@ -84,9 +104,18 @@ def test_log_filters(sessions) -> None:
         assert first["time"] == "2026-11-29T23:30:00+07:00" and first["state_label"] == "Đã phát xong"
         assert first["seconds_played"] == 238.5 and first["counts"] == {"done": 2, "failed": 1}
         t1 = next(d for d in first["deliveries"] if d["speaker"] == "t1")
-        assert t1 == {**t1, "state": "failed", "reason": "loa hỏng", "zone": "tay", "speaker_name": "Loa đình"}
+        assert t1 == {
+            **t1,
+            "state": "failed",
+            "reason": "loa hỏng",
+            "zone": "tay",
+            "speaker_name": "Loa đình",
+        }
 
-        assert [b["title"] for b in broadcast_log(s, {"q": "ban tin"}, tz=TZ)] == ["BẢN TIN tối", "Bản tin sáng"]
+        assert [b["title"] for b in broadcast_log(s, {"q": "ban tin"}, tz=TZ)] == [
+            "BẢN TIN tối",
+            "Bản tin sáng",
+        ]
         assert [b["title"] for b in broadcast_log(s, {"q": "ban tin", "limit": 1, "offset": 1}, tz=TZ)] == [
             "Bản tin sáng"
         ]
@@ -160,13 +189,20 @@ def test_log_csv_has_vietnamese_headers_quoting_and_no_formulas(sessions) -> Non
     }
     assert evening[0]["Thời gian"] == "2026-11-30 00:30:00" and evening[0]["Mức độ"] == "Ưu tiên"
     fire = next(r for r in body if r["Mức độ"] == "Khẩn cấp")
-    assert fire["Tiêu đề"] == "'=HYPERLINK(\"x\")"  # neutralised, shown as text by Excel
+    assert fire["Tiêu đề"] == '\'=HYPERLINK("x")'  # neutralised, shown as text by Excel
 
 
 def test_minutes_csv_and_generic_csv(sessions) -> None:
     with sessions() as s:
         rows = parse_csv(minutes_csv(minutes_per_day(s, "2026-11-30", "2026-11-30", tz=TZ)))
-    assert rows[0] == ["Ngày", "Khu vực", "Tên khu vực", "Mã cụm loa", "Tên cụm loa", "Số lượt phát",
-                       "Số phút đã phát"]
+    assert rows[0] == [
+        "Ngày",
+        "Khu vực",
+        "Tên khu vực",
+        "Mã cụm loa",
+        "Tên cụm loa",
+        "Số lượt phát",
+        "Số phút đã phát",
+    ]
     assert rows[-1] == ["2026-11-30", "tay", "Thôn Tây", "t1", "Loa đình", "2", "2"]
     assert parse_csv(to_csv([{"a": 1.5, "b": None, "c": True}])) == [["a", "b", "c"], ["1.5", "", "có"]]

@@ -60,7 +60,9 @@ class Env:
     def broadcasts(self, schedule_id: int) -> list[Broadcast]:
         with self.sessions() as session:
             return list(
-                session.scalars(select(Broadcast).where(Broadcast.schedule_id == schedule_id).order_by(Broadcast.id))
+                session.scalars(
+                    select(Broadcast).where(Broadcast.schedule_id == schedule_id).order_by(Broadcast.id)
+                )
             )
 
     def job_ids(self) -> set[str]:
@@ -96,8 +98,13 @@ def done(future: Future | None) -> str | None:
 
 
 def once(at: datetime, **extra) -> dict:
-    return {"title": "Thông báo tiêm phòng", "text": "Kính thưa bà con, sáng mai tiêm phòng.", "kind": "once",
-            "at": at.isoformat(), **extra}
+    return {
+        "title": "Thông báo tiêm phòng",
+        "text": "Kính thưa bà con, sáng mai tiêm phòng.",
+        "kind": "once",
+        "at": at.isoformat(),
+        **extra,
+    }
 
 
 # ------------------------------------------------------------------ triggers
@@ -111,7 +118,11 @@ def test_weekdays_and_crontab_fire_monday_to_friday_local_time(env: Env) -> None
     end = start + timedelta(days=7)
     got = list(service._fire_times(weekdays, start, end, 50))
     assert [t.astimezone(HCM).strftime("%a %H:%M") for t in got] == [
-        "Mon 06:00", "Tue 06:00", "Wed 06:00", "Thu 06:00", "Fri 06:00"
+        "Mon 06:00",
+        "Tue 06:00",
+        "Wed 06:00",
+        "Thu 06:00",
+        "Fri 06:00",
     ]
     # crontab counts 1 = Monday (APScheduler's from_crontab would read Tuesday..Saturday)
     assert list(service._fire_times(cron, start, end, 50)) == got
@@ -124,14 +135,28 @@ def test_weekdays_and_crontab_fire_monday_to_friday_local_time(env: Env) -> None
 def test_weekly_days_and_validity_dates_bound_the_airings(env: Env) -> None:
     service = env.new()
     spec = validate_spec(
-        {"text": "x", "kind": "weekly", "time": "19:00", "days": ["t2", "t6"], "valid_from": "2026-12-01",
-         "valid_to": "2026-12-11"},
+        {
+            "text": "x",
+            "kind": "weekly",
+            "time": "19:00",
+            "days": ["t2", "t6"],
+            "valid_from": "2026-12-01",
+            "valid_to": "2026-12-11",
+        },
         HCM,
     )
-    got = list(service._fire_times(service.build_trigger(spec), datetime(2026, 11, 1, tzinfo=UTC),
-                                   datetime(2027, 1, 1, tzinfo=UTC), 50))
+    got = list(
+        service._fire_times(
+            service.build_trigger(spec),
+            datetime(2026, 11, 1, tzinfo=UTC),
+            datetime(2027, 1, 1, tzinfo=UTC),
+            50,
+        )
+    )
     assert [t.astimezone(HCM).strftime("%d/%m %a %H:%M") for t in got] == [
-        "04/12 Fri 19:00", "07/12 Mon 19:00", "11/12 Fri 19:00"
+        "04/12 Fri 19:00",
+        "07/12 Mon 19:00",
+        "11/12 Fri 19:00",
     ]
 
 
@@ -150,8 +175,16 @@ def test_weekly_days_and_validity_dates_bound_the_airings(env: Env) -> None:
         ({"text": "x", "kind": "daily", "time": "06:00", "engine": "nope"}, "engine"),
         ({"text": "x", "kind": "daily", "time": "06:00", "colour": "red"}, "colour"),
         ({"text": "x", "kind": "once", "at": "2020-01-01T06:00:00"}, "at"),
-        ({"text": "x", "kind": "daily", "time": "06:00", "valid_from": "2027-01-02", "valid_to": "2027-01-01"},
-         "valid_to"),
+        (
+            {
+                "text": "x",
+                "kind": "daily",
+                "time": "06:00",
+                "valid_from": "2027-01-02",
+                "valid_to": "2027-01-01",
+            },
+            "valid_to",
+        ),
     ],
 )
 def test_bad_schedules_are_refused_naming_the_field(env: Env, data: dict, field: str) -> None:
@@ -235,7 +268,9 @@ def test_firing_twice_for_one_fire_time_airs_once(env: Env) -> None:
 def test_pending_or_disabled_schedules_have_no_job_until_approved(env: Env) -> None:
     service = env.new()
     service.start()
-    sid = service.create_schedule({"text": "Chờ duyệt", "kind": "daily", "time": "07:00", "approval": "pending"})
+    sid = service.create_schedule(
+        {"text": "Chờ duyệt", "kind": "daily", "time": "07:00", "approval": "pending"}
+    )
     assert f"schedule-{sid}" not in env.job_ids()
     assert service.fire_schedule(sid) is None and env.manager.submitted == []
     service.update_schedule(sid, {"approval": "approved"})
@@ -360,10 +395,14 @@ def test_deferred_broadcast_past_grace_at_start_is_marked_missed(tmp_path: Path)
         with env.sessions.begin() as session:
             from broadcaster.models import Announcement
 
-            b = Broadcast(announcement=Announcement(title="Họp dân", text="Họp dân lúc 8 giờ"), tier="normal",
-                          targets=["all"], state="scheduled",
-                          scheduled_at=datetime.now(UTC) - timedelta(minutes=5),
-                          deliveries=[Delivery(speaker_id="loa-1", state="pending")])
+            b = Broadcast(
+                announcement=Announcement(title="Họp dân", text="Họp dân lúc 8 giờ"),
+                tier="normal",
+                targets=["all"],
+                state="scheduled",
+                scheduled_at=datetime.now(UTC) - timedelta(minutes=5),
+                deliveries=[Delivery(speaker_id="loa-1", state="pending")],
+            )
             session.add(b)
         service = env.new()
         service.start()
@@ -397,8 +436,14 @@ def test_upcoming_lists_schedule_airings_and_deferred_broadcasts(env: Env) -> No
     service.start()
     sid = service.create_schedule({"title": "Bản tin sáng", "text": "x", "kind": "weekdays", "time": "06:00"})
     pending = service.create_schedule(
-        {"title": "Nhắc vệ sinh", "text": "y", "kind": "weekly", "days": ["cn"], "time": "07:00",
-         "approval": "pending"}
+        {
+            "title": "Nhắc vệ sinh",
+            "text": "y",
+            "kind": "weekly",
+            "days": ["cn"],
+            "time": "07:00",
+            "approval": "pending",
+        }
     )
     monday = datetime.now(HCM).replace(hour=0, minute=0, second=0, microsecond=0) + timedelta(days=7)
     monday -= timedelta(days=monday.weekday())
@@ -407,7 +452,10 @@ def test_upcoming_lists_schedule_airings_and_deferred_broadcasts(env: Env) -> No
     assert f"broadcast-{bid}" in env.job_ids()  # deferred through the manager's hook
 
     items = service.upcoming(monday.replace(tzinfo=None), (monday + timedelta(days=7)).replace(tzinfo=None))
-    got = [(i["schedule_id"], i["broadcast_id"], datetime.fromisoformat(i["at"]).strftime("%a %H:%M")) for i in items]
+    got = [
+        (i["schedule_id"], i["broadcast_id"], datetime.fromisoformat(i["at"]).strftime("%a %H:%M"))
+        for i in items
+    ]
     assert got == [
         (sid, None, "Mon 06:00"),
         (sid, None, "Tue 06:00"),

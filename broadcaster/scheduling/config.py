@@ -9,7 +9,9 @@ class SchedulingConfig(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     misfire_grace_s: int = Field(
-        900, ge=0, description="A bulletin missed while the controller was down still airs within this many seconds."
+        900,
+        ge=0,
+        description="A bulletin missed while the controller was down still airs within this many seconds.",
     )
     schedules_dir: Path | None = Field(
         None,
@@ -24,5 +26,7 @@ class SchedulingConfig(BaseModel):
         description="Non-SQLite databases: how long the scheduler's lease row lasts without renewal.",
     )
     max_upcoming: int = Field(
-        500, ge=1, description="Most airings one schedule contributes to a week view (cron '* * * * *' guard)."
+        500,
+        ge=1,
+        description="Most airings one schedule contributes to a week view (cron '* * * * *' guard).",
     )

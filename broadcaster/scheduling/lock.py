@@ -98,7 +98,9 @@ class LeaseLock:
         value = {"owner": self.owner, "expires": (now + timedelta(seconds=self.lease_s)).isoformat()}
         try:
             with self.sessions.begin() as session:
-                row = session.scalars(select(Setting).where(Setting.key == LEASE_KEY).with_for_update()).first()
+                row = session.scalars(
+                    select(Setting).where(Setting.key == LEASE_KEY).with_for_update()
+                ).first()
                 if row is None:
                     session.add(Setting(key=LEASE_KEY, value=value))
                     return None
@@ -148,7 +150,9 @@ class LeaseLock:
                 session.delete(row)
 
 
-def lock_for(db_url: str, instance: Path, sessions: sessionmaker[Session], lease_s: int = 30) -> SchedulerLock:
+def lock_for(
+    db_url: str, instance: Path, sessions: sessionmaker[Session], lease_s: int = 30
+) -> SchedulerLock:
     """The right lock for a database URL (see the module docstring)."""
     url = make_url(db_url)
     if url.get_backend_name() == "sqlite":

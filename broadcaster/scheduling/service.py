@@ -103,7 +103,9 @@ class SchedulerService:
         # late (a busy machine, a restart); ours is the configured grace, and at least 1 s because
         # a job always runs a little after its time and a grace of 0 would miss every one.
         self.grace = timedelta(seconds=max(1, cfg.misfire_grace_s))
-        self.schedules_dir: Path | None = cfg.schedules_dir if cfg.schedules_dir is not None else Path("schedules")
+        self.schedules_dir: Path | None = (
+            cfg.schedules_dir if cfg.schedules_dir is not None else Path("schedules")
+        )
         self.render_ahead_enabled = cfg.render_ahead
         self.max_upcoming = cfg.max_upcoming
         self.last_reload: dict[str, Any] = {}
@@ -219,7 +221,9 @@ class SchedulerService:
             hour, minute = (int(x) for x in row.time.split(":"))
             dow = {"daily": "*", "weekdays": "mon-fri", "weekly": days}.get(kind)
             if dow is None:
-                raise ScheduleError(f"unknown kind {kind!r}" if kind != "weekly" else "weekly needs days", field="kind")
+                raise ScheduleError(
+                    f"unknown kind {kind!r}" if kind != "weekly" else "weekly needs days", field="kind"
+                )
             return CronTrigger(day_of_week=dow, hour=hour, minute=minute, second=0, **common)
         except ScheduleError:
             raise
@@ -231,7 +235,9 @@ class SchedulerService:
         parts = [row.kind, row.time, row.days, row.run_at, row.cron, row.valid_from, row.valid_to]
         return hashlib.sha256(repr(parts).encode()).hexdigest()[:16]
 
-    def _fire_times(self, trigger: BaseTrigger, start: datetime, end: datetime, limit: int) -> Iterator[datetime]:
+    def _fire_times(
+        self, trigger: BaseTrigger, start: datetime, end: datetime, limit: int
+    ) -> Iterator[datetime]:
         """Fire times of ``trigger`` in ``[start, end]``, at most ``limit``."""
         t = trigger.get_next_fire_time(None, start)
         count = 0
@@ -390,7 +396,9 @@ class SchedulerService:
                 return None
             fire_time = self._latest_fire_time(self.build_trigger(row), now)
             if fire_time is None:
-                _LOGGER.warning("schedule %s fired with no fire time within the grace; using now", schedule_id)
+                _LOGGER.warning(
+                    "schedule %s fired with no fire time within the grace; using now", schedule_id
+                )
                 fire_time = now.replace(microsecond=0)
             if now - fire_time > self.grace:
                 self._record_missed(schedule_id, fire_time, self._late_reason(fire_time))
@@ -412,15 +420,21 @@ class SchedulerService:
                 extra={"schedule_id": str(row.id), "schedule_name": row.name},
             )
         try:
-            broadcast_id = self.broadcasts.submit(ann, approved=True, schedule_id=schedule_id, fire_time=fire_time)
+            broadcast_id = self.broadcasts.submit(
+                ann, approved=True, schedule_id=schedule_id, fire_time=fire_time
+            )
         except Exception as exc:
-            _LOGGER.exception("schedule %s: submitting the %s airing failed", schedule_id, fire_time.isoformat())
+            _LOGGER.exception(
+                "schedule %s: submitting the %s airing failed", schedule_id, fire_time.isoformat()
+            )
             self._log(
                 "schedule_failed",
                 f"Lịch '{ann.title}' ({self._local(fire_time)}) không phát được: {exc}",
             )
             return None
-        _LOGGER.info("schedule %s fired for %s: broadcast %s", schedule_id, fire_time.isoformat(), broadcast_id)
+        _LOGGER.info(
+            "schedule %s fired for %s: broadcast %s", schedule_id, fire_time.isoformat(), broadcast_id
+        )
         return broadcast_id
 
     def _late_reason(self, fire_time: datetime) -> str:
@@ -438,7 +452,9 @@ class SchedulerService:
         try:
             kind, _, ident = event.job_id.partition("-")
             if kind == "schedule":
-                self._record_missed(int(ident), event.scheduled_run_time, self._late_reason(event.scheduled_run_time))
+                self._record_missed(
+                    int(ident), event.scheduled_run_time, self._late_reason(event.scheduled_run_time)
+                )
             elif kind == "broadcast":
                 self._broadcast_missed(int(ident), event.scheduled_run_time)
         except Exception:
@@ -479,7 +495,9 @@ class SchedulerService:
                 if row is None:
                     return None
                 exists = session.scalar(
-                    select(Broadcast.id).where(Broadcast.schedule_id == schedule_id, Broadcast.fire_time == fire_time)
+                    select(Broadcast.id).where(
+                        Broadcast.schedule_id == schedule_id, Broadcast.fire_time == fire_time
+                    )
                 )
                 if exists is not None:
                     return None
@@ -511,7 +529,8 @@ class SchedulerService:
                     reason=reason,
                     created_by="lịch phát",
                     deliveries=[
-                        Delivery(speaker_id=s, state=DeliveryState.MISSED.value, reason=reason) for s in speakers
+                        Delivery(speaker_id=s, state=DeliveryState.MISSED.value, reason=reason)
+                        for s in speakers
                     ],
                 )
                 session.add(broadcast)
@@ -750,7 +769,10 @@ class SchedulerService:
         touched: list[tuple[int, bool]] = []
         removed_ids: list[int] = []
         with self.sessions.begin() as session:
-            rows = {r.source_file: r for r in session.scalars(select(Schedule).where(Schedule.source_file.is_not(None)))}
+            rows = {
+                r.source_file: r
+                for r in session.scalars(select(Schedule).where(Schedule.source_file.is_not(None)))
+            }
             for name, spec in loaded.specs.items():
                 try:
                     self._check_targets(session, spec.targets)
@@ -761,7 +783,9 @@ class SchedulerService:
                     continue
                 row = rows.get(name)
                 if row is None:
-                    row = Schedule(source_file=name, author=f"schedules/{name}", approval=Approval.APPROVED.value)
+                    row = Schedule(
+                        source_file=name, author=f"schedules/{name}", approval=Approval.APPROVED.value
+                    )
                     self._apply(row, spec)
                     session.add(row)
                     session.flush()
@@ -846,7 +870,9 @@ class SchedulerService:
                 inputs[0], engine=inputs[1], voice=inputs[2], repeat=inputs[3], chime=True, lexicon=lexicon
             )
         except Exception as exc:
-            _LOGGER.warning("render ahead of schedule %s failed (it renders at air time): %s", schedule_id, exc)
+            _LOGGER.warning(
+                "render ahead of schedule %s failed (it renders at air time): %s", schedule_id, exc
+            )
             self._log(
                 "render_failed",
                 f"Chưa tạo trước được âm thanh cho lịch {schedule_id}; sẽ tạo lúc phát. Lỗi: {exc}",

@@ -109,16 +109,22 @@ class ScheduleFields(BaseModel):
     targets: list[str] = Field(
         default_factory=lambda: [ALL_TARGETS], min_length=1, description='"all", zone ids or speaker ids.'
     )
-    repeat: int = Field(1, ge=1, le=MAX_REPEAT, strict=True, description="Times the text is read in one airing.")
+    repeat: int = Field(
+        1, ge=1, le=MAX_REPEAT, strict=True, description="Times the text is read in one airing."
+    )
     engine: str | None = Field(None, max_length=50, description="TTS engine; default the configured order.")
     voice: str | None = Field(None, max_length=100, description="Voice of the engine.")
     kind: Literal["once", "daily", "weekdays", "weekly", "cron"] = Field(..., description="How it repeats.")
     time: str | None = Field(None, description='"HH:MM" for daily, weekdays and weekly.')
     days: list[str] | None = Field(None, description="weekly: mon..sun (or t2..t7, cn).")
     at: datetime | None = Field(None, description="once: when; naive = settings.timezone.")
-    cron: str | None = Field(None, max_length=100, description="cron: 5 (or 6, seconds first) crontab fields.")
+    cron: str | None = Field(
+        None, max_length=100, description="cron: 5 (or 6, seconds first) crontab fields."
+    )
     valid_from: datetime | None = Field(None, description="First day/time it may fire (a date = that day).")
-    valid_to: datetime | None = Field(None, description="Last day/time it may fire (a date = through that day).")
+    valid_to: datetime | None = Field(
+        None, description="Last day/time it may fire (a date = through that day)."
+    )
     enabled: bool = Field(True, description="A disabled schedule keeps its definition but never fires.")
 
     @field_validator("name", "title", "text", mode="after")

@@ -76,7 +76,9 @@ _HTTP_MESSAGES = {
 
 
 class ApiError(Exception):
-    def __init__(self, status: int, message: str, *, code: str | None = None, field: str | None = None) -> None:
+    def __init__(
+        self, status: int, message: str, *, code: str | None = None, field: str | None = None
+    ) -> None:
         super().__init__(message)
         self.status = status
         self.message = message
@@ -85,7 +87,11 @@ class ApiError(Exception):
 
 
 def error_response(
-    status: int, message: str, code: str | None = None, field: str | None = None, headers: dict[str, str] | None = None
+    status: int,
+    message: str,
+    code: str | None = None,
+    field: str | None = None,
+    headers: dict[str, str] | None = None,
 ) -> Response:
     body: dict[str, Any] = {"code": code or _HTTP_CODES.get(status, "error"), "message": message}
     if field:
@@ -137,7 +143,9 @@ def _authenticate() -> Response | None:
     challenge = {"WWW-Authenticate": 'Bearer realm="loa-xa"'}
     if scheme.lower() != "bearer" or not token.strip():
         return error_response(
-            401, "Cần mã truy cập API: Authorization: Bearer <token> (missing bearer token).", headers=challenge
+            401,
+            "Cần mã truy cập API: Authorization: Bearer <token> (missing bearer token).",
+            headers=challenge,
         )
     name = verify_token(_services().sessions, token.strip())
     if name is None:
@@ -197,7 +205,9 @@ for _code in (400, 401, 403, 404, 405, 409, 413, 415, 422, 429):
 @bp.errorhandler(Exception)
 def _unexpected(exc: Exception) -> Response:
     _LOGGER.exception("API error on %s %s", request.method, request.path)
-    return error_response(500, "Lỗi hệ thống; xem nhật ký của bộ điều khiển (internal error).", code="internal")
+    return error_response(
+        500, "Lỗi hệ thống; xem nhật ký của bộ điều khiển (internal error).", code="internal"
+    )
 
 
 def _json_body(required: bool = True) -> dict[str, Any]:
@@ -293,7 +303,9 @@ def parse_at(value: Any, zone: ZoneInfo, now: datetime | None = None) -> datetim
     try:
         parsed = datetime.fromisoformat(value.strip().replace("Z", "+00:00"))
     except ValueError:
-        _fail(422, f"'at' không phải thời điểm ISO 8601 hợp lệ: {value!r} (not an ISO 8601 time).", field="at")
+        _fail(
+            422, f"'at' không phải thời điểm ISO 8601 hợp lệ: {value!r} (not an ISO 8601 time).", field="at"
+        )
     if parsed.tzinfo is None:
         parsed = parsed.replace(tzinfo=zone)
     parsed = parsed.astimezone(UTC)
@@ -307,11 +319,15 @@ def parse_at(value: Any, zone: ZoneInfo, now: datetime | None = None) -> datetim
 
 def _check_targets(value: Any) -> tuple[str, ...]:
     if value is None:
-        _fail(422, "Thiếu trường 'targets': [\"all\"], mã khu vực hoặc mã cụm loa (required).", field="targets")
+        _fail(
+            422, "Thiếu trường 'targets': [\"all\"], mã khu vực hoặc mã cụm loa (required).", field="targets"
+        )
     if isinstance(value, str):
         value = [value]
     if not isinstance(value, list) or not value or not all(isinstance(t, str) and t for t in value):
-        _fail(422, "'targets' phải là danh sách không rỗng các mã (a non-empty list of ids).", field="targets")
+        _fail(
+            422, "'targets' phải là danh sách không rỗng các mã (a non-empty list of ids).", field="targets"
+        )
     if len(value) > 1000:
         _fail(422, "'targets' có quá nhiều mục (too many targets).", field="targets")
     known = _registry().known_targets()
@@ -448,7 +464,9 @@ def cancel_broadcast(broadcast_id: int) -> Response:
     if manager.get(broadcast_id) is None:
         _fail(404, f"Không có lượt phát #{broadcast_id} (not found).")
     if not manager.cancel(broadcast_id, by=_actor()):
-        _fail(409, f"Lượt phát #{broadcast_id} đã kết thúc, không huỷ được (already finished).", code="finished")
+        _fail(
+            409, f"Lượt phát #{broadcast_id} đã kết thúc, không huỷ được (already finished).", code="finished"
+        )
     _LOGGER.info("API %s: broadcast %s cancelled", _actor(), broadcast_id)
     return jsonify(manager.get(broadcast_id))
 
@@ -531,7 +549,9 @@ def list_zones() -> Response:
 def create_zone() -> tuple[Response, int, dict[str, str]]:
     data = _json_body()
     _check_keys(data, {"id", "name", "quiet_start", "quiet_end"})
-    zone = _registry().create_zone(data.get("id"), data.get("name"), data.get("quiet_start"), data.get("quiet_end"))
+    zone = _registry().create_zone(
+        data.get("id"), data.get("name"), data.get("quiet_start"), data.get("quiet_end")
+    )
     return jsonify(zone), 201, {"Location": f"/api/zones/{zone['id']}"}
 
 
@@ -676,4 +696,3 @@ def minutes() -> Response:
 def minutes_as_csv() -> Response:
     start, end, rows = _minutes()
     return _csv_response(minutes_csv(rows), f"so-phut-phat-{start}-{end}.csv")
-

@@ -38,11 +38,23 @@ def _body(schema: dict[str, Any], required: bool = True) -> dict[str, Any]:
 
 
 def _path_param(name: str, kind: str = "string", description: str = "") -> dict[str, Any]:
-    return {"name": name, "in": "path", "required": True, "schema": {"type": kind}, "description": description}
+    return {
+        "name": name,
+        "in": "path",
+        "required": True,
+        "schema": {"type": kind},
+        "description": description,
+    }
 
 
 def _query(name: str, description: str, kind: str = "string", **extra: Any) -> dict[str, Any]:
-    return {"name": name, "in": "query", "required": False, "schema": {"type": kind, **extra}, "description": description}
+    return {
+        "name": name,
+        "in": "query",
+        "required": False,
+        "schema": {"type": kind, **extra},
+        "description": description,
+    }
 
 
 def _op(summary: str, responses: dict[str, Any], *, tag: str, **extra: Any) -> dict[str, Any]:
@@ -84,7 +96,11 @@ SCHEMAS: dict[str, Any] = {
         "additionalProperties": False,
         "required": ["text", "targets"],
         "properties": {
-            "text": {"type": "string", "minLength": 1, "description": "Vietnamese text, read aloud after normalization."},
+            "text": {
+                "type": "string",
+                "minLength": 1,
+                "description": "Vietnamese text, read aloud after normalization.",
+            },
             "targets": _TARGETS,
             "tier": {**_TIER, "default": "normal", "description": "emergency preempts what plays."},
             "at": {
@@ -116,8 +132,18 @@ SCHEMAS: dict[str, Any] = {
             "state": {
                 "type": "string",
                 "enum": [
-                    "pending", "sent", "received", "scheduled", "playing", "done", "failed",
-                    "preempted", "stopped", "expired", "missed", "cancelled",
+                    "pending",
+                    "sent",
+                    "received",
+                    "scheduled",
+                    "playing",
+                    "done",
+                    "failed",
+                    "preempted",
+                    "stopped",
+                    "expired",
+                    "missed",
+                    "cancelled",
                 ],
                 "description": "done = played to the end, as reported by the node.",
             },
@@ -136,8 +162,17 @@ SCHEMAS: dict[str, Any] = {
             "state": {
                 "type": "string",
                 "enum": [
-                    "scheduled", "pending_approval", "rendering", "sending", "playing", "done", "partial",
-                    "interrupted", "cancelled", "missed", "failed",
+                    "scheduled",
+                    "pending_approval",
+                    "rendering",
+                    "sending",
+                    "playing",
+                    "done",
+                    "partial",
+                    "interrupted",
+                    "cancelled",
+                    "missed",
+                    "failed",
                 ],
             },
             "tier": _TIER,
@@ -230,7 +265,10 @@ SCHEMAS: dict[str, Any] = {
         "properties": {
             "id": {"type": "string", "pattern": "^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$"},
             "name": _STR,
-            "quiet_start": {"type": ["string", "null"], "description": "HH:MM; normal items wait until quiet_end."},
+            "quiet_start": {
+                "type": ["string", "null"],
+                "description": "HH:MM; normal items wait until quiet_end.",
+            },
             "quiet_end": {"type": ["string", "null"]},
         },
     },
@@ -257,8 +295,25 @@ SCHEMAS: dict[str, Any] = {
             "time": {"type": "string", "pattern": "^\\d\\d:\\d\\d$"},
             "days": {
                 "type": "array",
-                "items": {"type": "string", "enum": ["mon", "tue", "wed", "thu", "fri", "sat", "sun",
-                                                     "t2", "t3", "t4", "t5", "t6", "t7", "cn"]},
+                "items": {
+                    "type": "string",
+                    "enum": [
+                        "mon",
+                        "tue",
+                        "wed",
+                        "thu",
+                        "fri",
+                        "sat",
+                        "sun",
+                        "t2",
+                        "t3",
+                        "t4",
+                        "t5",
+                        "t6",
+                        "t7",
+                        "cn",
+                    ],
+                },
             },
             "at": {"type": "string", "format": "date-time"},
             "cron": _STR,
@@ -267,7 +322,9 @@ SCHEMAS: dict[str, Any] = {
             "enabled": {"type": "boolean"},
             "approval": {"type": "string", "enum": ["draft", "pending", "approved", "rejected"]},
         },
-        "examples": [{"title": "Bản tin sáng", "text": "Kính thưa bà con ...", "kind": "weekdays", "time": "06:00"}],
+        "examples": [
+            {"title": "Bản tin sáng", "text": "Kính thưa bà con ...", "kind": "weekdays", "time": "06:00"}
+        ],
     },
     "Schedule": {
         "allOf": [
@@ -370,14 +427,18 @@ def _paths() -> dict[str, Any]:
             )
         },
         "/api/openapi.json": {
-            "get": _op("This document (no token).", {"200": _json({"type": "object"})}, tag="system", security=[])
+            "get": _op(
+                "This document (no token).", {"200": _json({"type": "object"})}, tag="system", security=[]
+            )
         },
         "/api/broadcasts": {
             "post": _op(
                 "Broadcast an announcement now or at a time.",
                 {
-                    "201": {**_json(_ref("Created"), "Accepted; rendering and sending run in the background."),
-                            "headers": {"Location": {"schema": _STR}}},
+                    "201": {
+                        **_json(_ref("Created"), "Accepted; rendering and sending run in the background."),
+                        "headers": {"Location": {"schema": _STR}},
+                    },
                     **_errors(400, 401, 413, 415, 422),
                 },
                 tag="broadcasts",
@@ -385,8 +446,15 @@ def _paths() -> dict[str, Any]:
             ),
             "get": _op(
                 "Recent broadcasts, newest first.",
-                {"200": _json({"type": "object", "properties": {"broadcasts": {"type": "array", "items": _ref("Broadcast")}}}),
-                 **_errors(400, 401)},
+                {
+                    "200": _json(
+                        {
+                            "type": "object",
+                            "properties": {"broadcasts": {"type": "array", "items": _ref("Broadcast")}},
+                        }
+                    ),
+                    **_errors(400, 401),
+                },
                 tag="broadcasts",
                 parameters=[
                     _query("state", "Only this state."),
@@ -411,19 +479,31 @@ def _paths() -> dict[str, Any]:
         "/api/stop": {
             "post": _op(
                 "Stop everything now, on every cluster.",
-                {"200": _json({"type": "object", "properties": {"stopped": {"type": "boolean"}, "reason": _STR}}),
-                 **_errors(400, 401, 415, 422)},
+                {
+                    "200": _json(
+                        {"type": "object", "properties": {"stopped": {"type": "boolean"}, "reason": _STR}}
+                    ),
+                    **_errors(400, 401, 415, 422),
+                },
                 tag="broadcasts",
                 requestBody=_body(
-                    {"type": "object", "additionalProperties": False, "properties": {"reason": _STR}}, required=False
+                    {"type": "object", "additionalProperties": False, "properties": {"reason": _STR}},
+                    required=False,
                 ),
             )
         },
         "/api/speakers": {
             "get": _op(
                 "Every cluster with its zone, online state and latest health.",
-                {"200": _json({"type": "object", "properties": {"speakers": {"type": "array", "items": _ref("SpeakerState")}}}),
-                 **_errors(401)},
+                {
+                    "200": _json(
+                        {
+                            "type": "object",
+                            "properties": {"speakers": {"type": "array", "items": _ref("SpeakerState")}},
+                        }
+                    ),
+                    **_errors(401),
+                },
                 tag="speakers",
                 parameters=[_query("zone", "Only clusters of this zone.")],
             ),
@@ -436,16 +516,22 @@ def _paths() -> dict[str, Any]:
         },
         "/api/speakers/{speaker_id}": {
             "parameters": [sid],
-            "get": _op("One cluster: registry data and live state.", {"200": _json(_ref("SpeakerState")), **_errors(401, 404)},
-                       tag="speakers"),
+            "get": _op(
+                "One cluster: registry data and live state.",
+                {"200": _json(_ref("SpeakerState")), **_errors(401, 404)},
+                tag="speakers",
+            ),
             "patch": _op(
                 "Change name, zone, location or enabled.",
                 {"200": _json(_ref("SpeakerState")), **_errors(400, 401, 404, 415, 422)},
                 tag="speakers",
                 requestBody=_body(_ref("SpeakerUpdate")),
             ),
-            "delete": _op("Remove a cluster (and its broker account).", {"204": {"description": "Deleted."},
-                          **_errors(401, 404)}, tag="speakers"),
+            "delete": _op(
+                "Remove a cluster (and its broker account).",
+                {"204": {"description": "Deleted."}, **_errors(401, 404)},
+                tag="speakers",
+            ),
         },
         "/api/speakers/{speaker_id}/password": {
             "parameters": [sid],
@@ -456,34 +542,70 @@ def _paths() -> dict[str, Any]:
             ),
         },
         "/api/zones": {
-            "get": _op("Every zone with its number of clusters.",
-                       {"200": _json({"type": "object", "properties": {"zones": {"type": "array", "items": _ref("Zone")}}}),
-                        **_errors(401)}, tag="zones"),
-            "post": _op("Create a zone.", {"201": _json(_ref("Zone")), **_errors(400, 401, 409, 415, 422)},
-                        tag="zones", requestBody=_body(_ref("ZoneCreate"))),
+            "get": _op(
+                "Every zone with its number of clusters.",
+                {
+                    "200": _json(
+                        {"type": "object", "properties": {"zones": {"type": "array", "items": _ref("Zone")}}}
+                    ),
+                    **_errors(401),
+                },
+                tag="zones",
+            ),
+            "post": _op(
+                "Create a zone.",
+                {"201": _json(_ref("Zone")), **_errors(400, 401, 409, 415, 422)},
+                tag="zones",
+                requestBody=_body(_ref("ZoneCreate")),
+            ),
         },
         "/api/zones/{zone_id}": {
             "parameters": [zid],
-            "get": _op("A zone and its clusters.", {"200": _json(_ref("Zone")), **_errors(401, 404)}, tag="zones"),
-            "patch": _op("Rename a zone or change its quiet hours.",
-                         {"200": _json(_ref("Zone")), **_errors(400, 401, 404, 415, 422)}, tag="zones",
-                         requestBody=_body(_ref("ZoneUpdate"))),
-            "delete": _op("Delete an empty zone.", {"204": {"description": "Deleted."}, **_errors(401, 404, 409)},
-                          tag="zones"),
+            "get": _op(
+                "A zone and its clusters.", {"200": _json(_ref("Zone")), **_errors(401, 404)}, tag="zones"
+            ),
+            "patch": _op(
+                "Rename a zone or change its quiet hours.",
+                {"200": _json(_ref("Zone")), **_errors(400, 401, 404, 415, 422)},
+                tag="zones",
+                requestBody=_body(_ref("ZoneUpdate")),
+            ),
+            "delete": _op(
+                "Delete an empty zone.",
+                {"204": {"description": "Deleted."}, **_errors(401, 404, 409)},
+                tag="zones",
+            ),
         },
         "/api/alerts": {
             "get": _op(
                 "Fleet alerts: offline clusters, amplifier faults, errors.",
-                {"200": _json({"type": "object", "properties": {"alerts": {"type": "array", "items": {"type": "object"}}}}),
-                 **_errors(400, 401)},
+                {
+                    "200": _json(
+                        {
+                            "type": "object",
+                            "properties": {"alerts": {"type": "array", "items": {"type": "object"}}},
+                        }
+                    ),
+                    **_errors(400, 401),
+                },
                 tag="speakers",
                 parameters=[_query("active", "1 (default): only active alerts; 0: all.")],
             )
         },
         "/api/schedules": {
-            "get": _op("Every schedule (recurring and one-off).",
-                       {"200": _json({"type": "object", "properties": {"schedules": {"type": "array", "items": _ref("Schedule")}}}),
-                        **_errors(401)}, tag="schedules"),
+            "get": _op(
+                "Every schedule (recurring and one-off).",
+                {
+                    "200": _json(
+                        {
+                            "type": "object",
+                            "properties": {"schedules": {"type": "array", "items": _ref("Schedule")}},
+                        }
+                    ),
+                    **_errors(401),
+                },
+                tag="schedules",
+            ),
             "post": _op(
                 "Create a schedule; its audio is rendered ahead at once.",
                 {"201": _json(_ref("Schedule")), **_errors(400, 401, 415, 422)},
@@ -493,62 +615,116 @@ def _paths() -> dict[str, Any]:
         },
         "/api/schedules/{schedule_id}": {
             "parameters": [schid],
-            "get": _op("One schedule with its next airing.", {"200": _json(_ref("Schedule")), **_errors(401, 404)},
-                       tag="schedules"),
+            "get": _op(
+                "One schedule with its next airing.",
+                {"200": _json(_ref("Schedule")), **_errors(401, 404)},
+                tag="schedules",
+            ),
             "patch": _op(
                 "Change some fields (changing kind drops the old timing fields).",
                 {"200": _json(_ref("Schedule")), **_errors(400, 401, 404, 409, 415, 422)},
                 tag="schedules",
                 requestBody=_body(_ref("ScheduleInput")),
             ),
-            "delete": _op("Delete a schedule (not one from schedules/*.yaml: remove its file).",
-                          {"204": {"description": "Deleted."}, **_errors(401, 404, 409)}, tag="schedules"),
+            "delete": _op(
+                "Delete a schedule (not one from schedules/*.yaml: remove its file).",
+                {"204": {"description": "Deleted."}, **_errors(401, 404, 409)},
+                tag="schedules",
+            ),
         },
         "/api/schedules/reload": {
             "post": _op(
                 "Reload schedules/*.yaml (idempotent; per file: created, updated, unchanged, removed, errors).",
-                {"200": _json({"type": "object", "properties": {
-                    k: {"type": "array", "items": _STR} for k in ("created", "updated", "unchanged", "removed")
-                } | {"errors": {"type": "object", "additionalProperties": _STR}}}), **_errors(401)},
+                {
+                    "200": _json(
+                        {
+                            "type": "object",
+                            "properties": {
+                                k: {"type": "array", "items": _STR}
+                                for k in ("created", "updated", "unchanged", "removed")
+                            }
+                            | {"errors": {"type": "object", "additionalProperties": _STR}},
+                        }
+                    ),
+                    **_errors(401),
+                },
                 tag="schedules",
             )
         },
         "/api/schedules/upcoming": {
             "get": _op(
                 "Airings in a window (default: the next 7 days), for a week view.",
-                {"200": _json({"type": "object", "properties": {"start": _TIME, "end": _TIME,
-                                                                "airings": {"type": "array", "items": _ref("Airing")}}}),
-                 **_errors(400, 401)},
+                {
+                    "200": _json(
+                        {
+                            "type": "object",
+                            "properties": {
+                                "start": _TIME,
+                                "end": _TIME,
+                                "airings": {"type": "array", "items": _ref("Airing")},
+                            },
+                        }
+                    ),
+                    **_errors(400, 401),
+                },
                 tag="schedules",
-                parameters=[_query("from", "Date or ISO time (default now)."), _query("to", "Date or ISO time.")],
+                parameters=[
+                    _query("from", "Date or ISO time (default now)."),
+                    _query("to", "Date or ISO time."),
+                ],
             )
         },
         "/api/log": {
             "get": _op(
                 "The broadcast log with per-cluster results.",
-                {"200": _json({"type": "object", "properties": {"broadcasts": {"type": "array", "items": _ref("LogBroadcast")}}}),
-                 **_errors(400, 401)},
+                {
+                    "200": _json(
+                        {
+                            "type": "object",
+                            "properties": {"broadcasts": {"type": "array", "items": _ref("LogBroadcast")}},
+                        }
+                    ),
+                    **_errors(400, 401),
+                },
                 tag="reports",
                 parameters=_LOG_PARAMS,
             )
         },
         "/api/log.csv": {
-            "get": _op("The broadcast log as CSV, one line per broadcast and cluster.",
-                       {"200": _CSV, **_errors(400, 401)}, tag="reports", parameters=_LOG_PARAMS)
+            "get": _op(
+                "The broadcast log as CSV, one line per broadcast and cluster.",
+                {"200": _CSV, **_errors(400, 401)},
+                tag="reports",
+                parameters=_LOG_PARAMS,
+            )
         },
         "/api/reports/minutes": {
             "get": _op(
                 "Minutes aired per cluster per local day.",
-                {"200": _json({"type": "object", "properties": {"from": _STR, "to": _STR,
-                                                                "rows": {"type": "array", "items": _ref("MinutesRow")}}}),
-                 **_errors(400, 401)},
+                {
+                    "200": _json(
+                        {
+                            "type": "object",
+                            "properties": {
+                                "from": _STR,
+                                "to": _STR,
+                                "rows": {"type": "array", "items": _ref("MinutesRow")},
+                            },
+                        }
+                    ),
+                    **_errors(400, 401),
+                },
                 tag="reports",
                 parameters=_MINUTES_PARAMS,
             )
         },
         "/api/reports/minutes.csv": {
-            "get": _op("Minutes aired per cluster per day, as CSV.", {"200": _CSV, **_errors(400, 401)},
-                       tag="reports", parameters=_MINUTES_PARAMS)
+            "get": _op(
+                "Minutes aired per cluster per day, as CSV.",
+                {"200": _CSV, **_errors(400, 401)},
+                tag="reports",
+                parameters=_MINUTES_PARAMS,
+            )
         },
     }
 
@@ -576,7 +752,7 @@ def build_spec() -> dict[str, Any]:
             "description": "Broadcast Vietnamese announcements to commune loudspeaker clusters, manage the "
             "fleet, schedules and reports. Authenticate with `Authorization: Bearer <token>` "
             "(`broadcaster token create NAME`). Times are ISO 8601; the controller's time zone applies "
-            "when no offset is given. Errors: `{\"error\": {\"code\", \"message\", \"field\"}}`.",
+            'when no offset is given. Errors: `{"error": {"code", "message", "field"}}`.',
         },
         "servers": [{"url": "/"}],
         "security": [{"bearerAuth": []}],
