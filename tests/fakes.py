@@ -621,18 +621,24 @@ class FakeRenderResult:
 
 
 class FakeAudioStore:
+    """Keys and pins (per owner, like AudioStore) in memory."""
+
     def __init__(self) -> None:
         self.keys: set[str] = set()
-        self.pinned: set[str] = set()
+        self.owners: dict[str, set[str]] = {}
+
+    @property
+    def pinned(self) -> set[str]:
+        return {key for key, owners in self.owners.items() if owners}
 
     def has(self, key: str) -> bool:
         return key in self.keys
 
-    def pin(self, key: str) -> None:
-        self.pinned.add(key)
+    def pin(self, key: str, owner: str = "") -> None:
+        self.owners.setdefault(key, set()).add(owner)
 
-    def unpin(self, key: str) -> None:
-        self.pinned.discard(key)
+    def unpin(self, key: str, owner: str = "") -> None:
+        self.owners.get(key, set()).discard(owner)
 
 
 class FakeSpeechService:

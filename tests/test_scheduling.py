@@ -243,6 +243,20 @@ def test_editing_the_text_rerenders_and_unpins_the_old_audio(env: Env) -> None:
     assert f"schedule-{sid}" not in env.job_ids()
 
 
+def test_two_schedules_with_the_same_audio_each_hold_a_pin(env: Env) -> None:
+    service = env.new()
+    service.start()
+    a = service.create_schedule({"text": "Bản tin chung", "kind": "daily", "time": "06:00"})
+    b = service.create_schedule({"text": "Bản tin chung", "kind": "daily", "time": "18:00"})
+    key = done(service.pending_render(a))
+    assert done(service.pending_render(b)) == key
+    assert env.speech.store.owners[key] == {f"schedule:{a}", f"schedule:{b}"}
+    service.delete_schedule(a)
+    assert env.speech.store.pinned == {key}  # still needed by b
+    service.delete_schedule(b)
+    assert env.speech.store.pinned == set()
+
+
 def test_render_ahead_uses_the_officers_lexicon(env: Env) -> None:
     from broadcaster.models import LexiconEntry
 

@@ -83,6 +83,11 @@ def _utcnow() -> datetime:
     return datetime.now(UTC)
 
 
+def _pin_owner(schedule_id: int) -> str:
+    """Each schedule pins its rendered-ahead audio under its own name in the store."""
+    return f"schedule:{schedule_id}"
+
+
 class SchedulerService:
     """Persistent scheduling of bulletins and deferred broadcasts (see the module docstring)."""
 
@@ -673,11 +678,11 @@ class SchedulerService:
         _LOGGER.info("schedule %s deleted", schedule_id)
 
     def _delete_row(self, session: Session, row: Schedule) -> None:
-        key = row.audio_key
+        key, schedule_id = row.audio_key, row.id
         session.delete(row)
         session.flush()
         if key:
-            self._unpin_if_unused(session, key)
+            self._unpin(key, schedule_id)
 
     def _get_row(self, session: Session, schedule_id: int) -> Schedule:
         row = session.get(Schedule, schedule_id) if isinstance(schedule_id, int) else None
@@ -879,29 +884,26 @@ class SchedulerService:
             )
             return None
         key = str(result.key)
-        self.speech.store.pin(key)
+        self.speech.store.pin(key, _pin_owner(schedule_id))
         with self.sessions.begin() as session:
             row = session.get(Schedule, schedule_id)
             if row is None or (row.text, row.engine, row.voice, row.repeat) != inputs:
                 # deleted or edited while rendering: the newer render (already queued) wins
-                self._unpin_if_unused(session, key)
+                self._unpin(key, schedule_id)
                 return None
             old, row.audio_key = row.audio_key, key
-            session.flush()
-            if old and old != key:
-                self._unpin_if_unused(session, old)
+        if old and old != key:
+            self._unpin(old, schedule_id)
         _LOGGER.info("schedule %s rendered ahead: %s (%.1f s)", schedule_id, key[:12], result.duration_s)
         return key
 
-    def _unpin_if_unused(self, session: Session, key: str) -> None:
+    def _unpin(self, key: str, schedule_id: int) -> None:
         if self.speech is None:
             return
-        used = session.scalar(select(Schedule.id).where(Schedule.audio_key == key).limit(1))
-        if used is None:
-            try:
-                self.speech.store.unpin(key)
-            except Exception:
-                _LOGGER.exception("could not unpin %s", key)
+        try:
+            self.speech.store.unpin(key, _pin_owner(schedule_id))
+        except Exception:
+            _LOGGER.exception("could not unpin %s", key)
 
     # ------------------------------------------------------------------ week view
 
