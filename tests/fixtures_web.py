@@ -234,3 +234,34 @@ def browser_login(page: Any, username: str, password: str = PASSWORD) -> None:
     page.get_by_label("Mật khẩu").fill(password)
     page.get_by_role("button", name="Đăng nhập").click()
     page.wait_for_url(lambda url: "/login" not in url)
+
+
+@dataclass
+class UiStack:
+    url: str
+    services: Any
+    real: bool  # the real controller with simulated clusters (else the web fakes)
+    cluster_count: int
+    zone_names: list[str]
+
+
+@pytest.fixture
+def ui_stack(request: pytest.FixtureRequest, live_server: Callable[[Any], LiveServer]) -> UiStack:
+    """The web app served on loopback over the real controller when its fixture exists."""
+    from broadcaster.web import create_app
+
+    try:
+        controller = request.getfixturevalue("controller")
+    except pytest.FixtureLookupError:
+        controller = None
+    if controller is None:
+        stack: WebServices = request.getfixturevalue("web_services")
+        for speaker in ("loa-1a", "loa-1b", "loa-2a"):
+            stack.fleet.live[speaker] = {"online": True, "volume": 80, "amplifier_on": False}
+        app = request.getfixturevalue("web_app")
+        return UiStack(live_server(app).url, stack.services, False, 3, ["Thôn 1", "Thôn 2"])
+    services = controller.services
+    add_accounts(services.sessions)
+    app = create_app(services.settings, services)
+    zones = sorted({str(s.get("zone")) for s in services.fleet.snapshot()})
+    return UiStack(live_server(app).url, services, True, len(services.fleet.snapshot()), zones)
