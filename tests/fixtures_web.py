@@ -198,7 +198,9 @@ def browser() -> Iterator[Any]:
     from playwright.sync_api import sync_playwright
 
     with sync_playwright() as pw:
-        browser = pw.chromium.launch(executable_path=CHROMIUM, headless=True, args=CHROMIUM_ARGS)
+        # A fake microphone (a beep) so the in-browser recording can be tested; no prompt.
+        fake_mic = ["--use-fake-device-for-media-stream", "--use-fake-ui-for-media-stream"]
+        browser = pw.chromium.launch(executable_path=CHROMIUM, headless=True, args=CHROMIUM_ARGS + fake_mic)
         yield browser
         browser.close()
 

@@ -184,6 +184,31 @@ def test_script_in_announcement_is_shown_as_text(ui_stack: Any, new_page: Any, p
     assert not [e for e in page_errors if "xss" in e]
 
 
+def test_record_from_microphone_and_broadcast_it(ui_stack: Any, new_page: Any, page_errors: list[str]) -> None:
+    """MediaRecorder in the page (Chromium's fake microphone) -> upload -> ffmpeg conversion."""
+    page = new_page(ui_stack.url, permissions=["microphone"])
+    browser_login(page, "approver")
+    page.goto("/compose")
+    page.get_by_text("Hoặc phát bản ghi âm thay cho giọng đọc máy").click()
+    page.get_by_role("button", name="● Ghi âm từ micro").click()
+    status = page.locator("#recording-status")
+    page.wait_for_function("() => document.getElementById('recording-status').textContent.includes('2 giây')")
+    page.get_by_role("button", name="■ Dừng ghi").click()
+    page.wait_for_function(
+        "() => document.getElementById('audio_key').value.length === 64", timeout=60_000
+    )
+    assert "Sẽ phát bản ghi âm “ghi-am.webm”" in status.inner_text()
+    key = page.locator("#audio_key").input_value()
+    assert ui_stack.services.speech.store.has(key)
+    assert ui_stack.services.speech.store.meta(key).get("engine") == "recording"
+    page.get_by_label("Tiêu đề").fill("Thông báo ghi âm")
+    page.get_by_role("button", name="Phát ngay").click()
+    page.wait_for_url(re.compile(r"/\?b=\d+$"))
+    broadcast_id = int(page.url.rsplit("=", 1)[1])
+    assert ui_stack.services.broadcasts.get(broadcast_id)["title"] == "Thông báo ghi âm"
+    assert page_errors == []
+
+
 def test_pages_look_right_on_phone_and_desktop(ui_stack: Any, new_page: Any, page_errors: list[str]) -> None:
     """Every page renders without script errors and without sideways scrolling on a phone."""
     shots = ARTIFACTS / "pages"

@@ -460,7 +460,7 @@ def test_log_shows_each_cluster_result_and_minutes(client: Any, web_services: An
         assert text in html, text
     minutes = html[html.index('class="table minutes"'):]
     row = minutes[minutes.index('data-speaker="loa-1a"'):]
-    assert "<strong>1.5</strong>" in row[: row.index("</tr>")]
+    assert "<strong>1,5</strong>" in row[: row.index("</tr>")]
     assert "Tin đã phát" not in client.get("/log?q=khong-co").get_data(as_text=True)
     assert "Tin đã phát" in client.get("/log?q=tin da phat").get_data(as_text=True)
 
@@ -542,3 +542,24 @@ def test_missing_things_get_a_vietnamese_404(client: Any, path: str) -> None:
     reply = client.get(path)
     assert reply.status_code == 404
     assert "Không tìm thấy" in reply.get_data(as_text=True)
+
+
+def test_cli_user_add_creates_an_account_that_logs_in(tmp_path: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    import io
+
+    from broadcaster.__main__ import main
+    from broadcaster.services import open_database
+    from broadcaster.web.users import authenticate
+    from tests.fixtures_web import web_settings
+
+    instance = tmp_path / "inst"
+    monkeypatch.setattr("sys.stdin", io.StringIO("mat-khau-cli-1\n"))
+    code = main(["--instance", str(instance), "user", "add", "Can.Bo", "--role", "approver", "--name",
+                 "Cán bộ văn hóa", "--password-stdin"])  # fmt: skip
+    assert code == 0
+    sessions = open_database(web_settings(instance))
+    user = authenticate(sessions, "can.bo", "mat-khau-cli-1")
+    assert user is not None and user.role == "approver" and user.display_name == "Cán bộ văn hóa"
+    monkeypatch.setattr("sys.stdin", io.StringIO("ngan\n"))
+    assert main(["--instance", str(instance), "user", "add", "x2", "--role", "editor", "--password-stdin"]) == 1
+    sessions.kw["bind"].dispose()

@@ -586,6 +586,17 @@ def seconds_filter(value: Any) -> str:
     return f"{total // 60}:{total % 60:02d}" if total >= 60 else f"{total} giây"
 
 
+@bp.app_template_filter("vnnum")
+def vnnum(value: Any, digits: int = 1) -> str:
+    """A number as Vietnamese write it: decimal comma ("1,5"), no trailing ",0"."""
+    try:
+        number = round(float(value), digits)
+    except (TypeError, ValueError):
+        return "–"
+    text = f"{number:.{digits}f}".rstrip("0").rstrip(".") if digits else str(int(number))
+    return text.replace(".", ",")
+
+
 @bp.app_template_filter("targets_label")
 def targets_label(value: Any) -> str:
     return describe_targets(value if isinstance(value, list | tuple) else [value] if value else [])
