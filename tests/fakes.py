@@ -227,7 +227,7 @@ class ControllerAudioStore:
         self.root = root
         self._data: dict[str, bytes] = {}
         self._meta: dict[str, dict[str, _Any]] = {}
-        self.pinned: dict[str, int] = {}
+        self.pinned: dict[str, set[str]] = {}  # key -> owners
         self._lock = _threading.Lock()
 
     def put(self, key: str, data: bytes, meta: dict[str, _Any]) -> None:
@@ -247,13 +247,13 @@ class ControllerAudioStore:
     def meta(self, key: str) -> dict[str, _Any] | None:
         return self._meta.get(key)
 
-    def pin(self, key: str) -> None:
+    def pin(self, key: str, owner: str = "") -> None:
         with self._lock:
-            self.pinned[key] = self.pinned.get(key, 0) + 1
+            self.pinned.setdefault(key, set()).add(owner)
 
-    def unpin(self, key: str) -> None:
+    def unpin(self, key: str, owner: str = "") -> None:
         with self._lock:
-            self.pinned[key] = self.pinned.get(key, 0) - 1
+            self.pinned.setdefault(key, set()).discard(owner)
 
 
 class ControllerSpeech:
@@ -428,7 +428,7 @@ class FakeNode:
                 del self._scheduled[command.broadcast_id]
             current = self._current
             if current is not None:
-                if command.tier == "emergency":
+                if command.tier == "emergency" and current["command"].tier != "emergency":
                     self._end_current("preempted")
                 else:
                     self._queue.append(command)

@@ -114,7 +114,7 @@ def test_emergency_preempts_and_interrupted_item_is_requeued(unit_controller: Un
         assert [(x["broadcast_id"], x["outcome"]) for x in tl] == [
             (str(normal), "preempted"),
             (str(emergency), "done"),
-            (str(normal), "done"),
+            (f"{normal}-r1", "done"),  # re-aired under a fresh wire id (nodes dedupe ids)
         ]
         assert tl[0]["end"] <= tl[1]["start"] + 0.05  # interrupted when the emergency began
         assert not _overlaps(tl)
@@ -205,7 +205,7 @@ def test_scheduled_broadcast_renders_ahead_and_airs_once(unit_controller: UnitCo
     assert deferred == [(bid, at)]
     # Rendered ahead, not aired.
     b = wait_until(lambda: (x := uc.manager.get(bid)) and x["audio_key"] and x, what="render ahead")
-    assert b["state"] == "scheduled" and uc.speech.store.pinned.get(b["audio_key"]) == 1
+    assert b["state"] == "scheduled" and uc.speech.store.pinned.get(b["audio_key"]) == {f"broadcast:{bid}"}
     renders = len(uc.speech.renders)
     uc.manager.air(bid)
     uc.manager.air(bid)  # the scheduler firing twice must not air twice
@@ -213,7 +213,7 @@ def test_scheduled_broadcast_renders_ahead_and_airs_once(unit_controller: UnitCo
     uc.manager.air(bid)
     assert len(uc.speech.renders) == renders  # no synthesis at air time
     assert [e["broadcast_id"] for e in uc.nodes["loa-01"].timeline] == [str(bid)]
-    assert uc.speech.store.pinned.get(b["audio_key"]) == 0
+    assert uc.speech.store.pinned.get(b["audio_key"]) == set()
 
 
 def test_scheduled_without_scheduler_airs_at_its_time(unit_controller: UnitController) -> None:
@@ -313,3 +313,36 @@ def test_change_callbacks_and_list(unit_controller: UnitController) -> None:
     assert uc.manager.list(state="failed") == []
     snap = uc.fleet.speaker("loa-04")
     assert snap is not None and snap["online"] is True
+
+
+def test_emergency_follows_a_running_emergency(unit_controller: UnitController) -> None:
+    uc = unit_controller
+    uc.speech.durations = {"Khẩn một": 1.0, "Khẩn hai": 0.5}
+    first = uc.manager.submit(Announcement(text="Khẩn một", targets=("loa-01",), tier=Tier.EMERGENCY))
+    wait_until(lambda: uc.nodes["loa-01"]._current, what="first emergency playing")
+    second = uc.manager.submit(Announcement(text="Khẩn hai", targets=("loa-01",), tier=Tier.EMERGENCY))
+    uc.wait_state(first, "done")
+    uc.wait_state(second, "done")
+    tl = uc.nodes["loa-01"].timeline
+    assert [(e["broadcast_id"], e["outcome"]) for e in tl] == [(str(first), "done"), (str(second), "done")]
+    assert not _overlaps(tl)
+
+
+def test_sent_but_not_started_item_is_postponed_by_emergency(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    uc = UnitController(tmp_path, lead_s=3.0)
+    try:
+        normal = uc.manager.submit(Announcement(text="Thường", targets=("thon-1",)))
+        wait_until(lambda: all(uc.nodes[s].states(normal)[-1:] == ["scheduled"] for s in ("loa-01", "loa-02")),
+                   what="normal scheduled on the nodes")
+        emergency = uc.manager.submit(Announcement(text="Khẩn", targets=("thon-1",), tier=Tier.EMERGENCY))
+        uc.wait_state(emergency, "done")
+        n = uc.wait_state(normal, "done", timeout=20)
+        for sid in ("loa-01", "loa-02", "loa-03"):
+            assert [(e["broadcast_id"], e["outcome"]) for e in uc.nodes[sid].timeline] == [
+                (str(emergency), "done"),
+                (f"{normal}-r1", "done"),
+            ]
+        assert all(d["state"] == "done" for d in n["deliveries"])
+        assert any(f"vì bản tin khẩn cấp #{emergency}" in m for m in uc.log(normal))
+    finally:
+        uc.close()

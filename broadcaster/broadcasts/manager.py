@@ -115,6 +115,22 @@ _PROGRESS = {
 NO_RECEIPT = "không nhận được xác nhận từ cụm loa"
 
 
+def wire_id(broadcast_id: int, attempt: int = 0) -> str:
+    """The ``broadcast_id`` sent to nodes for one attempt of a broadcast on a cluster."""
+    return str(broadcast_id) if attempt == 0 else f"{broadcast_id}-r{attempt}"
+
+
+def parse_wire_id(value: str | None) -> tuple[int, int] | None:
+    """``"12"`` -> (12, 0), ``"12-r1"`` -> (12, 1); None for anything else."""
+    if not value:
+        return None
+    head, sep, tail = value.partition("-r")
+    try:
+        return int(head), (int(tail) if sep else 0)
+    except ValueError:
+        return None
+
+
 class BroadcastError(Exception):
     """A request that cannot be honoured; the message is meant for the officer or the API client."""
 
@@ -144,7 +160,10 @@ class _Airing:
     pending: set[str] = field(default_factory=set)
     active: dict[str, tuple[float, float]] = field(default_factory=dict)  # speaker -> (start, end)
     requeues: dict[str, int] = field(default_factory=dict)
-    restopping: set[str] = field(default_factory=set)  # stopped by us to re-queue; ignore "stopped"
+    # Attempt number per cluster; bumped when an item is put back in the queue there. The wire id
+    # of attempt n is "12" (n = 0) or "12-r<n>": nodes remember broadcast ids they finished and
+    # would treat a re-airing under the same id as a duplicate. Receipts of an older attempt are stale.
+    attempts: dict[str, int] = field(default_factory=dict)
     preempted_by: dict[str, int] = field(default_factory=dict)
     logged: set[tuple[str, str]] = field(default_factory=set)  # (kind, key) decisions already logged
     started: bool = False
@@ -402,10 +421,11 @@ class BroadcastManager:
             return [self._view(bc, deliveries=False) for bc in session.scalars(query)]
 
     def title_of(self, broadcast_id: str | int) -> str | None:
-        try:
-            bid = int(broadcast_id)
-        except (TypeError, ValueError):
+        """Title of a broadcast, by id or by the id nodes report (``"12"``, ``"12-r1"``)."""
+        parsed = parse_wire_id(str(broadcast_id))
+        if parsed is None:
             return None
+        bid = parsed[0]
         title = self._titles.get(bid)
         if title is None:
             with self.sessions() as session:
@@ -696,7 +716,7 @@ class BroadcastManager:
         if result["normalized_text"]:
             ann.normalized_text = result["normalized_text"]
         ann.audio_key = ann.audio_key or result["key"]
-        self._pin(result["key"])
+        self._pin(result["key"], bc.id)
         self._log(
             session,
             "rendered",
@@ -707,19 +727,20 @@ class BroadcastManager:
         if air or BroadcastState(bc.state) is BroadcastState.RENDERING:
             self._start_airing(session, bc)
 
-    def _pin(self, key: str) -> None:
+    def _pin(self, key: str, broadcast_id: int) -> None:
+        """Keep rendered-ahead audio out of the store's LRU eviction until the broadcast ends."""
         pin = getattr(self.speech.store, "pin", None)
         if pin is not None:
             try:
-                pin(key)
+                pin(key, f"broadcast:{broadcast_id}")
             except Exception:
                 _LOGGER.debug("pin %s failed", key, exc_info=True)
 
-    def _unpin(self, key: str | None) -> None:
+    def _unpin(self, key: str | None, broadcast_id: int) -> None:
         unpin = getattr(self.speech.store, "unpin", None)
         if key and unpin is not None:
             try:
-                unpin(key)
+                unpin(key, f"broadcast:{broadcast_id}")
             except Exception:
                 _LOGGER.debug("unpin %s failed", key, exc_info=True)
 
@@ -856,7 +877,6 @@ class BroadcastManager:
             bc = session.get(Broadcast, airing.id)
             if bc is None:
                 continue
-            airing.restopping.clear()
             if not BroadcastState(bc.state).finished:
                 self._cancel_one(session, bc, text, send_stop=False)
             else:
@@ -941,7 +961,6 @@ class BroadcastManager:
         for speaker, (_, end) in list(airing.active.items()):
             if now > end + self.config.receipt_grace_s:
                 del airing.active[speaker]
-                airing.restopping.discard(speaker)
                 self._set_delivery(
                     session, airing.id, speaker, DeliveryState.FAILED, reason=NO_RECEIPT, only_open=True
                 )
@@ -953,11 +972,13 @@ class BroadcastManager:
                     speaker,
                 )
 
-    def _busy(self, speaker: str, exclude: int | None = None) -> tuple[float, int | None]:
-        """(time the cluster is free, id of the item it waits for)."""
+    def _busy(
+        self, speaker: str, exclude: int | None = None, tiers: set[Tier] | None = None
+    ) -> tuple[float, int | None]:
+        """(time the cluster is free, id of the item it waits for), counting items of ``tiers``."""
         until, blocker = 0.0, None
         for airing in self._airings.values():
-            if airing.id == exclude:
+            if airing.id == exclude or (tiers is not None and airing.tier not in tiers):
                 continue
             slot = airing.active.get(speaker)
             if slot is not None and slot[1] > until:
@@ -1012,7 +1033,13 @@ class BroadcastManager:
             if not group:
                 continue
             if airing.tier is Tier.EMERGENCY:
+                # Interrupts everything but another emergency, which it follows (nodes do the same).
                 start = now + self.config.emergency_lead_s
+                for speaker in group:
+                    until, blocker = self._busy(speaker, exclude=airing.id, tiers={Tier.EMERGENCY})
+                    if until + self.config.gap_s > start:
+                        start = until + self.config.gap_s
+                        self._log_once(session, airing, "queued", speaker, blocker)
                 self._preempt_for(session, airing, group, now)
                 self._send_play(session, airing, group, start, zones)
                 continue
@@ -1030,20 +1057,22 @@ class BroadcastManager:
                 # Wait for all of them together; meanwhile nobody later may slip in before it.
                 reserved.update(group)
                 for speaker, blocker in sorted(blockers.items()):
-                    if blocker is not None and ("queued", f"{speaker}:{blocker}") not in airing.logged:
-                        airing.logged.add(("queued", f"{speaker}:{blocker}"))
-                        self._log(
-                            session,
-                            "queued",
-                            f"Bản tin #{airing.id}: xếp hàng sau #{blocker} trên {speaker}",
-                            airing.id,
-                            speaker,
-                        )
+                    self._log_once(session, airing, "queued", speaker, blocker)
+
+    def _log_once(
+        self, session: Session, airing: _Airing, kind: str, speaker: str, blocker: int | None
+    ) -> None:
+        if blocker is None or (kind, f"{speaker}:{blocker}") in airing.logged:
+            return
+        airing.logged.add((kind, f"{speaker}:{blocker}"))
+        self._log(
+            session, kind, f"Bản tin #{airing.id}: xếp hàng sau #{blocker} trên {speaker}", airing.id, speaker
+        )
 
     def _preempt_for(self, session: Session, emergency: _Airing, group: list[str], now: float) -> None:
         """Record what the emergency interrupts; stop (and re-queue) what was sent but not started."""
         for other in list(self._airings.values()):
-            if other.id == emergency.id:
+            if other.id == emergency.id or other.tier is Tier.EMERGENCY:
                 continue
             hit = [s for s in group if s in other.active]
             if not hit:
@@ -1064,9 +1093,10 @@ class BroadcastManager:
                 start, _ = other.active[speaker]
                 other.active[speaker] = (start, now + self.config.emergency_lead_s)
             if not_started:
+                self._send_stop(session, other, set(not_started), f"khẩn cấp #{emergency.id}")
                 for speaker in not_started:
                     del other.active[speaker]
-                    other.restopping.add(speaker)
+                    other.attempts[speaker] = other.attempts.get(speaker, 0) + 1
                     other.pending.add(speaker)
                     self._set_delivery(
                         session,
@@ -1076,7 +1106,6 @@ class BroadcastManager:
                         reason=f"hoãn vì bản tin khẩn cấp #{emergency.id}",
                         force=True,
                     )
-                self._send_stop(session, other, set(not_started), f"khẩn cấp #{emergency.id}")
                 self._log(
                     session,
                     "requeued",
@@ -1087,14 +1116,15 @@ class BroadcastManager:
     def _send_play(
         self, session: Session, airing: _Airing, group: list[str], start: float, zones: _Zones
     ) -> None:
-        by_zone: dict[str | None, list[str]] = {}
+        by_zone: dict[tuple[str, int], list[str]] = {}
         for speaker in group:
-            by_zone.setdefault(zones.speaker_zone.get(speaker), []).append(speaker)
+            key = (zones.speaker_zone.get(speaker) or "", airing.attempts.setdefault(speaker, 0))
+            by_zone.setdefault(key, []).append(speaker)
         expiry = max(1.0, airing.valid_until - self.clock())
         tier = airing.tier.value
-        for zone, members in sorted(by_zone.items(), key=lambda kv: kv[0] or ""):
+        for (zone, attempt), members in sorted(by_zone.items()):
             base = PlayCommand(
-                broadcast_id=str(airing.id),
+                broadcast_id=wire_id(airing.id, attempt),
                 audio=airing.audio,
                 start_at=start,
                 tier=tier,  # type: ignore[arg-type]
@@ -1102,7 +1132,7 @@ class BroadcastManager:
                 valid_until=airing.valid_until,
                 title=airing.title,
             )
-            if zone is not None and zone in airing.whole_zones and len(members) >= 2:
+            if zone and zone in airing.whole_zones and len(members) >= 2:
                 command = dataclasses.replace(base, targets=tuple(sorted(members)))
                 self.transport.publish(
                     self.transport.topics.zone_cmd(zone), command.encode(), qos=1, expiry_s=expiry
@@ -1136,23 +1166,33 @@ class BroadcastManager:
         self._changed.add(airing.id)
 
     def _send_stop(self, session: Session, airing: _Airing, speakers: set[str], reason: str) -> None:
+        """Stop the current attempt on ``speakers`` (one zone publish where a whole zone stops)."""
         zones = self._zone_info(session)
-        stop = StopCommand(broadcast_id=str(airing.id), reason=reason).encode()
         remaining = set(speakers)
-        for zone, members in zones.members.items():
-            if len(members) >= 2 and members <= remaining and zone in airing.whole_zones:
-                self.transport.publish(self.transport.topics.zone_cmd(zone), stop, qos=1, expiry_s=60)
+        for zone, members in sorted(zones.members.items()):
+            attempts = {airing.attempts.get(s, 0) for s in members}
+            if (
+                len(members) >= 2
+                and members <= remaining
+                and zone in airing.whole_zones
+                and len(attempts) == 1
+            ):
+                stop = StopCommand(broadcast_id=wire_id(airing.id, attempts.pop()), reason=reason)
+                self.transport.publish(
+                    self.transport.topics.zone_cmd(zone), stop.encode(), qos=1, expiry_s=60
+                )
                 remaining -= members
         for speaker in sorted(remaining):
-            self.transport.publish(self.transport.topics.cmd(speaker), stop, qos=1, expiry_s=60)
+            stop = StopCommand(
+                broadcast_id=wire_id(airing.id, airing.attempts.get(speaker, 0)), reason=reason
+            )
+            self.transport.publish(self.transport.topics.cmd(speaker), stop.encode(), qos=1, expiry_s=60)
 
     # ================================================================== receipts
 
     def _handle_event(self, session: Session, speaker: str, event: Event) -> None:
-        try:
-            bid = int(event.broadcast_id) if event.broadcast_id is not None else None
-        except ValueError:
-            bid = None
+        parsed = parse_wire_id(event.broadcast_id)
+        bid, attempt = parsed if parsed is not None else (None, 0)
         if event.state == "need_audio":
             self._want_chunks(event)
             return
@@ -1162,6 +1202,9 @@ class BroadcastManager:
         if bid is None:
             return
         airing = self._airings.get(bid)
+        if airing is not None and attempt != airing.attempts.setdefault(speaker, attempt):
+            _LOGGER.debug("stale receipt %s of %s from %s ignored", event.state, event.broadcast_id, speaker)
+            return
         state = event.state
         if state == "received":
             self._set_delivery(session, bid, speaker, DeliveryState.RECEIVED, only_open=True)
@@ -1195,9 +1238,6 @@ class BroadcastManager:
         elif state == "preempted":
             self._handle_preempted(session, airing, bid, speaker, event)
         elif state in ("stopped", "failed", "expired"):
-            if airing is not None and speaker in airing.restopping:
-                airing.restopping.discard(speaker)
-                return  # we stopped it to re-queue it; it is pending again
             mapped = {
                 "stopped": DeliveryState.STOPPED,
                 "failed": DeliveryState.FAILED,
@@ -1241,6 +1281,7 @@ class BroadcastManager:
                 and self.clock() < airing.valid_until
             ):
                 airing.requeues[speaker] = count + 1
+                airing.attempts[speaker] = airing.attempts.get(speaker, 0) + 1
                 airing.pending.add(speaker)
                 self._set_delivery(
                     session,
@@ -1274,7 +1315,6 @@ class BroadcastManager:
     def _release(self, airing: _Airing | None, speaker: str) -> None:
         if airing is not None:
             airing.active.pop(speaker, None)
-            airing.restopping.discard(speaker)
 
     def _set_delivery(
         self,
@@ -1380,7 +1420,7 @@ class BroadcastManager:
         bc.state = state.value
         bc.reason = reason
         bc.finished_at = _utc(self.clock())
-        self._unpin(bc.audio_key)
+        self._unpin(bc.audio_key, bc.id)
         self._log(session, "finished", f"Bản tin #{bc.id}: {state.value} — {reason}", bc.id)
         self._changed.add(bc.id)
 

@@ -496,7 +496,8 @@ class Fleet:
 
 
 def _int_or_str(value: str) -> int | str:
+    """The broadcast a node reports: ``"12"`` and re-airings ``"12-r1"`` (see broadcasts) -> 12."""
     try:
-        return int(value)
+        return int(value.partition("-r")[0])
     except (TypeError, ValueError):
         return value
