@@ -54,8 +54,9 @@ COUNT_WORDS = frozenset(
 PER_WORDS = frozenset(
     """người hộ con lượt lần ngày tuần tháng năm quý giờ phút buổi suất xuất ca sào mẫu công cây bao
     chai gói hộp bình chiếc cái em cháu trẻ xe chuyến vé kỳ kì đợt khẩu liều mũi lớp phòng tấn tạ
-    yến lít kg ha m2 ký cân học nhân lô thửa""".split()
+    yến lít kg ha m2 ký cân học nhân lô thửa chỉ lượng bó quả thùng túi viên lọ mét khối""".split()
 )
+_MONEY_WORDS = frozenset("đồng đ nghìn ngàn triệu tỷ tỉ usd vnđ vnd".split())
 _MAGNITUDES = frozenset("nghìn ngàn triệu tỷ tỉ trăm chục vạn".split())
 _NUMBER_WORDS = frozenset(
     "trăm nghìn ngàn vạn triệu tỷ tỉ chục mươi mười vài mấy mỗi một hai ba bốn năm sáu bảy tám chín nửa rưỡi".split()
@@ -182,19 +183,33 @@ class Context:
             return run.lower()
         return self.spell(run)
 
+    def compound_abbreviation(self, word: str) -> str | None:
+        """An unknown acronym made of two or three known ones: "TTGDNN" = TT + GDNN."""
+        abbreviations = self.lexicon.entries["abbr"]
+        best: list[list[str] | None] = [None] * (len(word) + 1)
+        best[0] = []
+        for end in range(2, len(word) + 1):
+            for start in range(0, end - 1):
+                prev = best[start]
+                reading = abbreviations.get(word[start:end])
+                if prev is None or reading is None or not word[start:end].isalpha():
+                    continue
+                if best[end] is None or len(prev) + 1 < len(best[end]):  # type: ignore[arg-type]
+                    best[end] = [*prev, reading]
+        found = best[len(word)]
+        return " ".join(found) if found and 2 <= len(found) <= 3 else None
+
     @cached_property
     def accent_map(self) -> dict[str, str]:
         """Unaccented run-together words of this text -> their accented reading, so that
         "phuchoa" in an address is read like "Phúc Hòa" elsewhere in the announcement."""
-        words = _LETTERS.findall(self.text)
+        words = [word.lower() for word in _LETTERS.findall(self.text)]
+        plain = [strip_accents(word) for word in words]
         found: dict[str, str] = {}
         for i in range(len(words)):
-            for n in range(1, 5):
-                seq = words[i : i + n]
-                if len(seq) < n:
-                    break
-                reading = " ".join(seq).lower()
-                key = strip_accents("".join(seq)).lower()
+            for n in range(1, min(4, len(words) - i) + 1):
+                reading = " ".join(words[i : i + n])
+                key = "".join(plain[i : i + n])
                 if key != reading:
                     found.setdefault(key, reading)
         return found
@@ -384,12 +399,24 @@ def _full_date(match: re.Match[str], ctx: Context) -> str | None:
     return f"{_day(ctx, match.start(), day)} tháng {read_month(month)} năm {read_number(year)}"
 
 
-_MONTH_YEAR = re.compile(r"(?<![\d/.,])(\d{1,3})/(\d{4})(?![\w/]|[.,]\d)")
+_ISO_DATE = re.compile(r"(?<![\d/.,-])(\d{4})-(\d{2})-(\d{2})(?![\w/-]|[.,]\d)")
+
+
+def _iso_date(match: re.Match[str], ctx: Context) -> str | None:
+    year, month, day = int(match.group(1)), int(match.group(2)), int(match.group(3))
+    if not _valid_day_month(day, month):
+        return None
+    return f"{_day(ctx, match.start(), day)} tháng {read_month(month)} năm {read_number(year)}"
+
+
+_MONTH_YEAR = re.compile(r"(?<![\d/.,])(\d{1,3})([/-])(\d{4})(?![\w/]|[.,]\d)")
 
 
 def _month_year(match: re.Match[str], ctx: Context) -> str | None:
-    first, year = int(match.group(1)), int(match.group(2))
+    first, year = int(match.group(1)), int(match.group(3))
     prev = ctx.prev_word(match.start())
+    if match.group(2) == "-" and prev != "tháng":
+        return None  # 10-2024 is a range unless it follows "tháng"
     if prev == "tháng" and 1 <= first <= 12:
         return f"{read_month(first)} năm {read_number(year)}"
     if prev in _NUMBERED_PREV:
@@ -426,8 +453,9 @@ def _day_month(match: re.Match[str], ctx: Context) -> str | None:
     return f"{_day(ctx, match.start(), a)} tháng {read_month(b)}"
 
 
-# "ngày 20-10", "ngày 2-9": a day and a month joined by a dash, only right after "ngày".
-_DASH_DATE = re.compile(r"(?<![\d/.,-])(\d{1,2})-(\d{1,2})(?![\w/-]|[.,]\d)")
+# "ngày 20-10", "ngày 2-9", "ngày 15.3": a day and a month joined by a dash or a dot, only
+# right after "ngày".
+_DASH_DATE = re.compile(r"(?<![\d/.,-])(\d{1,2})[-.](\d{1,2})(?![\w/-]|[.,]\d)")
 
 
 def _dash_date(match: re.Match[str], ctx: Context) -> str | None:
@@ -706,8 +734,14 @@ def _symbol(match: re.Match[str], ctx: Context) -> str:
         return " "
     if core == "/":
         next_word = ctx.adjacent_next_word(match.end())
-        if next_word in PER_WORDS or ctx.lexicon.get("unit", ctx.raw_next_word(match.end())):
-            return " một "
+        prev_word = ctx.raw_prev_word(match.start())
+        if (
+            next_word in PER_WORDS
+            or ctx.lexicon.get("unit", ctx.raw_next_word(match.end()))
+            or prev_word.lower() in _MONEY_WORDS
+            or (ctx.lexicon.get("unit", prev_word) and not _is_ambiguous_unit(prev_word))
+        ):
+            return " một "  # đồng/hồ sơ, 30.000đ/người, kg/khẩu
         return " "
     if core == "+":
         if not ctx._line_before(match.start()).strip(" \t"):
@@ -731,7 +765,7 @@ def _word(match: re.Match[str], ctx: Context) -> str:
     if len(word) == 1:
         return ctx.letter(word) if word in _CONSONANTS else word.lower()
     if word.isupper() and not is_syllable(word):
-        return ctx.spell(word)
+        return ctx.compound_abbreviation(word) or ctx.spell(word)
     return word.lower()
 
 
@@ -763,6 +797,7 @@ def build_rules(lexicon: Lexicon, override_pattern: re.Pattern[str] | None) -> l
         Rule("phone", _PHONE, _phone),
         Rule("date range", _DATE_RANGE, _date_range),
         Rule("date", _FULL_DATE, _full_date),
+        Rule("iso date", _ISO_DATE, _iso_date),
         Rule("month/year", _MONTH_YEAR, _month_year),
         Rule("time", _TIME, _time),
         Rule("zero minutes", _ZERO_MINUTES, _zero_minutes),
