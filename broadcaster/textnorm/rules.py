@@ -48,7 +48,7 @@ COUNT_WORDS = frozenset(
     """hộ người con ha tấn tạ yến kg cây lượt lần ngày tuần tháng năm quý giờ phút giây triệu tỷ tỉ
     nghìn ngàn trăm đồng học trẻ em cháu xã thôn xóm tổ trường đơn cơ hồ suất phần bệnh ca khẩu
     mét km lít héc chiếc cái xe chuyến vé liều mũi đợt buổi vụ điểm em hội đoàn thành đảng
-    cán công gia nhân lao phụ cựu""".split()
+    cán công gia nhân lao phụ cựu tuổi""".split()
 )
 # Words after "/" that make it read "một" (per): đồng/kg, lượt/ngày.
 PER_WORDS = frozenset(
@@ -460,12 +460,25 @@ _DASH_DATE = re.compile(r"(?<![\d/.,-])(\d{1,2})[-.](\d{1,2})(?![\w/-]|[.,]\d)")
 
 def _dash_date(match: re.Match[str], ctx: Context) -> str | None:
     day, month = int(match.group(1)), int(match.group(2))
-    words = ctx.prev_words(match.start(), 2)
-    if not words or words[-1] != "ngày" or not _valid_day_month(day, month):
+    words = ctx.prev_words(match.start(), 6)
+    if not words or not _valid_day_month(day, month):
         return None
-    if len(words) == 2 and words[0] in ("các", "những", "hai", "ba"):
-        return None  # "các ngày 10-12" is a range of days
+    if words[-1] == "ngày":
+        if len(words) >= 2 and words[-2] in ("các", "những", "hai", "ba"):
+            return None  # "các ngày 10-12" is a range of days
+    else:
+        # "Ngày Nhà giáo Việt Nam 20-11", "Quốc khánh 2-9": a holiday, not "from 20 to 11".
+        if match.group(0)[len(match.group(1))] != "-" or not set(words) & _HOLIDAY_CUES:
+            return None
+        if ctx.adjacent_next_word(match.end()) not in _HOLIDAY_NEXT or words[-1] in _RANGE_PREV:
+            return None
     return f"{_day(ctx, match.start(), day)} tháng {read_month(month)}"
+
+
+_HOLIDAY_CUES = frozenset("ngày khánh lễ tết niệm mừng".split())
+# What may follow such a holiday date; anything else ("5-7 đội") keeps the range reading.
+_HOLIDAY_NEXT = frozenset(["", *"âm dương năm tại và hằng này tới vừa sắp là với của ở".split()])
+_RANGE_PREV = frozenset("từ cấp khoảng tầm thứ lớp lần đợt số".split())
 
 
 # --- times: 7h, 7h30, 07:30, 17h00, 7g30
