@@ -168,7 +168,7 @@ ANNOUNCEMENTS = [
     ('BCH PCTT&TKCN xã', 'ban chỉ huy phòng chống thiên tai và tìm kiếm cứu nạn xã'),
     ('Vùng ĐBSCL', 'vùng đồng bằng sông cửu long'),
     ('Kỳ thi THPT QG', 'kỳ thi trung học phổ thông quốc gia'),
-    ('I. MỤC ĐÍCH, YÊU CẦU', 'i. mục đích, yêu cầu'),
+    ('I. MỤC ĐÍCH, YÊU CẦU', 'một. mục đích, yêu cầu'),
     ('II. NỘI DUNG', 'hai. nội dung'),
     ('- Thời gian: 7h30 ngày 20/10/2024', 'thời gian: bảy giờ ba mươi phút ngày hai mươi tháng mười năm hai nghìn không trăm hai mươi tư'),
     ('+ Địa điểm: Nhà văn hóa thôn 3', 'địa điểm: nhà văn hóa thôn ba'),
@@ -379,6 +379,17 @@ ANNOUNCEMENTS = [
     ('Học sinh lớp 12 thi tốt nghiệp THPT ngày 26-27/6', 'học sinh lớp mười hai thi tốt nghiệp trung học phổ thông ngày hai mươi sáu đến hai mươi bảy tháng sáu'),
     ('Nghỉ Tết Nguyên đán từ 25/1 đến hết 2/2/2025', 'nghỉ tết nguyên đán từ hai mươi lăm tháng một đến hết mùng hai tháng hai năm hai nghìn không trăm hai mươi lăm'),
     ('Bầu cử đại biểu HĐND xã nhiệm kỳ 2026-2031', 'bầu cử đại biểu hội đồng nhân dân xã nhiệm kỳ hai nghìn không trăm hai mươi sáu đến hai nghìn không trăm ba mươi mốt'),
+    ('V. TỔ CHỨC THỰC HIỆN', 'năm. tổ chức thực hiện'),
+    ('Kêu gọi 500 thanh niên tham gia', 'kêu gọi năm trăm thanh niên tham gia'),
+    ('Kết luận số 12-KL/TW', 'kết luận số mười hai kết luận trung ương'),
+    ('Học kỳ II năm học 2024-2025', 'học kỳ hai năm học hai nghìn không trăm hai mươi tư đến hai nghìn không trăm hai mươi lăm'),
+    ('Lương tối thiểu vùng IV', 'lương tối thiểu vùng bốn'),
+    ('V/V TỔ CHỨC TIÊM PHÒNG', 'về việc tổ chức tiêm phòng'),
+    ('Kỳ họp thứ VIII', 'kỳ họp thứ tám'),
+    ('trường cấp 3', 'trường cấp ba'),
+    ('Kỷ niệm 79 năm Quốc khánh 2-9', 'kỷ niệm bảy mươi chín năm quốc khánh mùng hai tháng chín'),
+    ('Chào mừng ngày Quốc tế Phụ nữ 8-3 tại hội trường', 'chào mừng ngày quốc tế phụ nữ mùng tám tháng ba tại hội trường'),
+    ('Ngày hội có 5-7 đội tham gia', 'ngày hội có năm đến bảy đội tham gia'),
 ]
 
 

@@ -150,6 +150,7 @@ class Context:
 
     def prev_has(self, pos: int, phrases: tuple[str, ...], n: int = 4) -> bool:
         window = " " + " ".join(self.prev_words(pos, n)) + " "
+        window = window.replace(" kêu gọi ", " ")  # an appeal, not a phone call
         return any(f" {phrase} " in window for phrase in phrases)
 
     # --- vocabularies
@@ -518,7 +519,7 @@ def _roman(match: re.Match[str], ctx: Context) -> str | None:
     if value is None:
         return None
     prev = ctx.prev_word(match.start())
-    in_context = prev in _ROMAN_CONTEXT
+    in_context = prev in _ROMAN_CONTEXT or _is_heading(match, ctx)
     if not in_context:
         # Standalone numerals of several letters (headings "II.", "Đại hội XIII") are Roman;
         # single letters and ones with L/C (CV = công văn) need a context word.
@@ -532,6 +533,11 @@ def _roman(match: re.Match[str], ctx: Context) -> str | None:
     if year:
         reading += f" năm {read_number(int(year))}"
     return reading
+
+
+def _is_heading(match: re.Match[str], ctx: Context) -> bool:
+    """"I. MỤC ĐÍCH" / "V) ...": a numeral alone at the start of a line, before "." or ")"."""
+    return not ctx._line_before(match.start()).strip() and ctx.after(match.end(), 2)[:2] in (". ", ") ")
 
 
 def _is_caps_neighbour(word: str) -> bool:
