@@ -188,3 +188,12 @@ def test_bad_recordings_are_rejected_with_a_reason(tmp_path: Path) -> None:
         assert err.value.code == code
     with pytest.raises(AudioError, match="empty"):
         decode_to_wav(b"")
+
+
+@pytest.mark.integration
+def test_mastering_refuses_a_silent_program() -> None:
+    from broadcaster.audio.loudness import master
+
+    silent = AudioClip.from_pcm16(b"\x00\x00" * 16_000 * 2, 16_000)
+    with pytest.raises(AudioError, match="silent or too short"):
+        master(silent.data, in_rate=16_000)

@@ -165,8 +165,13 @@ print("hit" if hit else "miss", path.read_bytes().decode())
 """
 
 
-def _flock_waiters() -> int:
-    return sum(1 for line in Path("/proc/locks").read_text().splitlines() if "->" in line and "FLOCK" in line)
+def _waits_on_flock(pid: int) -> bool:
+    """/proc/locks lists a blocked flock() as "N: -> FLOCK ADVISORY WRITE <pid> ..."."""
+    for line in Path("/proc/locks").read_text().splitlines():
+        fields = line.split()
+        if "->" in fields and "FLOCK" in fields and str(pid) in fields:
+            return True
+    return False
 
 
 def test_another_process_waits_for_the_build_and_then_hits(tmp_path: Path) -> None:
@@ -183,7 +188,6 @@ def test_another_process_waits_for_the_build_and_then_hits(tmp_path: Path) -> No
     builder = threading.Thread(target=store.get_or_create, args=(key, build))
     builder.start()
     assert inside.wait(10)
-    waiters_before = _flock_waiters()
     child = subprocess.Popen(
         [sys.executable, "-c", _CHILD, str(tmp_path), key],
         stdout=subprocess.PIPE,
@@ -192,7 +196,7 @@ def test_another_process_waits_for_the_build_and_then_hits(tmp_path: Path) -> No
     )
     try:
         # The child blocks on the lock file (visible in /proc/locks as a waiter).
-        wait_until(lambda: _flock_waiters() > waiters_before or child.poll() is not None, timeout=30)
+        wait_until(lambda: _waits_on_flock(child.pid) or child.poll() is not None, timeout=30)
         assert child.poll() is None, child.stderr.read().decode() if child.stderr else ""
         gate.set()
         out, err = child.communicate(timeout=30)

@@ -28,6 +28,7 @@ LOUDNESS_TOLERANCE_LU = 0.4  # aim well inside the +-1 LU promise
 PEAK_MARGIN_DB = 0.1  # final true peak at least this far under the ceiling
 FIRST_CEILING_MARGIN_DB = 0.8  # limiter starts this far under the ceiling (MP3 adds overshoot)
 MAX_GAIN_DB = 40.0
+GATE_FLOOR_LUFS = -69.9  # ebur128 reports -70 LUFS when nothing passes its absolute gate
 
 _SUMMARY_RE = re.compile(
     r"Integrated loudness:\s+I:\s+(?P<i>-?[\d.]+|-inf) LUFS.*?True peak:\s+Peak:\s+(?P<tp>-?[\d.]+|-inf) dBFS",
@@ -150,7 +151,7 @@ def master(
         src = Path(tmp) / "program.wav"
         src.write_bytes(wav)
         source = measure(src)
-        if not math.isfinite(source.integrated_lufs):
+        if not math.isfinite(source.integrated_lufs) or source.integrated_lufs <= GATE_FLOOR_LUFS:
             raise AudioError("the program is silent or too short to measure")
         gain = min(target_lufs - source.integrated_lufs, MAX_GAIN_DB)
         ceiling = ceiling_dbtp - FIRST_CEILING_MARGIN_DB
