@@ -1,11 +1,33 @@
-"""Database engine and sessions. SQLite by default; any SQLAlchemy URL works."""
+"""Database engine, sessions and schema migrations. SQLite by default; any SQLAlchemy URL works.
+
+The schema is managed by Alembic (``broadcaster/migrations``, ``broadcaster/alembic.ini``, shipped
+as package data). :func:`create_schema` brings any database to the latest revision:
+
+- an empty database is created from the models and stamped at the head revision (the same
+  schema the migrations build, checked by ``tests/test_services_db.py``, and much faster);
+- a database with an Alembic version is upgraded to head;
+- a database created before migrations existed (tables, no version) is stamped at the initial
+  revision and then upgraded.
+"""
 
 from __future__ import annotations
 
-from sqlalchemy import Engine, create_engine, event
+import logging
+import threading
+from pathlib import Path
+
+from alembic import command
+from alembic.config import Config
+from sqlalchemy import Engine, create_engine, event, inspect
 from sqlalchemy.orm import Session, sessionmaker
 
 from broadcaster.models import Base
+
+_LOGGER = logging.getLogger(__name__)
+
+_HERE = Path(__file__).resolve().parent
+INITIAL_REVISION = "0001"
+_schema_lock = threading.Lock()
 
 
 def make_engine(url: str) -> Engine:
@@ -30,6 +52,42 @@ def make_session_factory(engine: Engine) -> sessionmaker[Session]:
     return sessionmaker(engine, expire_on_commit=False)
 
 
+def alembic_config() -> Config:
+    """The Alembic configuration shipped with the package."""
+    cfg = Config(str(_HERE / "alembic.ini"))
+    cfg.set_main_option("script_location", str(_HERE / "migrations"))
+    return cfg
+
+
+def migrate(engine: Engine, revision: str = "head") -> None:
+    """Run the Alembic migrations up to ``revision`` on ``engine``."""
+    cfg = alembic_config()
+    with engine.begin() as connection:
+        cfg.attributes["connection"] = connection
+        command.upgrade(cfg, revision)
+
+
+def _stamp(engine: Engine, revision: str) -> None:
+    cfg = alembic_config()
+    with engine.begin() as connection:
+        cfg.attributes["connection"] = connection
+        command.stamp(cfg, revision)
+
+
 def create_schema(engine: Engine) -> None:
-    """Bring the schema up to date. (Alembic migrations replace this once they exist.)"""
-    Base.metadata.create_all(engine)
+    """Bring the schema up to date (see the module docstring)."""
+    with _schema_lock:
+        tables = set(inspect(engine).get_table_names())
+        ours = set(Base.metadata.tables)
+        if not tables & ours:
+            Base.metadata.create_all(engine)
+            _stamp(engine, "head")
+            _LOGGER.info("database created at the latest schema revision")
+            return
+        if "alembic_version" not in tables:
+            _LOGGER.warning("database without a schema version: assuming the initial revision")
+            _stamp(engine, INITIAL_REVISION)
+        migrate(engine)
+
+
+__all__ = ["alembic_config", "create_schema", "make_engine", "make_session_factory", "migrate"]
