@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from broadcaster.audio.config import AudioConfig
+from broadcaster.audio.loudness import AudioError
 from broadcaster.audio.script import Pause, split_pieces
 from broadcaster.audio.store import AudioStore
 from broadcaster.domain import AudioKey, nfc
@@ -335,11 +336,7 @@ class SpeechService:
                 else:
                     _LOGGER.warning("TTS engine %s unavailable: %s", eng.name, exc)
                 continue
-            except Exception as exc:  # rendering (ffmpeg) trouble: report, try the next engine
-                from broadcaster.audio.loudness import AudioError
-
-                if not isinstance(exc, AudioError):
-                    raise
+            except AudioError as exc:  # rendering (ffmpeg) trouble: report, try the next engine
                 _LOGGER.warning("rendering with %s failed: %s", eng.name, exc)
                 reasons[eng.name] = f"rendering failed: {exc}"
                 continue
@@ -445,7 +442,6 @@ class SpeechService:
         """An officer's recording (MP3, WAV, M4A, OGG, AMR...) made broadcast-ready: validated,
         trimmed, optionally framed by the chime, loudness-normalized, stored; engine "recording"."""
         from broadcaster.audio import render
-        from broadcaster.audio.loudness import AudioError
 
         a = self.audio
         name = nfc(Path(str(filename or "")).name)[:200] or "ghi-am"

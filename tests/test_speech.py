@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from broadcaster.speech import RECORDING_ENGINE, SpeechError
-from tests.fakes import FailingEngine, FakeEngine, FakeNormalizer, HangingEngine
+from tests.fakes import FailingEngine, FakeEngine, FakeNormalizer, GarbledEngine, HangingEngine
 from tests.fixtures_speech import audio_facts, make_audio
 
 TEXT = "Xin chào bà con."
@@ -210,6 +210,17 @@ def test_hanging_engine_times_out_and_the_next_is_used(make_speech, caplog) -> N
     assert hanging.started.is_set()
     assert result.engine == "espeak-ng"
     assert any("did not answer within 0.3 s" in r.getMessage() for r in caplog.records)
+
+
+def test_engine_returning_garbage_is_reported_and_the_next_is_used(make_speech) -> None:
+    garbled, espeak = GarbledEngine("piper"), FakeEngine("espeak-ng")
+    speech = make_speech([garbled, espeak])
+    assert speech.render(TEXT).engine == "espeak-ng"
+    assert garbled.call_count == 1
+    assert speech.store.keys() == [speech.render(TEXT).key]  # nothing stored for the garbled engine
+    with pytest.raises(SpeechError) as err:
+        speech.render(TEXT, engine="piper", strict=True)
+    assert err.value.reasons["piper"].startswith("rendering failed: unreadable WAV audio")
 
 
 def test_all_engines_failing_lists_every_reason(make_speech) -> None:
