@@ -113,6 +113,15 @@ class HangingEngine(FakeEngine):
         raise _TtsError(f"{self.name}: released")
 
 
+class GarbledEngine(FakeEngine):
+    """Answers with bytes that are not audio (a broken engine build); rendering must reject them."""
+
+    def synthesize(self, text: str, voice: str | None = None) -> _AudioClip:
+        with self._lock:
+            self.calls.append((text, voice))
+        return _AudioClip(b"RIFF\x00\x00\x00\x00WAVEgarbage", "wav")
+
+
 class FakeNormalizer:
     """The textnorm API in the simplest way: lower-case, overrides replaced word by word,
     sentence punctuation kept. Records the overrides it was given."""
