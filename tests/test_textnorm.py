@@ -278,3 +278,28 @@ def test_cli_single_text(tmp_path: Path) -> None:
     assert result.stdout == "quý hai năm hai nghìn không trăm hai mươi tư\n"
     empty = _cli(["normalize", "   "], "", tmp_path)
     assert empty.returncode == 1 and "Văn bản trống" in empty.stderr
+
+
+# --- robustness
+
+
+def test_random_input_never_crashes_and_tokens_always_cover_it(normalizer: Normalizer) -> None:
+    import random
+
+    pool = list("0123456789/.-,:;h%&@ xX()IVXđĐaăâbcêghiklmnoôơpqrstuưvyÀảãạắẶấầ\n\t°²½kmgT+*#~€$😀\u200b\x07١") + [
+        "UBND", "km/h", "7h30", "15/3/2024", "1.250.000", "0912 345 678", "COVID-19", "www.", "@gmail.com",
+        " thứ ", " ngày ", " tháng ", "https://", ".gov.vn", "/QĐ-", " Quý ", "/2024", "II",
+    ]
+    rng = random.Random(20240315)
+    readable = 0
+    for _ in range(1500):
+        text = "".join(rng.choice(pool) for _ in range(rng.randint(1, 40)))
+        try:
+            result = normalizer.analyze(text)
+        except EmptyTextError:
+            continue
+        readable += 1
+        assert "".join(token.original for token in result.tokens) == unicodedata.normalize("NFC", text)
+        assert result.text == result.text.strip() and "  " not in result.text
+        assert result.text == result.text.lower()
+    assert readable > 1000

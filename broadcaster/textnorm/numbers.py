@@ -68,7 +68,7 @@ def read_number(n: int) -> str:
 
 def read_digits(digits: str) -> str:
     """``0912`` -> ``không chín một hai``; characters other than digits are skipped."""
-    return " ".join(DIGITS[int(ch)] for ch in digits if ch.isdigit())
+    return " ".join(DIGITS[int(ch)] for ch in digits if ch.isdecimal())
 
 
 def read_integer_string(digits: str) -> str:

@@ -159,7 +159,7 @@ class Context:
         return found if found is not None else self._overrides_lower.get(term.lower())
 
     def letter(self, ch: str) -> str:
-        if ch.isdigit():
+        if ch.isdecimal():
             return DIGITS[int(ch)]
         return self.lexicon.get("letter", ch.lower()) or ch.lower()
 
@@ -219,7 +219,7 @@ class Context:
         """One label of a web or e-mail address: "dichvucong" -> "dịch vụ công"."""
         words = []
         for run in _RUNS.findall(part):
-            if run.isdigit():
+            if run.isdecimal():
                 words.append(read_digits(run))
                 continue
             lower = run.lower()
@@ -259,9 +259,11 @@ def _drop(match: re.Match[str], ctx: Context) -> str:
 
 # --- e-mail and web addresses
 _EMAIL = re.compile(r"(?<![\w.@])[A-Za-z0-9][A-Za-z0-9._%+-]*@[A-Za-z0-9-]+(?:\.[A-Za-z0-9-]+)+")
+# A path never ends in sentence punctuation: "xem tại abc.gov.vn/tin." keeps its final dot.
+_URL_PATH = r"[^\s<>\"“”]*[^\s<>\"“”.,;:!?)\]}'’]"
 _URL = re.compile(
-    r"(?<![\w.@/])(?:(?i:https?://)[^\s<>\"]+|(?:(?i:www)\.)?[A-Za-z0-9-]+(?:\.[A-Za-z0-9-]+)*"
-    r"\.(?i:vn|com|net|org|gov|edu|info|io|int|biz)(?![\w-])(?:/[^\s<>\"]*)?)"
+    rf"(?<![\w.@/])(?:(?i:https?://){_URL_PATH}|(?:(?i:www)\.)?[A-Za-z0-9-]+(?:\.[A-Za-z0-9-]+)*"
+    rf"\.(?i:vn|com|net|org|gov|edu|info|io|int|biz)(?![\w-])(?:/(?:{_URL_PATH})?)?)"
 )
 _ADDRESS_SEPARATORS = {".": "chấm", "_": "gạch dưới", "-": "gạch ngang", "/": "gạch chéo", "+": "cộng",
                        "?": "hỏi chấm", "=": "bằng", "&": "và", ":": "hai chấm", "%": "phần trăm"}
@@ -277,13 +279,6 @@ def _read_address(address: str, ctx: Context) -> str:
         else:
             words.append(ctx.read_address_part(piece))
     return " ".join(words)
-
-
-def _trim_trailing(match: re.Match[str]) -> tuple[str, int]:
-    """Addresses do not end in sentence punctuation: "xem tại abc.gov.vn." keeps its final dot."""
-    text = match.group(0)
-    trimmed = text.rstrip(".,;:!?)]}'\"")
-    return trimmed, len(text) - len(trimmed)
 
 
 def _email(match: re.Match[str], ctx: Context) -> str:
@@ -324,7 +319,7 @@ def _read_code_part(part: str, ctx: Context) -> str:
                     return f"{reading} {inner}"
     words = []
     for run in runs:
-        words.append(read_number(int(run)) if run.isdigit() else ctx.read_letters(run, doc=True))
+        words.append(read_number(int(run)) if run.isdecimal() else ctx.read_letters(run, doc=True))
     return " ".join(words)
 
 
@@ -541,7 +536,7 @@ def _is_heading(match: re.Match[str], ctx: Context) -> bool:
 
 
 def _is_caps_neighbour(word: str) -> bool:
-    return len(word) >= 2 and word.isupper() and not word.isdigit()
+    return len(word) >= 2 and word.isupper() and not word.isdecimal()
 
 
 # --- lexicon: abbreviations, units, foreign words
@@ -569,9 +564,9 @@ def _is_ambiguous_unit(term: str) -> bool:
 def _after_quantity(match: re.Match[str], ctx: Context) -> bool:
     before = ctx.text[max(0, match.start() - 2) : match.start()]
     last = before[-1:]
-    if last and (last.isdigit() or last in "%/"):
+    if last and (last.isdecimal() or last in "%/"):
         return True
-    if len(before) == 2 and last in (" ", "\t") and before[0].isdigit():
+    if len(before) == 2 and last in (" ", "\t") and before[0].isdecimal():
         return True
     return ctx.adjacent_prev_word(match.start()) in _NUMBER_WORDS
 
@@ -590,14 +585,14 @@ def _lexicon(match: re.Match[str], ctx: Context) -> str | None:
         ):
             return None  # a word of a headline in capitals ("AN TOÀN"), not an abbreviation
         following = ctx.raw_next_word(match.end())[:1]
-        if len(term) == 2 and term.endswith(".") and not (following.isupper() or following.isdigit()):
+        if len(term) == 2 and term.endswith(".") and not (following.isupper() or following.isdecimal()):
             return None  # "X." is "xã" only before a name or a number
         return abbr
     unit = lexicon.get("unit", term)
     if unit is not None:
         if _is_ambiguous_unit(term) and not _after_quantity(match, ctx):
             return None
-        if term.lower() == "g" and match.start() > 0 and ctx.text[match.start() - 1].isdigit():
+        if term.lower() == "g" and match.start() > 0 and ctx.text[match.start() - 1].isdecimal():
             if set(ctx.prev_words(match.start(), 4)) & _NETWORK_WORDS:
                 return ctx.letter("g")  # mạng 4g
         return unit
@@ -619,7 +614,7 @@ _ALNUM = re.compile(r"(?<![\w])(?=[^\W_]*\d)(?=[^\W_]*[^\W\d_])[^\W_]+(?![\w])")
 def _alnum(match: re.Match[str], ctx: Context) -> str:
     words = []
     for run in _RUNS.findall(match.group(0)):
-        if run.isdigit():
+        if run.isdecimal():
             words.append(read_integer_string(run) if len(run) < 4 else read_digits(run))
         else:
             words.append(ctx.read_letters(run))
@@ -717,7 +712,7 @@ def _is_numeric_end(ctx: Context, pos: int) -> bool:
 
 def _dash_is_range(match: re.Match[str], ctx: Context) -> bool:
     after = ctx.after(match.end(), 12)
-    if ctx.next_char(match.end()).isdigit():
+    if ctx.next_char(match.end()).isdecimal():
         if not _is_numeric_end(ctx, match.start()):
             return False
         line_start = match.start() - len(ctx._line_before(match.start()))
@@ -727,7 +722,7 @@ def _dash_is_range(match: re.Match[str], ctx: Context) -> bool:
         return ctx.prev_has(match.start(), ("tỷ số", "tỉ số")) is False
     if _WEEKDAY_START.match(after):
         prev = ctx.prev_words(match.start(), 2)
-        return bool(prev) and (prev[-1] in _WEEKDAY_NAMES or prev[-1][:1].isdigit() or prev[-1] == "nhật")
+        return bool(prev) and (prev[-1] in _WEEKDAY_NAMES or prev[-1][:1].isdecimal() or prev[-1] == "nhật")
     return False
 
 
@@ -744,7 +739,7 @@ def _symbol(match: re.Match[str], ctx: Context) -> str:
         if (
             text.startswith((" ", "\t"))
             and not text.endswith((" ", "\t"))
-            and next_char.isdigit()
+            and next_char.isdecimal()
             and re.match(r"\d+(?:[.,]\d+)?[ \t]*(?:°|độ)", ctx.after(match.end()))
         ):
             return " âm "
@@ -767,9 +762,9 @@ def _symbol(match: re.Match[str], ctx: Context) -> str:
             return ""
         return " cộng "
     if core == "~":
-        return " khoảng " if ctx.next_char(match.end()).isdigit() else " "
+        return " khoảng " if ctx.next_char(match.end()).isdecimal() else " "
     if core == "#":
-        return " số " if ctx.next_char(match.end()).isdigit() else " "
+        return " số " if ctx.next_char(match.end()).isdecimal() else " "
     if core.startswith(".."):
         return "."
     return _PLAIN_SYMBOLS.get(core, " ")
@@ -780,7 +775,9 @@ _CONSONANTS = frozenset("bcdđfghjklmnpqrstvwxzBCDĐFGHJKLMNPQRSTVWXZ")
 
 
 def _word(match: re.Match[str], ctx: Context) -> str:
-    word = match.group(0)
+    word = "".join(ch for ch in match.group(0) if ch.isalpha())  # drops stray ², ½ and the like
+    if not word:
+        return ""
     if len(word) == 1:
         return ctx.letter(word) if word in _CONSONANTS else word.lower()
     if word.isupper() and not is_syllable(word):
