@@ -85,6 +85,7 @@ class WebServices:
 def web_services(tmp_path: Path) -> Iterator[WebServices]:
     from broadcaster.audio.store import AudioStore
     from broadcaster.db import create_schema, make_engine, make_session_factory
+    from broadcaster.fleet.registry import Registry
     from broadcaster.scheduling import SchedulerService
     from broadcaster.services import Services
     from broadcaster.speech import SpeechService
@@ -116,8 +117,9 @@ def web_services(tmp_path: Path) -> Iterator[WebServices]:
         fleet=fleet,  # type: ignore[arg-type]
         broadcasts=broadcasts,  # type: ignore[arg-type]
         scheduler=scheduler,
+        registry=Registry(sessions),
+        normalizer=normalizer,
     )
-    services.normalizer = normalizer  # type: ignore[attr-defined]
     add_accounts(sessions)
     add_fleet(sessions)
     yield WebServices(services, settings, sessions, broadcasts, fleet, speech, scheduler, normalizer)

@@ -161,6 +161,18 @@ def test_form_without_csrf_token_is_rejected_and_nothing_saved(client: Any, web_
         assert session.scalar(select(LexiconEntry.reading)) == "hợp tác xã"
 
 
+def test_form_sent_after_logout_goes_to_login(client: Any, web_services: Any) -> None:
+    login(client, "editor")
+    token = csrf(client, "/")
+    post(client, "/logout")
+    reply = client.post("/lexicon", data={"term": "A", "reading": "a", "csrf_token": token},
+                        headers={"Referer": "http://localhost/lexicon"})  # fmt: skip
+    assert reply.status_code == 302 and reply.headers["Location"] == "/login?next=/lexicon"
+    assert "Phiên làm việc đã hết hạn" in client.get("/login").get_data(as_text=True)
+    with web_services.sessions() as session:
+        assert session.scalar(select(func.count(LexiconEntry.id))) == 0
+
+
 def test_login_form_needs_csrf_too(client: Any) -> None:
     client.get("/login")
     reply = client.post("/login", data={"username": "admin", "password": PASSWORD})

@@ -27,6 +27,7 @@ from flask import (
     Flask,
     abort,
     current_app,
+    flash,
     g,
     jsonify,
     redirect,
@@ -133,6 +134,8 @@ def check_csrf() -> None:
         return
     if request.blueprint == "api" and ("Authorization" in request.headers or "uid" not in session):
         return  # bearer-token API: no ambient credentials to forge
+    if "uid" not in session and request.endpoint != "auth.login":
+        return  # nobody logged in: the view refuses (and sends the officer to the login page)
     expected = session.get("_csrf")
     sent = request.headers.get(CSRF_HEADER) or request.form.get(CSRF_FIELD)
     if not expected or not sent or not hmac.compare_digest(str(sent), str(expected)):
@@ -173,9 +176,15 @@ def login_required(view: F) -> F:
     @functools.wraps(view)
     def wrapped(*args: Any, **kwargs: Any) -> Any:
         if current_user() is None:
-            if _wants_json() or request.method not in _SAFE_METHODS:
+            if _wants_json():
                 return jsonify(error=LOGIN_REQUIRED_MESSAGE), 401
-            return redirect(url_for("auth.login", next=request.full_path.rstrip("?")))
+            if request.method in _SAFE_METHODS:
+                back = request.full_path.rstrip("?")
+            else:  # a form sent after the session ended: back to the page it came from
+                referrer = urlsplit(request.referrer or "")
+                back = referrer.path if referrer.netloc == request.host and referrer.path else None
+                flash("Phiên làm việc đã hết hạn. Vui lòng đăng nhập lại.", "warn")
+            return redirect(url_for("auth.login", next=back))
         return view(*args, **kwargs)
 
     return wrapped  # type: ignore[return-value]
