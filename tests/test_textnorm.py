@@ -11,8 +11,10 @@ from pathlib import Path
 
 import pytest
 
+from broadcaster.settings import SettingsError, load_settings
 from broadcaster.textnorm import (
     EmptyTextError,
+    Lexicon,
     LexiconError,
     NormalizationError,
     Normalized,
@@ -202,16 +204,25 @@ def test_extra_lexicon_file_is_read_after_the_shipped_ones(tmp_path: Path) -> No
 
 def test_malformed_lexicon_file_is_a_clear_error(tmp_path: Path) -> None:
     bad = tmp_path / "bad.tsv"
-    bad.write_text("HTX hợp tác xã\n", encoding="utf-8")
+    bad.write_text("# ok\nHTX hợp tác xã\n", encoding="utf-8")
     with pytest.raises(LexiconError) as caught:
-        Normalizer.from_config(TextnormConfig(lexicon_files=[bad]))
-    assert "bad.tsv:1" in str(caught.value)
+        Lexicon.load([bad])
+    assert "bad.tsv:2" in str(caught.value)
     wrong_kind = tmp_path / "kind.tsv"
     wrong_kind.write_text("HTX\thợp tác xã\tverb\n", encoding="utf-8")
     with pytest.raises(LexiconError):
-        Normalizer.from_config(TextnormConfig(lexicon_files=[wrong_kind]))
+        Lexicon.load([wrong_kind])
     with pytest.raises(LexiconError):
-        Normalizer.from_config(TextnormConfig(lexicon_files=[tmp_path / "missing.tsv"]))
+        Lexicon.load([tmp_path / "missing.tsv"])
+
+
+def test_settings_reject_a_bad_lexicon_file_at_start_up(tmp_path: Path) -> None:
+    bad = tmp_path / "bad.tsv"
+    bad.write_text("HTX hợp tác xã\n", encoding="utf-8")
+    with pytest.raises(ValueError, match="bad.tsv:1"):
+        TextnormConfig(lexicon_files=[bad])
+    with pytest.raises(SettingsError, match="textnorm.lexicon_files"):
+        load_settings({"textnorm": {"lexicon_files": [str(tmp_path / "missing.tsv")]}}, environ={})
 
 
 def test_shipped_data_files_have_the_required_vocabulary(normalizer: Normalizer) -> None:
