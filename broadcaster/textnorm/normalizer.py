@@ -66,6 +66,11 @@ def _finish(text: str) -> str:
     return "\n".join(line for line in lines if line).lower()
 
 
+def _tidy(spoken: str) -> str:
+    """A token's reading without the padding rules add around it; spacing tokens stay as they are."""
+    return spoken if spoken.isspace() else " ".join(spoken.split())
+
+
 def _same_reading(original: str, spoken: str) -> bool:
     return " ".join(original.lower().split()) == " ".join(spoken.split())
 
@@ -116,7 +121,7 @@ class Normalizer:
         context = Context(source, self._lexicon, self._overrides)
         spans = self._run(source, context)
         tokens = tuple(
-            Token(source[start:end], spoken, not _same_reading(source[start:end], spoken))
+            Token(source[start:end], _tidy(spoken), not _same_reading(source[start:end], spoken))
             for start, end, spoken in spans
         )
         spoken_text = _finish(" ".join(token.spoken for token in tokens))
