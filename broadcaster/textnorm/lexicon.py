@@ -50,6 +50,7 @@ class Lexicon:
 
     entries: dict[str, dict[str, str]] = field(default_factory=lambda: {kind: {} for kind in KINDS})
     _lower_cache: dict[str, str] | None = field(default=None, repr=False, compare=False)
+    _syllable_cache: frozenset[str] | None = field(default=None, repr=False, compare=False)
 
     def add(self, term: str, reading: str, kind: str = "abbr") -> None:
         if kind not in KINDS:
@@ -61,9 +62,22 @@ class Lexicon:
             term = term.lower()
         self.entries[kind][term] = clean_reading(reading)
         self._lower_cache = None
+        self._syllable_cache = None
 
     def get(self, kind: str, term: str) -> str | None:
         return self.entries[kind].get(term)
+
+    def reading_syllables(self) -> frozenset[str]:
+        """Every syllable the readings use, without accents: evidence for splitting addresses."""
+        if self._syllable_cache is None:
+            from broadcaster.textnorm.syllables import strip_accents
+
+            found: set[str] = set()
+            for entries in self.entries.values():
+                for reading in entries.values():
+                    found.update(strip_accents(reading).split())
+            self._syllable_cache = frozenset(found)
+        return self._syllable_cache
 
     def lower_abbr(self) -> dict[str, str]:
         """Lower-case spellings of abbreviations ("ubnd" -> UBND's reading), first entry wins."""

@@ -66,11 +66,13 @@ _DATE_PREV = frozenset(
     "ngày từ đến tới hôm sáng chiều tối trưa đêm trước sau vào hạn nay mai lúc mùng nhật hết".split()
 )
 _WEEKDAY_NAMES = frozenset("hai ba tư năm sáu bảy".split())
-_FRACTION_PREV = frozenset("chiếm khoảng gần hơn trên dưới đạt được bằng còn mất quá".split())
-_FRACTION_NEXT = frozenset(
-    """số tổng diện dân trong các những thời lượng kinh phần hộ người thôn xã tiêu chỉ đơn
-    học trường lao cán thành diện giá khối""".split()
+_FRACTION_PREV = frozenset("chiếm khoảng gần hơn trên dưới đạt được bằng còn mất quá lệ giảm tăng".split())
+# "2/3 số hộ" is a part of a whole (hai phần ba); "17/19 tiêu chí" is a score (mười bảy trên mười chín).
+_PART_NEXT = frozenset("số tổng diện dân trong các những thời lượng kinh phần giá khối".split())
+_SCORE_NEXT = frozenset(
+    "hộ người thôn xã xóm tổ tiêu chỉ đơn học trường lao cán thành hồ nội xe đội câu bài".split()
 )
+_FRACTION_NEXT = _PART_NEXT | _SCORE_NEXT
 # Words before "12/2024" after which it is a number and a year, not a month: "Quý 2/2024",
 # "Nghị định 12/2024", "số 15/2024".
 _NUMBERED_PREV = frozenset(
@@ -201,6 +203,12 @@ class Context:
         return " ".join(found) if found and 2 <= len(found) <= 3 else None
 
     @cached_property
+    def seen_syllables(self) -> frozenset[str]:
+        """Unaccented syllables of this text and of the vocabularies' readings."""
+        words = {strip_accents(word.lower()) for word in _LETTERS.findall(self.text)}
+        return frozenset(words) | self.lexicon.reading_syllables()
+
+    @cached_property
     def accent_map(self) -> dict[str, str]:
         """Unaccented run-together words of this text -> their accented reading, so that
         "phuchoa" in an address is read like "Phúc Hòa" elsewhere in the announcement."""
@@ -230,14 +238,57 @@ class Context:
                 or self.lexicon.get("abbr", run.upper())
                 or self.accent_map.get(lower)
             )
-            if found is None:
-                pieces = split_unaccented(lower)
-                if pieces and (len(pieces) > 1 or len(lower) >= 3):
-                    found = " ".join(pieces)
-                else:
-                    found = self.spell(lower)
-            words.append(found)
+            words.append(found if found is not None else self._segment_label(lower))
         return " ".join(words)
+
+    def _known_piece(self, piece: str) -> str | None:
+        found = (
+            self.lexicon.get("domain", piece)
+            or self.lexicon.get("word", piece)
+            or self.accent_map.get(piece)
+            or self._overrides_lower.get(piece)
+        )
+        if found is None and len(piece) >= 3 and not is_syllable(piece):
+            found = self.lexicon.lower_abbr().get(piece)
+        return found
+
+    def _segment_label(self, label: str) -> str:
+        """Cut a run-together label into known words, syllables and, failing those, letters:
+        "ubndphuchoa" -> "ủy ban nhân dân" + "phúc hòa" (from this text) or "phuc hoa"."""
+        n = len(label)
+        if n > 60:
+            return self.spell(label)
+        best: list[tuple[float, list[str]] | None] = [None] * (n + 1)
+        best[0] = (0.0, [])
+        for end in range(1, n + 1):
+            for start in range(max(0, end - 20), end):
+                prev = best[start]
+                if prev is None:
+                    continue
+                piece = label[start:end]
+                reading = self._known_piece(piece)
+                cost = 0.9
+                if reading is None and end - start <= 7 and split_unaccented(piece) == (piece,):
+                    reading = piece
+                    # Syllables this text or the vocabularies use are likelier; a vowel-initial
+                    # syllable and a ch/nh/ng onset right after a vowel ("phu choa" for "phuc hoa")
+                    # are less likely cuts.
+                    seen = piece in self.seen_syllables
+                    cost = 0.8 if seen else 1.0
+                    if piece[0] in "aeiouy":
+                        cost += 0.1 if seen else 0.5
+                    if start and piece[:2] in ("ch", "nh", "ng") and label[start - 1] in "aeiouy":
+                        cost += 0.25
+                if reading is None and end - start == 1:
+                    reading, cost = self.letter(piece), 3.0
+                if reading is None:
+                    continue
+                total = prev[0] + cost
+                current = best[end]
+                if current is None or total < current[0]:
+                    best[end] = (total, [*prev[1], reading])
+        result = best[n]
+        return " ".join(result[1]) if result else self.spell(label)
 
 
 # ---------------------------------------------------------------- patterns and handlers
@@ -445,6 +496,8 @@ def _day_month(match: re.Match[str], ctx: Context) -> str | None:
     if fraction_cue or not valid:
         if b == 0:
             return None
+        if adjacent_next in _SCORE_NEXT and a <= b:
+            return f"{read_number(a)} trên {read_number(b)}"
         return f"{read_number(a)} phần {read_number(b)}"
     return f"{_day(ctx, match.start(), a)} tháng {read_month(b)}"
 
