@@ -427,6 +427,11 @@ ANNOUNCEMENTS = [
     ('Email UBND xã Phúc Hòa: ubndphuchoa@hanoi.gov.vn', 'i meo ủy ban nhân dân xã phúc hòa: ủy ban nhân dân phúc hòa a còng hà nội chấm gov chấm vờ nờ'),
     ('Ban CHQS xã (ĐT: 0243.3851.123)', 'ban chỉ huy quân sự xã, điện thoại: không hai bốn ba ba tám năm một một hai ba'),
     ('Liên hệ nguyenvanhung@gmail.com hoặc xem binhan.gov.vn', 'liên hệ nguyen van hung a còng gờ meo chấm com hoặc xem binh an chấm gov chấm vờ nờ'),
+    ('Họp lúc 7 h 30 sáng mai', 'họp lúc bảy giờ ba mươi phút sáng mai'),
+    ('Hạn cuối 15 / 3 / 2024', 'hạn cuối mười lăm tháng ba năm hai nghìn không trăm hai mươi tư'),
+    ('Giá 20.000₫/kg', 'giá hai mươi nghìn đồng một ki lô gam'),
+    ('Học sinh lớp 7 H tập trung', 'học sinh lớp bảy hát tập trung'),
+    ('Từ 7 h đến 9 h', 'từ bảy giờ đến chín giờ'),
 ]
 
 

@@ -436,11 +436,13 @@ def _date_range(match: re.Match[str], ctx: Context) -> str | None:
     return " ".join(words)
 
 
-_FULL_DATE = re.compile(r"(?<![\d/.,])(\d{1,2})([/.-])(\d{1,2})\2(\d{4})(?![\w/]|[.,]\d)")
+_FULL_DATE = re.compile(
+    r"(?<![\d/.,])(\d{1,2})(?:([/.-])|[ \t]([/-])[ \t])(\d{1,2})(?:\2|[ \t]\3[ \t])(\d{4})(?![\w/]|[.,]\d)"
+)
 
 
 def _full_date(match: re.Match[str], ctx: Context) -> str | None:
-    day, month, year = int(match.group(1)), int(match.group(3)), int(match.group(4))
+    day, month, year = int(match.group(1)), int(match.group(4)), int(match.group(5))
     if not _valid_day_month(day, month):
         return None
     return f"{_day(ctx, match.start(), day)} tháng {read_month(month)} năm {read_number(year)}"
@@ -473,7 +475,7 @@ def _month_year(match: re.Match[str], ctx: Context) -> str | None:
     return None
 
 
-_DAY_MONTH = re.compile(r"(?<![\d/.,])(\d{1,3})/(\d{1,3})(?![\w/]|[.,]\d)")
+_DAY_MONTH = re.compile(r"(?<![\d/.,])(\d{1,3})(?:/| / )(\d{1,3})(?![\w/]|[.,]\d| /)")
 
 
 def _day_month(match: re.Match[str], ctx: Context) -> str | None:
@@ -532,7 +534,8 @@ _RANGE_PREV = frozenset("từ cấp khoảng tầm thứ lớp lần đợt số
 
 # --- times: 7h, 7h30, 07:30, 17h00, 7g30
 _TIME = re.compile(
-    r"(?<![\w.,:/])(\d{1,2})(?:[hH](\d{2})?(?:[pP]|ph|')?|[gG](\d{2})|:(\d{2})(?::(\d{2}))?)(?![\w]|[.,:]\d)"
+    r"(?<![\w.,:/])(\d{1,2})(?:(?:[hH]| h)(?: ?(\d{2}))?(?:[pP]|ph|')?|[gG](\d{2})|:(\d{2})(?::(\d{2}))?)"
+    r"(?![\w]|[.,:]\d)"
 )
 
 
