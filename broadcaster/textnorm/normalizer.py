@@ -78,8 +78,13 @@ def _same_reading(original: str, spoken: str) -> bool:
 class Normalizer:
     """Rules plus vocabularies. Build one with :meth:`from_config`; it is immutable and thread-safe."""
 
-    def __init__(self, lexicon: Lexicon, max_chars: int = 20_000, overrides: Mapping[str, str] | None = None):
-        self._lexicon = lexicon
+    def __init__(
+        self,
+        lexicon: Lexicon | None = None,
+        max_chars: int = 20_000,
+        overrides: Mapping[str, str] | None = None,
+    ) -> None:
+        self._lexicon = lexicon if lexicon is not None else Lexicon.load()
         self._max_chars = max_chars
         self._overrides = dict(overrides or {})
         self._rules: list[Rule] = build_rules(lexicon, build_override_pattern(self._overrides))
