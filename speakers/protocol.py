@@ -15,6 +15,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
+import math
 import re
 import types
 import typing
@@ -26,6 +27,11 @@ DEFAULT_PREFIX = "loa"
 # 64 KiB keeps a chunk well under every broker's default packet limit and lets a
 # node on a weak 4G link make progress chunk by chunk.
 DEFAULT_CHUNK_SIZE = 64 * 1024
+
+# MQTT 5 message expiry (seconds) that publishers set, see docs/protocol.md "Delivery".
+EVENT_EXPIRY_S = 24 * 3600  # receipts: the controller may be away for a day and still learn
+TIME_EXPIRY_S = 5  # a time request or answer older than this is useless
+DEFAULT_SESSION_EXPIRY_S = 24 * 3600  # a node's session (subscriptions, queued commands)
 
 TIERS = ("normal", "priority", "emergency")
 TIER_RANK = {t: i for i, t in enumerate(TIERS)}
@@ -51,6 +57,11 @@ def check_id(value: str, what: str = "id") -> str:
 
 def sha256_hex(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
+
+
+def _finite(name: str, value: float | None) -> None:
+    if value is not None and not math.isfinite(value):
+        raise ValueError(f"{name} must be a finite number")
 
 
 # --------------------------------------------------------------------------- topics
@@ -240,6 +251,11 @@ class AudioRef(Message):
             raise ValueError("audio id must be a lowercase sha256 hex digest")
         if self.size < 0 or self.chunk_size <= 0:
             raise ValueError("bad size")
+        if any(not _SHA_RE.match(h) for h in self.chunk_hashes):
+            raise ValueError("chunk hashes must be lowercase sha256 hex digests")
+        _finite("duration_s", self.duration_s)
+        if self.duration_s < 0:
+            raise ValueError("duration_s must not be negative")
         expected = max(1, -(-self.size // self.chunk_size))
         if len(self.chunk_hashes) != expected:
             raise ValueError(f"expected {expected} chunk hashes, got {len(self.chunk_hashes)}")
@@ -248,8 +264,24 @@ class AudioRef(Message):
     def chunk_count(self) -> int:
         return len(self.chunk_hashes)
 
+    def chunk_of(self, data: bytes, index: int) -> bytes:
+        """Bytes of chunk ``index`` of the whole file ``data``."""
+        if not 0 <= index < self.chunk_count:
+            raise IndexError(f"chunk {index} out of range 0..{self.chunk_count - 1}")
+        return data[index * self.chunk_size : (index + 1) * self.chunk_size]
+
+    def chunk_ok(self, index: int, chunk: bytes) -> bool:
+        """True when ``chunk`` is chunk ``index`` of this file (length and sha256)."""
+        if not 0 <= index < self.chunk_count:
+            return False
+        last = index == self.chunk_count - 1
+        expected_len = self.size - index * self.chunk_size if last else self.chunk_size
+        return len(chunk) == expected_len and sha256_hex(chunk) == self.chunk_hashes[index]
+
     @classmethod
-    def for_bytes(cls, data: bytes, chunk_size: int = DEFAULT_CHUNK_SIZE, duration_s: float = 0.0) -> AudioRef:
+    def for_bytes(
+        cls, data: bytes, chunk_size: int = DEFAULT_CHUNK_SIZE, duration_s: float = 0.0
+    ) -> AudioRef:
         chunks = split_chunks(data, chunk_size)
         return cls(
             id=sha256_hex(data),
@@ -285,6 +317,17 @@ class PlayCommand(Message):
     title: str = ""
     targets: tuple[str, ...] = ()
 
+    def __post_init__(self) -> None:
+        if not self.broadcast_id or len(self.broadcast_id) > 128:
+            raise ValueError("broadcast_id must be 1..128 characters")
+        _finite("start_at", self.start_at)
+        _finite("valid_until", self.valid_until)
+        if self.volume is not None and not 0 <= self.volume <= 100:
+            raise ValueError("volume must be 0..100")
+        for target in self.targets:
+            if not valid_id(target):
+                raise ValueError(f"invalid target speaker id {target!r}")
+
 
 @dataclass(frozen=True)
 class StopCommand(Message):
@@ -315,6 +358,12 @@ class TimeSync(Message):
     t_node: float  # echoed from the request
     t_controller: float  # controller clock when answering
 
+    def __post_init__(self) -> None:
+        if self.seq < -1:
+            raise ValueError("seq must be >= -1")
+        _finite("t_node", self.t_node)
+        _finite("t_controller", self.t_controller)
+
 
 COMMANDS: dict[str, type[Message]] = {c.TYPE: c for c in (PlayCommand, StopCommand, VolumeCommand, TimeSync)}
 
@@ -328,6 +377,11 @@ class TimeRequest(Message):
     TYPE: ClassVar[str] = "time_request"
     seq: int
     t_node: float
+
+    def __post_init__(self) -> None:
+        if self.seq < 0:
+            raise ValueError("seq must be >= 0")
+        _finite("t_node", self.t_node)
 
 
 @dataclass(frozen=True)
@@ -359,6 +413,12 @@ class Health(Message):
     cpu_temp_c: float | None = None
     disk_free_bytes: int | None = None
     signal_dbm: float | None = None
+    # Added in the first agent release (optional, so older nodes stay valid):
+    clock_rtt_ms: float | None = None  # round trip of the time sample the offset came from
+    reconnects: int = 0  # MQTT reconnections since the agent started
+    zone: str | None = None
+    player: str | None = None  # real | null | file
+    agent_version: str | None = None
 
 
 EVENT_STATES = (
@@ -374,7 +434,16 @@ EVENT_STATES = (
     "error",  # a command the node could not understand; ``reason`` says why
 )
 EventState = Literal[
-    "received", "need_audio", "scheduled", "playing", "done", "failed", "preempted", "stopped", "expired", "error"
+    "received",
+    "need_audio",
+    "scheduled",
+    "playing",
+    "done",
+    "failed",
+    "preempted",
+    "stopped",
+    "expired",
+    "error",
 ]
 
 
@@ -396,6 +465,11 @@ class Event(Message):
     rms_dbfs: float | None = None
     reason: str | None = None
     missing: tuple[int, ...] = ()
+    tier: str | None = None  # the broadcast's tier, echoed (optional)
+
+    def __post_init__(self) -> None:
+        if any(i < 0 for i in self.missing):
+            raise ValueError("missing chunk indexes must be >= 0")
 
 
 NODE_MESSAGES: dict[str, type[Message]] = {c.TYPE: c for c in (TimeRequest, Status, Health, Event)}
@@ -438,11 +512,14 @@ __all__ = [
     "COMMANDS",
     "DEFAULT_CHUNK_SIZE",
     "DEFAULT_PREFIX",
+    "DEFAULT_SESSION_EXPIRY_S",
+    "EVENT_EXPIRY_S",
     "EVENT_STATES",
     "NODE_MESSAGES",
     "PROTOCOL_VERSION",
     "TIERS",
     "TIER_RANK",
+    "TIME_EXPIRY_S",
     "AudioRef",
     "Event",
     "Health",

@@ -1,0 +1,168 @@
+"""``speaker-agent``: the node agent and the cluster simulator.
+
+speaker-agent run --id ID --zone ZONE --mqtt-url mqtt://user:pass@host:port [--config FILE]
+                  [--player real|null|file] [--output-dir DIR] [--cache-dir DIR] [--health-interval 30]
+speaker-agent simulate --count N --zones Z --mqtt-url URL [--id-prefix sim-] [--clock-skew 2.0]
+                  [--drop-rate PER_MIN] [--latency-ms MS] [--health-interval S]
+                  [--password-template 'pw-{id}']
+speaker-agent check-config FILE
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import sys
+from pathlib import Path
+
+from speakers import __version__
+from speakers.config import ConfigError, load_config
+
+_LOGGER = logging.getLogger("speakers")
+
+
+def _setup_logging(verbose: bool, quiet: bool = False) -> None:
+    level = logging.DEBUG if verbose else logging.WARNING if quiet else logging.INFO
+    logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    if not verbose:
+        logging.getLogger("speakers.mqtt").setLevel(logging.WARNING)
+
+
+def _run_overrides(args: argparse.Namespace) -> dict:
+    return {
+        "id": args.id,
+        "zone": args.zone,
+        "mqtt": {"url": args.mqtt_url, "prefix": args.prefix},
+        "player": {"kind": args.player, "output_dir": args.output_dir},
+        "audio": {"cache_dir": args.cache_dir},
+        "health": {"interval_s": args.health_interval},
+    }
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    from speakers.agent import run_agent
+    from speakers.player import PlayerError
+
+    try:
+        config = load_config(args.config, _run_overrides(args))
+    except ConfigError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    _setup_logging(args.verbose)
+    try:
+        asyncio.run(run_agent(config))
+    except PlayerError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        pass
+    return 0
+
+
+def cmd_check_config(args: argparse.Namespace) -> int:
+    try:
+        config = load_config(args.file)
+    except ConfigError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    print(f"ok: speaker {config.id} (zone {config.zone or '-'}), player {config.player.kind}")
+    return 0
+
+
+def cmd_simulate(args: argparse.Namespace) -> int:
+    from speakers.mqtt import MqttUrlError
+    from speakers.simulator import Simulator, SimulatorError, run_simulator
+
+    _setup_logging(args.verbose, quiet=True)
+    credentials = None
+    if args.password_template:
+        template = args.password_template
+
+        def credentials(speaker_id: str) -> tuple[str, str]:
+            return speaker_id, template.replace("{id}", speaker_id)
+
+    zones: int | list[str] = args.zones
+    if args.zone_names:
+        zones = [z.strip() for z in args.zone_names.split(",") if z.strip()]
+    try:
+        sim = Simulator(
+            args.mqtt_url,
+            args.count,
+            zones,
+            prefix=args.prefix,
+            id_prefix=args.id_prefix,
+            credentials=credentials,
+            clock_skew_s=args.clock_skew,
+            health_interval_s=args.health_interval,
+            cache_root=args.cache_dir,
+            drop_rate_per_min=args.drop_rate,
+            latency_ms=args.latency_ms,
+            seed=args.seed,
+        )
+    except (SimulatorError, MqttUrlError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    try:
+        asyncio.run(run_simulator(sim))
+    except SimulatorError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        pass
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="speaker-agent", description="Loa xã speaker node agent")
+    parser.add_argument("--version", action="version", version=f"speaker-agent {__version__}")
+    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("run", help="run the agent of one loudspeaker cluster")
+    p.add_argument("--config", type=Path, default=None, help="YAML config file")
+    p.add_argument("--id", default=None, help="speaker id (also the MQTT user name)")
+    p.add_argument("--zone", default=None, help="zone (thôn) id")
+    p.add_argument("--mqtt-url", default=None, help="mqtt://user:password@host:port")
+    p.add_argument("--prefix", default=None, help="topic prefix (default loa)")
+    p.add_argument("--player", choices=("real", "null", "file"), default=None)
+    p.add_argument("--output-dir", type=Path, default=None, help="folder of the file player")
+    p.add_argument("--cache-dir", type=Path, default=None, help="audio cache folder")
+    p.add_argument("--health-interval", type=float, default=None, help="seconds between health messages")
+    p.set_defaults(func=cmd_run)
+
+    p = sub.add_parser("simulate", help="run N virtual clusters in this process")
+    p.add_argument("--mqtt-url", required=True, help="mqtt://[user:password@]host:port")
+    p.add_argument("--count", type=int, default=9)
+    p.add_argument("--zones", type=int, default=3, help="number of zones thon-1..thon-Z")
+    p.add_argument("--zone-names", default=None, help="comma-separated zone ids instead of --zones")
+    p.add_argument("--prefix", default="loa")
+    p.add_argument("--id-prefix", default="loa-")
+    p.add_argument(
+        "--password-template",
+        default=None,
+        help="per-node credentials: user = speaker id, password = template with {id} (default: the URL's)",
+    )
+    p.add_argument(
+        "--clock-skew", type=float, default=0.0, help="per-node clock error, uniform in +-S seconds"
+    )
+    p.add_argument("--drop-rate", type=float, default=0.0, help="abrupt drops per node per minute")
+    p.add_argument("--latency-ms", type=float, default=0.0, help="added latency each way")
+    p.add_argument("--health-interval", type=float, default=30.0)
+    p.add_argument("--cache-dir", type=Path, default=None)
+    p.add_argument("--seed", type=int, default=None)
+    p.set_defaults(func=cmd_simulate)
+
+    p = sub.add_parser("check-config", help="validate an agent config file")
+    p.add_argument("file", type=Path)
+    p.set_defaults(func=cmd_check_config)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    return int(args.func(args))
+
+
+if __name__ == "__main__":
+    sys.exit(main())

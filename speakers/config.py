@@ -1,0 +1,251 @@
+"""The agent's configuration: one YAML file validated once at start, plus command-line flags.
+
+Unknown keys are errors (a typo is reported, not ignored). Example ``/etc/loa/agent.yaml``::
+
+    id: loa-01
+    zone: thon-1
+    mqtt:
+      url: mqtt://loa-01:secret@10.8.0.1:1883
+    player:
+      kind: real
+    amplifier:
+      kind: gpioset
+      chip: gpiochip0
+      line: 17
+      lead_s: 1.5
+      idle_off_s: 60
+    volume:
+      default: 80
+      quiet_hours: {start: "21:30", end: "05:30", volume: 40}
+    audio:
+      cache_dir: /var/lib/loa/audio
+      cache_max_mb: 512
+    health:
+      interval_s: 30
+      signal_command: "mmcli -m 0 --signal-get"
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import zoneinfo
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from speakers.protocol import DEFAULT_PREFIX, DEFAULT_SESSION_EXPIRY_S, valid_id
+
+
+class ConfigError(Exception):
+    """A configuration problem, with a message meant for the installer."""
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class MqttConfig(_Section):
+    url: str = Field(
+        "mqtt://127.0.0.1:1883", description="mqtt://user:password@host:port (mqtts:// for TLS)."
+    )
+    prefix: str = Field(DEFAULT_PREFIX, description="Topic prefix of the wire protocol.")
+    keepalive_s: int = Field(30, ge=2, le=3600, description="MQTT keepalive; the will fires after 1.5x this.")
+    session_expiry_s: int = Field(
+        DEFAULT_SESSION_EXPIRY_S,
+        ge=0,
+        description="How long the broker keeps the session while the node is away.",
+    )
+    reconnect_min_s: float = Field(1.0, gt=0, description="First reconnect delay; doubles up to the max.")
+    reconnect_max_s: float = Field(60.0, gt=0, description="Longest reconnect delay.")
+
+    @field_validator("url")
+    @classmethod
+    def _url(cls, value: str) -> str:
+        from speakers.mqtt import MqttUrlError, parse_mqtt_url
+
+        try:
+            parse_mqtt_url(value)
+        except MqttUrlError as exc:
+            raise ValueError(str(exc)) from exc
+        return value
+
+
+class PlayerConfig(_Section):
+    kind: Literal["real", "null", "file"] = Field(
+        "real", description="real: sound card; null: simulate; file: write."
+    )
+    command: list[str] | None = Field(
+        None,
+        description="Output program reading s16le 48 kHz stereo PCM on stdin (default aplay, else ffplay).",
+    )
+    output_dir: Path | None = Field(None, description="Folder of the file player.")
+    prepare_lead_s: float = Field(1.0, ge=0, le=30, description="Decode and open the output this early.")
+    max_late_s: float = Field(
+        300.0, ge=0, description="Without valid_until, a play more than this late after start_at is expired."
+    )
+
+
+class AmplifierConfig(_Section):
+    kind: Literal["none", "gpio-sysfs", "gpioset"] = Field(
+        "none", description="How the amplifier is switched."
+    )
+    chip: str = Field("gpiochip0", description="GPIO chip (gpioset).")
+    line: int | None = Field(None, ge=0, description="GPIO line number.")
+    active_low: bool = Field(False, description="The relay switches on at a low level.")
+    sysfs_root: Path | None = Field(
+        None, description="Root of the sysfs GPIO interface (default /sys/class/gpio)."
+    )
+    lead_s: float = Field(1.0, ge=0, le=30, description="Switch on this long before playback.")
+    idle_off_s: float = Field(30.0, ge=0, description="Switch off after this long without playback.")
+
+    @model_validator(mode="after")
+    def _line_needed(self) -> AmplifierConfig:
+        if self.kind != "none" and self.line is None:
+            raise ValueError(f"amplifier kind {self.kind!r} needs 'line' (the GPIO line number)")
+        return self
+
+
+def _parse_hhmm(value: str) -> dt.time:
+    try:
+        hours, minutes = value.split(":")
+        return dt.time(int(hours), int(minutes))
+    except ValueError as exc:
+        raise ValueError(f"time must be HH:MM, got {value!r}") from exc
+
+
+class QuietHours(_Section):
+    start: str = Field(..., description="HH:MM local time when quiet hours begin.")
+    end: str = Field(..., description="HH:MM local time when they end (may be after midnight).")
+    volume: int = Field(..., ge=0, le=100, description="Volume of normal and priority items in quiet hours.")
+
+    @field_validator("start", "end")
+    @classmethod
+    def _hhmm(cls, value: str) -> str:
+        _parse_hhmm(value)
+        return value
+
+    def contains(self, moment: dt.time) -> bool:
+        start, end = _parse_hhmm(self.start), _parse_hhmm(self.end)
+        if start <= end:
+            return start <= moment < end
+        return moment >= start or moment < end
+
+
+class VolumeConfig(_Section):
+    default: int = Field(80, ge=0, le=100, description="Volume until the controller sets one.")
+    quiet_hours: QuietHours | None = Field(None, description="Night volume; emergencies stay at full volume.")
+    timezone: str = Field("Asia/Ho_Chi_Minh", description="Time zone of the quiet hours.")
+    mixer_command: str | None = Field(
+        None,
+        description="Hardware volume command, '{volume}' is replaced (e.g. 'amixer -q sset Master {volume}%').",
+    )
+
+    @field_validator("timezone")
+    @classmethod
+    def _tz(cls, value: str) -> str:
+        try:
+            zoneinfo.ZoneInfo(value)
+        except (zoneinfo.ZoneInfoNotFoundError, ValueError) as exc:
+            raise ValueError(f"unknown time zone {value!r}") from exc
+        return value
+
+
+class AudioConfig(_Section):
+    cache_dir: Path | None = Field(None, description="Audio cache folder (default ~/.cache/loa-agent/<id>).")
+    cache_max_mb: float = Field(
+        512, gt=0, description="Cache size limit; least recently used files go first."
+    )
+    request_timeout_s: float = Field(
+        3.0, gt=0, description="Ask again for missing chunks after this long idle."
+    )
+    request_backoff_max_s: float = Field(30.0, gt=0, description="Longest wait between two requests.")
+    max_requests: int = Field(10, ge=1, description="Give up (event failed) after this many requests.")
+
+
+class TimeSyncConfig(_Section):
+    samples: int = Field(
+        5, ge=1, le=50, description="Samples per sync; the one with the shortest round trip wins."
+    )
+    interval_s: float = Field(300.0, gt=0, description="Resync period.")
+    timeout_s: float = Field(2.0, gt=0, description="Wait this long for one answer.")
+    retry_s: float = Field(5.0, gt=0, description="Retry this soon when a sync got no answer.")
+
+
+class HealthConfig(_Section):
+    interval_s: float = Field(30.0, gt=0, description="Seconds between health messages.")
+    signal_command: str | None = Field(None, description="Command printing the signal strength in dBm.")
+    signal_file: Path | None = Field(None, description="File holding the signal strength in dBm.")
+
+
+class AgentConfig(_Section):
+    id: str = Field(..., description="Speaker id; also the MQTT user name and client id.")
+    zone: str | None = Field(None, description="Zone (thôn) id; the node also follows its zone's commands.")
+    mqtt: MqttConfig = Field(default_factory=MqttConfig)
+    player: PlayerConfig = Field(default_factory=PlayerConfig)
+    amplifier: AmplifierConfig = Field(default_factory=AmplifierConfig)
+    volume: VolumeConfig = Field(default_factory=VolumeConfig)
+    audio: AudioConfig = Field(default_factory=AudioConfig)
+    time_sync: TimeSyncConfig = Field(default_factory=TimeSyncConfig)
+    health: HealthConfig = Field(default_factory=HealthConfig)
+
+    @field_validator("id", "zone")
+    @classmethod
+    def _ident(cls, value: str | None) -> str | None:
+        if value is not None and not valid_id(value):
+            raise ValueError(f"{value!r} is not a valid id (letters, digits, '_', '.', '-'; at most 64)")
+        return value
+
+    def cache_dir(self) -> Path:
+        return self.audio.cache_dir or Path.home() / ".cache" / "loa-agent" / self.id
+
+
+def _merge(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:
+    merged = dict(base)
+    for key, value in over.items():
+        if isinstance(value, dict) and isinstance(merged.get(key), dict):
+            merged[key] = _merge(merged[key], value)
+        else:
+            merged[key] = value
+    return merged
+
+
+def _prune(data: dict[str, Any]) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for key, value in data.items():
+        if isinstance(value, dict):
+            value = _prune(value)
+            if value:
+                out[key] = value
+        elif value is not None:
+            out[key] = value
+    return out
+
+
+def format_validation_error(exc: ValidationError) -> str:
+    lines = []
+    for err in exc.errors():
+        where = ".".join(str(p) for p in err["loc"]) or "(root)"
+        msg = err["msg"].removeprefix("Value error, ")
+        lines.append(f"  {where}: {msg}")
+    return "\n".join(lines)
+
+
+def load_config(path: Path | None = None, overrides: dict[str, Any] | None = None) -> AgentConfig:
+    """Config file (optional) < overrides (flags; None values ignored). Raises ConfigError."""
+    data: dict[str, Any] = {}
+    if path is not None:
+        try:
+            loaded = yaml.safe_load(Path(path).read_text(encoding="utf-8")) or {}
+        except (OSError, yaml.YAMLError) as exc:
+            raise ConfigError(f"cannot read config file {path}: {exc}") from exc
+        if not isinstance(loaded, dict):
+            raise ConfigError(f"config file {path} must hold a mapping of settings")
+        data = loaded
+    data = _merge(data, _prune(overrides or {}))
+    try:
+        return AgentConfig.model_validate(data)
+    except ValidationError as exc:
+        source = f" in {path}" if path is not None else ""
+        raise ConfigError(f"invalid agent configuration{source}:\n{format_validation_error(exc)}") from exc

@@ -1,0 +1,454 @@
+"""Players: how a node turns a verified audio file into sound (or a record of it).
+
+A :class:`Player` gets a :class:`PlayItem` twice: ``prepare`` runs shortly before the start
+instant (decode, open the output) so that ``play`` can start on the dot; ``play`` returns when
+the item has finished. Cancelling ``play`` stops the sound at once. The agent measures how long
+an item really played; :func:`analyze` gives the level of what was played.
+
+* :class:`RealPlayer`: raw PCM into a subprocess that owns the sound card: ``aplay`` when present,
+  else ``ffplay -nodisp -autoexit`` reading PCM from stdin (or a configured command). The file is
+  decoded ahead, the output process is started ahead and waits on its stdin, and the first
+  samples are written at the start instant, so process start-up does not shift the start.
+* :class:`NullPlayer`: plays nothing; records a timeline entry (true wall time of the start,
+  controller time, duration, RMS) and waits the duration: simulated playback.
+* :class:`FilePlayer`: writes what it plays (as WAV, at the playback volume, cut where playback
+  was cut) to a folder, plus a JSON line per item, and takes the item's duration like a speaker.
+"""
+
+from __future__ import annotations
+
+import array
+import asyncio
+import contextlib
+import json
+import logging
+import math
+import os
+import shutil
+import sys
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Protocol
+
+_LOGGER = logging.getLogger(__name__)
+
+# Analysis: mono 8 kHz is plenty to measure level and duration, and cheap to decode.
+_ANALYSIS_RATE = 8000
+_WINDOW_S = 0.1
+_WINDOW = int(_ANALYSIS_RATE * _WINDOW_S)
+SILENCE_DBFS = -120.0
+# Output: what sound cards take without resampling.
+_OUT_RATE = 48000
+_OUT_CHANNELS = 2
+_OUT_BLOCK_S = 0.1
+
+
+class PlayerError(Exception):
+    """Playback could not happen; the message is the reason reported in the ``failed`` event."""
+
+
+@dataclass
+class PlayItem:
+    """One thing to play, as the agent hands it to a player."""
+
+    broadcast_id: str
+    audio_id: str
+    path: Path
+    start_at: float  # controller time of the planned start
+    duration_s: float
+    volume: int  # 0..100, already adjusted for quiet hours
+    tier: str = "normal"
+    title: str = ""
+    speaker_id: str = ""
+    # Filled in by the agent while it plays:
+    started_controller: float | None = None
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+class Player(Protocol):
+    """Contract of a player: ``prepare`` may take time (decode); ``play`` starts at once, returns
+    when the item ends, stops immediately when cancelled, raises :class:`PlayerError`."""
+
+    name: str
+
+    async def prepare(self, item: PlayItem) -> None: ...
+
+    async def play(self, item: PlayItem) -> None: ...
+
+    async def release(self, item: PlayItem) -> None: ...
+
+
+# ---------------------------------------------------------------------------- analysis
+
+
+@dataclass(frozen=True)
+class Analysis:
+    """Duration and loudness profile of a file (mean square per 100 ms, full scale = 1.0)."""
+
+    duration_s: float
+    window_s: float
+    mean_squares: tuple[float, ...]
+
+    def rms_dbfs(self, seconds: float | None = None, volume: int = 100) -> float:
+        """RMS level in dBFS of the first ``seconds`` (all when None) played at ``volume``."""
+        windows = self.mean_squares
+        if seconds is not None:
+            windows = windows[: max(0, math.ceil(seconds / self.window_s - 1e-9))]
+        if not windows or volume <= 0:
+            return SILENCE_DBFS
+        mean_square = sum(windows) / len(windows) * (volume / 100.0) ** 2
+        if mean_square <= 0:
+            return SILENCE_DBFS
+        return max(SILENCE_DBFS, round(10 * math.log10(mean_square), 2))
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "duration_s": self.duration_s,
+            "window_s": self.window_s,
+            "mean_squares": list(self.mean_squares),
+        }
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> Analysis:
+        return cls(
+            float(data["duration_s"]), float(data["window_s"]), tuple(float(x) for x in data["mean_squares"])
+        )
+
+
+def find_ffmpeg() -> str:
+    found = shutil.which("ffmpeg")
+    if not found:
+        raise PlayerError("ffmpeg is not installed (apt-get install ffmpeg)")
+    return found
+
+
+def _mean_squares(pcm: bytes) -> tuple[float, ...]:
+    samples = array.array("h")
+    samples.frombytes(pcm[: len(pcm) - len(pcm) % 2])
+    if sys.byteorder != "little":
+        samples.byteswap()
+    scale = 1.0 / (32768.0 * 32768.0)
+    out = []
+    for start in range(0, len(samples), _WINDOW):
+        window = samples[start : start + _WINDOW]
+        out.append(sum(x * x for x in window) / len(window) * scale)
+    return tuple(out)
+
+
+async def analyze(path: Path) -> Analysis:
+    """Decode ``path`` with ffmpeg and measure it. Raises PlayerError if it does not decode."""
+    proc = await asyncio.create_subprocess_exec(
+        find_ffmpeg(),
+        "-nostdin",
+        "-v",
+        "error",
+        "-i",
+        str(path),
+        "-f",
+        "s16le",
+        "-ac",
+        "1",
+        "-ar",
+        str(_ANALYSIS_RATE),
+        "-",
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )
+    pcm, err = await proc.communicate()
+    if proc.returncode != 0 or not pcm:
+        detail = err.decode("utf-8", "replace").strip().splitlines()[-1:] or ["no audio"]
+        raise PlayerError(f"audio does not decode: {detail[0]}")
+    loop = asyncio.get_running_loop()
+    squares = await loop.run_in_executor(None, _mean_squares, pcm)
+    return Analysis(duration_s=len(pcm) / 2 / _ANALYSIS_RATE, window_s=_WINDOW_S, mean_squares=squares)
+
+
+class Analyzer:
+    """Memoised :func:`analyze` keyed by audio id: thousands of simulated nodes that receive the
+    same file decode it once; concurrent callers share one ffmpeg run."""
+
+    def __init__(self) -> None:
+        self._done: dict[str, Analysis] = {}
+        self._running: dict[str, asyncio.Future[Analysis]] = {}
+
+    def known(self, audio_id: str) -> Analysis | None:
+        return self._done.get(audio_id)
+
+    def remember(self, audio_id: str, analysis: Analysis) -> None:
+        self._done[audio_id] = analysis
+
+    async def get(self, audio_id: str, path: Path) -> Analysis:
+        found = self._done.get(audio_id)
+        if found is not None:
+            return found
+        running = self._running.get(audio_id)
+        if running is not None:
+            return await asyncio.shield(running)
+        fut: asyncio.Future[Analysis] = asyncio.get_running_loop().create_future()
+        self._running[audio_id] = fut
+        try:
+            result = await analyze(path)
+        except BaseException as exc:
+            self._running.pop(audio_id, None)
+            if not fut.done():
+                fut.set_exception(exc if isinstance(exc, Exception) else PlayerError("cancelled"))
+                fut.exception()  # retrieved: no "never retrieved" noise when nobody waits
+            raise
+        self._running.pop(audio_id, None)
+        self._done[audio_id] = result
+        fut.set_result(result)
+        return result
+
+
+# ------------------------------------------------------------------------------ players
+
+
+class NullPlayer:
+    """Simulated playback: records a timeline entry and waits the item's duration.
+
+    ``timeline`` entries: speaker_id, broadcast_id, audio_id, tier, title, start (true wall time,
+    ``time.time()`` of this machine), start_controller (controller time of the start),
+    start_at (planned), duration, volume; the agent adds end, seconds_played, rms_dbfs, outcome.
+    """
+
+    name = "null"
+
+    def __init__(self, timeline: list[dict[str, Any]] | None = None) -> None:
+        self.timeline: list[dict[str, Any]] = [] if timeline is None else timeline
+
+    async def prepare(self, item: PlayItem) -> None:
+        return None
+
+    async def play(self, item: PlayItem) -> None:
+        entry = {
+            "speaker_id": item.speaker_id,
+            "broadcast_id": item.broadcast_id,
+            "audio_id": item.audio_id,
+            "tier": item.tier,
+            "title": item.title,
+            "start": time.time(),
+            "start_controller": item.started_controller,
+            "start_at": item.start_at,
+            "duration": item.duration_s,
+            "volume": item.volume,
+        }
+        item.extra["timeline"] = entry
+        self.timeline.append(entry)
+        await asyncio.sleep(item.duration_s)
+
+    async def release(self, item: PlayItem) -> None:
+        return None
+
+
+class FilePlayer:
+    """Writes what it plays to ``directory``: ``<time>-<broadcast>-<audio>.wav`` and ``played.jsonl``."""
+
+    name = "file"
+
+    def __init__(self, directory: Path) -> None:
+        self.directory = Path(directory)
+        self.directory.mkdir(parents=True, exist_ok=True)
+        self._started: dict[int, float] = {}
+
+    async def prepare(self, item: PlayItem) -> None:
+        return None
+
+    async def play(self, item: PlayItem) -> None:
+        started = time.monotonic()
+        self._started[id(item)] = started
+        item.extra["file_started"] = time.time()
+        await asyncio.sleep(item.duration_s)
+
+    async def release(self, item: PlayItem) -> None:
+        started = self._started.pop(id(item), None)
+        if started is None:
+            return
+        played = min(item.duration_s, time.monotonic() - started)
+        stamp = time.strftime("%Y%m%dT%H%M%S", time.gmtime(item.extra.get("file_started", time.time())))
+        safe_broadcast = "".join(c if c.isalnum() or c in "-_." else "_" for c in item.broadcast_id)[:40]
+        out = self.directory / f"{stamp}-{safe_broadcast}-{item.audio_id[:12]}.wav"
+        proc = await asyncio.create_subprocess_exec(
+            find_ffmpeg(),
+            "-nostdin",
+            "-v",
+            "error",
+            "-y",
+            "-i",
+            str(item.path),
+            "-t",
+            f"{played:.3f}",
+            "-af",
+            f"volume={item.volume / 100:.3f}",
+            str(out),
+            stdout=asyncio.subprocess.DEVNULL,
+            stderr=asyncio.subprocess.PIPE,
+        )
+        _, err = await proc.communicate()
+        if proc.returncode != 0:
+            _LOGGER.error("file player could not write %s: %s", out, err.decode("utf-8", "replace").strip())
+        record = {
+            "file": out.name,
+            "broadcast_id": item.broadcast_id,
+            "audio_id": item.audio_id,
+            "title": item.title,
+            "tier": item.tier,
+            "volume": item.volume,
+            "start_controller": item.started_controller,
+            "seconds_played": round(played, 3),
+        }
+        with (self.directory / "played.jsonl").open("a", encoding="utf-8") as fh:
+            fh.write(json.dumps(record, ensure_ascii=False) + "\n")
+
+
+def default_output_command() -> list[str]:
+    """The command that plays raw PCM (s16le, 48 kHz, stereo) from stdin on this host."""
+    if shutil.which("aplay"):
+        return [
+            "aplay",
+            "-q",
+            "-t",
+            "raw",
+            "-f",
+            "S16_LE",
+            "-r",
+            str(_OUT_RATE),
+            "-c",
+            str(_OUT_CHANNELS),
+            "-",
+        ]
+    if shutil.which("ffplay"):
+        return [
+            "ffplay",
+            "-nodisp",
+            "-autoexit",
+            "-loglevel",
+            "error",
+            "-f",
+            "s16le",
+            "-ar",
+            str(_OUT_RATE),
+            "-ch_layout",
+            "stereo",
+            "-i",
+            "-",
+        ]
+    if shutil.which("paplay"):
+        return ["paplay", "--raw", f"--rate={_OUT_RATE}", f"--channels={_OUT_CHANNELS}", "--format=s16le"]
+    raise PlayerError("no audio output program found: install alsa-utils (aplay) or ffmpeg (ffplay)")
+
+
+class RealPlayer:
+    """Plays through the host's sound output (see the module docstring).
+
+    ``command``: the output program reading s16le 48 kHz stereo PCM on stdin (default: aplay,
+    else ffplay). ``env``: extra environment (e.g. ``SDL_AUDIODRIVER``, ``AUDIODEV``).
+    ``software_volume``: scale samples by the item's volume (False when a mixer command sets
+    the volume in hardware).
+    """
+
+    name = "real"
+
+    def __init__(
+        self,
+        command: Sequence[str] | None = None,
+        env: dict[str, str] | None = None,
+        software_volume: bool = True,
+    ) -> None:
+        self.command = list(command) if command else default_output_command()
+        self.env = {**os.environ, **(env or {})}
+        self.software_volume = software_volume
+        self._prepared: dict[int, tuple[bytes, asyncio.subprocess.Process]] = {}
+
+    async def _decode(self, item: PlayItem) -> bytes:
+        gain = item.volume / 100 if self.software_volume else 1.0
+        proc = await asyncio.create_subprocess_exec(
+            find_ffmpeg(),
+            "-nostdin",
+            "-v",
+            "error",
+            "-i",
+            str(item.path),
+            "-af",
+            f"volume={gain:.3f}",
+            "-f",
+            "s16le",
+            "-ac",
+            str(_OUT_CHANNELS),
+            "-ar",
+            str(_OUT_RATE),
+            "-",
+            stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.PIPE,
+        )
+        pcm, err = await proc.communicate()
+        if proc.returncode != 0 or not pcm:
+            raise PlayerError(f"audio does not decode: {err.decode('utf-8', 'replace').strip()[-200:]}")
+        return pcm
+
+    async def prepare(self, item: PlayItem) -> None:
+        pcm = await self._decode(item)
+        try:
+            proc = await asyncio.create_subprocess_exec(
+                *self.command,
+                stdin=asyncio.subprocess.PIPE,
+                stdout=asyncio.subprocess.DEVNULL,
+                stderr=asyncio.subprocess.PIPE,
+                env=self.env,
+            )
+        except OSError as exc:
+            raise PlayerError(f"cannot start {self.command[0]}: {exc}") from exc
+        self._prepared[id(item)] = (pcm, proc)
+
+    async def play(self, item: PlayItem) -> None:
+        if id(item) not in self._prepared:
+            await self.prepare(item)
+        pcm, proc = self._prepared[id(item)]
+        assert proc.stdin is not None
+        block = int(_OUT_RATE * _OUT_CHANNELS * 2 * _OUT_BLOCK_S)
+        try:
+            for offset in range(0, len(pcm), block):
+                if proc.returncode is not None:
+                    break
+                proc.stdin.write(pcm[offset : offset + block])
+                await proc.stdin.drain()
+            proc.stdin.close()
+            rc = await proc.wait()
+        except (BrokenPipeError, ConnectionResetError):
+            rc = await proc.wait()
+        if rc != 0:
+            err = b""
+            if proc.stderr is not None:
+                with contextlib.suppress(Exception):
+                    err = await asyncio.wait_for(proc.stderr.read(), 1.0)
+            raise PlayerError(
+                f"{self.command[0]} failed (exit {rc}): {err.decode('utf-8', 'replace').strip()[-200:]}"
+            )
+
+    async def release(self, item: PlayItem) -> None:
+        prepared = self._prepared.pop(id(item), None)
+        if prepared is None:
+            return
+        _, proc = prepared
+        if proc.returncode is None:
+            with contextlib.suppress(ProcessLookupError):
+                proc.kill()
+            await proc.wait()
+        if proc.stdin is not None:
+            proc.stdin.close()
+        if proc.stderr is not None:
+            with contextlib.suppress(Exception):
+                await proc.stderr.read()
+
+
+def make_player(kind: str, *, output_dir: Path | None = None, command: Sequence[str] | None = None) -> Player:
+    if kind == "null":
+        return NullPlayer()
+    if kind == "file":
+        if output_dir is None:
+            raise PlayerError("the file player needs an output folder (--output-dir)")
+        return FilePlayer(output_dir)
+    if kind == "real":
+        return RealPlayer(command)
+    raise PlayerError(f"unknown player {kind!r} (real, null or file)")
