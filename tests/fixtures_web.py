@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import re
 import threading
+import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -244,28 +245,37 @@ def browser_login(page: Any, username: str, password: str = PASSWORD) -> None:
 class UiStack:
     url: str
     services: Any
-    real: bool  # the real controller with simulated clusters (else the web fakes)
     cluster_count: int
     zone_names: list[str]
 
 
-@pytest.fixture
-def ui_stack(request: pytest.FixtureRequest, live_server: Callable[[Any], LiveServer]) -> UiStack:
-    """The web app served on loopback over the real controller when its fixture exists."""
+@pytest.fixture(scope="module")
+def ui_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[UiStack]:
+    """The real controller as ``broadcaster serve --demo`` runs it (managed mosquitto on a free
+    loopback port, nine simulated clusters in three zones, SQLite, espeak-ng), the three test
+    accounts, and the web app served on loopback. One per test module: starting it takes a second."""
+    from broadcaster.services import build_services
     from broadcaster.web import create_app
+    from broadcaster.web.ui import JOBS_KEY
 
+    settings = web_settings(tmp_path_factory.mktemp("controller") / "instance", demo=True)
+    services = build_services(settings)
+    add_accounts(services.sessions)  # before start: the demo then adds no admin of its own
+    services.start()
+    server = None
+    app = None
     try:
-        controller = request.getfixturevalue("controller")
-    except pytest.FixtureLookupError:
-        controller = None
-    if controller is None:
-        stack: WebServices = request.getfixturevalue("web_services")
-        for speaker in ("loa-1a", "loa-1b", "loa-2a"):
-            stack.fleet.live[speaker] = {"online": True, "volume": 80, "amplifier_on": False}
-        app = request.getfixturevalue("web_app")
-        return UiStack(live_server(app).url, stack.services, False, 3, ["Thôn 1", "Thôn 2"])
-    services = controller.services
-    add_accounts(services.sessions)
-    app = create_app(services.settings, services)
-    zones = sorted({str(s.get("zone")) for s in services.fleet.snapshot()})
-    return UiStack(live_server(app).url, services, True, len(services.fleet.snapshot()), zones)
+        deadline = time.monotonic() + 60
+        while sum(1 for s in services.fleet.snapshot() if s["online"]) < 9:
+            assert time.monotonic() < deadline, "the nine simulated clusters did not come online"
+            time.sleep(0.05)
+        app = create_app(settings, services)
+        server = LiveServer(app)
+        zones = [z["name"] for z in services.registry.list_zones()]
+        yield UiStack(server.url, services, len(services.fleet.snapshot()), zones)
+    finally:
+        if server is not None:
+            server.stop()
+        if app is not None:
+            app.extensions[JOBS_KEY].shutdown()
+        services.close()

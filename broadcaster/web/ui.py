@@ -725,9 +725,12 @@ def _recent_view(limit: int = 6) -> list[dict[str, Any]]:
     out = []
     names = _target_names()
     for b in items:
-        deliveries = b.get("deliveries") or []
-        done = sum(1 for d in deliveries if d.get("state") == DeliveryState.DONE.value)
-        playing = sum(1 for d in deliveries if d.get("state") == DeliveryState.PLAYING.value)
+        counts: dict[str, int] = dict(b.get("delivery_counts") or {})
+        if not counts:
+            for d in b.get("deliveries") or []:
+                counts[str(d.get("state"))] = counts.get(str(d.get("state")), 0) + 1
+        done = counts.get(DeliveryState.DONE.value, 0)
+        playing = counts.get(DeliveryState.PLAYING.value, 0)
         out.append(
             {
                 "id": b.get("id"),
@@ -740,7 +743,7 @@ def _recent_view(limit: int = 6) -> list[dict[str, Any]]:
                 "when": _fmt_local(b.get("start_at") or b.get("scheduled_at"), "%H:%M %d/%m"),
                 "done": done,
                 "playing": playing,
-                "total": len(deliveries),
+                "total": sum(counts.values()),
                 "url": url_for("ui.broadcast_detail", broadcast_id=b.get("id")),
             }
         )
