@@ -432,6 +432,10 @@ ANNOUNCEMENTS = [
     ('Giá 20.000₫/kg', 'giá hai mươi nghìn đồng một ki lô gam'),
     ('Học sinh lớp 7 H tập trung', 'học sinh lớp bảy hát tập trung'),
     ('Từ 7 h đến 9 h', 'từ bảy giờ đến chín giờ'),
+    ('Tiếp dân vào các ngày thứ 2, 4, 6 hằng tuần', 'tiếp dân vào các ngày thứ hai, tư, sáu hằng tuần'),
+    ('Tập huấn vào thứ 3 và 5', 'tập huấn vào thứ ba và năm'),
+    ('Mùa mưa bão trong tháng 3, 4 và 5', 'mùa mưa bão trong tháng ba, tư và năm'),
+    ('Sáng thứ 7, 1 hộ bị cháy', 'sáng thứ bảy, một hộ bị cháy'),
 ]
 
 

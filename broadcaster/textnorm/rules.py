@@ -681,9 +681,15 @@ def _alnum(match: re.Match[str], ctx: Context) -> str:
 _SMALL_NUMBER = re.compile(r"(?<![\d.,])(\d{1,3})(?![\d]|[.,]\d)")
 
 
+_LIST_AFTER = re.compile(r"\b([Tt]hứ|[Tt]háng) \d{1,2}(?:[ \t]*(?:,|và|hoặc)[ \t]*\d{1,2})*[ \t]*(?:,|và|hoặc)[ \t]*$")
+
+
 def _contextual_number(match: re.Match[str], ctx: Context) -> str | None:
     value = int(match.group(1))
     prev = ctx.adjacent_prev_word(match.start())
+    listed = _LIST_AFTER.search(ctx._line_before(match.start()))
+    if listed and ctx.adjacent_next_word(match.end()) not in COUNT_WORDS:
+        prev = listed.group(1).lower()  # "thứ 2, 4, 6": every number of the list is a weekday
     if prev == "thứ":
         return read_ordinal(value)
     if prev == "tháng" and 1 <= value <= 12:
