@@ -40,6 +40,7 @@ _ERROR_TITLES_VI = {
     413: "Tệp quá lớn",
     429: "Thử lại sau",
     500: "Lỗi hệ thống",
+    503: "Tạm thời không dùng được",
 }
 _ERROR_TEXT_VI = {
     404: "Trang bạn tìm không tồn tại hoặc đã bị xóa.",

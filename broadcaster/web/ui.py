@@ -217,6 +217,13 @@ def _service_error_to_form(exc: BaseException, errors: dict[str, str], prefix: s
     errors["form"] = f"{prefix}: {error_text(exc)}"
 
 
+def _scheduler() -> Any:
+    scheduler = _services().scheduler
+    if scheduler is None:
+        abort(503, description="Chức năng hẹn giờ không chạy trên máy chủ này.")
+    return scheduler
+
+
 def _tz() -> ZoneInfo:
     return ZoneInfo(_services().settings.timezone)
 
@@ -1035,7 +1042,7 @@ def compose() -> Any:
     try:
         if action == "schedule" and values["when"] == "weekly":
             data = schedule_data(values, sched, approval=Approval.PENDING.value if needs_approval else None)
-            schedule_id = services.scheduler.create_schedule(data, author=_user_name())
+            schedule_id = _scheduler().create_schedule(data, author=_user_name())
             flash(
                 "Đã lưu lịch phát định kỳ"
                 + (" — đang chờ người phê duyệt." if needs_approval else ".")
@@ -1307,7 +1314,7 @@ def approval_decide(broadcast_id: int, decision: str) -> Any:
 @bp.route("/approvals/schedule/<int:schedule_id>/<decision>", methods=["POST"])
 @roles_required(Role.APPROVER.value, message="Chỉ người phê duyệt mới được duyệt tin.")
 def approval_schedule(schedule_id: int, decision: str) -> Any:
-    scheduler = _services().scheduler
+    scheduler = _scheduler()
     if decision not in ("approve", "reject"):
         abort(404)
     approval = Approval.APPROVED.value if decision == "approve" else Approval.REJECTED.value
@@ -1339,9 +1346,9 @@ def schedule() -> str:
     start = _week_start(request.args.get("start"))
     start_dt = datetime.combine(start, datetime.min.time(), tz)
     end_dt = start_dt + timedelta(days=7)
-    services = _services()
+    scheduler = _scheduler()
     try:
-        airings = services.scheduler.upcoming(start_dt.astimezone(UTC), end_dt.astimezone(UTC))
+        airings = scheduler.upcoming(start_dt.astimezone(UTC), end_dt.astimezone(UTC))
     except Exception:
         _LOGGER.exception("scheduler.upcoming failed")
         airings = []
@@ -1377,7 +1384,7 @@ def schedule() -> str:
                 }
             )
     try:
-        schedules = services.scheduler.list_schedules()
+        schedules = scheduler.list_schedules()
     except Exception:
         _LOGGER.exception("scheduler.list_schedules failed")
         schedules = []
@@ -1433,7 +1440,7 @@ def _schedule_values(item: dict[str, Any]) -> dict[str, Any]:
 
 def _get_schedule(schedule_id: int) -> dict[str, Any]:
     try:
-        item = _services().scheduler.get_schedule(schedule_id)
+        item = _scheduler().get_schedule(schedule_id)
     except (KeyError, LookupError):
         item = None
     except _scheduling_errors():
@@ -1489,7 +1496,7 @@ def schedule_edit(schedule_id: int) -> Any:
     )
     data["enabled"] = bool(values["enabled"])
     try:
-        _services().scheduler.update_schedule(schedule_id, data)
+        _scheduler().update_schedule(schedule_id, data)
     except _scheduling_errors() as exc:
         _service_error_to_form(exc, errors, "Không lưu được")
         return _schedule_page(schedule_id, item, values, errors, 400)
@@ -1503,7 +1510,7 @@ def schedule_delete(schedule_id: int) -> Any:
     item = _get_schedule(schedule_id)
     _check_tier_allowed(str(item.get("tier") or Tier.NORMAL.value))
     try:
-        _services().scheduler.delete_schedule(schedule_id)
+        _scheduler().delete_schedule(schedule_id)
     except _scheduling_errors() as exc:
         flash(f"Không xóa được: {error_text(exc)}", "error")
     else:
