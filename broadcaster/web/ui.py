@@ -378,8 +378,8 @@ def engine_choices() -> list[dict[str, Any]]:
 def zones_with_speakers() -> list[dict[str, Any]]:
     """Zones in name order with their speakers; speakers without a zone come last."""
     with _services().sessions() as session:
-        zones = list(session.scalars(select(Zone).order_by(Zone.name)))
-        speakers = list(session.scalars(select(Speaker).order_by(Speaker.name)))
+        zones = list(session.scalars(select(Zone).order_by(Zone.id)))
+        speakers = list(session.scalars(select(Speaker).order_by(Speaker.id)))
         groups: dict[str | None, dict[str, Any]] = {
             z.id: {
                 "id": z.id,
