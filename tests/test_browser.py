@@ -104,6 +104,32 @@ def test_broadcast_now_dashboard_shows_playing_then_done(ui_stack: Any, new_page
     wait_for(lambda: playing.count() == 0, timeout=30, what="clusters idle")
 
 
+def test_stop_all_asks_first_then_stops_every_cluster(ui_stack: Any, new_page: Any) -> None:
+    from broadcaster.domain import Announcement
+
+    page = new_page(ui_stack.url, viewport={"width": 1280, "height": 900})
+    browser_login(page, "approver")
+    long_text = " ".join(["Đây là bản tin dài để kiểm tra nút dừng tất cả."] * 8)
+    broadcast_id = ui_stack.services.broadcasts.submit(Announcement(text=long_text, title="Bản tin dài"))
+    playing = page.locator(".speaker-card.is-playing")
+    wait_for(lambda: playing.count() == ui_stack.cluster_count, timeout=60, what="all clusters playing")
+    stop = page.get_by_role("link", name="Dừng tất cả")
+    stop.click()
+    dialog = page.get_by_role("dialog", name="Dừng tất cả loa?")
+    assert dialog.is_visible()
+    dialog.get_by_role("button", name="Không, quay lại").click()
+    assert dialog.is_hidden()
+    assert ui_stack.services.broadcasts.get(broadcast_id)["state"] == "playing"  # nothing stopped yet
+    stop.click()
+    dialog.get_by_role("button", name="Dừng tất cả ngay").click()
+    page.wait_for_url(re.compile(r"/$"))
+    assert "Đã gửi lệnh dừng tới tất cả cụm loa." in page.locator(".flashes").inner_text()
+    wait_for(lambda: ui_stack.services.broadcasts.get(broadcast_id)["state"] not in ("playing", "sending"),
+             timeout=30, what="broadcast stopped")  # fmt: skip
+    played = [d["seconds_played"] or 0 for d in ui_stack.services.broadcasts.get(broadcast_id)["deliveries"]]
+    assert max(played) < ui_stack.services.broadcasts.get(broadcast_id)["duration_s"]
+
+
 def test_schedule_bulletin_appears_in_week_view(ui_stack: Any, new_page: Any) -> None:
     page = new_page(ui_stack.url, viewport={"width": 1280, "height": 900})
     browser_login(page, "approver")
