@@ -225,7 +225,9 @@ def new_page(browser: Any, page_errors: list[str]) -> Iterator[Callable[..., Any
         page = context.new_page()
         page.set_default_timeout(15_000)
         page.on("pageerror", lambda exc: page_errors.append(f"pageerror: {exc}"))
-        page.on("console", lambda msg: page_errors.append(f"console: {msg.text}") if msg.type == "error" else None)
+        page.on(
+            "console", lambda msg: page_errors.append(f"console: {msg.text}") if msg.type == "error" else None
+        )
         return page
 
     yield make

@@ -45,7 +45,9 @@ def test_login_and_dashboard_screenshot(ui_stack: Any, new_page: Any, page_error
     assert cards.count() == ui_stack.cluster_count
     for zone in ui_stack.zone_names:
         assert page.get_by_role("heading", name=re.compile(re.escape(zone))).first.is_visible()
-    wait_for(lambda: page.locator(".speaker-card.online").count() == ui_stack.cluster_count, what="all online")
+    wait_for(
+        lambda: page.locator(".speaker-card.online").count() == ui_stack.cluster_count, what="all online"
+    )
     ARTIFACTS.mkdir(exist_ok=True)
     page.screenshot(path=str(ARTIFACTS / "dashboard.png"), full_page=True)
     phone = new_page(ui_stack.url, viewport={"width": 390, "height": 844}, is_mobile=True, has_touch=True)
@@ -57,7 +59,9 @@ def test_login_and_dashboard_screenshot(ui_stack: Any, new_page: Any, page_error
     assert page_errors == []
 
 
-def test_compose_preview_shows_normalized_text_and_plays(ui_stack: Any, new_page: Any, page_errors: list[str]) -> None:
+def test_compose_preview_shows_normalized_text_and_plays(
+    ui_stack: Any, new_page: Any, page_errors: list[str]
+) -> None:
     page = new_page(ui_stack.url)
     browser_login(page, "editor")
     page.get_by_role("link", name="Soạn thông báo").first.click()
@@ -90,7 +94,9 @@ def test_broadcast_now_dashboard_shows_playing_then_done(ui_stack: Any, new_page
     )
     page.get_by_role("button", name="Phát ngay").click()
     page.wait_for_url(re.compile(r"/\?b=\d+$"))
-    assert "Đã bắt đầu phát «Thông báo lịch họp thôn» tới Tất cả loa." in page.locator(".flashes").inner_text()
+    assert (
+        "Đã bắt đầu phát «Thông báo lịch họp thôn» tới Tất cả loa." in page.locator(".flashes").inner_text()
+    )
     playing = page.locator(".speaker-card.is-playing")
     # The dashboard updates itself (no reload): all nine clusters playing...
     wait_for(lambda: playing.count() == ui_stack.cluster_count, timeout=60, what="all clusters playing")
@@ -147,7 +153,11 @@ def test_schedule_bulletin_appears_in_week_view(ui_stack: Any, new_page: Any) ->
     monday = page.locator(".day").first
     assert "Thứ Hai" in monday.inner_text()
     airing = monday.locator(".airing")
-    assert airing.count() == 1 and "06:15" in airing.inner_text() and "Bản tin sáng thứ Hai" in airing.inner_text()
+    assert (
+        airing.count() == 1
+        and "06:15" in airing.inner_text()
+        and "Bản tin sáng thứ Hai" in airing.inner_text()
+    )
     # Open it, change the time, and see the week view follow.
     airing.locator("a").click()
     page.get_by_label("Giờ phát trong ngày").fill("06:45")
@@ -175,13 +185,19 @@ def test_editor_item_waits_for_approval(ui_stack: Any, new_page: Any) -> None:
     browser_login(approver, "approver")
     approver.get_by_role("link", name=re.compile(r"^Chờ duyệt \(\d+\)$")).click()
     assert ui_stack.services.broadcasts.get(broadcast_id)["state"] == "pending_approval"
-    approver.locator(f'.approval[data-broadcast="{broadcast_id}"]').get_by_role("button", name="Duyệt và phát").click()
+    approver.locator(f'.approval[data-broadcast="{broadcast_id}"]').get_by_role(
+        "button", name="Duyệt và phát"
+    ).click()
     assert "Đã duyệt «Lịch tiêm phòng». Tin sẽ được phát." in approver.locator(".flashes").inner_text()
-    wait_for(lambda: ui_stack.services.broadcasts.get(broadcast_id)["state"] == "done", timeout=120, what="aired")
+    wait_for(
+        lambda: ui_stack.services.broadcasts.get(broadcast_id)["state"] == "done", timeout=120, what="aired"
+    )
     assert {d["state"] for d in ui_stack.services.broadcasts.get(broadcast_id)["deliveries"]} == {"done"}
 
 
-def test_script_in_announcement_is_shown_as_text(ui_stack: Any, new_page: Any, page_errors: list[str]) -> None:
+def test_script_in_announcement_is_shown_as_text(
+    ui_stack: Any, new_page: Any, page_errors: list[str]
+) -> None:
     evil = '<script>window.__xss = 1; alert("xss")</script><img src=x onerror="window.__xss = 2">'
     page = new_page(ui_stack.url)
     dialogs: list[str] = []
@@ -211,7 +227,9 @@ def test_script_in_announcement_is_shown_as_text(ui_stack: Any, new_page: Any, p
     assert not [e for e in page_errors if "xss" in e]
 
 
-def test_record_from_microphone_and_broadcast_it(ui_stack: Any, new_page: Any, page_errors: list[str]) -> None:
+def test_record_from_microphone_and_broadcast_it(
+    ui_stack: Any, new_page: Any, page_errors: list[str]
+) -> None:
     """MediaRecorder in the page (Chromium's fake microphone) -> upload -> ffmpeg conversion."""
     page = new_page(ui_stack.url, permissions=["microphone"])
     browser_login(page, "approver")
@@ -221,9 +239,7 @@ def test_record_from_microphone_and_broadcast_it(ui_stack: Any, new_page: Any, p
     status = page.locator("#recording-status")
     page.wait_for_function("() => document.getElementById('recording-status').textContent.includes('2 giây')")
     page.get_by_role("button", name="■ Dừng ghi").click()
-    page.wait_for_function(
-        "() => document.getElementById('audio_key').value.length === 64", timeout=60_000
-    )
+    page.wait_for_function("() => document.getElementById('audio_key').value.length === 64", timeout=60_000)
     assert "Sẽ phát bản ghi âm “ghi-am.webm”" in status.inner_text()
     key = page.locator("#audio_key").input_value()
     assert ui_stack.services.speech.store.has(key)

@@ -71,7 +71,9 @@ def test_login_redirects_only_inside_the_site(client: Any) -> None:
     assert evil.headers["Location"] == "/"
     post(client, "/logout")
     token = csrf(client)
-    good = client.post("/login?next=/log", data={"username": "admin", "password": PASSWORD, "csrf_token": token})
+    good = client.post(
+        "/login?next=/log", data={"username": "admin", "password": PASSWORD, "csrf_token": token}
+    )
     assert good.headers["Location"] == "/log"
 
 
@@ -149,7 +151,9 @@ def test_static_assets_are_served_locally(client: Any) -> None:
 def test_form_without_csrf_token_is_rejected_and_nothing_saved(client: Any, web_services: Any) -> None:
     login(client, "editor")
     for data, headers in (({}, {}), ({"csrf_token": "forged"}, {}), ({}, {"X-CSRFToken": "forged"})):
-        reply = client.post("/lexicon", data={"term": "HTX", "reading": "hợp tác xã", **data}, headers=headers)
+        reply = client.post(
+            "/lexicon", data={"term": "HTX", "reading": "hợp tác xã", **data}, headers=headers
+        )
         assert reply.status_code == 400
         assert CSRF_MESSAGE in reply.get_data(as_text=True)
     with web_services.sessions() as session:
@@ -204,7 +208,9 @@ def test_admin_pages_are_for_admins_only(client: Any, web_services: Any) -> None
     for path in ("/users", "/speakers", "/settings"):
         reply = client.get(path)
         assert reply.status_code == 403 and "không có quyền" in reply.get_data(as_text=True)
-    assert post(client, "/users", {"username": "x2", "password": "12345678", "role": "admin"}).status_code == 403
+    assert (
+        post(client, "/users", {"username": "x2", "password": "12345678", "role": "admin"}).status_code == 403
+    )
     html = client.get("/").get_data(as_text=True)
     assert "Người dùng" not in html and "Loa và khu vực" not in html
 
@@ -289,7 +295,9 @@ def test_unknown_target_is_refused(client: Any, web_services: Any) -> None:
 def test_one_off_schedule_submits_with_local_time(client: Any, web_services: Any) -> None:
     login(client, "approver")
     day = (datetime.now(TZ) + timedelta(days=2)).date()
-    reply = post(client, "/compose", compose_form(action="schedule", when="once", date=day.isoformat(), time="06:30"))
+    reply = post(
+        client, "/compose", compose_form(action="schedule", when="once", date=day.isoformat(), time="06:30")
+    )
     assert reply.status_code == 302 and reply.headers["Location"].startswith("/schedule")
     ann, _ = web_services.broadcasts.submitted[0]
     assert ann.at == datetime(day.year, day.month, day.day, 6, 30, tzinfo=TZ).astimezone(UTC)
@@ -298,7 +306,9 @@ def test_one_off_schedule_submits_with_local_time(client: Any, web_services: Any
 def test_past_time_is_refused(client: Any, web_services: Any) -> None:
     login(client, "approver")
     yesterday = (datetime.now(TZ) - timedelta(days=1)).date().isoformat()
-    reply = post(client, "/compose", compose_form(action="schedule", when="once", date=yesterday, time="06:30"))
+    reply = post(
+        client, "/compose", compose_form(action="schedule", when="once", date=yesterday, time="06:30")
+    )
     assert reply.status_code == 400 and "Thời điểm phát phải ở tương lai." in reply.get_data(as_text=True)
     assert web_services.broadcasts.submitted == []
 
@@ -328,7 +338,9 @@ def test_weekly_schedule_in_week_view_edit_and_delete(client: Any, web_services:
 
 def test_editor_weekly_schedule_needs_approval(client: Any, web_app: Any, web_services: Any) -> None:
     login(client, "editor")
-    post(client, "/compose", compose_form(action="schedule", when="weekly", days=["sun"], weekly_time="08:00"))
+    post(
+        client, "/compose", compose_form(action="schedule", when="weekly", days=["sun"], weekly_time="08:00")
+    )
     (item,) = web_services.scheduler.list_schedules()
     assert item["approval"] == "pending"
     approver = web_app.test_client()
@@ -411,7 +423,9 @@ def test_user_text_is_escaped_everywhere(client: Any, web_services: Any) -> None
     for path in ("/approvals", f"/broadcasts/{broadcast_id}", "/log", "/lexicon", "/"):
         html = client.get(path).get_data(as_text=True)
         assert "<script>alert" not in html and "<img src=x" not in html, path
-    assert "&lt;script&gt;alert(&#34;xss&#34;)&lt;/script&gt;" in client.get("/approvals").get_data(as_text=True)
+    assert "&lt;script&gt;alert(&#34;xss&#34;)&lt;/script&gt;" in client.get("/approvals").get_data(
+        as_text=True
+    )
     live = client.get("/dashboard.json").get_json()["html"]
     assert "<script>alert" not in live and "&lt;script&gt;" in live
 
@@ -433,10 +447,10 @@ def test_dashboard_shows_live_cluster_state(client: Any, web_services: Any) -> N
     data = client.get("/dashboard.json").get_json()
     assert data["online"] == 2 and data["total"] == 3 and data["playing"] == 1 and data["alerts"] == 1
     live = data["html"]
-    card = live[live.index('data-speaker="loa-1a"'):]
+    card = live[live.index('data-speaker="loa-1a"') :]
     card = card[: card.index("</article>")]
     assert "Đang phát: Tin họp" in card and "70%" in card and "Bật" in card and "vừa xong" in card
-    offline = live[live.index('data-speaker="loa-2a"'):]
+    offline = live[live.index('data-speaker="loa-2a"') :]
     assert "Mất kết nối" in offline[: offline.index("</article>")]
     assert "Bộ khuếch đại tắt" in live
     # It changes without a page load: the next poll shows the new state.
@@ -470,8 +484,8 @@ def test_log_shows_each_cluster_result_and_minutes(client: Any, web_services: An
     for text in ("Tin đã phát", "Đã phát xong", "Bị ngắt", "Bỏ lỡ", "Bị ngắt bởi tin khẩn cấp",
                  "Loa mất kết nối", "1:30", "30 giây", "Phát chưa đủ"):  # fmt: skip
         assert text in html, text
-    minutes = html[html.index('class="table minutes"'):]
-    row = minutes[minutes.index('data-speaker="loa-1a"'):]
+    minutes = html[html.index('class="table minutes"') :]
+    row = minutes[minutes.index('data-speaker="loa-1a"') :]
     assert "<strong>1,5</strong>" in row[: row.index("</tr>")]
     assert "Tin đã phát" not in client.get("/log?q=khong-co").get_data(as_text=True)
     assert "Tin đã phát" in client.get("/log?q=tin da phat").get_data(as_text=True)
@@ -543,7 +557,12 @@ def test_change_own_password(client: Any) -> None:
     login(client, "editor")
     wrong = post(client, "/account", {"current": "sai", "new": "mat-khau-2", "confirm": "mat-khau-2"})
     assert wrong.status_code == 400 and "Mật khẩu hiện tại không đúng." in wrong.get_data(as_text=True)
-    assert post(client, "/account", {"current": PASSWORD, "new": "mat-khau-2", "confirm": "mat-khau-2"}).status_code == 302
+    assert (
+        post(
+            client, "/account", {"current": PASSWORD, "new": "mat-khau-2", "confirm": "mat-khau-2"}
+        ).status_code
+        == 302
+    )
     post(client, "/logout")
     assert login(client, "editor", "mat-khau-2").status_code == 302
 
@@ -573,5 +592,7 @@ def test_cli_user_add_creates_an_account_that_logs_in(tmp_path: Any, monkeypatch
     user = authenticate(sessions, "can.bo", "mat-khau-cli-1")
     assert user is not None and user.role == "approver" and user.display_name == "Cán bộ văn hóa"
     monkeypatch.setattr("sys.stdin", io.StringIO("ngan\n"))
-    assert main(["--instance", str(instance), "user", "add", "x2", "--role", "editor", "--password-stdin"]) == 1
+    assert (
+        main(["--instance", str(instance), "user", "add", "x2", "--role", "editor", "--password-stdin"]) == 1
+    )
     sessions.kw["bind"].dispose()

@@ -227,7 +227,9 @@ def _wait_job(client: Any, url: str) -> dict[str, Any]:
 
 @pytest.mark.integration
 @pytest.mark.parametrize("suffix", [".wav", ".mp3"])
-def test_recording_upload_is_converted_and_used(client: Any, web_services: Any, tmp_path: Path, suffix: str) -> None:
+def test_recording_upload_is_converted_and_used(
+    client: Any, web_services: Any, tmp_path: Path, suffix: str
+) -> None:
     login(client, "approver")
     recording = make_audio(tmp_path / f"ghi-am{suffix}", seconds=3.0, volume_db=-30.0)
     reply = _upload(client, "/compose/recording", "recording", recording.read_bytes(), recording.name)
@@ -253,7 +255,10 @@ def test_not_audio_is_refused_with_a_message(client: Any) -> None:
     done = _wait_job(client, reply.get_json()["status_url"])
     assert done["state"] == "error" and done["error"].startswith("Không tạo được âm thanh: ")
     wrong_type = _upload(client, "/compose/recording", "recording", b"MZ", "virus.exe")
-    assert wrong_type.status_code == 400 and "Loại tệp không được hỗ trợ" in wrong_type.get_json()["errors"]["audio"]
+    assert (
+        wrong_type.status_code == 400
+        and "Loại tệp không được hỗ trợ" in wrong_type.get_json()["errors"]["audio"]
+    )
 
 
 def test_uploaded_key_must_exist(client: Any, web_services: Any) -> None:

@@ -611,7 +611,7 @@ def targets_label(value: Any) -> str:
 
 @bp.app_template_filter("schedule_when")
 def schedule_when(item: Any) -> str:
-    """"Thứ Hai, Thứ Tư lúc 06:30" for a schedule dict or row."""
+    """ "Thứ Hai, Thứ Tư lúc 06:30" for a schedule dict or row."""
 
     def get(key: str) -> Any:
         return item.get(key) if isinstance(item, dict) else getattr(item, key, None)
@@ -715,7 +715,9 @@ def speaker_view(sp: dict[str, Any]) -> dict[str, Any]:
         "online": online,
         "status": "Đang hoạt động" if online else "Mất kết nối",
         "playing": playing,
-        "playing_text": f"Đang phát: {playing}" if playing else ("Đang nghỉ" if online else "Không rõ đang phát gì"),
+        "playing_text": f"Đang phát: {playing}"
+        if playing
+        else ("Đang nghỉ" if online else "Không rõ đang phát gì"),
         "volume": "–" if volume is None else f"{int(round(float(volume)))}%",
         "amplifier": "–" if amp is None else ("Bật" if amp else "Tắt"),
         "last_health": ago(last_health),
@@ -1549,7 +1551,9 @@ _LOG_ARGS = ("state", "tier", "q", "zone", "speaker")
 
 def _log_filters(day_from: date, day_to: date, *, limit: int, offset: int) -> Any:
     args = {k: request.args[k] for k in _LOG_ARGS if request.args.get(k)}
-    args.update({"from": day_from.isoformat(), "to": day_to.isoformat(), "limit": str(limit), "offset": str(offset)})
+    args.update(
+        {"from": day_from.isoformat(), "to": day_to.isoformat(), "limit": str(limit), "offset": str(offset)}
+    )
     return _reports().LogFilters.from_args(args, _services().settings.timezone)
 
 
