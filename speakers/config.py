@@ -161,7 +161,9 @@ class AudioConfig(_Section):
         3.0, gt=0, description="Ask again for missing chunks after this long idle."
     )
     request_backoff_max_s: float = Field(30.0, gt=0, description="Longest wait between two requests.")
-    max_requests: int = Field(10, ge=1, description="Give up (event failed) after this many requests.")
+    max_requests: int = Field(
+        10, ge=1, description="Give up (event failed) after this many requests in a row that brought nothing new."
+    )
 
 
 class TimeSyncConfig(_Section):

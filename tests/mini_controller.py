@@ -3,17 +3,25 @@
 nodes say, and can corrupt or withhold chunks on purpose.
 
 It speaks only ``speakers.protocol`` over the agent's own MQTT link class, as a controller user.
+The end of the module holds the helpers of the speaker tests: test audio made with real ffmpeg
+and agents with short timeouts.
 """
 
 from __future__ import annotations
 
 import asyncio
 import collections
+import contextlib
+import subprocess
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Coroutine
+from pathlib import Path
 from typing import Any
 
+from speakers.agent import Agent, Clock
+from speakers.config import AgentConfig
 from speakers.mqtt import Incoming, Link, parse_mqtt_url
+from speakers.player import NullPlayer, Player
 from speakers.protocol import (
     AudioRef,
     Event,
@@ -26,6 +34,7 @@ from speakers.protocol import (
     Topics,
     decode_node_message,
 )
+from tests.fixtures_broker import BrokerFixture
 
 
 class MiniController:
@@ -162,3 +171,113 @@ class MiniController:
 
     def event_log(self) -> list[str]:
         return [f"{s}:{e.broadcast_id}:{e.state}:{e.reason or ''}" for s, e in self.events]
+
+
+# ------------------------------------------------------------------ speaker test helpers
+
+# ffmpeg's sine source has amplitude 1/8: RMS = 0.125 / sqrt(2) = -21.07 dBFS at full volume.
+SINE_DBFS = -21.07
+
+
+def make_tone_mp3(path: Path, seconds: float, freq: int = 440) -> bytes:
+    subprocess.run(
+        [
+            "ffmpeg", "-nostdin", "-v", "error", "-f", "lavfi", "-i", f"sine=frequency={freq}:duration={seconds}",
+            "-ac", "1", "-ar", "22050", "-b:a", "48k", "-y", str(path),
+        ],
+        check=True,
+    )  # fmt: skip
+    return path.read_bytes()
+
+
+def run(coro: Coroutine[Any, Any, Any], timeout: float = 60.0) -> Any:
+    """Run one async scenario with an overall deadline."""
+
+    async def bounded() -> Any:
+        return await asyncio.wait_for(coro, timeout)
+
+    return asyncio.run(bounded())
+
+
+def fast_config(
+    fx: BrokerFixture, speaker_id: str, zone: str | None, cache_dir: Path, **sections: Any
+) -> AgentConfig:
+    """An agent config with the node's real credentials and short timeouts for tests."""
+    data: dict[str, Any] = {
+        "id": speaker_id,
+        "zone": zone,
+        "mqtt": {
+            "url": fx.node_url(speaker_id),
+            "keepalive_s": 5,
+            "reconnect_min_s": 0.05,
+            "reconnect_max_s": 0.5,
+        },
+        "player": {"kind": "null", "prepare_lead_s": 0.2},
+        "amplifier": {"kind": "none", "lead_s": 0.1, "idle_off_s": 0.2},
+        "audio": {
+            "cache_dir": str(cache_dir),
+            "request_timeout_s": 0.3,
+            "request_backoff_max_s": 1.0,
+            "max_requests": 6,
+        },
+        "time_sync": {"samples": 3, "timeout_s": 0.5, "interval_s": 60, "retry_s": 0.2},
+        "health": {"interval_s": 60},
+    }
+    for key, value in sections.items():
+        if isinstance(value, dict):
+            data[key] = {**data.get(key, {}), **value}
+        else:
+            data[key] = value
+    return AgentConfig.model_validate(data)
+
+
+class Node:
+    """An agent running as a task on the test's loop."""
+
+    def __init__(self, agent: Agent) -> None:
+        self.agent = agent
+        self.task: asyncio.Task[None] | None = None
+
+    @property
+    def id(self) -> str:
+        return self.agent.id
+
+    @property
+    def timeline(self) -> list[dict[str, Any]]:
+        player = self.agent.player
+        return player.timeline if isinstance(player, NullPlayer) else []
+
+    async def start(self, synced: bool = True, timeout: float = 10.0) -> Node:
+        self.task = asyncio.create_task(self.agent.run())
+        await asyncio.wait_for(self.agent.connected.wait(), timeout)
+        if synced:
+            deadline = asyncio.get_running_loop().time() + timeout
+            while not self.agent.synced:
+                if asyncio.get_running_loop().time() > deadline:
+                    raise AssertionError(f"{self.id} did not sync its clock")
+                await asyncio.sleep(0.01)
+        return self
+
+    async def stop(self) -> None:
+        await self.agent.stop()
+        if self.task is not None:
+            self.task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self.task
+
+    def kill(self) -> None:
+        self.agent.kill()
+
+
+def make_node(
+    fx: BrokerFixture,
+    speaker_id: str,
+    zone: str | None,
+    cache_dir: Path,
+    *,
+    clock: Clock | None = None,
+    player: Player | None = None,
+    **kwargs: Any,
+) -> Node:
+    config = fast_config(fx, speaker_id, zone, cache_dir, **kwargs.pop("sections", {}))
+    return Node(Agent(config, clock=clock, player=player or NullPlayer(), **kwargs))

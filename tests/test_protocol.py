@@ -1,0 +1,246 @@
+"""The wire protocol: every message round-trips; bad input is a ProtocolError, never a crash."""
+
+from __future__ import annotations
+
+import json
+import unicodedata
+
+import pytest
+
+from speakers.protocol import (
+    ALL_MESSAGES,
+    COMMANDS,
+    EVENT_STATES,
+    NODE_MESSAGES,
+    PROTOCOL_VERSION,
+    AudioRef,
+    Event,
+    Health,
+    PlayCommand,
+    ProtocolError,
+    Status,
+    StopCommand,
+    TimeRequest,
+    TimeSync,
+    Topics,
+    VolumeCommand,
+    decode,
+    decode_command,
+    decode_node_message,
+    sha256_hex,
+    split_chunks,
+)
+
+DATA = bytes(range(256)) * 700  # 179,200 bytes: three chunks of 64 KiB
+REF = AudioRef.for_bytes(DATA, duration_s=61.5)
+TITLE = unicodedata.normalize("NFC", "Thông báo khẩn: lũ quét ở thôn Đồng Tâm")
+
+SAMPLES = [
+    PlayCommand(
+        broadcast_id="42",
+        audio=REF,
+        start_at=1_800_000_000.25,
+        tier="emergency",
+        volume=90,
+        valid_until=1_800_000_600.0,
+        title=TITLE,
+        targets=("loa-01", "loa-02"),
+    ),
+    PlayCommand(broadcast_id="43", audio=REF, start_at=1.0),
+    StopCommand(broadcast_id="42", reason="Hủy theo yêu cầu của chủ tịch xã"),
+    StopCommand(),
+    VolumeCommand(volume=0),
+    VolumeCommand(volume=100),
+    TimeSync(seq=7, t_node=1000.5, t_controller=1002.75),
+    TimeSync(seq=-1, t_node=0.0, t_controller=5.0),
+    TimeRequest(seq=0, t_node=1000.5),
+    Status(online=True, ts=1.0, zone="thon-1", agent_version="0.1.0"),
+    Status(online=False),
+    Health(
+        ts=1.0,
+        uptime_s=2.5,
+        volume=70,
+        amplifier_on=True,
+        playing="42",
+        cache_bytes=1234,
+        clock_offset_ms=-1.5,
+        last_error="mất kết nối",
+        queue=("43", "44"),
+        malformed_count=2,
+        cpu_temp_c=51.2,
+        disk_free_bytes=10**9,
+        signal_dbm=-71.0,
+        clock_rtt_ms=3.2,
+        reconnects=1,
+        zone="thon-2",
+        player="null",
+        agent_version="0.1.0",
+    ),
+    Health(ts=1.0, uptime_s=0.0, volume=0, amplifier_on=False),
+    *[Event(state=s, ts=3.0, broadcast_id="42", audio_id=REF.id) for s in EVENT_STATES],
+    Event(state="need_audio", ts=3.0, broadcast_id="42", audio_id=REF.id, missing=(0, 2)),
+    Event(state="done", ts=3.0, broadcast_id="42", started_at=1.0, seconds_played=61.5, rms_dbfs=-18.25),
+    Event(state="failed", ts=3.0, broadcast_id="42", reason="không giải mã được âm thanh", tier="priority"),
+]
+
+
+@pytest.mark.parametrize("message", SAMPLES, ids=lambda m: f"{type(m).__name__}")
+def test_every_message_round_trips(message) -> None:
+    data = message.to_dict()
+    assert data["v"] == PROTOCOL_VERSION and data["type"] == message.TYPE
+    assert type(message).from_dict(data) == message
+    assert decode(message.encode()) == message
+    assert decode(message.encode().decode("utf-8")) == message
+    assert json.loads(message.encode()) == data
+    if type(message) in COMMANDS.values():
+        assert decode_command(message.encode()) == message
+    else:
+        assert decode_node_message(message.encode()) == message
+
+
+def test_every_message_type_has_a_sample() -> None:
+    assert {type(m) for m in SAMPLES} == set(ALL_MESSAGES.values())
+    assert {e.state for e in SAMPLES if isinstance(e, Event)} == set(EVENT_STATES)
+
+
+def test_vietnamese_travels_as_utf8_not_escapes() -> None:
+    cmd = SAMPLES[0]
+    raw = cmd.encode()
+    assert TITLE.encode("utf-8") in raw
+    assert b"\\u" not in raw
+    assert decode_command(raw).title == TITLE
+
+
+def test_unknown_fields_and_newer_versions_are_accepted() -> None:
+    data = SAMPLES[0].to_dict()
+    data["v"] = PROTOCOL_VERSION + 1
+    data["future_field"] = {"anything": [1, 2]}
+    data["audio"]["codec_profile"] = "x"
+    decoded = decode_command(json.dumps(data))
+    assert decoded == SAMPLES[0]
+
+
+@pytest.mark.parametrize(
+    "payload, match",
+    [
+        (b"\xff\xfe not utf8", "not JSON"),
+        (b"not json", "not JSON"),
+        (b"[1, 2]", "not a JSON object"),
+        (b'{"type": "play"}', "version"),
+        (b'{"v": 0, "type": "stop"}', "version"),
+        (b'{"v": true, "type": "stop"}', "version"),
+        (b'{"v": 1}', "type"),
+        (b'{"v": 1, "type": "reboot"}', "type"),
+        (b'{"v": 1, "type": "volume"}', "missing field 'volume'"),
+        (b'{"v": 1, "type": "volume", "volume": "loud"}', "integer"),
+        (b'{"v": 1, "type": "volume", "volume": true}', "integer"),
+        (b'{"v": 1, "type": "volume", "volume": 101}', "0..100"),
+        (b'{"v": 1, "type": "stop", "broadcast_id": 5}', "string"),
+        (b'{"v": 1, "type": "time", "seq": 1, "t_node": NaN, "t_controller": 1}', "finite"),
+        (b'{"v": 1, "type": "time", "seq": -2, "t_node": 1, "t_controller": 1}', "seq"),
+    ],
+)
+def test_malformed_commands_raise_protocol_error(payload: bytes, match: str) -> None:
+    with pytest.raises(ProtocolError, match=match):
+        decode_command(payload)
+
+
+def _play(**changes) -> bytes:
+    data = SAMPLES[0].to_dict()
+    for key, value in changes.items():
+        if key.startswith("audio."):
+            data["audio"][key[6:]] = value
+        elif value is None:
+            data.pop(key, None)
+        else:
+            data[key] = value
+    return json.dumps(data).encode()
+
+
+@pytest.mark.parametrize(
+    "payload",
+    [
+        _play(broadcast_id=""),
+        _play(start_at="soon"),
+        _play(start_at=float("inf")),
+        _play(tier="urgent"),
+        _play(volume=-1),
+        _play(targets=["loa/01"]),
+        _play(targets="loa-01"),
+        _play(audio=None),
+        _play(audio="abc"),
+        _play(**{"audio.id": "ABC"}),
+        _play(**{"audio.size": -1}),
+        _play(**{"audio.chunk_hashes": ["00" * 32]}),
+        _play(**{"audio.chunk_hashes": ["zz"] * 3}),
+        _play(**{"audio.chunk_size": 0}),
+    ],
+)
+def test_malformed_play_commands_raise_protocol_error(payload: bytes) -> None:
+    with pytest.raises(ProtocolError):
+        decode_command(payload)
+
+
+def test_node_messages_are_not_commands_and_back() -> None:
+    with pytest.raises(ProtocolError, match="type"):
+        decode_command(Status(online=True).encode())
+    with pytest.raises(ProtocolError, match="type"):
+        decode_node_message(VolumeCommand(volume=5).encode())
+    with pytest.raises(ProtocolError):
+        decode_node_message(b'{"v": 1, "type": "event", "state": "exploded", "ts": 1}')
+    with pytest.raises(ProtocolError):
+        decode_node_message(b'{"v": 1, "type": "event", "state": "need_audio", "ts": 1, "missing": [-1]}')
+
+
+def test_audio_ref_describes_chunks() -> None:
+    assert REF.id == sha256_hex(DATA) and REF.size == len(DATA)
+    assert REF.chunk_count == 3 == len(split_chunks(DATA))
+    assert b"".join(REF.chunk_of(DATA, i) for i in range(3)) == DATA
+    assert REF.chunk_ok(2, REF.chunk_of(DATA, 2))
+    assert not REF.chunk_ok(2, REF.chunk_of(DATA, 1))  # right size? no: wrong hash and length
+    assert not REF.chunk_ok(0, b"\xff" + REF.chunk_of(DATA, 0)[1:])
+    assert not REF.chunk_ok(3, b"")
+    with pytest.raises(IndexError):
+        REF.chunk_of(DATA, 3)
+    empty = AudioRef.for_bytes(b"")
+    assert empty.chunk_count == 1 and empty.chunk_ok(0, b"")
+    small = AudioRef.for_bytes(b"abc", chunk_size=2)
+    assert small.chunk_hashes == (sha256_hex(b"ab"), sha256_hex(b"c"))
+
+
+def test_topics_build_and_parse() -> None:
+    t = Topics("loa")
+    assert t.status("loa-01") == "loa/speakers/loa-01/status"
+    assert t.zone_cmd("thon-1") == "loa/zones/thon-1/cmd"
+    assert t.audio_chunk(REF.id, 3) == f"loa/audio/{REF.id}/3"
+    assert t.audio_filter(REF.id) == f"loa/audio/{REF.id}/+"
+    assert t.node_filters("loa-01", "thon-1") == ["loa/speakers/loa-01/cmd", "loa/zones/thon-1/cmd"]
+    assert t.node_filters("loa-01", None) == ["loa/speakers/loa-01/cmd"]
+    for kind in ("status", "health", "cmd", "events", "time"):
+        assert t.parse(f"loa/speakers/loa-01/{kind}") == (kind, "loa-01", None)
+    assert t.parse("loa/zones/thon-1/cmd") == ("zone_cmd", "thon-1", None)
+    assert t.parse(f"loa/audio/{REF.id}/12") == ("audio", REF.id, "12")
+    nested = Topics("xa/dong-tam")
+    assert nested.parse(nested.events("loa-9")) == ("events", "loa-9", None)
+    for bad in (
+        "other/speakers/loa-01/status",
+        "loa/speakers/+/status",
+        "loa/speakers/loa-01/reboot",
+        "loa/audio/abc/1",
+        f"loa/audio/{REF.id}/x",
+        "loa/zones/thon-1/events",
+        "loa",
+    ):
+        with pytest.raises(ProtocolError):
+            t.parse(bad)
+    assert set(t.controller_filters()) == {
+        "loa/speakers/+/status",
+        "loa/speakers/+/health",
+        "loa/speakers/+/events",
+        "loa/speakers/+/time",
+    }
+
+
+def test_message_registries() -> None:
+    assert set(COMMANDS) == {"play", "stop", "volume", "time"}
+    assert set(NODE_MESSAGES) == {"time_request", "status", "health", "event"}
