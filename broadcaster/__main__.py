@@ -12,6 +12,7 @@ from __future__ import annotations
 import argparse
 import getpass
 import logging
+import signal
 import sys
 from pathlib import Path
 from typing import Any
@@ -90,6 +91,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
     settings.ensure_instance()
     services = build_services(settings)
     app = create_app(settings, services)
+    # SIGTERM (systemd, docker stop) must stop the managed broker and the workers too.
+    signal.signal(signal.SIGTERM, _raise_keyboard_interrupt)
     services.start()
     try:
         print(f"Loa xã: http://{settings.host}:{settings.port}/", flush=True)
@@ -99,6 +102,10 @@ def cmd_serve(args: argparse.Namespace) -> int:
     finally:
         services.stop()
     return 0
+
+
+def _raise_keyboard_interrupt(signum: int, frame: Any) -> None:
+    raise KeyboardInterrupt
 
 
 def cmd_token(args: argparse.Namespace) -> int:
