@@ -16,7 +16,7 @@ from sqlalchemy import select
 
 from broadcaster.db import create_schema, make_engine, make_session_factory
 from broadcaster.domain import Source, Tier
-from broadcaster.fleet.registry import verify_mosquitto_hash
+from broadcaster.fleet.registry import Registry, verify_mosquitto_hash
 from broadcaster.models import Announcement as AnnouncementRow
 from broadcaster.models import ApiToken, Broadcast, Delivery, Speaker, Zone
 from broadcaster.scheduling import SchedulerService
@@ -53,6 +53,7 @@ class Api:
             fleet=self.fleet,  # type: ignore[arg-type]
             broadcasts=self.manager,  # type: ignore[arg-type]
             scheduler=self.scheduler,
+            registry=Registry(self.sessions),
         )
         self.app = create_app(self.settings, self.services, {"TESTING": True})
         self.client = self.app.test_client()
