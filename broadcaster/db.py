@@ -12,8 +12,10 @@ as package data). :func:`create_schema` brings any database to the latest revisi
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import threading
+from collections.abc import Iterator
 from pathlib import Path
 
 from alembic import command
@@ -59,17 +61,31 @@ def alembic_config() -> Config:
     return cfg
 
 
+@contextlib.contextmanager
+def _quiet_alembic() -> Iterator[None]:
+    """Alembic logs every plugin it sets up at INFO; keep the controller's log readable."""
+    logger = logging.getLogger("alembic")
+    if logger.level != logging.NOTSET or _LOGGER.isEnabledFor(logging.DEBUG):
+        yield
+        return
+    logger.setLevel(logging.WARNING)
+    try:
+        yield
+    finally:
+        logger.setLevel(logging.NOTSET)
+
+
 def migrate(engine: Engine, revision: str = "head") -> None:
     """Run the Alembic migrations up to ``revision`` on ``engine``."""
     cfg = alembic_config()
-    with engine.begin() as connection:
+    with _quiet_alembic(), engine.begin() as connection:
         cfg.attributes["connection"] = connection
         command.upgrade(cfg, revision)
 
 
 def _stamp(engine: Engine, revision: str) -> None:
     cfg = alembic_config()
-    with engine.begin() as connection:
+    with _quiet_alembic(), engine.begin() as connection:
         cfg.attributes["connection"] = connection
         command.stamp(cfg, revision)
 

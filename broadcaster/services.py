@@ -1,12 +1,21 @@
 """build_services(settings): the only place where the parts of the controller are wired together.
 
-Nothing starts on construction; ``Services.start()`` starts the broker (when managed), the MQTT
-link, the fleet monitor, the scheduler and the demo simulator, and ``stop()`` stops them in
-reverse order.
+Nothing starts on construction; ``Services.start()`` starts, in this order, the managed broker (when
+no ``mqtt_url`` is configured), the fleet monitor and the broadcast dispatcher (which subscribe on
+the transport), the MQTT link, the scheduler and, with ``--demo``, the simulated clusters.
+``stop()`` stops them in reverse order and joins their threads.
+
+The managed broker (``broadcaster.broker.ManagedBroker``) lives in ``<instance>/mosquitto/``; its
+users are the controller (password generated once and kept there) and every enabled speaker of the
+registry with its stored mosquitto hash. Registry changes (a speaker added, moved, disabled, its
+password reset) are applied to the broker's password file and ACL at once. Its port is chosen
+once and kept in ``<instance>/mosquitto/port`` so nodes find it again after a restart.
 """
 
 from __future__ import annotations
 
+import hashlib
+import logging
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -17,11 +26,16 @@ from broadcaster.db import create_schema, make_engine, make_session_factory
 from broadcaster.settings import Settings
 
 if TYPE_CHECKING:
-    from broadcaster.broadcasts import BroadcastManager
-    from broadcaster.fleet import Fleet
+    from broadcaster.broadcasts import BroadcastManager, BroadcastsConfig
+    from broadcaster.fleet import Fleet, FleetConfig
+    from broadcaster.fleet.registry import Registry, RegistryChange
     from broadcaster.scheduling import SchedulerService
     from broadcaster.speech import SpeechService
     from broadcaster.transport import Transport
+
+_LOGGER = logging.getLogger(__name__)
+
+CONTROLLER_USER = "controller"
 
 
 def open_database(settings: Settings) -> sessionmaker[Session]:
@@ -29,6 +43,12 @@ def open_database(settings: Settings) -> sessionmaker[Session]:
     engine = make_engine(settings.db_url)
     create_schema(engine)
     return make_session_factory(engine)
+
+
+def controller_client_id(settings: Settings) -> str:
+    """Stable per instance, so the broker keeps our persistent session across restarts."""
+    digest = hashlib.sha1(str(settings.instance.resolve()).encode()).hexdigest()[:10]
+    return f"loa-controller-{digest}"
 
 
 @dataclass
@@ -40,15 +60,224 @@ class Services:
     transport: Transport
     fleet: Fleet
     broadcasts: BroadcastManager
-    scheduler: SchedulerService
-    extras: dict[str, Any] = field(default_factory=dict)  # managed broker, demo simulator
+    scheduler: SchedulerService | None
+    registry: Registry
+    normalizer: Any = None
+    fleet_config: FleetConfig | None = None
+    broadcasts_config: BroadcastsConfig | None = None
+    extras: dict[str, Any] = field(default_factory=dict)  # managed broker, demo simulator, credentials
+    started: bool = False
+
+    # ------------------------------------------------------------------ lifecycle
 
     def start(self) -> None:
-        raise NotImplementedError
+        """Start everything (see the module docstring). Raises with a clear message when the
+        broker, the MQTT URL or the scheduler lock is not usable; what started is stopped again."""
+        if self.started:
+            return
+        self.started = True
+        try:
+            self._start()
+        except BaseException:
+            self.stop()
+            raise
+
+    def _start(self) -> None:
+        settings = self.settings
+        if settings.demo:
+            from broadcaster import demo
+
+            self.extras["demo_credentials"] = demo.seed(self)
+            demo.ensure_admin(self)
+        if settings.mqtt_url is None:
+            url = self._start_managed_broker()
+        else:
+            url = settings.mqtt_url
+        transport = self.transport
+        if hasattr(transport, "url") and getattr(transport, "url", None) is None:
+            transport.url = url  # type: ignore[attr-defined]
+        self.fleet.start()
+        self.broadcasts.start()
+        transport.start()
+        wait = getattr(transport, "wait_connected", None)
+        if wait is not None and not wait(10.0):
+            _LOGGER.warning("MQTT broker not reachable yet; the controller keeps trying in the background")
+        if self.scheduler is not None:
+            self.scheduler.start()
+        if settings.demo:
+            from broadcaster import demo
+
+            self.extras["simulator"] = demo.start_simulator(self)
+        _LOGGER.info("controller started")
 
     def stop(self) -> None:
-        raise NotImplementedError
+        """Stop in reverse order; safe to call twice and after a failed start."""
+        if not self.started:
+            return
+        self.started = False
+        simulator = self.extras.pop("simulator", None)
+        steps: list[tuple[str, Any]] = [
+            ("simulator", simulator.stop if simulator is not None else None),
+            ("scheduler", self.scheduler.shutdown if self.scheduler is not None else None),
+            ("broadcasts", self.broadcasts.stop),
+            ("transport", self.transport.stop),
+            ("fleet", self.fleet.stop),
+            ("broker", self.extras["broker"].stop if "broker" in self.extras else None),
+        ]
+        for name, fn in steps:
+            if fn is None:
+                continue
+            try:
+                fn()
+            except Exception:
+                _LOGGER.exception("stopping %s failed", name)
+        _LOGGER.info("controller stopped")
+
+    def close(self) -> None:
+        """Stop and release the database engine (tests, CLI)."""
+        self.stop()
+        self.db_engine.dispose()
+
+    # ------------------------------------------------------------------ managed broker
+
+    def _start_managed_broker(self) -> str:
+        from broadcaster.broker import BrokerError, ManagedBroker
+
+        workdir = (self.settings.instance / "mosquitto").resolve()
+        workdir.mkdir(parents=True, exist_ok=True)
+        port_file = workdir / "port"
+        port = None
+        if port_file.exists():
+            try:
+                port = int(port_file.read_text().strip())
+            except ValueError:
+                port = None
+        hashes = self.registry.password_hashes()
+        zones = self.registry.zones_of_speakers()
+
+        def make(port: int | None) -> ManagedBroker:
+            return ManagedBroker(
+                workdir,
+                port=port,
+                controller_user=CONTROLLER_USER,
+                prefix=self.settings.mqtt_prefix,
+                password_hashes=hashes,
+                node_zones={sid: zones.get(sid) for sid in hashes},
+            )
+
+        broker = make(port)
+        try:
+            broker.start()
+        except BrokerError:
+            if port is None:
+                raise
+            _LOGGER.warning("managed broker: port %s unusable, choosing another", port)
+            broker = make(None)
+            broker.start()
+        port_file.write_text(f"{broker.port}\n")
+        self.extras["broker"] = broker
+        if self._broker_sync not in self.registry.on_change:
+            self.registry.on_change.append(self._broker_sync)
+        _LOGGER.info("managed broker on 127.0.0.1:%s (%s clusters)", broker.port, len(hashes))
+        return broker.controller_url
+
+    def _broker_sync(self, change: RegistryChange) -> None:
+        """Registry hook: keep the managed broker's password file and ACL in step."""
+        broker = self.extras.get("broker")
+        if broker is None or change.speaker_id is None:
+            return
+        if change.kind == "speaker_deleted":
+            broker.remove_user(change.speaker_id)
+        else:
+            with self.sessions() as session:
+                from broadcaster.models import Speaker
+
+                row = session.get(Speaker, change.speaker_id)
+                enabled = row is not None and row.enabled
+                hashed = row.mqtt_password_hash if row is not None else None
+                zone = row.zone_id if row is not None else None
+            if enabled and hashed:
+                broker.add_or_update_user(change.speaker_id, password_hash=hashed, zone=zone)
+            else:
+                broker.remove_user(change.speaker_id)
+        broker.reload()
 
 
-def build_services(settings: Settings) -> Services:
-    raise NotImplementedError
+def build_services(
+    settings: Settings,
+    *,
+    fleet_config: FleetConfig | None = None,
+    broadcasts_config: BroadcastsConfig | None = None,
+    transport: Transport | None = None,
+    scheduler: bool = True,
+) -> Services:
+    """Wire the controller. Opens and migrates the database; starts nothing.
+
+    ``fleet_config``/``broadcasts_config`` default to the settings' ``fleet``/``broadcasts``
+    sections when present, else to their defaults (the demo sends health every 10 s). Tests may
+    pass their own ``transport``.
+    """
+    from broadcaster.broadcasts import BroadcastManager, BroadcastsConfig
+    from broadcaster.fleet import Fleet, FleetConfig
+    from broadcaster.fleet.registry import Registry
+    from broadcaster.speech import SpeechService
+    from broadcaster.transport.mqtt import MqttTransport
+    from speakers.protocol import Topics
+
+    settings.ensure_instance()
+    engine = make_engine(settings.db_url)
+    create_schema(engine)
+    sessions = make_session_factory(engine)
+    speech = SpeechService.from_settings(settings)
+    try:
+        from broadcaster.textnorm import Normalizer
+
+        normalizer: Any = Normalizer.from_config(settings.textnorm)
+    except ImportError:  # pragma: no cover - the normalizer ships with the controller
+        normalizer = None
+    if fleet_config is None:
+        fleet_config = getattr(settings, "fleet", None) or FleetConfig(
+            **({"health_interval_s": 10.0} if settings.demo else {})
+        )
+    if broadcasts_config is None:
+        broadcasts_config = getattr(settings, "broadcasts", None) or BroadcastsConfig()
+    topics = Topics(settings.mqtt_prefix)
+    if transport is None:
+        transport = MqttTransport(settings.mqtt_url, controller_client_id(settings), topics)
+    registry = Registry(sessions)
+    fleet = Fleet(sessions, transport, fleet_config)
+    broadcasts = BroadcastManager(
+        sessions,
+        speech,
+        transport,
+        fleet,
+        broadcasts_config,
+        timezone=settings.timezone,
+        max_chars=settings.textnorm.max_chars,
+    )
+    registry.on_change.append(fleet.registry_changed)
+    registry.on_change.append(broadcasts.registry_changed)
+    scheduler_service = None
+    if scheduler:
+        from broadcaster.scheduling import SchedulerService
+
+        scheduler_service = SchedulerService(settings, sessions, broadcasts, speech)
+        broadcasts.defer = scheduler_service.schedule_broadcast
+        broadcasts.undefer = scheduler_service.unschedule_broadcast
+    return Services(
+        settings=settings,
+        db_engine=engine,
+        sessions=sessions,
+        speech=speech,
+        transport=transport,
+        fleet=fleet,
+        broadcasts=broadcasts,
+        scheduler=scheduler_service,
+        registry=registry,
+        normalizer=normalizer,
+        fleet_config=fleet_config,
+        broadcasts_config=broadcasts_config,
+    )
+
+
+__all__ = ["Services", "build_services", "controller_client_id", "open_database"]

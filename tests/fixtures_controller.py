@@ -176,3 +176,113 @@ def unit_controller(tmp_path: Path) -> Iterator[UnitController]:
     harness = UnitController(tmp_path)
     yield harness
     harness.close()
+
+
+# ----------------------------------------------------------------------------- end to end
+
+E2E_NODES = {f"loa-{i:02d}": f"thon-{(i - 1) // 3 + 1}" for i in range(1, 10)}
+E2E_ZONES = {"thon-1": "Thôn Đông", "thon-2": "Thôn Đoài", "thon-3": "Thôn Trung"}
+# Short intervals keep the suite fast; health every second makes staleness visible in seconds.
+E2E_HEALTH_S = 1.0
+
+
+def e2e_settings(instance: Path, mqtt_url: str, **overrides: object):  # type: ignore[no-untyped-def]
+    from broadcaster.settings import load_settings
+
+    data: dict[str, object] = {
+        "instance": instance,
+        "mqtt_url": mqtt_url,
+        "tts": {"order": ["espeak-ng"]},
+        "scheduling": {"schedules_dir": instance / "schedules"},
+        **overrides,
+    }
+    return load_settings(data, environ={})
+
+
+class E2EController:
+    """The real controller (Services) on a real mosquitto, with the simulator's 9 clusters.
+
+    ``restart()`` stops the controller and builds a new one on the same instance (same database,
+    same MQTT client id, so the same persistent session); the broker and the clusters keep running.
+    """
+
+    def __init__(self, broker, instance: Path, **overrides: object) -> None:  # type: ignore[no-untyped-def]
+        from speakers.simulator import Simulator
+
+        self.broker = broker
+        self.instance = instance
+        self.overrides = overrides
+        broker.add_nodes(E2E_NODES)
+        self.services = self._build()
+        with self.services.sessions.begin() as session:
+            from broadcaster.fleet.registry import create_speaker, create_zone
+
+            for zone, name in E2E_ZONES.items():
+                create_zone(session, zone, name)
+            for sid, zone in E2E_NODES.items():
+                create_speaker(session, sid, f"Cụm loa {sid[-2:]}", zone)
+        self.services.start()
+        self.sim = Simulator(
+            broker.base_url,
+            nodes=E2E_NODES,
+            credentials=broker.credentials,
+            health_interval_s=E2E_HEALTH_S,
+            clock_skew_s=0.5,
+            keepalive_s=5,
+            reconnect_min_s=0.2,
+            reconnect_max_s=2.0,
+            request_timeout_s=1.0,
+            seed=4,
+        )
+        self.sim.start_in_thread(timeout=30)
+        wait_until(lambda: len(self.fleet.online_ids()) == 9, timeout=20, what="9 clusters online")
+
+    def _build(self):  # type: ignore[no-untyped-def]
+        from broadcaster.broadcasts import BroadcastsConfig
+        from broadcaster.fleet import FleetConfig
+        from broadcaster.services import build_services
+
+        settings = e2e_settings(self.instance, self.broker.url, **self.overrides)
+        return build_services(
+            settings,
+            fleet_config=FleetConfig(health_interval_s=E2E_HEALTH_S, health_batch_interval_s=0.2),
+            broadcasts_config=BroadcastsConfig(lead_s=1.5, emergency_lead_s=0.6, gap_s=0.3, receipt_grace_s=15),
+        )
+
+    @property
+    def broadcasts(self):  # type: ignore[no-untyped-def]
+        return self.services.broadcasts
+
+    @property
+    def fleet(self):  # type: ignore[no-untyped-def]
+        return self.services.fleet
+
+    def restart(self) -> None:
+        self.services.close()
+        self.services = self._build()
+        self.services.start()
+
+    def wait_state(self, broadcast_id: int, *states: str, timeout: float = 30.0) -> dict:
+        return wait_until(
+            lambda: (b := self.broadcasts.get(broadcast_id)) is not None and b["state"] in states and b,
+            timeout=timeout,
+            interval=0.05,
+            what=f"broadcast {broadcast_id} in {states} (now {(self.broadcasts.get(broadcast_id) or {}).get('state')})",
+        )
+
+    def timeline(self, speaker_id: str | None = None) -> list[dict]:
+        return self.sim.timeline(speaker_id)
+
+    def close(self) -> None:
+        try:
+            self.sim.stop()
+        finally:
+            self.services.close()
+
+
+@pytest.fixture
+def controller(mosquitto, tmp_path: Path) -> Iterator[E2EController]:  # type: ignore[no-untyped-def]
+    """The controller on a real broker with 9 simulated clusters (zones thon-1..thon-3)."""
+    harness = E2EController(mosquitto, tmp_path / "instance")
+    yield harness
+    harness.close()

@@ -209,6 +209,8 @@ class BroadcastManager:
         self._deferred: dict[int, float] = {}  # used when no scheduler is wired (defer is None)
         self._rendering: set[int] = set()
         self._air_when_rendered: set[int] = set()
+        # Items due but still rendering keep their place in the queue: (tier rank, id) -> targets.
+        self._render_holds: dict[int, tuple[int, set[str]]] = {}
         self._titles: dict[int, str] = {}
         self._chunk_requests: dict[str, set[int]] = {}
         self._chunk_due: float | None = None
@@ -697,6 +699,7 @@ class BroadcastManager:
         self._rendering.discard(broadcast_id)
         air = broadcast_id in self._air_when_rendered
         self._air_when_rendered.discard(broadcast_id)
+        self._render_holds.pop(broadcast_id, None)
         bc = session.get(Broadcast, broadcast_id)
         if bc is None:
             return
@@ -883,6 +886,7 @@ class BroadcastManager:
                 airing.cancelled = True
         for bc in session.scalars(select(Broadcast).where(Broadcast.state == BroadcastState.RENDERING.value)):
             self._air_when_rendered.discard(bc.id)
+            self._render_holds.pop(bc.id, None)
             self._cancel_one(session, bc, text, send_stop=False)
         self._log(session, "stop_all", text, None)
 
@@ -985,13 +989,31 @@ class BroadcastManager:
                 until, blocker = slot[1], airing.id
         return until, blocker
 
+    def _holds(self, session: Session) -> list[tuple[int, int, set[str]]]:
+        """Items due but still rendering, as (tier rank, id, targets): they keep their place."""
+        for bid in self._air_when_rendered - set(self._render_holds):
+            bc = session.get(Broadcast, bid)
+            if bc is not None:
+                self._render_holds[bid] = (Tier(bc.tier).rank, {d.speaker_id for d in bc.deliveries})
+        return [(rank, bid, targets) for bid, (rank, targets) in self._render_holds.items()]
+
     def _dispatch(self, session: Session, now: float) -> None:
         if not self._airings:
             return
         online = self._online()
         zones = self._zone_info(session)
         reserved: set[str] = set()
-        for airing in sorted(self._airings.values(), key=lambda a: (-a.tier.rank, a.order)):
+        # Submission order holds even when a later item renders faster: an earlier item of the same
+        # or a higher tier that is still rendering reserves its clusters (emergencies ignore this).
+        queue: list[tuple[int, int, _Airing | set[str]]] = [
+            (-a.tier.rank, a.order, a) for a in self._airings.values()
+        ]
+        queue += [(-rank, bid, targets) for rank, bid, targets in self._holds(session)]
+        for _, _, entry in sorted(queue, key=lambda q: (q[0], q[1])):
+            if not isinstance(entry, _Airing):
+                reserved.update(entry)
+                continue
+            airing = entry
             if not airing.pending or airing.cancelled:
                 continue
             group: list[str] = []
@@ -1027,10 +1049,13 @@ class BroadcastManager:
                                 session, airing.id, speaker, DeliveryState.PENDING, reason=reason
                             )
                         continue
-                if speaker in reserved and airing.tier is not Tier.EMERGENCY:
-                    continue
                 group.append(speaker)
             if not group:
+                continue
+            if airing.tier is not Tier.EMERGENCY and reserved.intersection(group):
+                # An earlier item waits for (or renders for) some of these clusters: wait for it, all
+                # together, so the item still starts at one instant everywhere.
+                reserved.update(group)
                 continue
             if airing.tier is Tier.EMERGENCY:
                 # Interrupts everything but another emergency, which it follows (nodes do the same).
