@@ -376,7 +376,8 @@ class Agent:
             if best is None or rtt < best[0]:
                 best = (rtt, mono_offset, wall_offset)
         if best is None:
-            _LOGGER.warning("%s: no answer to time requests; keeping the previous clock estimate", self.id)
+            level = logging.INFO if self.syncs == 0 else logging.WARNING
+            _LOGGER.log(level, "%s: no answer to time requests; keeping the previous clock estimate", self.id)
             return False
         self.sync_rtt_s, self._mono_offset, self.wall_offset_s = best
         self.syncs += 1

@@ -162,7 +162,9 @@ class AudioConfig(_Section):
     )
     request_backoff_max_s: float = Field(30.0, gt=0, description="Longest wait between two requests.")
     max_requests: int = Field(
-        10, ge=1, description="Give up (event failed) after this many requests in a row that brought nothing new."
+        10,
+        ge=1,
+        description="Give up (event failed) after this many requests in a row that brought nothing new.",
     )
 
 

@@ -167,6 +167,12 @@ class _Client(aiomqtt.Client):
         finally:
             self._acks.pop(info.mid, None)
 
+    def consume_disconnect(self) -> None:
+        """Mark a disconnect error as seen (asyncio logs unretrieved future exceptions)."""
+        fut = self._disconnected
+        if fut.done() and not fut.cancelled():
+            fut.exception()
+
     def abort(self) -> None:
         """Cut the TCP connection without an MQTT DISCONNECT, so the broker sends the last will."""
         sock = self._client.socket()
@@ -385,6 +391,7 @@ class Link:
                 client.abort()
             with contextlib.suppress(aiomqtt.MqttError, OSError, RuntimeError):
                 await client.__aexit__(None, None, None)
+            client.consume_disconnect()
 
     def _deliver(self, message: aiomqtt.Message) -> None:
         expiry = None
@@ -420,12 +427,12 @@ class Link:
             _LOGGER.exception("%s: message handler failed for %s", self.client_id, incoming.topic)
 
     async def _send(self, client: _Client, out: Outgoing) -> None:
+        if out.on_send is not None:
+            out.on_send()  # the moment the node puts it on the (possibly slow) wire
         if self.latency_s > 0:
             delay = out.queued + self.latency_s - time.monotonic()
             if delay > 0:
                 await asyncio.sleep(delay)
-        if out.on_send is not None:
-            out.on_send()
         reason = await client.publish_acked(out, self.ack_timeout_s)
         if reason is not None and reason.is_failure:
             refused = PublishRefused(out.topic, str(reason))
