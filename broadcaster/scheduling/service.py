@@ -191,6 +191,13 @@ class SchedulerService:
         scheduler, self._scheduler = self._scheduler, None
         if scheduler is not None:
             try:
+                # APScheduler's shutdown() marks the scheduler stopped without waiting for a pass of
+                # its loop in progress; that pass then fails to remove a finished one-shot job
+                # (JobLookupError in the APScheduler thread). Pause, then wait for the pass (it
+                # holds the job stores lock throughout) before shutting down.
+                scheduler.pause()
+                with scheduler._jobstores_lock:
+                    pass
                 scheduler.shutdown(wait=True)
             except Exception:
                 _LOGGER.exception("scheduler shutdown failed")
@@ -841,6 +848,9 @@ class SchedulerService:
         pool = self._render_pool
         if pool is None or self.speech is None or not self.render_ahead_enabled:
             return None
+        queued = self._renders.get(schedule_id)
+        if queued is not None and not queued.running() and not queued.done():
+            return queued  # not started yet: it reads the schedule when it runs, so it is current
         try:
             future = pool.submit(self._render, schedule_id)
         except RuntimeError:  # shutting down
