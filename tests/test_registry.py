@@ -146,3 +146,20 @@ def test_resolve_targets(registry: Registry, sessions) -> None:
             resolve_targets(session, ["z1", "nope", "z9"])
         assert session.scalars(select(Speaker.id)).all() == ["s0", "s1", "s2", "s3"]
     assert registry.known_targets() == {"all", "z1", "z2", "s0", "s1", "s2", "s3"}
+
+
+def test_zones_and_speakers_named_by_a_schedule_cannot_be_deleted(registry: Registry, sessions) -> None:
+    from broadcaster.models import Schedule
+
+    registry.create_zone("z1", "Thôn 1")
+    registry.create_speaker("loa-1", "Loa 1")
+    with sessions.begin() as session:
+        session.add(
+            Schedule(name="Bản tin sáng", text="x", kind="daily", time="06:00", targets=["z1", "loa-1"])
+        )
+    with pytest.raises(RegistryError, match="Bản tin sáng") as err:
+        registry.delete_zone("z1")
+    assert err.value.code == "conflict"
+    with pytest.raises(RegistryError, match="Bản tin sáng"):
+        registry.delete_speaker("loa-1")
+    assert [z["id"] for z in registry.list_zones()] == ["z1"] and registry.get_speaker("loa-1")

@@ -27,7 +27,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from broadcaster.broker import hash_password, verify_password
 from broadcaster.domain import ALL_TARGETS, nfc
-from broadcaster.models import Speaker, Zone
+from broadcaster.models import Schedule, Speaker, Zone
 from speakers.protocol import valid_id
 
 _LOGGER = logging.getLogger(__name__)
@@ -222,8 +222,24 @@ def delete_zone(session: Session, id: str) -> None:
             code="conflict",
             field="id",
         )
+    _check_not_scheduled(session, zone.id, "Khu vực")
     session.delete(zone)
     session.flush()
+
+
+def _check_not_scheduled(session: Session, target: str, what: str) -> None:
+    """A zone or speaker named in a schedule's targets cannot go: the bulletin would fail to air."""
+    users = [
+        name
+        for name, targets in session.execute(select(Schedule.name, Schedule.targets))
+        if target in targets
+    ]
+    if users:
+        raise RegistryError(
+            f"{what} '{target}' đang có trong lịch phát: {', '.join(users[:5])}; hãy sửa các lịch này trước.",
+            code="conflict",
+            field="id",
+        )
 
 
 def list_zones(session: Session) -> list[Zone]:
@@ -287,7 +303,9 @@ def update_speaker(session: Session, id: str, **fields: Any) -> Speaker:
 
 
 def delete_speaker(session: Session, id: str) -> None:
-    session.delete(get_speaker(session, id))
+    speaker = get_speaker(session, id)
+    _check_not_scheduled(session, speaker.id, "Cụm loa")
+    session.delete(speaker)
     session.flush()
 
 
