@@ -34,7 +34,9 @@ def test_sqlite_lock_sits_next_to_the_database_file(tmp_path: Path, sessions) ->
     lock = lock_for(f"sqlite:///{tmp_path / 'db' / 'b.db'}", tmp_path / "instance", sessions)
     assert isinstance(lock, FileLock) and lock.path == (tmp_path / "db" / "b.db.scheduler-lock").resolve()
     memory = lock_for("sqlite://", tmp_path / "instance", sessions)
-    assert isinstance(memory, FileLock) and memory.path == (tmp_path / "instance" / "scheduler.lock").resolve()
+    assert (
+        isinstance(memory, FileLock) and memory.path == (tmp_path / "instance" / "scheduler.lock").resolve()
+    )
     assert isinstance(lock_for("postgresql://u:p@db/loa", tmp_path, sessions), LeaseLock)
 
 
