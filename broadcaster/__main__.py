@@ -110,12 +110,17 @@ def _raise_keyboard_interrupt(signum: int, frame: Any) -> None:
 
 def cmd_token(args: argparse.Namespace) -> int:
     from broadcaster.services import open_database
-    from broadcaster.web.tokens import create_token
+    from broadcaster.web.tokens import TokenError, create_token
 
     settings = _settings(args)
     settings.ensure_instance()
     sessions = open_database(settings)
-    print(create_token(sessions, args.name))
+    try:
+        token = create_token(sessions, args.name)
+    except TokenError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    print(token)
     return 0
 
 
