@@ -155,3 +155,20 @@ def test_deferred_broadcast_survives_a_controller_restart(controller: E2EControl
     assert datetime.fromisoformat(b["start_at"]) >= at
     for sid in ("loa-01", "loa-02", "loa-03"):
         assert [e["outcome"] for e in _entries(controller, bid, sid)] == ["done"]  # aired once
+
+
+def test_cancel_a_deferred_broadcast(controller: E2EController) -> None:
+    """Cancelling goes through the real scheduler's job store (same SQLite file) without a deadlock,
+    and the airing never happens."""
+    import time
+    from datetime import UTC, datetime, timedelta
+
+    at = datetime.now(UTC) + timedelta(seconds=3)
+    bid = controller.broadcasts.submit(Announcement(text="Sẽ bị huỷ.", targets=("loa-07",), at=at))
+    assert controller.broadcasts.cancel(bid, by="can-bo") is True
+    assert controller.broadcasts.get(bid)["state"] == "cancelled"
+    deadline = time.time() + 6  # well past the due time: nothing may air
+    while time.time() < deadline:
+        assert _entries(controller, bid) == []
+        time.sleep(0.1)
+    assert controller.broadcasts.get(bid)["state"] == "cancelled"

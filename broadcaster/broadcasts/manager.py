@@ -225,6 +225,7 @@ class BroadcastManager:
         self._change_callbacks: list[Callable[[dict[str, Any]], None]] = []
         self._changed: set[int] = set()
         self._session: Session | None = None
+        self._post_commit: list[Callable[[], None]] = []
         self._loaded = False
         self.stats = {"events": 0, "chunks_published": 0, "chunk_requests_deduped": 0, "plays_published": 0}
 
@@ -603,6 +604,12 @@ class BroadcastManager:
                 self._tick(session)
             finally:
                 self._session = None
+        actions, self._post_commit = self._post_commit, []
+        for action in actions:
+            try:
+                action()
+            except Exception:
+                _LOGGER.exception("dispatcher: post-commit action failed")
         for future, result, error in answers:
             if error is not None:
                 future.set_exception(error)
@@ -749,7 +756,20 @@ class BroadcastManager:
 
     # ================================================================== state changes
 
+    def _after_commit(self, action: Callable[[], None]) -> None:
+        """Run ``action`` once the dispatcher's transaction is committed (at once outside one).
+
+        The scheduler's job store writes to the same database through another connection; calling
+        it while our write transaction is open would wait on our own lock (SQLite)."""
+        if self._session is not None:
+            self._post_commit.append(action)
+        else:
+            action()
+
     def _defer(self, broadcast_id: int, at: datetime) -> None:
+        self._after_commit(lambda: self._defer_now(broadcast_id, at))
+
+    def _defer_now(self, broadcast_id: int, at: datetime) -> None:
         if self.defer is not None:
             try:
                 self.defer(broadcast_id, at)
@@ -762,11 +782,17 @@ class BroadcastManager:
 
     def _undefer(self, broadcast_id: int) -> None:
         self._deferred.pop(broadcast_id, None)
-        if self.undefer is not None:
+        undefer = self.undefer
+        if undefer is None:
+            return
+
+        def run() -> None:
             try:
-                self.undefer(broadcast_id)
+                undefer(broadcast_id)
             except Exception:
                 _LOGGER.exception("scheduler could not unschedule broadcast %s", broadcast_id)
+
+        self._after_commit(run)
 
     def _do_air(self, session: Session, broadcast_id: int) -> None:
         bc = session.get(Broadcast, broadcast_id)
@@ -832,7 +858,8 @@ class BroadcastManager:
         for bc in ann.broadcasts:
             if BroadcastState(bc.state).finished:
                 continue
-            self._undefer(bc.id)
+            if bc.state == BroadcastState.SCHEDULED.value:
+                self._undefer(bc.id)
             for d in bc.deliveries:
                 if DeliveryState(d.state) not in _TERMINAL:
                     d.state = DeliveryState.CANCELLED.value
@@ -849,7 +876,8 @@ class BroadcastManager:
         return True
 
     def _cancel_one(self, session: Session, bc: Broadcast, reason: str, send_stop: bool = True) -> None:
-        self._undefer(bc.id)
+        if bc.state == BroadcastState.SCHEDULED.value:
+            self._undefer(bc.id)
         airing = self._airings.get(bc.id)
         if airing is not None:
             airing.cancelled = True
