@@ -18,6 +18,12 @@ class BroadcastsConfig(BaseModel):
         le=10,
         description="Lead of an emergency: short, nodes interrupt what plays when it starts.",
     )
+    lead_per_1000_s: float = Field(
+        3.0,
+        ge=0,
+        le=60,
+        description="Extra lead per 1,000 clusters of one dispatch (command fan-out and audio fetch).",
+    )
     gap_s: float = Field(1.0, ge=0, le=60, description="Silence between two items on one cluster.")
     normal_valid_s: float = Field(
         3600,

@@ -226,6 +226,7 @@ class BroadcastManager:
         self._changed: set[int] = set()
         self._session: Session | None = None
         self._post_commit: list[Callable[[], None]] = []
+        self._deliveries: dict[Any, Any] = {}
         self._loaded = False
         self.stats = {"events": 0, "chunks_published": 0, "chunk_requests_deduped": 0, "plays_published": 0}
 
@@ -604,6 +605,7 @@ class BroadcastManager:
                 self._tick(session)
             finally:
                 self._session = None
+                self._deliveries.clear()
         actions, self._post_commit = self._post_commit, []
         for action in actions:
             try:
@@ -1087,7 +1089,7 @@ class BroadcastManager:
                 continue
             if airing.tier is Tier.EMERGENCY:
                 # Interrupts everything but another emergency, which it follows (nodes do the same).
-                start = now + self.config.emergency_lead_s
+                start = now + self.config.emergency_lead_s + self._lead_extra(len(group))
                 for speaker in group:
                     until, blocker = self._busy(speaker, exclude=airing.id, tiers={Tier.EMERGENCY})
                     if until + self.config.gap_s > start:
@@ -1102,7 +1104,7 @@ class BroadcastManager:
                 if until > now - self.config.gap_s:
                     blockers[speaker] = blocker
                 free = max(free, until)
-            earliest = now + self.config.lead_s
+            earliest = now + self.config.lead_s + self._lead_extra(len(group))
             start = max(earliest, free + self.config.gap_s) if free else earliest
             if start - earliest <= _DISPATCH_SLACK_S:
                 self._send_play(session, airing, group, start, zones)  # now busy: later items see it
@@ -1111,6 +1113,11 @@ class BroadcastManager:
                 reserved.update(group)
                 for speaker, blocker in sorted(blockers.items()):
                     self._log_once(session, airing, "queued", speaker, blocker)
+
+    def _lead_extra(self, clusters: int) -> float:
+        """More clusters need longer to receive the command and fetch the audio before the common
+        start: ``lead_per_1000_s`` per thousand (0.03 s for a commune of 9, 6 s for 2,000)."""
+        return self.config.lead_per_1000_s * clusters / 1000
 
     def _log_once(
         self, session: Session, airing: _Airing, kind: str, speaker: str, blocker: int | None
@@ -1369,6 +1376,20 @@ class BroadcastManager:
         if airing is not None:
             airing.active.pop(speaker, None)
 
+    def _delivery(self, session: Session, bid: int, speaker: str) -> Delivery | None:
+        """The delivery row, from a per-transaction cache filled one broadcast at a time (a receipt
+        storm from 2,000 clusters costs one query per broadcast and batch, not one per receipt)."""
+        cache = self._deliveries
+        if cache.get("session") is not session:
+            cache.clear()
+            cache["session"] = session
+        rows = cache.get(bid)
+        if rows is None:
+            rows = cache[bid] = {
+                d.speaker_id: d for d in session.scalars(select(Delivery).where(Delivery.broadcast_id == bid))
+            }
+        return rows.get(speaker)
+
     def _set_delivery(
         self,
         session: Session,
@@ -1384,9 +1405,7 @@ class BroadcastManager:
         seconds_played: float | None = None,
         rms_dbfs: float | None = None,
     ) -> None:
-        d = session.scalar(
-            select(Delivery).where(Delivery.broadcast_id == bid, Delivery.speaker_id == speaker)
-        )
+        d = self._delivery(session, bid, speaker)
         if d is None:
             return
         current = DeliveryState(d.state)

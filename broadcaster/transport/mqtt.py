@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from urllib.parse import unquote, urlsplit
@@ -40,6 +41,8 @@ DEFAULT_KEEPALIVE_S = 15
 # paho ignores the broker's Receive Maximum and cannot change its window once connected, and
 # mosquitto disconnects a client that exceeds it; 20 is mosquitto's default (and paho's).
 MAX_INFLIGHT = 20
+# How long stop() waits for unacknowledged QoS 1 publishes before disconnecting.
+STOP_FLUSH_S = 2.0
 
 
 @dataclass(frozen=True)
@@ -100,6 +103,7 @@ class MqttTransport:
         self._lock = threading.Lock()
         self._connected = threading.Event()
         self._client: paho.Client | None = None
+        self._stopping = False
         self.stats = {
             "connects": 0,
             "connect_failures": 0,
@@ -184,12 +188,18 @@ class MqttTransport:
         client = self._client
         if client is None:
             return
+        self._stopping = True
+        # Give QoS 1 publishes still in flight (a last receipt, a stop command) a moment to go out.
+        deadline = time.monotonic() + STOP_FLUSH_S
+        while self.connected and self._unacked(client) and time.monotonic() < deadline:
+            time.sleep(0.01)
         try:
             client.disconnect()
         finally:
             client.loop_stop()
             self._connected.clear()
             self._client = None
+            self._stopping = False
 
     # ------------------------------------------------------------ paho callbacks
 
@@ -214,9 +224,16 @@ class MqttTransport:
     def _handle_disconnect(self, client, userdata, flags, reason_code, properties) -> None:  # type: ignore[no-untyped-def]
         was = self._connected.is_set()
         self._connected.clear()
-        if was:
+        if self._stopping:
+            _LOGGER.info("MQTT: disconnected")
+        elif was:
             self.stats["disconnects"] += 1
             _LOGGER.warning("MQTT: disconnected (%s); reconnecting", reason_code)
+
+    @staticmethod
+    def _unacked(client: paho.Client) -> int:
+        """QoS 1 publishes the broker has not acknowledged yet (paho keeps them until PUBACK)."""
+        return len(getattr(client, "_out_messages", ()))
 
     def _handle_message(self, client, userdata, message) -> None:  # type: ignore[no-untyped-def]
         self.stats["received"] += 1
