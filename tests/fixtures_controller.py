@@ -286,3 +286,11 @@ def controller(mosquitto, tmp_path: Path) -> Iterator[E2EController]:  # type: i
     harness = E2EController(mosquitto, tmp_path / "instance")
     yield harness
     harness.close()
+
+
+def e2e_client(controller: E2EController):  # type: ignore[no-untyped-def]
+    """A Flask test client of the real web app over the controller's services (API tests)."""
+    from broadcaster.web import create_app
+
+    app = create_app(controller.services.settings, controller.services, {"TESTING": True})
+    return app.test_client()

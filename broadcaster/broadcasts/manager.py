@@ -18,20 +18,27 @@ runs on the MQTT network thread or in the caller's (web request's) thread.
 Arbitration policy (per cluster):
 
 - **Synchronized start.** An item is dispatched to all its (online, free) target clusters at once
-  with one ``start_at`` a little in the future (``lead_s``), so neighbouring clusters do not echo.
+  with one ``start_at`` a little in the future (``lead_s``, plus ``lead_per_1000_s`` per thousand
+  clusters for large fleets), so neighbouring clusters do not echo. Whole zones get one publish on
+  the zone topic (with ``targets``), other clusters one each; audio chunks requested by many nodes
+  within ``audio_dedupe_s`` are published once.
 - **No overlap, FIFO by tier.** A cluster plays one item at a time. Waiting items are ordered by
   tier (emergency, priority, normal), then by arrival. An item waits until *all* its target
   clusters are free, then starts on all of them together after ``gap_s`` of silence ("queued
   behind #7 on loa-03" in the log). While it waits, its clusters are reserved: a later item of the
-  same or a lower tier cannot slip in before it. Hence priority goes before every queued normal item,
-  and two normal items on one cluster never overlap.
+  same or a lower tier cannot slip in before it (an earlier item still rendering keeps its place the
+  same way, so submission order holds). Hence priority goes before every queued normal item, and two
+  normal items on one cluster never overlap.
 - **Emergency preempts.** An emergency is dispatched at once (``emergency_lead_s``); nodes interrupt
-  whatever plays and report it ``preempted``. Items already sent but not yet started on those
-  clusters are stopped and put back in the queue.
+  whatever non-emergency item plays and report it ``preempted`` ("preempted by emergency #12" in the
+  log). Items already sent but not yet started on those clusters are stopped and put back in the
+  queue. A second emergency follows a running one (nodes never cut an emergency).
 - **Interrupted items are re-queued** (``requeue_preempted``, default on): an item interrupted by an
   emergency is aired again from the start on the interrupted clusters once they are free, at most
   ``max_requeues`` times and only while it is still valid; otherwise its delivery stays
   ``preempted`` and the broadcast ends ``interrupted`` (or ``partial`` if other clusters played it).
+  A re-airing goes out under a new wire id (``"12-r1"``): nodes remember the ids they finished and
+  would take a repeat of ``"12"`` for a duplicate. Receipts of an older attempt are ignored.
 - **Quiet hours** (per zone, in the controller's time zone): a *normal* item is held on the clusters
   of a zone in quiet hours until they end, then aired ("held: quiet hours" in the log). Its validity
   is extended by the hold, so a notice submitted at 22:00 airs after the quiet hours instead of being
