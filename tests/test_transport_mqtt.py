@@ -1,4 +1,5 @@
-"""The paho transport against a real mosquitto: subscriptions, reconnect, no silent loss."""
+"""The paho transport against a real mosquitto (the managed broker of tests/fixtures_broker.py):
+subscriptions, reconnect, no silent loss, refused logins."""
 
 from __future__ import annotations
 
@@ -8,7 +9,7 @@ import pytest
 
 from broadcaster.transport import Transport, TransportError
 from broadcaster.transport.mqtt import MqttTransport, MqttUrl
-from tests.fixtures_controller import PlainMosquitto, wait_until
+from tests.fixtures_controller import wait_until
 
 pytestmark = pytest.mark.integration
 
@@ -34,17 +35,22 @@ def _collector() -> tuple[list[tuple[str, bytes]], threading.Lock, object]:
     return got, lock, handler
 
 
-def test_publish_subscribe_roundtrip_and_expiry(plain_mosquitto: PlainMosquitto) -> None:
+def _pair(mosquitto, name: str) -> tuple[MqttTransport, MqttTransport]:  # type: ignore[no-untyped-def]
+    # Both log in as the controller user (full access below the prefix), with their own client ids.
+    sub = MqttTransport(mosquitto.url, f"{name}-sub", reconnect_min_s=0.2, reconnect_max_s=1)
+    pub = MqttTransport(mosquitto.url, f"{name}-pub", reconnect_min_s=0.2, reconnect_max_s=1)
+    return sub, pub
+
+
+def test_publish_subscribe_roundtrip_and_expiry(mosquitto) -> None:  # type: ignore[no-untyped-def]
     got, _, handler = _collector()
-    sub = MqttTransport(plain_mosquitto.url, "t-sub", reconnect_min_s=0.2, reconnect_max_s=1)
-    pub = MqttTransport(plain_mosquitto.url, "t-pub", reconnect_min_s=0.2, reconnect_max_s=1)
+    sub, pub = _pair(mosquitto, "t1")
     assert isinstance(sub, Transport)
     sub.subscribe("loa/speakers/+/events", handler)  # type: ignore[arg-type]
     sub.start()
     pub.start()
     try:
         assert sub.wait_connected(10) and pub.wait_connected(10)
-        wait_until(lambda: sub.stats["connects"] >= 1)
         # The subscription is made in on_connect: wait until it is effective by publishing until seen.
         wait_until(lambda: (pub.publish("loa/speakers/x/events", b"ping"), got)[1], timeout=10)
         pub.publish("loa/speakers/loa-01/events", "Thôn Đông".encode(), expiry_s=30)
@@ -56,29 +62,29 @@ def test_publish_subscribe_roundtrip_and_expiry(plain_mosquitto: PlainMosquitto)
         sub.stop()
 
 
-def test_qos1_publishes_survive_a_broker_outage(plain_mosquitto: PlainMosquitto) -> None:
-    """Publishes made while the broker is down are sent after the reconnect, none lost, in order;
-    the subscriber's persistent session gets them and its subscription is renewed."""
+def test_qos1_publishes_survive_a_broker_outage(mosquitto) -> None:  # type: ignore[no-untyped-def]
+    """Publishes made while the broker is down are sent after the reconnect, none lost; the
+    subscriber's persistent session (saved by mosquitto on shutdown) gets them and its
+    subscription is renewed."""
     got, lock, handler = _collector()
     reconnected = threading.Event()
-    sub = MqttTransport(plain_mosquitto.url, "t-sub2", reconnect_min_s=0.2, reconnect_max_s=1)
-    pub = MqttTransport(plain_mosquitto.url, "t-pub2", reconnect_min_s=0.2, reconnect_max_s=1)
-    sub.subscribe("q/#", handler)  # type: ignore[arg-type]
+    sub, pub = _pair(mosquitto, "t2")
+    sub.subscribe("loa/q/#", handler)  # type: ignore[arg-type]
     sub.start()
     pub.start()
     try:
         assert sub.wait_connected(10) and pub.wait_connected(10)
-        wait_until(lambda: (pub.publish("q/warm", b"w"), got)[1], timeout=10)
-        plain_mosquitto.stop()
+        wait_until(lambda: (pub.publish("loa/q/warm", b"w"), got)[1], timeout=10)
+        mosquitto.broker.stop()
         wait_until(lambda: not pub.connected and not sub.connected, what="disconnect noticed")
         pub.add_on_connect(reconnected.set)
-        for i in range(50):
-            pub.publish(f"q/{i}", str(i).encode())
-        plain_mosquitto.start()
+        for i in range(50):  # more than the 20 in flight paho allows: the rest waits queued
+            pub.publish(f"loa/q/{i}", str(i).encode())
+        mosquitto.broker.start()
         assert reconnected.wait(15)
-        wait_until(lambda: sum(1 for t, _ in got if t != "q/warm") >= 50, timeout=15, what="50 messages")
+        wait_until(lambda: sum(1 for t, _ in got if t != "loa/q/warm") >= 50, timeout=15, what="50 messages")
         with lock:
-            numbers = [int(p) for t, p in got if t != "q/warm"]
+            numbers = [int(p) for t, p in got if t != "loa/q/warm"]
         assert sorted(set(numbers)) == list(range(50))
         assert sub.stats["connects"] >= 2 and pub.stats["disconnects"] >= 1
     finally:
@@ -86,15 +92,8 @@ def test_qos1_publishes_survive_a_broker_outage(plain_mosquitto: PlainMosquitto)
         sub.stop()
 
 
-def test_refused_login_is_logged_not_connected(plain_mosquitto: PlainMosquitto, tmp_path, caplog) -> None:  # type: ignore[no-untyped-def]
-    # A broker that requires passwords refuses us; the transport logs the reason and stays down.
-    conf = plain_mosquitto.conf
-    pwfile = tmp_path / "pw"
-    pwfile.write_text("")
-    plain_mosquitto.stop()
-    conf.write_text(conf.read_text().replace("allow_anonymous true", f"allow_anonymous false\npassword_file {pwfile}"))
-    plain_mosquitto.start()
-    t = MqttTransport(f"mqtt://nobody:wrong@127.0.0.1:{plain_mosquitto.port}", "t-bad", reconnect_min_s=0.2)
+def test_refused_login_is_logged_not_connected(mosquitto, caplog) -> None:  # type: ignore[no-untyped-def]
+    t = MqttTransport(f"mqtt://nobody:wrong@127.0.0.1:{mosquitto.port}", "t-bad", reconnect_min_s=0.2)
     with caplog.at_level("ERROR", logger="broadcaster.transport.mqtt"):
         t.start()
         try:
