@@ -45,6 +45,18 @@ MAX_INFLIGHT = 20
 STOP_FLUSH_S = 2.0
 
 
+class _RedundantPahoErrors(logging.Filter):
+    """paho logs "Client is not connected" at ERROR while its loop winds down after a disconnect
+    (ours on stop, or the broker's); the transport reports link changes itself."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not str(record.msg).startswith("Client is not connected")
+
+
+_PAHO_LOGGER = logging.getLogger(__name__ + ".paho")
+_PAHO_LOGGER.addFilter(_RedundantPahoErrors())
+
+
 @dataclass(frozen=True)
 class MqttUrl:
     host: str
@@ -162,7 +174,7 @@ class MqttTransport:
             protocol=paho.MQTTv5,
             reconnect_on_failure=True,
         )
-        client.enable_logger(logging.getLogger(__name__ + ".paho"))
+        client.enable_logger(_PAHO_LOGGER)
         if url.username:
             client.username_pw_set(url.username, url.password)
         if url.tls:
