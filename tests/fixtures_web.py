@@ -193,11 +193,13 @@ def live_server() -> Iterator[Callable[[Any], LiveServer]]:
         server.stop()
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def browser() -> Iterator[Any]:
-    """One headless Debian Chromium for the session (skipped where it is not installed)."""
+    """One headless Debian Chromium per module. Module scope, not session: Playwright's sync API
+    keeps an asyncio loop running in the main thread while it is open, and later modules that
+    call asyncio.run() (the agent tests) would fail."""
     if not Path(CHROMIUM).exists():
-        pytest.skip("chromium is not installed (apt-get install chromium)")
+        pytest.fail("chromium is not installed: run bash scripts/test (it installs it) or apt-get install chromium")
     from playwright.sync_api import sync_playwright
 
     with sync_playwright() as pw:
