@@ -346,3 +346,24 @@ def test_sent_but_not_started_item_is_postponed_by_emergency(tmp_path) -> None: 
         assert any(f"vì bản tin khẩn cấp #{emergency}" in m for m in uc.log(normal))
     finally:
         uc.close()
+
+
+def test_uploaded_recording_and_lexicon(unit_controller: UnitController) -> None:
+    from broadcaster.models import LexiconEntry
+
+    uc = unit_controller
+    with uc.sessions.begin() as s:
+        s.add(LexiconEntry(term="HTX", reading="hợp tác xã"))
+    bid = uc.manager.submit(Announcement(text="HTX thông báo", targets=("loa-01",)))
+    uc.wait_state(bid, "done")
+    assert uc.speech.renders[-1]["lexicon"] == {"HTX": "hợp tác xã"}  # the DB lexicon reaches the render
+    # An uploaded recording airs as is: no synthesis.
+    key = "ab" * 32
+    uc.speech.store.put(key, b"\x01" * 70_000, {"duration_s": 0.4, "engine": "recording"})
+    renders = len(uc.speech.renders)
+    rec = uc.manager.submit(Announcement(text="", audio_key=key, targets=("loa-02",), title="Ghi âm"))
+    b = uc.wait_state(rec, "done")
+    assert len(uc.speech.renders) == renders
+    assert b["engine"] == "recording" and b["duration_s"] == 0.4
+    with pytest.raises(BroadcastError, match="tệp âm thanh"):
+        uc.manager.submit(Announcement(text="", audio_key="cd" * 32, targets=("loa-02",)))
