@@ -69,8 +69,9 @@ def test_emergency_preemption(controller: E2EController) -> None:
         outcomes = [(x["broadcast_id"], x["outcome"]) for x in tl]
         assert outcomes[:2] == [(str(normal), "preempted"), (str(emergency), "done")]
         cut, urgent = tl[0], tl[1]
-        # The normal item stopped when the emergency began (within one second: here within 50 ms).
-        assert urgent["start"] - 0.05 <= cut["end"] <= urgent["start"] + 0.05
+        # The normal item stopped when the emergency began: within one second (issue 4), and not
+        # earlier than the node's hand-over just before the emergency's start.
+        assert urgent["start"] - 0.1 <= cut["end"] <= urgent["start"] + 1.0
         assert cut["seconds_played"] < n["duration_s"]
         assert not _overlapping(tl)
         # Documented policy: the interrupted item is aired again from the start afterwards.
