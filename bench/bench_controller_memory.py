@@ -65,11 +65,15 @@ def main() -> int:
     finally:
         bench.close()
     print(f"Controller memory (RSS) with {args.count} simulated clusters in 20 zones")
-    print(f"  python process before the controller      {before:8.1f} MiB")
-    print(f"  started, {args.count} clusters registered     {registered:8.1f} MiB")
-    print(f"  {args.count} online, health every 10 s ({args.settle:.0f} s) {online:8.1f} MiB")
-    print(f"  after a broadcast to all                  {after:8.1f} MiB")
-    print(f"  per cluster (online - registered)         {(online - registered) * 1024 / args.count:8.1f} KiB")
+    rows = [
+        ("python process before the controller", before),
+        (f"started, {args.count} clusters registered", registered),
+        (f"{args.count} online, health every 10 s for {args.settle:.0f} s", online),
+        ("after a broadcast to all", after),
+    ]
+    for label, value in rows:
+        print(f"  {label:<44}{value:8.1f} MiB")
+    print(f"  {'per cluster (online - registered)':<44}{(online - registered) * 1024 / args.count:8.1f} KiB")
     print(f"  all {args.count} online {online_after:.1f} s after the simulator started")
     print(f"  fleet snapshot of {len(snapshot)} clusters: {snapshot_ms:.0f} ms")
     print(
