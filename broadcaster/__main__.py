@@ -82,7 +82,10 @@ def cmd_tts(args: argparse.Namespace) -> int:
 def cmd_serve(args: argparse.Namespace) -> int:
     import waitress
 
+    from broadcaster.broker import BrokerError
+    from broadcaster.scheduling.lock import SchedulerLockedError
     from broadcaster.services import build_services
+    from broadcaster.transport import TransportError
     from broadcaster.web import create_app
 
     settings = _settings(
@@ -93,7 +96,11 @@ def cmd_serve(args: argparse.Namespace) -> int:
     app = create_app(settings, services)
     # SIGTERM (systemd, docker stop) must stop the managed broker and the workers too.
     signal.signal(signal.SIGTERM, _raise_keyboard_interrupt)
-    services.start()
+    try:
+        services.start()
+    except (BrokerError, SchedulerLockedError, TransportError) as exc:  # start() already stopped what ran
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
     try:
         print(f"Loa xã: http://{settings.host}:{settings.port}/", flush=True)
         waitress.serve(app, host=settings.host, port=settings.port, threads=8, ident="loa-xa")

@@ -31,6 +31,7 @@ if TYPE_CHECKING:
     from broadcaster.fleet.registry import Registry, RegistryChange
     from broadcaster.scheduling import SchedulerService
     from broadcaster.speech import SpeechService
+    from broadcaster.textnorm import Normalizer
     from broadcaster.transport import Transport
 
 _LOGGER = logging.getLogger(__name__)
@@ -64,7 +65,7 @@ class Services:
     broadcasts: BroadcastManager
     scheduler: SchedulerService | None
     registry: Registry
-    normalizer: Any = None
+    normalizer: Normalizer | None = None
     fleet_config: FleetConfig | None = None
     broadcasts_config: BroadcastsConfig | None = None
     extras: dict[str, Any] = field(default_factory=dict)  # managed broker, demo simulator, credentials
@@ -219,10 +220,11 @@ def build_services(
     sections when present, else to their defaults (the demo sends health every 10 s). Tests may
     pass their own ``transport``.
     """
-    from broadcaster.broadcasts import BroadcastManager, BroadcastsConfig
+    from broadcaster.broadcasts import BroadcastManager
     from broadcaster.fleet import Fleet, FleetConfig
     from broadcaster.fleet.registry import Registry
     from broadcaster.speech import SpeechService
+    from broadcaster.textnorm import Normalizer
     from broadcaster.transport.mqtt import MqttTransport
     from speakers.protocol import Topics
 
@@ -231,22 +233,14 @@ def build_services(
     create_schema(engine)
     sessions = make_session_factory(engine)
     speech = SpeechService.from_settings(settings)
-    try:
-        from broadcaster.textnorm import Normalizer
-
-        normalizer: Any = Normalizer.from_config(settings.textnorm)
-    except ImportError:  # pragma: no cover - the normalizer ships with the controller
-        normalizer = None
+    normalizer = Normalizer.from_config(settings.textnorm)
     if fleet_config is None:
-        configured = getattr(settings, "fleet", None)
-        if configured is not None and "fleet" in settings.model_fields_set:
-            fleet_config = configured
-        elif settings.demo:
+        if settings.demo and "fleet" not in settings.model_fields_set:
             fleet_config = FleetConfig(health_interval_s=DEMO_HEALTH_INTERVAL_S)
         else:
-            fleet_config = configured or FleetConfig()
+            fleet_config = settings.fleet
     if broadcasts_config is None:
-        broadcasts_config = getattr(settings, "broadcasts", None) or BroadcastsConfig()
+        broadcasts_config = settings.broadcasts
     topics = Topics(settings.mqtt_prefix)
     if transport is None:
         transport = MqttTransport(settings.mqtt_url, controller_client_id(settings), topics)

@@ -17,6 +17,8 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from broadcaster.audio.config import AudioConfig
+from broadcaster.broadcasts.config import BroadcastsConfig
+from broadcaster.fleet.config import FleetConfig
 from broadcaster.scheduling.config import SchedulingConfig
 from broadcaster.textnorm.config import TextnormConfig
 from broadcaster.tts.config import TtsConfig
@@ -48,6 +50,10 @@ class Settings(BaseModel):
     audio: AudioConfig = Field(default_factory=AudioConfig)
     scheduling: SchedulingConfig = Field(default_factory=SchedulingConfig)
     web: WebConfig = Field(default_factory=WebConfig)
+    fleet: FleetConfig = Field(
+        default_factory=FleetConfig, description="Fleet monitor; the demo uses a 10 s health interval unless set."
+    )
+    broadcasts: BroadcastsConfig = Field(default_factory=BroadcastsConfig)
 
     @property
     def db_url(self) -> str:
