@@ -90,6 +90,8 @@ _EMERGENCY_TRIGGERS = (
     *_DIGIT_TRIGGERS, "số", "báo", "liên hệ", "cứu", "cháy", "hỏa", "hoả", "công an", "khẩn", "cảnh sát",
 )
 _EMERGENCY_NUMBERS = frozenset({"111", "112", "113", "114", "115"})
+# "Tổng đài bảo vệ trẻ em 111": the trigger of a hotline may stand a few words before it.
+_EMERGENCY_WINDOW = 7
 _NETWORK_WORDS = frozenset("mạng sóng nghệ bao động internet nối wifi thuê phủ".split())
 
 
@@ -596,12 +598,23 @@ def _is_caps_neighbour(word: str) -> bool:
 
 
 # --- lexicon: abbreviations, units, foreign words
+# Signature blocks ("TM. UBND XÃ", "KT. CHỦ TỊCH"): only before a space, never in "TL.741"
+# (tỉnh lộ); their readings come from the vocabulary like other abbreviations.
+_SIGNATURE_TERMS = frozenset({"TM.", "KT.", "TL.", "TUQ."})
+_SIGNATURE = re.compile(r"(?<![\w.])(?:TM|KT|TL|TUQ)\.(?=[ \t])")
+
+
+def _signature(match: re.Match[str], ctx: Context) -> str | None:
+    return ctx.lexicon.get("abbr", match.group(0))
+
+
 # Abbreviations whose lower-case spelling is an ordinary (English) word.
 _NO_LOWER_VARIANT = frozenset({"WHO", "AIDS", "ASEAN"})
 
 
 def build_lexicon_pattern(lexicon: Lexicon) -> re.Pattern[str]:
-    exact = list(lexicon.entries["abbr"]) + list(lexicon.entries["unit"])
+    exact = [term for term in lexicon.entries["abbr"] if term not in _SIGNATURE_TERMS]
+    exact += list(lexicon.entries["unit"])
     lower_variants = [
         term.lower()
         for term in lexicon.entries["abbr"]
@@ -627,13 +640,46 @@ def _after_quantity(match: re.Match[str], ctx: Context) -> bool:
     return ctx.adjacent_prev_word(match.start()) in _NUMBER_WORDS
 
 
+# Abbreviations with two common readings: the other reading applies when one of the cue words
+# stands among the three words before or after ("BCH Quân sự" = ban chỉ huy, "BCH Đoàn" = ban
+# chấp hành; "ĐH, CĐ" = cao đẳng, "CĐ cơ sở" = công đoàn).
+_CONTEXT_ABBREVIATIONS: dict[str, tuple[frozenset[str], str]] = {
+    "BCH": (frozenset("quân qs pctt tkcn phòng pccc".split()), "ban chỉ huy"),
+    "CĐ": (frozenset("đh đại trung tc tccn cao sinh thpt nghề".split()), "cao đẳng"),
+    "5K": (frozenset("giá phí tiền bán mua vé trả".split()), "năm nghìn"),  # else the 5K of Bộ Y tế
+}
+
+
+# Road numbers written with a dot: "ĐT.741", "QL.1A" (the dot is no pause, 741 no phone number).
+_ROAD_CODE = re.compile(r"(?<![\w.])(QL|TL|ĐT|ĐH|HL)\.(?=\d)")
+_ROAD_BEFORE = re.compile(r"(?<![\w.])(?:QL|TL|ĐT|ĐH|HL)\.?$")
+
+
+def _road_code(match: re.Match[str], ctx: Context) -> str | None:
+    return ctx.override(match.group(1)) or ctx.lexicon.get("code", match.group(1))
+
+
+def _context_abbreviation(term: str, match: re.Match[str], ctx: Context) -> str | None:
+    entry = _CONTEXT_ABBREVIATIONS.get(term)
+    if entry is None:
+        return None
+    cues, reading = entry
+    around = ctx.prev_words(match.start(), 3) + [
+        w.lower() for w in _WORD.findall(ctx.after(match.end(), 40))[:3]
+    ]
+    return reading if cues & set(around) else None
+
+
 def _lexicon(match: re.Match[str], ctx: Context) -> str | None:
     term = match.group(0)
     lexicon = ctx.lexicon
     abbr = lexicon.get("abbr", term)
     if abbr is None and term.islower() and not lexicon.get("unit", term):
         abbr = lexicon.lower_abbr().get(term)
+    if abbr is not None and lexicon.get("unit", term) and re.search(r"\d[ \t]?$", ctx.text[: match.start()]):
+        abbr = None  # "90 CV" is horsepower, not a "công văn"
     if abbr is not None:
+        abbr = _context_abbreviation(term, match, ctx) or abbr
         letters = term.rstrip(".")
         if letters.isalpha() and is_syllable(letters) and (
             _is_caps_neighbour(ctx.raw_prev_word(match.start()))
@@ -734,9 +780,14 @@ def _number(match: re.Match[str], ctx: Context) -> str:
         next_word = ctx.adjacent_next_word(match.end())
         following = ctx.after(match.end(), 3).lstrip()
         counted = next_word in COUNT_WORDS or following[:1] in ("%", "°")
-        if not counted and ctx.prev_has(match.start(), _DIGIT_TRIGGERS):
+        road = _ROAD_BEFORE.search(ctx.text, max(0, match.start() - 4), match.start())
+        if not counted and not road and ctx.prev_has(match.start(), _DIGIT_TRIGGERS):
             return read_digits(digits)
-        if not counted and digits in _EMERGENCY_NUMBERS and ctx.prev_has(match.start(), _EMERGENCY_TRIGGERS):
+        if (
+            not counted
+            and digits in _EMERGENCY_NUMBERS
+            and ctx.prev_has(match.start(), _EMERGENCY_TRIGGERS, n=_EMERGENCY_WINDOW)
+        ):
             return read_digits(digits)
         if len(digits) >= 10:
             return read_digits(digits)
@@ -784,7 +835,12 @@ def _dash_is_range(match: re.Match[str], ctx: Context) -> bool:
         return ctx.prev_has(match.start(), ("tỷ số", "tỉ số")) is False
     if _WEEKDAY_START.match(after):
         prev = ctx.prev_words(match.start(), 2)
-        return bool(prev) and (prev[-1] in _WEEKDAY_NAMES or prev[-1][:1].isdecimal() or prev[-1] == "nhật")
+        return bool(prev) and (
+            prev[-1] in _WEEKDAY_NAMES
+            or prev[-1][:1].isdecimal()
+            or prev[-1] == "nhật"
+            or re.fullmatch(r"t[2-7]|cn", prev[-1]) is not None  # T2-T6
+        )
     return False
 
 
@@ -817,6 +873,8 @@ def _symbol(match: re.Match[str], ctx: Context) -> str:
             or prev_word.lower() in _MONEY_WORDS
             or (ctx.lexicon.get("unit", prev_word) and not _is_ambiguous_unit(prev_word))
         ):
+            if ctx.next_char(match.end()).isdecimal():
+                return " trên "  # 80 mg/100 ml: a rate over a quantity
             return " một "  # đồng/hồ sơ, 30.000đ/người, kg/khẩu
         return " "
     if core == "+":
@@ -883,6 +941,8 @@ def build_rules(lexicon: Lexicon, override_pattern: re.Pattern[str] | None) -> l
         Rule("day-month", _DASH_DATE, _dash_date),
         Rule("times sign", _TIMES, _times),
         Rule("roman", _ROMAN, _roman),
+        Rule("signature", _SIGNATURE, _signature),
+        Rule("road code", _ROAD_CODE, _road_code),
         Rule("lexicon", build_lexicon_pattern(lexicon), _lexicon),
         Rule("code", _ALNUM, _alnum),
         Rule("contextual number", _SMALL_NUMBER, _contextual_number),
