@@ -535,9 +535,13 @@ _RANGE_PREV = frozenset("từ cấp khoảng tầm thứ lớp lần đợt số
 
 
 # --- times: 7h, 7h30, 07:30, 17h00, 7g30
+# Typed without a space, a time may touch the word before or after it: "lúc7h30", "7h30ngày".
+_TIME_GLUED_BEFORE = "".join(f"(?<={word})|" for word in ("lúc", "từ", "vào", "hồi", "đến", "tới"))
+_TIME_GLUED_AFTER = "ngày|sáng|chiều|tối|trưa|đêm|hôm|thứ|đến|tới"
 _TIME = re.compile(
-    r"(?<![\w.,:/])(\d{1,2})(?:(?:[hH]| h)(?: ?(\d{2}))?(?:[pP]|ph|')?|[gG](\d{2})|:(\d{2})(?::(\d{2}))?)"
-    r"(?![\w]|[.,:]\d)"
+    rf"(?:{_TIME_GLUED_BEFORE}(?<![\w.,:/]))"
+    r"(\d{1,2})(?:(?:[hH]| h)(?: ?(\d{2}))?(?:[pP]|ph|')?|[gG](\d{2})|:(\d{2})(?::(\d{2}))?)"
+    rf"(?:(?=(?:{_TIME_GLUED_AFTER})(?!\w))|(?![\w]|[.,:]\d))"
 )
 
 
@@ -710,7 +714,7 @@ def _times(match: re.Match[str], ctx: Context) -> str:
 
 
 # --- codes that mix letters and digits: 4G, F0, QL1A, B52
-_ALNUM = re.compile(r"(?<![\w])(?=[^\W_]*\d)(?=[^\W_]*[^\W\d_])[^\W_]+(?![\w])")
+_ALNUM = re.compile(r"(?<![\w])(?<!\d[.,])(?=[^\W_]*\d)(?=[^\W_]*[^\W\d_])[^\W_]+(?![\w])")
 
 
 def _alnum(match: re.Match[str], ctx: Context) -> str:
