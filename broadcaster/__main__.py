@@ -3,6 +3,7 @@
     broadcaster [--instance DIR] [--config FILE] normalize "TEXT" | --stdin
     broadcaster [--instance DIR] tts "TEXT" -o out.mp3 [--engine E] [--voice V] [--repeat N]
     broadcaster [--instance DIR] serve [--demo] [--host H] [--port P] [--mqtt-url URL] [--db URL]
+    broadcaster [--instance DIR] settings [--reference]
     broadcaster [--instance DIR] token create NAME
     broadcaster [--instance DIR] user add USERNAME --role admin|editor|approver [--password-stdin]
 """
@@ -151,6 +152,16 @@ def cmd_user(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_settings(args: argparse.Namespace) -> int:
+    from broadcaster.settings import reference_markdown
+
+    if args.reference:
+        print(reference_markdown(), end="")
+        return 0
+    print(_settings(args).model_dump_json(indent=2, exclude={"secret_key"}))
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="broadcaster", description="Loa xã broadcast controller")
     parser.add_argument("--instance", type=Path, default=None, help="instance folder (BROADCASTER_INSTANCE)")
@@ -179,6 +190,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--mqtt-url", default=None)
     p.add_argument("--db", default=None)
     p.set_defaults(func=cmd_serve)
+
+    p = sub.add_parser("settings", help="print the effective settings (or --reference: every setting)")
+    p.add_argument("--reference", action="store_true", help="Markdown table of every setting and its default")
+    p.set_defaults(func=cmd_settings)
 
     p = sub.add_parser("token", help="API tokens")
     tsub = p.add_subparsers(dest="token_command", required=True)

@@ -126,3 +126,23 @@ def load_settings(
             f"  {'.'.join(str(p) for p in err['loc']) or '(root)'}: {err['msg']}" for err in exc.errors()
         ]
         raise SettingsError("invalid settings:\n" + "\n".join(lines)) from exc
+
+
+def reference_markdown() -> str:
+    """Every setting with its default and description, as a Markdown table (docs/configuration.md)."""
+    rows = ["| setting | environment variable | default | meaning |", "|---|---|---|---|"]
+
+    def walk(model: type[BaseModel], path: tuple[str, ...]) -> None:
+        for name, info in model.model_fields.items():
+            annotation = info.annotation
+            if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+                walk(annotation, (*path, name))
+                continue
+            default = info.default_factory() if info.default_factory is not None else info.default  # type: ignore[call-arg]
+            key = ".".join((*path, name))
+            env = ENV_PREFIX + "__".join((*path, name)).upper()
+            description = (info.description or "").replace("|", "\\|")
+            rows.append(f"| `{key}` | `{env}` | `{default}` | {description} |")
+
+    walk(Settings, ())
+    return "\n".join(rows) + "\n"
