@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import threading
 from datetime import UTC, datetime, timedelta
 
@@ -367,3 +368,48 @@ def test_uploaded_recording_and_lexicon(unit_controller: UnitController) -> None
     assert b["engine"] == "recording" and b["duration_s"] == 0.4
     with pytest.raises(BroadcastError, match="tệp âm thanh"):
         uc.manager.submit(Announcement(text="", audio_key="cd" * 32, targets=("loa-02",)))
+
+
+def test_set_volume_zone_and_speaker_publishes(unit_controller: UnitController) -> None:
+    from broadcaster.models import Speaker
+
+    uc = unit_controller
+    before = len(uc.transport.sent)
+    reached = uc.manager.set_volume(["thon-2", "loa-01"], 35, by="can-bo")
+    assert reached == ["loa-01", "loa-04", "loa-05", "loa-06"]
+    sent = [(t, json.loads(p), q) for t, p, q, *_ in uc.transport.sent[before:]]
+    # One command on the whole zone's topic, one for the single cluster, QoS 1, nothing else.
+    assert sorted(t for t, _, _ in sent) == ["loa/speakers/loa-01/cmd", "loa/zones/thon-2/cmd"]
+    assert all(m["type"] == "volume" and m["volume"] == 35 and q == 1 for _, m, q in sent)
+    assert any("Đặt âm lượng 35% cho 4 cụm loa" in m and "can-bo" in m for m in uc.log())
+
+    # A zone with a disabled member is addressed cluster by cluster, the disabled one left out.
+    with uc.sessions.begin() as s:
+        s.get(Speaker, "loa-08").enabled = False
+    before = len(uc.transport.sent)
+    assert uc.manager.set_volume(["thon-3"], 60) == ["loa-07", "loa-09"]
+    assert sorted(t for t, *_ in uc.transport.sent[before:]) == [
+        "loa/speakers/loa-07/cmd",
+        "loa/speakers/loa-09/cmd",
+    ]
+
+
+@pytest.mark.parametrize("volume", [-1, 101, 50.5, True, "40"])
+def test_set_volume_rejects_bad_volume(unit_controller: UnitController, volume: object) -> None:
+    uc = unit_controller
+    before = len(uc.transport.sent)
+    with pytest.raises(BroadcastError, match="Âm lượng phải là số nguyên từ 0 đến 100"):
+        uc.manager.set_volume(["all"], volume)  # type: ignore[arg-type]
+    assert len(uc.transport.sent) == before
+
+
+def test_set_volume_rejects_bad_targets(unit_controller: UnitController) -> None:
+    uc = unit_controller
+    before = len(uc.transport.sent)
+    with pytest.raises(BroadcastError, match="loa-99"):
+        uc.manager.set_volume(["loa-99"], 50)
+    with pytest.raises(BroadcastError, match="nơi đặt âm lượng"):
+        uc.manager.set_volume([], 50)
+    with pytest.raises(BroadcastError, match="nơi đặt âm lượng"):
+        uc.manager.set_volume("all", 50)  # type: ignore[arg-type]
+    assert len(uc.transport.sent) == before

@@ -173,3 +173,24 @@ def test_cancel_a_deferred_broadcast(controller: E2EController) -> None:
         assert _entries(controller, bid) == []
         time.sleep(0.1)
     assert controller.broadcasts.get(bid)["state"] == "cancelled"
+
+
+def test_set_volume_reaches_the_clusters(controller: E2EController) -> None:
+    """The volume command goes out over the real broker; the simulated clusters apply it and their
+    health reports carry it back to the fleet view."""
+    wait_until(
+        lambda: all((controller.fleet.speaker(s) or {}).get("volume") is not None for s in E2E_NODES),
+        timeout=20,
+        what="a health report from every cluster",
+    )
+    assert controller.fleet.speaker("loa-04")["volume"] != 37
+    reached = controller.broadcasts.set_volume(["thon-2", "loa-01"], 37, by="can-bo")
+    assert reached == ["loa-01", "loa-04", "loa-05", "loa-06"]
+    wait_until(
+        lambda: all(controller.fleet.speaker(s)["volume"] == 37 for s in reached),
+        timeout=20,
+        what="health reporting volume 37 on the targeted clusters",
+    )
+    controller.fleet.flush()
+    for sid in sorted(set(E2E_NODES) - set(reached)):
+        assert controller.fleet.speaker(sid)["volume"] != 37

@@ -86,8 +86,8 @@ from broadcaster.models import (
     Speaker,
     Zone,
 )
-from broadcaster.transport import Transport
-from speakers.protocol import AudioRef, Event, PlayCommand, StopCommand, split_chunks
+from broadcaster.transport import Transport, TransportError
+from speakers.protocol import AudioRef, Event, PlayCommand, StopCommand, VolumeCommand, split_chunks
 
 _LOGGER = logging.getLogger(__name__)
 
@@ -101,6 +101,9 @@ _CHUNK_GATHER_S = 0.03
 _DISPATCH_SLACK_S = 0.25
 # Zone membership and quiet hours are re-read this often (and at once after a registry change).
 _ZONES_TTL_S = 5.0
+# A volume command still queued for an offline cluster is dropped by the broker after this long: a
+# node coming back a day later should not jump to a volume somebody set (and maybe undid) meanwhile.
+_VOLUME_EXPIRY_S = 3600
 
 _TERMINAL = {
     DeliveryState.DONE,
@@ -417,6 +420,52 @@ class BroadcastManager:
     def stop_all(self, by: str | None = None, reason: str = "") -> None:
         """Stop everything now: a stop command to every zone and cluster, every airing cancelled."""
         self._call(lambda session: self._do_stop_all(session, by, reason))
+
+    def set_volume(self, targets: list[str], volume: int, by: str | None = None) -> list[str]:
+        """Set the volume (0..100) of the clusters named by ``targets`` ("all", zone ids, cluster
+        ids, resolved like a broadcast's targets; disabled clusters are left out).
+
+        One QoS 1 ``volume`` command per whole zone (on the zone topic) when every registered member
+        of that zone is meant and enabled, one per cluster otherwise. The decision is written to the
+        log with who asked. Returns the ids of the clusters addressed, sorted. Raises BroadcastError on
+        a bad volume or target, or when the command could not be handed to the broker. Runs in the
+        caller's thread (it does not wait for the dispatcher): nothing here is slow."""
+        if isinstance(volume, bool) or not isinstance(volume, int) or not 0 <= volume <= 100:
+            raise BroadcastError(f"Âm lượng phải là số nguyên từ 0 đến 100 (nhận {volume!r}).")
+        if (
+            isinstance(targets, str)
+            or not targets
+            or any(not isinstance(t, str) or not t for t in targets)
+        ):
+            raise BroadcastError("Hãy chọn nơi đặt âm lượng: 'all', mã khu vực hoặc mã cụm loa.")
+        with self.sessions() as session:
+            speakers, whole = self._resolve(session, list(targets))
+            registered: dict[str, list[tuple[str, bool]]] = {}
+            for sid, zone, enabled in session.execute(select(Speaker.id, Speaker.zone_id, Speaker.enabled)):
+                if zone is not None:
+                    registered.setdefault(zone, []).append((sid, enabled))
+        chosen = set(speakers)
+        payload = VolumeCommand(volume=volume).encode()
+        topics = self.transport.topics
+        by_zone: list[str] = []
+        remaining = set(chosen)
+        for zone in sorted(whole):
+            members = registered.get(zone, [])
+            if members and all(enabled for _, enabled in members):
+                by_zone.append(zone)
+                remaining -= {sid for sid, _ in members}
+        try:
+            for zone in by_zone:
+                self.transport.publish(topics.zone_cmd(zone), payload, qos=1, expiry_s=_VOLUME_EXPIRY_S)
+            for speaker in sorted(remaining):
+                self.transport.publish(topics.cmd(speaker), payload, qos=1, expiry_s=_VOLUME_EXPIRY_S)
+        except TransportError as exc:
+            raise BroadcastError(f"Không gửi được lệnh âm lượng tới cụm loa: {exc}") from exc
+        where = ", ".join(targets)
+        text = f"Đặt âm lượng {volume}% cho {len(chosen)} cụm loa ({where})" + (f" bởi {by}" if by else "")
+        with self.sessions.begin() as session:
+            self._log(session, "volume", text, None, speakers[0] if len(speakers) == 1 else None)
+        return speakers
 
     def get(self, broadcast_id: int) -> dict[str, Any] | None:
         with self.sessions() as session:
