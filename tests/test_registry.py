@@ -53,11 +53,34 @@ def test_zone_crud_and_quiet_hours(registry: Registry) -> None:
     assert err.value.code == "not_found"
 
 
-@pytest.mark.parametrize("bad", ["", "a/b", "có-dấu", "+", "#", "all", "x" * 65, 7, None])
+@pytest.mark.parametrize("bad", ["", "a/b", "có-dấu", "+", "#", "x" * 65, 7, None])
 def test_bad_ids_are_refused(registry: Registry, bad) -> None:
     with pytest.raises(RegistryError, match="không hợp lệ"):
         registry.create_zone(bad, "Tên")
     assert registry.list_zones() == []
+
+
+@pytest.mark.parametrize("reserved", ["all", "controller", "Controller", "loa-controller-0123456789"])
+def test_reserved_ids_are_refused(registry: Registry, sessions, reserved: str) -> None:
+    """A cluster logs in with its id as broker user and MQTT client id: 'controller' would get the
+    controller's broker account, 'loa-controller-...' could take the controller's client id."""
+    with pytest.raises(RegistryError, match="dành riêng") as err:
+        registry.create_speaker(reserved, "Loa giả")
+    assert err.value.field == "id" and "Reserved id" in err.value.message
+    with pytest.raises(RegistryError, match="dành riêng"):
+        registry.create_zone(reserved, "Thôn giả")
+    assert registry.list_speakers() == [] and registry.list_zones() == []
+    assert registry.password_hashes() == {}
+
+
+def test_reserved_ids_cover_the_controller_account(tmp_path: Path) -> None:
+    from broadcaster.fleet.registry import RESERVED_IDS, RESERVED_PREFIXES
+    from broadcaster.services import CONTROLLER_USER, controller_client_id
+    from broadcaster.settings import load_settings
+
+    assert CONTROLLER_USER in RESERVED_IDS
+    client_id = controller_client_id(load_settings({"instance": tmp_path}, environ={}))
+    assert client_id.startswith(RESERVED_PREFIXES)
 
 
 def test_names_are_stored_nfc(registry: Registry, sessions) -> None:

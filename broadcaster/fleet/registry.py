@@ -36,6 +36,15 @@ _HHMM_RE = re.compile(r"^([01]\d|2[0-3]):[0-5]\d$")
 MAX_NAME = 200
 MAX_LOCATION = 300
 
+# Ids a zone or cluster may not take (compared case-insensitively). A cluster logs in to the broker
+# with its id as user name and as MQTT client id: "controller" would be the controller's broker
+# account (read and write on every topic), and an id starting with "loa-controller" could take the
+# controller's client id (controller_client_id) and kick it off the broker. "all" means every cluster.
+# (broadcaster.services.CONTROLLER_USER is "controller"; importing it here would be circular through
+# settings -> scheduling; tests/test_registry.py checks the two stay equal.)
+RESERVED_IDS = frozenset({ALL_TARGETS, "controller"})
+RESERVED_PREFIXES = ("loa-controller",)
+
 # 18 random bytes -> 24 URL-safe characters: typed once into a node's config file.
 _PASSWORD_BYTES = 18
 
@@ -92,10 +101,20 @@ def verify_mosquitto_hash(password: str, hashed: str) -> bool:
 
 
 def _check_id(value: Any, what: str) -> str:
-    if not isinstance(value, str) or not valid_id(value) or value == ALL_TARGETS:
+    if not isinstance(value, str) or not valid_id(value):
         raise RegistryError(
-            f"Mã {what} không hợp lệ: {value!r}. Chỉ dùng chữ không dấu, số, '_', '.', '-' (tối đa 64 ký tự, "
-            f"không dùng 'all').",
+            f"Mã {what} không hợp lệ: {value!r}. Chỉ dùng chữ không dấu, số, '_', '.', '-' (tối đa 64 ký tự). "
+            f"(Invalid id: use letters, digits, '_', '.', '-', at most 64 characters.)",
+            field="id",
+        )
+    lowered = value.lower()
+    if lowered in RESERVED_IDS or lowered.startswith(RESERVED_PREFIXES):
+        reserved = ", ".join(f"'{r}'" for r in sorted(RESERVED_IDS))
+        prefixes = ", ".join(f"'{p}...'" for p in RESERVED_PREFIXES)
+        raise RegistryError(
+            f"Mã {what} '{value}' được dành riêng cho hệ thống, hãy chọn mã khác (không dùng {reserved}, "
+            f"{prefixes}). (Reserved id: it would clash with the controller's broker account or "
+            f"client id, or with 'all'.)",
             field="id",
         )
     return value
