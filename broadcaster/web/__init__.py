@@ -83,7 +83,12 @@ def create_app(settings: Settings, services: Services, test_config: dict[str, An
     app.session_interface = _SessionInterface()
     app.json.ensure_ascii = False  # type: ignore[attr-defined]
     app.extensions[EXTENSION_KEY] = services
-    app.extensions[auth.LIMITER_KEY] = auth.LoginLimiter(web.login_max_failures, web.login_lock_s)
+    app.extensions[auth.LIMITER_KEY] = auth.LoginGuard(
+        per_pair=web.login_max_failures,
+        per_address=web.login_max_failures_per_address,
+        per_user=web.login_max_failures_per_user,
+        lock_s=web.login_lock_s,
+    )
     if web.trusted_proxies:
         from werkzeug.middleware.proxy_fix import ProxyFix
 

@@ -1,13 +1,17 @@
 """Login, logout, roles, CSRF and the login rate limit of the officer UI.
 
-- The session cookie holds only the user id, a CSRF token and the login time; the account is
-  re-read on every request, so a deactivated officer is out at the next click.
+- The session cookie holds only the user id, a password stamp, a CSRF token and the login time;
+  the account is re-read on every request, so a deactivated officer is out at the next click,
+  and a cookie made before a password change (its stamp differs) is refused.
 - CSRF: one random token per session, sent back in a hidden ``csrf_token`` field by every form
   and in the ``X-CSRFToken`` header by every script POST; compared in constant time.
   The REST API authenticates with bearer tokens and is exempt, unless a request reaches it
   with the session cookie and no ``Authorization`` header.
-- Login failures are counted per (username, client address); after ``login_max_failures``
-  the pair is locked for ``login_lock_s`` seconds with a clear Vietnamese message.
+- Login failures are counted three ways, each inside ``login_lock_s`` seconds: per (username,
+  client address) (``login_max_failures``), per client address across usernames
+  (``login_max_failures_per_address``: one machine guessing many accounts) and per username across
+  addresses (``login_max_failures_per_user``: many machines guessing one account). Any of them
+  reached locks for ``login_lock_s`` seconds with a clear Vietnamese message.
 """
 
 from __future__ import annotations
@@ -18,7 +22,7 @@ import logging
 import secrets
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Hashable
 from typing import Any, TypeVar
 from urllib.parse import urlsplit
 
@@ -52,6 +56,7 @@ CSRF_HEADER = "X-CSRFToken"
 _SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS", "TRACE"})
 CSRF_MESSAGE = "Biểu mẫu đã hết hạn hoặc không hợp lệ. Vui lòng tải lại trang rồi thử lại."
 LOGIN_REQUIRED_MESSAGE = "Vui lòng đăng nhập."
+PASSWORD_STAMP = "pwv"
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -68,10 +73,10 @@ class LoginLimiter:
         self.max_failures = max_failures
         self.lock_s = lock_s
         self.clock = clock
-        self._failures: dict[tuple[str, str], list[float]] = {}
+        self._failures: dict[Hashable, list[float]] = {}
         self._lock = threading.Lock()
 
-    def _recent(self, key: tuple[str, str], now: float) -> list[float]:
+    def _recent(self, key: Hashable, now: float) -> list[float]:
         times = [t for t in self._failures.get(key, []) if now - t < self.lock_s]
         if times:
             self._failures[key] = times
@@ -79,7 +84,7 @@ class LoginLimiter:
             self._failures.pop(key, None)
         return times
 
-    def locked_for(self, key: tuple[str, str]) -> float:
+    def locked_for(self, key: Hashable) -> float:
         """Seconds this key stays locked (0 when it may try)."""
         with self._lock:
             now = self.clock()
@@ -88,7 +93,7 @@ class LoginLimiter:
                 return 0.0
             return max(0.0, times[-1] + self.lock_s - now)
 
-    def failed(self, key: tuple[str, str]) -> None:
+    def failed(self, key: Hashable) -> None:
         with self._lock:
             now = self.clock()
             if len(self._failures) >= self.MAX_KEYS:
@@ -100,12 +105,62 @@ class LoginLimiter:
             self._recent(key, now)
             self._failures.setdefault(key, []).append(now)
 
-    def succeeded(self, key: tuple[str, str]) -> None:
+    def succeeded(self, key: Hashable) -> None:
         with self._lock:
             self._failures.pop(key, None)
 
 
-def limiter_of(app: Flask) -> LoginLimiter:
+class LoginGuard:
+    """The three login limits: per (username, address), per address, per username.
+
+    A success clears the pair's and the username's count, not the address's: otherwise an attacker
+    holding one valid account could reset the address limit between guesses at others."""
+
+    def __init__(
+        self,
+        *,
+        per_pair: int,
+        per_address: int,
+        per_user: int,
+        lock_s: float,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.pair = LoginLimiter(per_pair, lock_s, clock)
+        self.address = LoginLimiter(per_address, lock_s, clock)
+        self.user = LoginLimiter(per_user, lock_s, clock)
+
+    @property
+    def clock(self) -> Callable[[], float]:
+        return self.pair.clock
+
+    @clock.setter
+    def clock(self, clock: Callable[[], float]) -> None:  # tests move time forward
+        for limiter in (self.pair, self.address, self.user):
+            limiter.clock = clock
+
+    def locked_for(self, username: str, address: str) -> tuple[float, str]:
+        """(seconds locked, which limit: "pair", "address" or "user"); (0, "") when it may try."""
+        for scope, limiter, key in (
+            ("pair", self.pair, (username, address)),
+            ("address", self.address, address),
+            ("user", self.user, username),
+        ):
+            wait = limiter.locked_for(key)
+            if wait > 0:
+                return wait, scope
+        return 0.0, ""
+
+    def failed(self, username: str, address: str) -> None:
+        self.pair.failed((username, address))
+        self.address.failed(address)
+        self.user.failed(username)
+
+    def succeeded(self, username: str, address: str) -> None:
+        self.pair.succeeded((username, address))
+        self.user.succeeded(username)
+
+
+def limiter_of(app: Flask) -> LoginGuard:
     return app.extensions[LIMITER_KEY]
 
 
@@ -155,10 +210,17 @@ def load_user() -> None:
     if uid is None:
         return
     user = get_user(services_of(current_app).sessions, int(uid))
-    if user is None or not user.active:
+    if user is None or not user.active or session.get(PASSWORD_STAMP) != user.password_stamp:
+        # Deactivated, deleted, or the password changed since this cookie was made: log out.
         session.clear()
         return
     g.user = user
+
+
+def remember_password(user: UserInfo) -> None:
+    """Keep the current session valid after its own user changed the password (other sessions
+    of that user, with the old stamp, are refused from their next request)."""
+    session[PASSWORD_STAMP] = user.password_stamp
 
 
 def current_user() -> UserInfo | None:
@@ -205,10 +267,12 @@ def roles_required(*roles: str, message: str | None = None) -> Callable[[F], F]:
     return decorate
 
 
-def _safe_next(target: str | None) -> str:
-    """Only same-site relative paths, so the login form cannot redirect elsewhere."""
+def safe_next(target: str | None, default: str | None = None) -> str:
+    """Only same-site relative paths, so a form's ``next``/``back`` cannot redirect elsewhere;
+    anything else (or nothing) gives ``default`` (the dashboard when None)."""
+    fallback = default or url_for("ui.dashboard")
     if not target:
-        return url_for("ui.dashboard")
+        return fallback
     parts = urlsplit(target)
     if (
         parts.scheme
@@ -216,8 +280,9 @@ def _safe_next(target: str | None) -> str:
         or not target.startswith("/")
         or target.startswith("//")
         or "\\" in target
+        or any(ord(c) < 32 for c in target)
     ):
-        return url_for("ui.dashboard")
+        return fallback
     return target
 
 
@@ -225,10 +290,17 @@ def _client_address() -> str:
     return request.remote_addr or "?"
 
 
-def _lock_message(seconds: float) -> str:
+_LOCK_SCOPE_VI = {
+    "pair": "tài khoản này tạm khóa trên máy này",
+    "address": "máy này tạm không được đăng nhập",
+    "user": "tài khoản này tạm khóa",
+}
+
+
+def _lock_message(seconds: float, scope: str = "pair") -> str:
     minutes = max(1, int(seconds + 59) // 60)
     return (
-        f"Bạn đã đăng nhập sai quá nhiều lần. Vì an toàn, tài khoản này tạm khóa trên máy này "
+        f"Bạn đã đăng nhập sai quá nhiều lần. Vì an toàn, {_LOCK_SCOPE_VI.get(scope, _LOCK_SCOPE_VI['pair'])} "
         f"trong {minutes} phút. Vui lòng thử lại sau."
     )
 
@@ -242,31 +314,34 @@ def login() -> Any:
     if request.method == "POST":
         username = normalize_username(request.form.get("username", ""))[:100]
         password = request.form.get("password", "")
-        key = (username, _client_address())
+        address = _client_address()
         limiter = limiter_of(current_app)
-        wait = limiter.locked_for(key)
+        wait, scope = limiter.locked_for(username, address)
         if wait > 0:
-            error, status = _lock_message(wait), 429
+            error, status = _lock_message(wait, scope), 429
         elif not username or not password:
             error, status = "Vui lòng nhập tên đăng nhập và mật khẩu.", 400
         else:
             user = authenticate(services.sessions, username, password)
             if user is None:
-                limiter.failed(key)
-                _LOGGER.warning("failed login for %s from %s", username, _client_address())
-                wait = limiter.locked_for(key)
-                error = _lock_message(wait) if wait > 0 else "Tên đăng nhập hoặc mật khẩu không đúng."
+                limiter.failed(username, address)
+                _LOGGER.warning("failed login for %s from %s", username, address)
+                wait, scope = limiter.locked_for(username, address)
+                if wait > 0:
+                    _LOGGER.warning("login locked (%s) for %s from %s", scope, username, address)
+                error = _lock_message(wait, scope) if wait > 0 else "Tên đăng nhập hoặc mật khẩu không đúng."
                 status = 429 if wait > 0 else 401
             else:
-                limiter.succeeded(key)
+                limiter.succeeded(username, address)
                 session.clear()  # a fresh session (and CSRF token) on every login: no fixation
                 session.permanent = True
                 session["uid"] = user.id
+                session[PASSWORD_STAMP] = user.password_stamp
                 session["login_at"] = int(time.time())
                 _LOGGER.info("user %s logged in from %s", user.username, _client_address())
-                return redirect(_safe_next(request.args.get("next")))
+                return redirect(safe_next(request.args.get("next")))
     elif current_user() is not None:
-        return redirect(_safe_next(request.args.get("next")))
+        return redirect(safe_next(request.args.get("next")))
     no_users = count_users(services.sessions) == 0
     return (
         render_template("login.html", error=error, username=username, no_users=no_users),

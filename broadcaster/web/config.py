@@ -26,7 +26,21 @@ class WebConfig(BaseModel):
     login_max_failures: int = Field(
         5, ge=1, le=100, description="Failed logins per username and address before a lock."
     )
-    login_lock_s: int = Field(300, ge=1, description="Length of that lock, in seconds.")
+    login_max_failures_per_address: int = Field(
+        20,
+        ge=1,
+        le=1000,
+        description="Failed logins from one address, any usernames, before that address is locked.",
+    )
+    login_max_failures_per_user: int = Field(
+        10,
+        ge=1,
+        le=1000,
+        description="Failed logins for one username, from any addresses, before it is locked.",
+    )
+    login_lock_s: int = Field(
+        300, ge=1, description="Failures count inside this many seconds; a lock lasts as long."
+    )
     preview_workers: int = Field(
         1, ge=1, le=8, description="Threads rendering previews (synthesis is CPU-bound; keep it small)."
     )

@@ -50,7 +50,15 @@ from broadcaster.models import (
     Zone,
 )
 from broadcaster.web import services_of
-from broadcaster.web.auth import csrf_token, current_user, has_role, login_required, roles_required
+from broadcaster.web.auth import (
+    csrf_token,
+    current_user,
+    has_role,
+    login_required,
+    remember_password,
+    roles_required,
+    safe_next,
+)
 from broadcaster.web.documents import DocumentError, extract_text
 from broadcaster.web.users import (
     ROLE_LABELS_VI,
@@ -1276,7 +1284,8 @@ def broadcast_cancel(broadcast_id: int) -> Any:
         flash("Đã hủy bản tin.", "ok")
     else:
         flash("Bản tin này đã kết thúc, không còn gì để hủy.", "warn")
-    return redirect(request.form.get("back") or url_for("ui.broadcast_detail", broadcast_id=broadcast_id))
+    back = url_for("ui.broadcast_detail", broadcast_id=broadcast_id)
+    return redirect(safe_next(request.form.get("back"), default=back))
 
 
 @bp.route("/approvals")
@@ -1981,7 +1990,10 @@ def user_update(user_id: int) -> Any:
     sessions = _services().sessions
     try:
         if request.form.get("password"):
-            set_password(sessions, user_id, request.form["password"])
+            changed = set_password(sessions, user_id, request.form["password"])
+            me = current_user()
+            if me is not None and me.id == user_id:  # an admin's own sessions elsewhere end; this one stays
+                remember_password(changed)
         update_user(
             sessions,
             user_id,
@@ -2015,8 +2027,8 @@ def account() -> Any:
         except UserError as exc:
             errors["new"] = str(exc)
         if not errors:
-            set_password(_services().sessions, user.id, new)
-            flash("Đã đổi mật khẩu.", "ok")
+            remember_password(set_password(_services().sessions, user.id, new))
+            flash("Đã đổi mật khẩu. Các phiên đăng nhập khác của bạn đã kết thúc.", "ok")
             return redirect(url_for("ui.dashboard"))
     return render_template("account.html", errors=errors), 400 if errors else 200
 

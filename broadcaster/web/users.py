@@ -7,9 +7,10 @@ Messages of ``UserError`` are Vietnamese: the admin page shows them as they are.
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 
 from sqlalchemy import func, select
@@ -51,6 +52,9 @@ class UserInfo:
     role: str
     active: bool
     created: datetime | None
+    # Changes whenever the password does (a digest of the stored hash): the session keeps it, and a
+    # cookie with another stamp is refused, so a password change logs out every other session.
+    password_stamp: str = field(default="", repr=False)
 
     @property
     def role_label(self) -> str:
@@ -59,8 +63,19 @@ class UserInfo:
     @classmethod
     def of(cls, user: User) -> UserInfo:
         return cls(
-            user.id, user.username, user.display_name or user.username, user.role, user.active, user.created
+            user.id,
+            user.username,
+            user.display_name or user.username,
+            user.role,
+            user.active,
+            user.created,
+            password_stamp=password_stamp(user.password_hash),
         )
+
+
+def password_stamp(password_hash: str) -> str:
+    """A short digest of a stored password hash (never the hash itself, which must not reach a cookie)."""
+    return hashlib.sha256(f"loa-pwv:{password_hash}".encode()).hexdigest()[:20]
 
 
 def normalize_username(username: str) -> str:
@@ -181,11 +196,14 @@ def update_user(
         return UserInfo.of(user)
 
 
-def set_password(sessions: sessionmaker[Session], user_id: int, password: str) -> None:
+def set_password(sessions: sessionmaker[Session], user_id: int, password: str) -> UserInfo:
+    """Set a new password; every session made with the old one ends at its next request."""
     check_password(password)
     with sessions() as session, session.begin():
         user = session.get(User, user_id)
         if user is None:
             raise UserError("Không tìm thấy người dùng.")
         user.password_hash = generate_password_hash(password)
+        info = UserInfo.of(user)
     _LOGGER.info("password of user %s changed", user_id)
+    return info
