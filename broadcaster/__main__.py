@@ -4,7 +4,7 @@
     broadcaster [--instance DIR] tts "TEXT" -o out.mp3 [--engine E] [--voice V] [--repeat N]
     broadcaster [--instance DIR] serve [--demo] [--host H] [--port P] [--mqtt-url URL] [--db URL]
     broadcaster [--instance DIR] settings [--reference]
-    broadcaster [--instance DIR] token create NAME
+    broadcaster [--instance DIR] token create NAME | list | revoke NAME
     broadcaster [--instance DIR] user add USERNAME --role admin|editor|approver [--password-stdin]
 """
 
@@ -116,19 +116,62 @@ def _raise_keyboard_interrupt(signum: int, frame: Any) -> None:
     raise KeyboardInterrupt
 
 
-def cmd_token(args: argparse.Namespace) -> int:
+def _token_sessions(args: argparse.Namespace) -> Any:
     from broadcaster.services import open_database
-    from broadcaster.web.tokens import TokenError, create_token
 
     settings = _settings(args)
     settings.ensure_instance()
-    sessions = open_database(settings)
+    return open_database(settings)
+
+
+def cmd_token(args: argparse.Namespace) -> int:
+    from broadcaster.web.tokens import TokenError, create_token
+
+    sessions = _token_sessions(args)
     try:
         token = create_token(sessions, args.name)
     except TokenError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
     print(token)
+    return 0
+
+
+def cmd_token_list(args: argparse.Namespace) -> int:
+    """One line per token: name, created, last used, state. Never a secret (only hashes are kept)."""
+    from broadcaster.web.tokens import list_tokens
+
+    tokens = list_tokens(_token_sessions(args))
+    if not tokens:
+        print("no API tokens (create one with: broadcaster token create NAME)")
+        return 0
+    rows = [("NAME", "CREATED", "LAST USED", "STATE")]
+    rows += [
+        (t["name"], _short_time(t["created"]), _short_time(t["last_used"]) or "never",
+         "revoked" if t["revoked"] else "active")
+        for t in tokens
+    ]  # fmt: skip
+    widths = [max(len(row[i]) for row in rows) for i in range(3)]
+    for row in rows:
+        cells = [cell.ljust(width) for cell, width in zip(row[:3], widths, strict=True)]
+        print("  ".join([*cells, row[3]]))
+    return 0
+
+
+def _short_time(value: str | None) -> str:
+    """ISO time to the second, in UTC as stored ("2026-03-15 07:30:05")."""
+    return (value or "")[:19].replace("T", " ")
+
+
+def cmd_token_revoke(args: argparse.Namespace) -> int:
+    from broadcaster.web.tokens import TokenError, revoke_token
+
+    try:
+        revoke_token(_token_sessions(args), args.name)
+    except TokenError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    print(f"token {args.name} revoked")
     return 0
 
 
@@ -200,6 +243,11 @@ def build_parser() -> argparse.ArgumentParser:
     tc = tsub.add_parser("create", help="create a token and print it alone on stdout")
     tc.add_argument("name")
     tc.set_defaults(func=cmd_token)
+    tl = tsub.add_parser("list", help="list tokens: name, created, last used, revoked (never the secret)")
+    tl.set_defaults(func=cmd_token_list)
+    tr = tsub.add_parser("revoke", help="revoke a token; requests with it get 401 at once")
+    tr.add_argument("name")
+    tr.set_defaults(func=cmd_token_revoke)
 
     p = sub.add_parser("user", help="officer accounts")
     usub = p.add_subparsers(dest="user_command", required=True)
