@@ -273,6 +273,8 @@ import json as _json  # noqa: E402  (sections share one module; imports stay in 
 import time as _time  # noqa: E402
 from dataclasses import dataclass as _dataclass  # noqa: E402
 
+from broadcaster.transport import TransportError as _TransportError  # noqa: E402
+from broadcaster.transport.memory import MemoryTransport as _MemoryTransport  # noqa: E402
 from speakers import protocol as _proto  # noqa: E402
 
 
@@ -557,6 +559,79 @@ class FakeNode:
                 self._end_current("stopped")
         for b in [*scheduled, *(q.broadcast_id for q in queued)]:
             self._event("stopped", broadcast_id=b)
+
+
+class FlakyTransport(_MemoryTransport):
+    """A MemoryTransport client whose next ``fail_publishes`` publishes to topics containing
+    ``fail_topic`` raise TransportError, as the paho transport does on a publish error. ``failed``
+    counts the raised ones."""
+
+    def __init__(self, broker: _Any) -> None:
+        super().__init__(broker)
+        self.fail_publishes = 0
+        self.fail_topic = "/cmd"
+        self.failed = 0
+
+    def publish(self, topic: str, payload: bytes, qos: int = 1, retain: bool = False,
+                expiry_s: float | None = None) -> None:
+        if self.fail_publishes > 0 and self.fail_topic in topic:
+            self.fail_publishes -= 1
+            self.failed += 1
+            raise _TransportError(f"publish to {topic} failed: injected")
+        super().publish(topic, payload, qos, retain, expiry_s)
+
+
+class FlakyCommitSessions:
+    """A ``sessionmaker`` stand-in over a real one. ``fail_commits = n`` makes the next n write
+    transactions (``begin()`` blocks that flushed something) opened on ``thread`` roll back at
+    commit and raise ``OperationalError('database is locked')``, as SQLite does under contention.
+    Plain ``sessions()`` and read-only transactions are passed through."""
+
+    def __init__(self, sessions: _Any, thread: str = "broadcasts-dispatcher") -> None:
+        self._sessions = sessions
+        self.thread = thread
+        self.fail_commits = 0
+        self.failed = 0
+        self._lock = _threading.Lock()
+
+    def __call__(self, **kwargs: _Any) -> _Any:
+        return self._sessions(**kwargs)
+
+    def begin(self) -> _Any:
+        import contextlib
+        import sqlite3
+
+        from sqlalchemy import event
+        from sqlalchemy.exc import OperationalError
+
+        @contextlib.contextmanager
+        def transaction() -> _Any:
+            session = self._sessions()
+            wrote: list[bool] = []
+            event.listen(session, "after_flush", lambda *_: wrote.append(True))
+            try:
+                session.begin()
+                yield session
+                session.flush()
+                with self._lock:
+                    fail = (
+                        bool(wrote)
+                        and self.fail_commits > 0
+                        and _threading.current_thread().name == self.thread
+                    )
+                    if fail:
+                        self.fail_commits -= 1
+                        self.failed += 1
+                if fail:
+                    raise OperationalError("COMMIT", {}, sqlite3.OperationalError("database is locked"))
+                session.commit()
+            except BaseException:
+                session.rollback()
+                raise
+            finally:
+                session.close()
+
+        return transaction()
 
 
 def payloads(transport: _Any, topic_part: str) -> list[dict[str, _Any]]:
@@ -882,3 +957,31 @@ class WebFakeBroadcasts(FakeBroadcastManager):
                     "deliveries": [{"speaker": d.speaker_id, "state": d.state, "started_at": d.started_at,
                                     "finished_at": d.finished_at, "seconds_played": d.seconds_played,
                                     "rms_dbfs": d.rms_dbfs, "reason": d.reason} for d in row.deliveries]}
+
+    # Volume: the real manager's contract without MQTT: resolves targets on the registry tables,
+    # refuses a bad volume or target with the real BroadcastError, records each call.
+
+    def __init__(self, sessions: object = None) -> None:
+        super().__init__(sessions)
+        self.volume_calls: list[tuple[list[str], int, str | None]] = []
+
+    def set_volume(self, targets: list[str], volume: int, by: str | None = None) -> list[str]:
+        from sqlalchemy import select
+
+        from broadcaster.broadcasts import BroadcastError
+        from broadcaster.models import Speaker, Zone
+
+        if isinstance(volume, bool) or not isinstance(volume, int) or not 0 <= volume <= 100:
+            raise BroadcastError(f"Âm lượng phải là số nguyên từ 0 đến 100 (nhận {volume!r}).")
+        with self.sessions() as session:
+            rows = list(session.execute(select(Speaker.id, Speaker.zone_id, Speaker.enabled)))
+            zones = set(session.scalars(select(Zone.id)))
+        unknown = [t for t in targets if t != "all" and t not in zones and t not in {r[0] for r in rows}]
+        if unknown:
+            raise BroadcastError(f"Không có khu vực hay cụm loa: {', '.join(unknown)}.")
+        chosen = sorted(sid for sid, zone, enabled in rows
+                        if enabled and ("all" in targets or sid in targets or zone in targets))
+        if not chosen:
+            raise BroadcastError("Không có cụm loa nào đang hoạt động ở nơi đã chọn.")
+        self.volume_calls.append((list(targets), volume, by))
+        return chosen

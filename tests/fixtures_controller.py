@@ -27,15 +27,17 @@ def wait_until(predicate, timeout: float = 10.0, interval: float = 0.02, what: s
 class UnitController:
     """Fleet + BroadcastManager on a MemoryBroker with fake nodes, a real SQLite file, fake speech.
 
-    Zones ``thon-1``..``thon-3`` with three clusters each (``loa-01``..``loa-09``)."""
+    Zones ``thon-1``..``thon-3`` with three clusters each (``loa-01``..``loa-09``). ``flaky``: the
+    controller's transport is a FlakyTransport and the manager's sessions a FlakyCommitSessions
+    (tests/fakes.py), to inject publish and commit failures."""
 
-    def __init__(self, tmp_path: Path, *, connect: bool = True, **config: object) -> None:
+    def __init__(self, tmp_path: Path, *, connect: bool = True, flaky: bool = False, **config: object) -> None:
         from broadcaster.broadcasts import BroadcastManager, BroadcastsConfig
         from broadcaster.db import create_schema, make_engine, make_session_factory
         from broadcaster.fleet import Fleet, FleetConfig
         from broadcaster.models import Speaker, Zone
         from broadcaster.transport.memory import MemoryBroker, MemoryTransport
-        from tests.fakes import ControllerSpeech, FakeNode
+        from tests.fakes import ControllerSpeech, FakeNode, FlakyCommitSessions, FlakyTransport
 
         self.engine = make_engine(f"sqlite:///{tmp_path / 'unit.db'}")
         create_schema(self.engine)
@@ -46,14 +48,15 @@ class UnitController:
             for i in range(1, 10):
                 s.add(Speaker(id=f"loa-{i:02d}", name=f"Cụm loa {i}", zone_id=f"thon-{(i - 1) // 3 + 1}"))
         self.broker = MemoryBroker()
-        self.transport = MemoryTransport(self.broker)
+        self.transport = FlakyTransport(self.broker) if flaky else MemoryTransport(self.broker)
         fleet_cfg = {k[6:]: v for k, v in config.items() if k.startswith("fleet_")}
         bc_cfg = {k: v for k, v in config.items() if not k.startswith("fleet_")}
         self.fleet = Fleet(self.sessions, self.transport, FleetConfig(**{"health_interval_s": 30, **fleet_cfg}))
         self.speech = ControllerSpeech(tmp_path / "audio")
         defaults = {"lead_s": 0.3, "emergency_lead_s": 0.2, "gap_s": 0.1, "receipt_grace_s": 5.0}
+        self.manager_sessions = FlakyCommitSessions(self.sessions) if flaky else self.sessions
         self.manager = BroadcastManager(
-            self.sessions, self.speech, self.transport, self.fleet, BroadcastsConfig(**{**defaults, **bc_cfg})
+            self.manager_sessions, self.speech, self.transport, self.fleet, BroadcastsConfig(**{**defaults, **bc_cfg})
         )
         self.nodes = {f"loa-{i:02d}": FakeNode(self.broker, f"loa-{i:02d}", f"thon-{(i - 1) // 3 + 1}") for i in range(1, 10)}
         self.fleet.start()

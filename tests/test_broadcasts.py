@@ -413,3 +413,64 @@ def test_set_volume_rejects_bad_targets(unit_controller: UnitController) -> None
     with pytest.raises(BroadcastError, match="nơi đặt âm lượng"):
         uc.manager.set_volume("all", 50)  # type: ignore[arg-type]
     assert len(uc.transport.sent) == before
+
+
+# ----------------------------------------------------------------------------- failures in a batch
+
+
+@pytest.fixture
+def flaky_controller(tmp_path) -> UnitController:  # type: ignore[no-untyped-def]
+    harness = UnitController(tmp_path, flaky=True)
+    yield harness
+    harness.close()
+
+
+def test_failed_publish_in_a_dispatch_loses_nothing(flaky_controller: UnitController) -> None:
+    """The play publish fails once (TransportError) in the batch that also records the render: the
+    render is kept, the in-memory state is re-read, and the next pass sends the item."""
+    uc = flaky_controller
+    uc.transport.fail_publishes = 1
+    bid = uc.manager.submit(Announcement(text="Thông báo lỗi gửi", targets=("thon-1",)))
+    b = uc.wait_state(bid, "done", "failed", "partial", "cancelled")
+    assert uc.transport.failed == 1
+    assert b["state"] == "done"
+    assert b["engine"] == "fake" and b["audio_key"] and b["duration_s"] == pytest.approx(0.6)
+    assert any("âm thanh 0.6 giây" in m for m in uc.log(bid))  # the "rendered" decision survived
+    assert all(d["state"] == "done" for d in b["deliveries"])
+    assert uc.manager.stats["ticks_failed"] == 1
+
+
+def test_failed_commit_answers_the_caller_and_keeps_state(flaky_controller: UnitController) -> None:
+    from sqlalchemy.exc import OperationalError
+
+    uc = flaky_controller
+    at = datetime.now(UTC) + timedelta(seconds=120)
+    bid = uc.manager.submit(Announcement(text="Hẹn giờ", targets=("loa-02",), at=at))
+    wait_until(lambda: uc.manager.get(bid)["audio_key"], what="rendered ahead")
+    uc.manager_sessions.fail_commits = 1
+    # The caller gets the database error (not a 30 s timeout), and nothing of the cancel is kept.
+    with pytest.raises(OperationalError, match="database is locked"):
+        uc.manager.cancel(bid, by="can-bo")
+    assert uc.manager_sessions.failed == 1
+    assert uc.manager.get(bid)["state"] == "scheduled"
+    assert uc.manager.cancel(bid, by="can-bo") is True
+    assert uc.manager.get(bid)["state"] == "cancelled"
+    assert uc.manager.stats["batches_failed"] == 1
+
+
+def test_failed_commit_of_a_receipt_is_retried(flaky_controller: UnitController) -> None:
+    """The batch holding the node's "done" receipt fails to commit: it is applied again in a fresh
+    transaction, so the delivery ends done (not "no receipt")."""
+    uc = flaky_controller
+    uc.speech.durations["Bản tin một giây"] = 1.0
+    bid = uc.manager.submit(Announcement(text="Bản tin một giây", targets=("loa-03",)))
+    wait_until(
+        lambda: (b := uc.manager.get(bid)) and b["deliveries"][0]["state"] == "playing",
+        what="delivery playing",
+    )
+    uc.manager_sessions.fail_commits = 1
+    b = uc.wait_state(bid, "done", "failed", "partial")
+    assert uc.manager_sessions.failed == 1
+    assert b["state"] == "done"
+    assert b["deliveries"][0]["state"] == "done" and b["deliveries"][0]["seconds_played"] > 0.9
+    assert uc.manager.stats["items_retried"] >= 1 and uc.manager.stats["items_dropped"] == 0

@@ -238,7 +238,18 @@ class BroadcastManager:
         self._post_commit: list[Callable[[], None]] = []
         self._deliveries: dict[Any, Any] = {}
         self._loaded = False
-        self.stats = {"events": 0, "chunks_published": 0, "chunk_requests_deduped": 0, "plays_published": 0}
+        self._needs_reload = False
+        self.stats = {
+            "events": 0,
+            "chunks_published": 0,
+            "chunk_requests_deduped": 0,
+            "plays_published": 0,
+            "batches_failed": 0,
+            "ticks_failed": 0,
+            "items_retried": 0,
+            "items_dropped": 0,
+            "reloads": 0,
+        }
 
     # ================================================================== lifecycle
 
@@ -632,6 +643,32 @@ class BroadcastManager:
         return sleep
 
     def _handle_batch(self, batch: list[tuple[str, Any]]) -> None:
+        """One transaction for the whole batch, then the post-commit actions and the answers.
+
+        When the transaction fails (SQLite locked, a flush error), nothing of it is kept: every
+        waiting caller gets the exception at once, the in-memory airings are rebuilt from the
+        database (they may have moved ahead of what was rolled back), and the batch's other items
+        (receipts, renders, "air") are applied once more in a fresh transaction."""
+        if self._needs_reload:
+            self._reload()
+        air_before = set(self._air_when_rendered)
+        try:
+            answers = self._apply(batch)
+        except Exception as exc:
+            self.stats["batches_failed"] += 1
+            _LOGGER.exception("dispatcher: batch of %s items failed and was rolled back", len(batch))
+            self._post_commit = []
+            for kind, payload in batch:
+                if kind == "call" and not payload[1].done():
+                    payload[1].set_exception(exc)
+            self._retry(batch, air_before)
+            return
+        self._finish_batch(answers)
+
+    def _apply(self, batch: list[tuple[str, Any]]) -> list[tuple[Future[Any], Any, BaseException | None]]:
+        """Apply ``batch`` and tick in one transaction; returns the answers of the calls (to give
+        once committed). A failing tick is logged and its partial work kept (what was published
+        stays recorded), and the in-memory state is re-read after the commit."""
         answers: list[tuple[Future[Any], Any, BaseException | None]] = []
         with self.sessions.begin() as session:
             self._session = session
@@ -658,10 +695,22 @@ class BroadcastManager:
                             self._render(*payload)
                     except Exception:
                         _LOGGER.exception("dispatcher: %s failed", kind)
-                self._tick(session)
+                try:
+                    self._tick(session)
+                except Exception:
+                    # E.g. a TransportError from a publish half-way through a dispatch: the receipts
+                    # and decisions of this batch are still committed; memory is re-read below.
+                    self.stats["ticks_failed"] += 1
+                    self._needs_reload = True
+                    _LOGGER.exception("dispatcher: tick failed; state is re-read from the database")
             finally:
                 self._session = None
                 self._deliveries.clear()
+        if self._needs_reload:
+            self._reload()
+        return answers
+
+    def _finish_batch(self, answers: list[tuple[Future[Any], Any, BaseException | None]]) -> None:
         actions, self._post_commit = self._post_commit, []
         for action in actions:
             try:
@@ -675,6 +724,59 @@ class BroadcastManager:
                 future.set_result(result)
         self._publish_chunks()
         self._after_batch()
+
+    def _retry(self, batch: list[tuple[str, Any]], air_before: set[int]) -> None:
+        """After a rolled-back batch: rebuild memory from the database, then apply the batch's
+        items other than calls (their callers already have the error) once more."""
+        # A render whose result was rolled back is outstanding again; intentions to air when
+        # rendered that the rolled-back batch consumed (or a rolled-back cancel dropped) come back.
+        # Renders the batch started run on and stay in _rendering.
+        replay = [item for item in batch if item[0] != "call"]
+        rendered = {payload[0] for kind, payload in replay if kind == "rendered"}
+        self._rendering |= rendered
+        self._air_when_rendered |= air_before
+        if not self._reload() or not replay:
+            if replay:
+                self._drop(replay, rendered)
+            return
+        try:
+            answers = self._apply(replay)
+        except Exception:
+            _LOGGER.exception("dispatcher: retry of %s items failed too", len(replay))
+            self._post_commit = []
+            self._drop(replay, rendered)
+            self._reload()
+            return
+        self.stats["items_retried"] += len(replay)
+        self._finish_batch(answers)
+
+    def _drop(self, items: list[tuple[str, Any]], rendered: set[int]) -> None:
+        self.stats["items_dropped"] += len(items)
+        # A dropped render result: render again (a cache hit) when the state is next re-read.
+        self._rendering -= rendered
+        self._needs_reload = True
+        _LOGGER.error(
+            "dispatcher: dropped %s items after a failed retry: %s",
+            len(items),
+            ", ".join(sorted({kind for kind, _ in items})),
+        )
+
+    def _reload(self) -> bool:
+        """Rebuild the in-memory airings from the database (after a rolled-back transaction or a
+        failed tick). False (and retried before the next batch) when the database fails again."""
+        self._airings.clear()
+        self._render_holds.clear()
+        self._deliveries.clear()
+        self._zones = None
+        try:
+            self._load(reloaded=True)
+        except Exception:
+            self._needs_reload = True
+            _LOGGER.exception("dispatcher: could not re-read the airings in progress")
+            return False
+        self._needs_reload = False
+        self.stats["reloads"] += 1
+        return True
 
     def _after_batch(self) -> None:
         changed, self._changed = self._changed, set()
@@ -1715,8 +1817,9 @@ class BroadcastManager:
 
     # ================================================================== recovery
 
-    def _load(self) -> None:
-        """At start: pick up what a previous run left in progress."""
+    def _load(self, reloaded: bool = False) -> None:
+        """At start: pick up what a previous run left in progress (``reloaded``: the same, after a
+        failed transaction, without writing "recovered" to the log)."""
         now = self.clock()
         with self.sessions.begin() as session:
             self._session = session
@@ -1766,7 +1869,10 @@ class BroadcastManager:
                         s = d.started_at.timestamp() if d.started_at else start
                         airing.active[d.speaker_id] = (s, max(s + airing.duration, now))
                     airing.started = bool(open_)
-                    self._log(session, "recovered", f"Bản tin #{bc.id} tiếp tục sau khi khởi động lại", bc.id)
+                    if not reloaded:
+                        self._log(
+                            session, "recovered", f"Bản tin #{bc.id} tiếp tục sau khi khởi động lại", bc.id
+                        )
             finally:
                 self._session = None
         self._loaded = True
