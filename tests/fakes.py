@@ -373,7 +373,9 @@ class ControllerSpeech:
 class FakeNode:
     """One speaker node on a MemoryBroker. ``timeline`` holds what it (virtually) played:
     dicts with broadcast_id, tier, start, end, seconds, outcome ("done"/"preempted"/"stopped").
-    ``mute`` nodes receive but never answer. ``online=False`` keeps it disconnected."""
+    ``mute`` nodes receive but never answer. ``online=False`` keeps it disconnected.
+    ``start_skew_s`` shifts the ``started_at`` it reports (a node whose clock is off);
+    ``drop_states`` lists receipt states it never sends (a lost "done")."""
 
     def __init__(self, broker: _Any, speaker_id: str, zone: str | None, *, prefix: str = "loa",
                  mute: bool = False, health: bool = False) -> None:
@@ -382,6 +384,8 @@ class FakeNode:
         self.id = speaker_id
         self.zone = zone
         self.mute = mute
+        self.start_skew_s = 0.0
+        self.drop_states: set[str] = set()
         self.topics = _proto.Topics(prefix)
         self.transport = MemoryTransport(broker, self.topics)
         self.timeline: list[dict[str, _Any]] = []
@@ -428,9 +432,11 @@ class FakeNode:
 
     # -- receipts
     def _event(self, state: str, **fields: _Any) -> None:
+        if fields.get("started_at") is not None:
+            fields["started_at"] += self.start_skew_s
         event = _proto.Event(state=state, ts=_time.time(), **fields)  # type: ignore[arg-type]
         self.events.append(event)
-        if not self.mute:
+        if not self.mute and state not in self.drop_states:
             self.transport.publish(self.topics.events(self.id), event.encode())
 
     def states(self, broadcast_id: int | str) -> list[str]:
@@ -964,6 +970,7 @@ class WebFakeBroadcasts(FakeBroadcastManager):
     def __init__(self, sessions: object = None) -> None:
         super().__init__(sessions)
         self.volume_calls: list[tuple[list[str], int, str | None]] = []
+        self.volume_broker_down = False  # set_volume fails as when the broker refuses the command
 
     def set_volume(self, targets: list[str], volume: int, by: str | None = None) -> list[str]:
         from sqlalchemy import select
@@ -983,5 +990,11 @@ class WebFakeBroadcasts(FakeBroadcastManager):
                         if enabled and ("all" in targets or sid in targets or zone in targets))
         if not chosen:
             raise BroadcastError("Không có cụm loa nào đang hoạt động ở nơi đã chọn.")
+        if self.volume_broker_down:
+            from broadcaster.transport import TransportError
+
+            raise BroadcastError("Không gửi được lệnh âm lượng tới cụm loa: not connected") from TransportError(
+                "not connected"
+            )
         self.volume_calls.append((list(targets), volume, by))
         return chosen

@@ -76,3 +76,31 @@ def test_document_is_self_consistent(api: Api) -> None:
         "$ref": "#/components/schemas/BroadcastRequest"
     }
     assert set(request["properties"]) == BROADCAST_FIELDS
+
+
+def test_enums_and_limits_come_from_the_code(api: Api) -> None:
+    from broadcaster.domain import Tier
+    from broadcaster.models import Approval, BroadcastState, DeliveryState
+    from broadcaster.web import MAX_TITLE
+    from broadcaster.web.openapi import build_spec
+
+    schemas = api.client.get("/api/openapi.json").get_json()["components"]["schemas"]
+    assert schemas["Broadcast"]["properties"]["state"]["enum"] == [s.value for s in BroadcastState]
+    assert schemas["Delivery"]["properties"]["state"]["enum"] == [s.value for s in DeliveryState]
+    assert schemas["BroadcastRequest"]["properties"]["tier"]["enum"] == [t.value for t in Tier]
+    assert schemas["ScheduleInput"]["properties"]["approval"]["enum"] == [a.value for a in Approval]
+    assert schemas["BroadcastRequest"]["properties"]["title"]["maxLength"] == MAX_TITLE
+    assert schemas["BroadcastRequest"]["properties"]["repeat"]["maximum"] == 5  # the default setting
+    custom = build_spec(max_repeat=3)["components"]["schemas"]
+    assert custom["BroadcastRequest"]["properties"]["repeat"]["maximum"] == 3
+    assert custom["ScheduleInput"]["properties"]["repeat"]["maximum"] == 3
+    assert build_spec()["components"]["schemas"]["ScheduleInput"]["properties"]["repeat"]["maximum"] == 5
+
+
+def test_volume_is_documented(api: Api) -> None:
+    doc = api.client.get("/api/openapi.json").get_json()
+    op = doc["paths"]["/api/volume"]["post"]
+    assert set(op["responses"]) >= {"200", "401", "422", "503"}
+    request = doc["components"]["schemas"]["VolumeRequest"]
+    assert request["required"] == ["targets", "volume"]
+    assert request["properties"]["volume"]["minimum"] == 0 and request["properties"]["volume"]["maximum"] == 100

@@ -17,6 +17,8 @@ from flask.sessions import SecureCookieSessionInterface
 from werkzeug.exceptions import HTTPException
 from werkzeug.wrappers import Response
 
+from broadcaster.models import Announcement as AnnouncementRow
+
 if TYPE_CHECKING:
     from broadcaster.services import Services
     from broadcaster.settings import Settings
@@ -24,6 +26,14 @@ if TYPE_CHECKING:
 _LOGGER = logging.getLogger(__name__)
 
 EXTENSION_KEY = "loa"
+# Longest title the UI and the API accept: what the database column holds.
+MAX_TITLE: int = int(AnnouncementRow.__table__.c.title.type.length)  # type: ignore[attr-defined]
+
+
+def max_repeat(settings: Settings) -> int:
+    """Highest "repeat N times" the UI and the API accept: the broadcasts setting, capped by the
+    audio renderer's own limit so an accepted value never fails later at render time."""
+    return min(settings.broadcasts.max_repeat, settings.audio.max_repeat)
 
 _CSP = (
     "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; "

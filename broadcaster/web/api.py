@@ -7,7 +7,8 @@ broadcasts and schedules are approved. Errors are always JSON::
     {"error": {"code": "invalid", "message": "...", "field": "targets"}}
 
 with 400 (malformed request or query), 401 (no or bad token), 404, 405, 409 (conflict with the
-current state), 413 (body too large), 415 (body not JSON) or 422 (a field that is not acceptable).
+current state), 413 (body too large), 415 (body not JSON), 422 (a field that is not acceptable) or
+503 (the MQTT broker did not take a command).
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ from flask import Blueprint, Response, current_app, g, jsonify, request
 from sqlalchemy import select
 from werkzeug.exceptions import HTTPException
 
+from broadcaster.broadcasts import BroadcastError
 from broadcaster.domain import Announcement, Source, Tier, nfc
 from broadcaster.fleet.registry import Registry, RegistryError
 from broadcaster.models import LexiconEntry
@@ -36,7 +38,9 @@ from broadcaster.reports import (
     parse_when,
 )
 from broadcaster.scheduling.spec import ScheduleError
-from broadcaster.web import services_of
+from broadcaster.transport import TransportError
+from broadcaster.web import MAX_TITLE, max_repeat, services_of
+from broadcaster.web.engines import unknown_engine
 from broadcaster.web.tokens import verify_token
 
 _LOGGER = logging.getLogger(__name__)
@@ -45,8 +49,6 @@ bp = Blueprint("api", __name__)
 
 # A JSON request body is a few kilobytes; an announcement text is at most textnorm.max_chars.
 MAX_BODY_BYTES = 1024 * 1024
-MAX_REPEAT = 5
-MAX_TITLE = 300
 # A time this far behind "now" still counts as now (clocks of API clients drift).
 PAST_TOLERANCE = timedelta(seconds=60)
 MAX_AHEAD = timedelta(days=366)
@@ -65,6 +67,7 @@ _HTTP_CODES = {
     415: "unsupported_media_type",
     422: "invalid",
     429: "too_many_requests",
+    503: "unavailable",
 }
 _HTTP_MESSAGES = {
     400: "Yêu cầu không hợp lệ (bad request).",
@@ -285,7 +288,7 @@ def health() -> Response:
 def openapi() -> Response:
     from broadcaster.web.openapi import build_spec
 
-    return jsonify(build_spec())
+    return jsonify(build_spec(max_repeat=max_repeat(_services().settings)))
 
 
 # ------------------------------------------------------------------ broadcasts
@@ -342,13 +345,8 @@ def _check_targets(value: Any) -> tuple[str, ...]:
 
 
 def _check_engine(engine: str | None) -> None:
-    if engine is None:
-        return
-    speech = getattr(_services(), "speech", None)
-    if speech is None:
-        return
-    names = {e["name"] if isinstance(e, dict) else str(e) for e in speech.engines()}
-    if engine not in names:
+    names = unknown_engine(getattr(_services(), "speech", None), engine)
+    if names is not None:
         _fail(
             422,
             f"Không có bộ đọc '{engine}'; dùng một trong: {', '.join(sorted(names))} (unknown engine).",
@@ -393,8 +391,9 @@ def create_broadcast() -> tuple[Response, int, dict[str, str]]:
     except ValueError:
         _fail(422, f"'tier' phải là normal, priority hoặc emergency (got {tier_value!r}).", field="tier")
     repeat = data.get("repeat", 1)
-    if isinstance(repeat, bool) or not isinstance(repeat, int) or not 1 <= repeat <= MAX_REPEAT:
-        _fail(422, f"'repeat' phải là số nguyên từ 1 đến {MAX_REPEAT}.", field="repeat")
+    most = max_repeat(_services().settings)
+    if isinstance(repeat, bool) or not isinstance(repeat, int) or not 1 <= repeat <= most:
+        _fail(422, f"'repeat' phải là số nguyên từ 1 đến {most}.", field="repeat")
     title = _str_field(data, "title", MAX_TITLE) or ""
     engine = _str_field(data, "engine", 50) or None
     voice = _str_field(data, "voice", 100) or None
@@ -420,8 +419,6 @@ def create_broadcast() -> tuple[Response, int, dict[str, str]]:
 
 
 def _submit(call: Callable[[], int]) -> int:
-    from broadcaster.broadcasts import BroadcastError
-
     try:
         return call()
     except BroadcastError as exc:
@@ -479,6 +476,25 @@ def stop_all() -> Response:
     _services().broadcasts.stop_all(by=_actor(), reason=reason)
     _LOGGER.warning("API %s: stop all (%s)", _actor(), reason)
     return jsonify(stopped=True, reason=reason)
+
+
+@bp.post("/volume")
+def set_volume() -> Response:
+    """Set the volume (0..100 %) of clusters: ``{"targets": ["all" | zone | cluster, ...], "volume": 60}``."""
+    data = _json_body()
+    _check_keys(data, {"targets", "volume"})
+    targets = _check_targets(data.get("targets"))
+    volume = data.get("volume")
+    if isinstance(volume, bool) or not isinstance(volume, int) or not 0 <= volume <= 100:
+        _fail(422, f"'volume' phải là số nguyên từ 0 đến 100 (got {volume!r}).", field="volume")
+    try:
+        speakers = _services().broadcasts.set_volume(list(targets), volume, by=_actor())
+    except BroadcastError as exc:
+        if isinstance(exc.__cause__, TransportError):  # the broker did not take the command
+            _fail(503, str(exc), code="unavailable")
+        _fail(422, str(exc), field="targets")  # e.g. no enabled cluster there
+    _LOGGER.info("API %s: volume %s%% on %s", _actor(), volume, ",".join(targets))
+    return jsonify(volume=volume, targets=list(targets), speakers=speakers)
 
 
 # ------------------------------------------------------------------ speakers and zones

@@ -7,9 +7,14 @@ registered /api route is documented here.
 
 from __future__ import annotations
 
+import copy
 from typing import Any
 
 from broadcaster import __version__ as _version
+from broadcaster.domain import Tier
+from broadcaster.models import Approval, BroadcastState, DeliveryState
+from broadcaster.scheduling.spec import KINDS
+from broadcaster.web import MAX_TITLE
 
 
 def _ref(name: str) -> dict[str, str]:
@@ -29,6 +34,7 @@ def _errors(*codes: int) -> dict[str, Any]:
         413: "Body larger than 1 MiB.",
         415: "Body is not application/json.",
         422: "A field is not acceptable; `error.field` names it.",
+        503: "The MQTT broker did not take the command.",
     }
     return {str(c): {"$ref": f"#/components/responses/E{c}"} for c in codes if c in texts}
 
@@ -66,7 +72,7 @@ def _op(summary: str, responses: dict[str, Any], *, tag: str, **extra: Any) -> d
 _STR = {"type": "string"}
 _NSTR = {"type": ["string", "null"]}
 _TIME = {"type": ["string", "null"], "format": "date-time"}
-_TIER = {"type": "string", "enum": ["normal", "priority", "emergency"]}
+_TIER = {"type": "string", "enum": [t.value for t in Tier]}
 _TARGETS = {
     "type": "array",
     "minItems": 1,
@@ -110,7 +116,7 @@ SCHEMAS: dict[str, Any] = {
                 "Omit for now. At most 60 s in the past.",
             },
             "repeat": {"type": "integer", "minimum": 1, "maximum": 5, "default": 1},
-            "title": {"type": "string", "maxLength": 300},
+            "title": {"type": "string", "maxLength": MAX_TITLE},
             "engine": {"type": "string", "description": "TTS engine: gtts, piper or espeak-ng."},
             "voice": {"type": "string"},
         },
@@ -118,6 +124,25 @@ SCHEMAS: dict[str, Any] = {
             {"text": "Kính thưa bà con, 14 giờ chiều nay cắt điện khu vực thôn Đông.", "targets": ["all"]},
             {"text": "Bão số 3 đổ bộ, bà con không ra biển.", "targets": ["all"], "tier": "emergency"},
         ],
+    },
+    "VolumeRequest": {
+        "type": "object",
+        "additionalProperties": False,
+        "required": ["targets", "volume"],
+        "properties": {
+            "targets": _TARGETS,
+            "volume": {"type": "integer", "minimum": 0, "maximum": 100, "description": "Percent."},
+        },
+        "examples": [{"targets": ["all"], "volume": 70}, {"targets": ["thon-dong"], "volume": 40}],
+    },
+    "VolumeResult": {
+        "type": "object",
+        "required": ["volume", "targets", "speakers"],
+        "properties": {
+            "volume": {"type": "integer"},
+            "targets": {"type": "array", "items": _STR},
+            "speakers": {"type": "array", "items": _STR, "description": "Ids of the clusters addressed."},
+        },
     },
     "Created": {
         "type": "object",
@@ -131,20 +156,7 @@ SCHEMAS: dict[str, Any] = {
             "speaker": {"type": "string", "description": "Speaker (cluster) id."},
             "state": {
                 "type": "string",
-                "enum": [
-                    "pending",
-                    "sent",
-                    "received",
-                    "scheduled",
-                    "playing",
-                    "done",
-                    "failed",
-                    "preempted",
-                    "stopped",
-                    "expired",
-                    "missed",
-                    "cancelled",
-                ],
+                "enum": [s.value for s in DeliveryState],
                 "description": "done = played to the end, as reported by the node.",
             },
             "started_at": _TIME,
@@ -159,22 +171,7 @@ SCHEMAS: dict[str, Any] = {
         "required": ["id", "state"],
         "properties": {
             "id": {"type": "integer"},
-            "state": {
-                "type": "string",
-                "enum": [
-                    "scheduled",
-                    "pending_approval",
-                    "rendering",
-                    "sending",
-                    "playing",
-                    "done",
-                    "partial",
-                    "interrupted",
-                    "cancelled",
-                    "missed",
-                    "failed",
-                ],
-            },
+            "state": {"type": "string", "enum": [s.value for s in BroadcastState]},
             "tier": _TIER,
             "targets": {"type": "array", "items": _STR},
             "title": _STR,
@@ -291,7 +288,7 @@ SCHEMAS: dict[str, Any] = {
             "repeat": {"type": "integer", "minimum": 1, "maximum": 5},
             "engine": _NSTR,
             "voice": _NSTR,
-            "kind": {"type": "string", "enum": ["once", "daily", "weekdays", "weekly", "cron"]},
+            "kind": {"type": "string", "enum": list(KINDS)},
             "time": {"type": "string", "pattern": "^\\d\\d:\\d\\d$"},
             "days": {
                 "type": "array",
@@ -320,7 +317,7 @@ SCHEMAS: dict[str, Any] = {
             "valid_from": {"type": "string", "description": "Date (whole day) or date-time."},
             "valid_to": {"type": "string", "description": "Date (through that day) or date-time."},
             "enabled": {"type": "boolean"},
-            "approval": {"type": "string", "enum": ["draft", "pending", "approved", "rejected"]},
+            "approval": {"type": "string", "enum": [a.value for a in Approval]},
         },
         "examples": [
             {"title": "Bản tin sáng", "text": "Kính thưa bà con ...", "kind": "weekdays", "time": "06:00"}
@@ -490,6 +487,20 @@ def _paths() -> dict[str, Any]:
                     {"type": "object", "additionalProperties": False, "properties": {"reason": _STR}},
                     required=False,
                 ),
+            )
+        },
+        "/api/volume": {
+            "post": _op(
+                "Set the volume of clusters: every cluster, whole zones or single clusters.",
+                {
+                    "200": _json(_ref("VolumeResult"), "Volume commands handed to the broker (QoS 1)."),
+                    **_errors(400, 401, 413, 415, 422, 503),
+                },
+                tag="speakers",
+                requestBody=_body(_ref("VolumeRequest")),
+                description="One command per whole zone (on the zone topic), one per cluster otherwise; "
+                "disabled clusters are left out. The change is written to the log with the token name. "
+                "Clusters report the volume they apply in their health messages (`GET /api/speakers`).",
             )
         },
         "/api/speakers": {
@@ -729,8 +740,11 @@ def _paths() -> dict[str, Any]:
     }
 
 
-def build_spec() -> dict[str, Any]:
-    """The whole OpenAPI 3.1 document."""
+def build_spec(max_repeat: int = 5) -> dict[str, Any]:
+    """The whole OpenAPI 3.1 document; ``max_repeat`` is the configured limit of ``repeat``."""
+    schemas = copy.deepcopy(SCHEMAS)
+    for name in ("BroadcastRequest", "ScheduleInput"):
+        schemas[name]["properties"]["repeat"]["maximum"] = max_repeat
     error = {"content": {"application/json": {"schema": _ref("Error")}}}
     responses = {
         f"E{code}": {"description": text, **error}
@@ -742,6 +756,7 @@ def build_spec() -> dict[str, Any]:
             413: "Body larger than 1 MiB.",
             415: "Body is not application/json.",
             422: "A field is not acceptable; error.field names it.",
+            503: "The MQTT broker did not take the command.",
         }.items()
     }
     return {
@@ -762,7 +777,7 @@ def build_spec() -> dict[str, Any]:
             "securitySchemes": {
                 "bearerAuth": {"type": "http", "scheme": "bearer", "description": "An API token."}
             },
-            "schemas": SCHEMAS,
+            "schemas": schemas,
             "responses": responses,
         },
     }

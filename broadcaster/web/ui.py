@@ -9,7 +9,6 @@ page polls ``/jobs/<id>``. The views only call the services (``broadcasts``, ``s
 
 from __future__ import annotations
 
-import importlib
 import logging
 import re
 import secrets
@@ -37,7 +36,10 @@ from flask import (
 )
 from sqlalchemy import select
 
+from broadcaster import reports
+from broadcaster.broadcasts import BroadcastError
 from broadcaster.domain import ALL_TARGETS, Announcement, Source, Tier, nfc
+from broadcaster.fleet.registry import RegistryError
 from broadcaster.models import (
     Approval,
     BroadcastState,
@@ -49,7 +51,10 @@ from broadcaster.models import (
     Speaker,
     Zone,
 )
-from broadcaster.web import services_of
+from broadcaster.scheduling import ScheduleError
+from broadcaster.speech import SpeechError
+from broadcaster.textnorm import NormalizationError
+from broadcaster.web import MAX_TITLE, max_repeat, services_of
 from broadcaster.web.auth import (
     csrf_token,
     current_user,
@@ -60,6 +65,8 @@ from broadcaster.web.auth import (
     safe_next,
 )
 from broadcaster.web.documents import DocumentError, extract_text
+from broadcaster.web.engines import engine_choices as engines_of
+from broadcaster.web.engines import unknown_engine
 from broadcaster.web.users import (
     ROLE_LABELS_VI,
     UserError,
@@ -82,8 +89,6 @@ NORMALIZER_KEY = "loa_normalizer"
 _AUDIO_KEY_RE = re.compile(r"^[0-9a-f]{64}$")
 _ID_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
 _TIME_RE = re.compile(r"^([01]\d|2[0-3]):[0-5]\d$")
-MAX_TITLE = 300
-MAX_REPEAT = 5
 RECORDING_EXTS = (".mp3", ".wav", ".webm", ".ogg", ".oga", ".m4a")
 DOCUMENT_EXTS = (".docx", ".pdf", ".txt")
 
@@ -169,32 +174,8 @@ def _services() -> Services:
     return services_of(current_app)
 
 
-def _optional_exception(module: str, name: str) -> type[Exception]:
-    """An error class of another part, or a never-raised stand-in while that part is absent."""
-    try:
-        return getattr(importlib.import_module(module), name)
-    except (ImportError, AttributeError):
-        return type(f"Missing{name}", (Exception,), {})
-
-
-def _broadcast_error() -> type[Exception]:
-    return _optional_exception("broadcaster.broadcasts", "BroadcastError")
-
-
-def _speech_error() -> type[Exception]:
-    return _optional_exception("broadcaster.speech", "SpeechError")
-
-
-def _normalization_error() -> type[Exception]:
-    return _optional_exception("broadcaster.textnorm", "NormalizationError")
-
-
-def _registry_error() -> type[Exception]:
-    return _optional_exception("broadcaster.fleet.registry", "RegistryError")
-
-
-def _scheduling_errors() -> tuple[type[Exception], ...]:
-    return (_optional_exception("broadcaster.scheduling", "ScheduleError"), _broadcast_error(), ValueError)
+# Errors of the other parts that the views turn into messages next to a field or in a flash.
+SCHEDULING_ERRORS: tuple[type[Exception], ...] = (ScheduleError, BroadcastError, ValueError)
 
 
 def error_text(exc: BaseException) -> str:
@@ -230,6 +211,10 @@ def _scheduler() -> Any:
     if scheduler is None:
         abort(503, description="Chức năng hẹn giờ không chạy trên máy chủ này.")
     return scheduler
+
+
+def _max_repeat() -> int:
+    return max_repeat(_services().settings)
 
 
 def _tz() -> ZoneInfo:
@@ -344,43 +329,8 @@ def preview_segments(text: str, overrides: dict[str, str]) -> tuple[str, list[di
 
 
 def engine_choices() -> list[dict[str, Any]]:
-    """Engines and their voices as ``[{"name", "label", "voices": [{"id", "label"}]}]``,
-    whatever shape ``speech.engines()`` returns (names, dicts or objects)."""
-    try:
-        raw = _services().speech.engines()
-    except Exception:  # the page still works with the default engine
-        _LOGGER.exception("speech.engines() failed")
-        return []
-    if isinstance(raw, dict):
-        raw = [{"name": k, **(v if isinstance(v, dict) else {"voices": v})} for k, v in raw.items()]
-    out: list[dict[str, Any]] = []
-    for item in raw or ():
-        if isinstance(item, str):
-            out.append({"name": item, "label": item, "voices": [], "available": True})
-            continue
-        get = item.get if isinstance(item, dict) else (lambda k, d=None, _i=item: getattr(_i, k, d))
-        name = get("name") or get("id")
-        if not name:
-            continue
-        voices = []
-        for v in get("voices", None) or ():
-            if isinstance(v, str):
-                voices.append({"id": v, "label": v})
-            else:
-                vget = v.get if isinstance(v, dict) else (lambda k, d=None, _v=v: getattr(_v, k, d))
-                vid = vget("id") or vget("name")
-                if vid:
-                    voices.append({"id": str(vid), "label": str(vget("label") or vget("description") or vid)})
-        available = get("available", True)
-        out.append(
-            {
-                "name": str(name),
-                "label": str(get("label") or get("description") or name),
-                "voices": voices,
-                "available": bool(True if available is None else available),
-            }
-        )
-    return out
+    """Engines and their voices for the form (see ``broadcaster.web.engines``)."""
+    return engines_of(_services().speech)
 
 
 def zones_with_speakers() -> list[dict[str, Any]]:
@@ -510,7 +460,7 @@ class JobRunner:
 
 
 def _job_error_message(exc: BaseException) -> str:
-    if isinstance(exc, _speech_error() | _normalization_error()):
+    if isinstance(exc, SpeechError | NormalizationError):
         return f"Không tạo được âm thanh: {error_text(exc)}"
     _LOGGER.error("web job failed", exc_info=exc)
     return "Không tạo được âm thanh do lỗi hệ thống. Vui lòng thử lại."
@@ -795,10 +745,30 @@ def dashboard_data() -> dict[str, Any]:
     }
 
 
+def _volume_targets() -> list[tuple[str, str]]:
+    """(value, label) of the volume form's "where": every cluster, then each zone."""
+    zones = [(g["id"], g["name"]) for g in zones_with_speakers() if g["id"]]
+    return [(ALL_TARGETS, "Tất cả loa"), *zones]
+
+
+def _dashboard_page(volume: dict[str, str] | None = None, volume_error: str = "", status: int = 200) -> Any:
+    return (
+        render_template(
+            "dashboard.html",
+            data=dashboard_data(),
+            pending=_pending_count(),
+            volume_targets=_volume_targets(),
+            volume=volume or {"target": ALL_TARGETS, "volume": ""},
+            volume_error=volume_error,
+        ),
+        status,
+    )
+
+
 @bp.route("/")
 @login_required
-def dashboard() -> str:
-    return render_template("dashboard.html", data=dashboard_data(), pending=_pending_count())
+def dashboard() -> Any:
+    return _dashboard_page()
 
 
 @bp.route("/dashboard.json")
@@ -817,6 +787,40 @@ def stop_all() -> Any:
     _services().broadcasts.stop_all(by=_user_name(), reason="Dừng tất cả từ giao diện web")
     _LOGGER.warning("stop all requested by %s", _user_name())
     flash("Đã gửi lệnh dừng tới tất cả cụm loa.", "ok")
+    return redirect(url_for("ui.dashboard"))
+
+
+VOLUME_ROLE_MESSAGE = "Chỉ người phê duyệt hoặc quản trị viên mới được đổi âm lượng loa."
+
+
+@bp.route("/volume", methods=["POST"])
+@roles_required(Role.APPROVER.value, message=VOLUME_ROLE_MESSAGE)
+def set_volume() -> Any:
+    """The dashboard's "Âm lượng" form: one volume for every cluster or for one zone."""
+    values = {"target": request.form.get("target", ""), "volume": request.form.get("volume", "").strip()}
+    labels = dict(_volume_targets())
+    error = ""
+    volume = -1
+    if values["target"] not in labels:
+        error = "Vui lòng chọn nơi đặt âm lượng: tất cả loa hoặc một khu vực."
+    else:
+        try:
+            volume = int(values["volume"])
+        except ValueError:
+            volume = -1
+        if not 0 <= volume <= 100:
+            error = "Âm lượng là một số nguyên từ 0 đến 100 (%)."
+    if not error:
+        try:
+            speakers = _services().broadcasts.set_volume([values["target"]], volume, by=_user_name())
+        except BroadcastError as exc:
+            error = f"Không đặt được âm lượng: {error_text(exc)}"
+    if error:
+        return _dashboard_page(values, error, 400)
+    _LOGGER.info("volume %s%% on %s set by %s", volume, values["target"], _user_name())
+    flash(
+        f"Đã gửi lệnh đặt âm lượng {volume}% tới {len(speakers)} cụm loa ({labels[values['target']]}).", "ok"
+    )
     return redirect(url_for("ui.dashboard"))
 
 
@@ -885,14 +889,14 @@ def validate_announcement(values: dict[str, Any], errors: dict[str, str], *, nee
         unknown = [t for t in targets if t not in known]
         if unknown:
             errors["targets"] = "Nơi phát không còn tồn tại: " + ", ".join(unknown) + ". Vui lòng chọn lại."
+    most = _max_repeat()
     try:
         repeat = int(values["repeat"])
-        if not 1 <= repeat <= MAX_REPEAT:
+        if not 1 <= repeat <= most:
             raise ValueError
     except (TypeError, ValueError):
-        errors["repeat"] = f"Số lần phát từ 1 đến {MAX_REPEAT}."
-    engines = {e["name"]: e for e in engine_choices()}
-    if values["engine"] and engines and values["engine"] not in engines:
+        errors["repeat"] = f"Số lần phát từ 1 đến {most}."
+    if unknown_engine(_services().speech, values["engine"]) is not None:
         errors["engine"] = "Giọng đọc không có trên máy chủ này."
     key = values.get("audio_key") or ""
     if key and (not _AUDIO_KEY_RE.match(key) or not services.speech.store.has(key)):
@@ -1010,7 +1014,7 @@ def _compose_page(values: dict[str, Any], errors: dict[str, str], status: int = 
             engines=engine_choices(),
             tiers=[(t.value, t.label_vi, TIER_HELP_VI[t.value]) for t in Tier],
             weekdays=WEEKDAYS,
-            max_repeat=MAX_REPEAT,
+            max_repeat=_max_repeat(),
             max_chars=_services().settings.textnorm.max_chars,
             needs_approval=user is not None and _needs_approval(Tier.NORMAL.value),
             today=_fmt_local(_now(), "%Y-%m-%d"),
@@ -1074,7 +1078,7 @@ def compose() -> Any:
             audio_key=values["audio_key"] or None,  # type: ignore[arg-type]
         )
         broadcast_id = services.broadcasts.submit(ann, approved=not needs_approval)
-    except _scheduling_errors() as exc:
+    except SCHEDULING_ERRORS as exc:
         _LOGGER.info("compose rejected: %s", exc)
         _service_error_to_form(exc, errors, "Không gửi được")
         return _compose_page(values, errors, 400)
@@ -1110,16 +1114,16 @@ def compose_preview() -> Any:
     elif len(text) > max_chars:
         errors["text"] = f"Nội dung dài {len(text):,} ký tự, tối đa {max_chars:,} ký tự.".replace(",", ".")
     try:
-        repeat = max(1, min(MAX_REPEAT, int(values["repeat"] or 1)))
+        repeat = max(1, min(_max_repeat(), int(values["repeat"] or 1)))
     except ValueError:
-        errors["repeat"] = f"Số lần phát từ 1 đến {MAX_REPEAT}."
+        errors["repeat"] = f"Số lần phát từ 1 đến {_max_repeat()}."
         repeat = 1
     if errors:
         return jsonify(errors=errors), 400
     overrides = lexicon_overrides()
     try:
         normalized, segments = preview_segments(text, overrides)
-    except _normalization_error() as exc:
+    except NormalizationError as exc:
         return jsonify(errors={"text": f"Không đọc được nội dung: {exc}"}), 400
     speech = _services().speech
     engine, voice = values["engine"] or None, values["voice"] or None
@@ -1317,7 +1321,7 @@ def approval_decide(broadcast_id: int, decision: str) -> Any:
             flash(f"Đã từ chối «{item.get('title') or 'bản tin'}».", "ok")
         else:
             abort(404)
-    except _broadcast_error() as exc:
+    except BroadcastError as exc:
         flash(f"Không thực hiện được: {error_text(exc)}", "error")
     return redirect(url_for("ui.approvals"))
 
@@ -1331,7 +1335,7 @@ def approval_schedule(schedule_id: int, decision: str) -> Any:
     approval = Approval.APPROVED.value if decision == "approve" else Approval.REJECTED.value
     try:
         scheduler.update_schedule(schedule_id, {"approval": approval})
-    except _scheduling_errors() as exc:
+    except SCHEDULING_ERRORS as exc:
         flash(f"Không thực hiện được: {error_text(exc)}", "error")
     else:
         flash("Đã duyệt lịch phát." if decision == "approve" else "Đã từ chối lịch phát.", "ok")
@@ -1454,7 +1458,7 @@ def _get_schedule(schedule_id: int) -> dict[str, Any]:
         item = _scheduler().get_schedule(schedule_id)
     except (KeyError, LookupError):
         item = None
-    except _scheduling_errors():
+    except SCHEDULING_ERRORS:
         item = None
     if not item:
         abort(404, description="Không tìm thấy lịch phát này.")
@@ -1475,7 +1479,7 @@ def _schedule_page(
             engines=engine_choices(),
             tiers=[(t.value, t.label_vi, TIER_HELP_VI[t.value]) for t in Tier],
             weekdays=WEEKDAYS,
-            max_repeat=MAX_REPEAT,
+            max_repeat=_max_repeat(),
             max_chars=_services().settings.textnorm.max_chars,
         ),
         status,
@@ -1508,7 +1512,7 @@ def schedule_edit(schedule_id: int) -> Any:
     data["enabled"] = bool(values["enabled"])
     try:
         _scheduler().update_schedule(schedule_id, data)
-    except _scheduling_errors() as exc:
+    except SCHEDULING_ERRORS as exc:
         _service_error_to_form(exc, errors, "Không lưu được")
         return _schedule_page(schedule_id, item, values, errors, 400)
     flash("Đã lưu lịch phát." + (" Lịch đang chờ người phê duyệt." if needs_approval else ""), "ok")
@@ -1522,7 +1526,7 @@ def schedule_delete(schedule_id: int) -> Any:
     _check_tier_allowed(str(item.get("tier") or Tier.NORMAL.value))
     try:
         _scheduler().delete_schedule(schedule_id)
-    except _scheduling_errors() as exc:
+    except SCHEDULING_ERRORS as exc:
         flash(f"Không xóa được: {error_text(exc)}", "error")
     else:
         flash(f"Đã xóa lịch phát «{item.get('title') or item.get('name') or schedule_id}».", "ok")
@@ -1530,10 +1534,6 @@ def schedule_delete(schedule_id: int) -> Any:
 
 
 # --- log ----------------------------------------------------------------------------------
-
-
-def _reports() -> Any:
-    return importlib.import_module("broadcaster.reports")
 
 
 def _date_arg(name: str, default: date) -> date:
@@ -1563,14 +1563,13 @@ def _log_filters(day_from: date, day_to: date, *, limit: int, offset: int) -> An
     args.update(
         {"from": day_from.isoformat(), "to": day_to.isoformat(), "limit": str(limit), "offset": str(offset)}
     )
-    return _reports().LogFilters.from_args(args, _services().settings.timezone)
+    return reports.LogFilters.from_args(args, _services().settings.timezone)
 
 
 @bp.route("/log")
 @login_required
 def log() -> str:
     services = _services()
-    reports = _reports()
     tz = services.settings.timezone
     try:
         page = max(1, int(request.args.get("page", "1")))
@@ -1648,7 +1647,6 @@ def _csv_response(text: str, filename: str) -> Response:
 @bp.route("/log.csv")
 @login_required
 def log_csv() -> Response:
-    reports = _reports()
     day_from, day_to = _log_range()
     try:
         filters = _log_filters(day_from, day_to, limit=reports.MAX_LIMIT, offset=0)
@@ -1662,7 +1660,6 @@ def log_csv() -> Response:
 @bp.route("/log/minutes.csv")
 @login_required
 def minutes_csv() -> Response:
-    reports = _reports()
     day_from, day_to = _log_range()
     with _services().sessions() as session:
         rows = reports.minutes_per_day(session, day_from, day_to, tz=_services().settings.timezone)
@@ -1791,6 +1788,21 @@ def _clean(name: str, limit: int = 200) -> str:
     return nfc(request.form.get(name, "")).strip()[:limit]
 
 
+def _registry_action(call: Callable[[], Any], *, failed: str, done: str | None = None) -> Any:
+    """Run one registry change for a speakers-page button: a RegistryError is flashed as
+    "<failed>: <reason>" and sends the admin back to the page. On success, with ``done``, that is
+    flashed and the page reloads; without it the call's result is returned for the view to show."""
+    try:
+        result = call()
+    except RegistryError as exc:
+        flash(f"{failed}: {error_text(exc)}", "error")
+        return redirect(url_for("ui.speakers"))
+    if done is None:
+        return result
+    flash(done, "ok")
+    return redirect(url_for("ui.speakers"))
+
+
 def _registry_error_to_form(exc: BaseException, errors: dict[str, str], prefix: str, form_key: str) -> None:
     field_name = getattr(exc, "field", None)
     mapping = {"id": f"{prefix}_id", "name": f"{prefix}_name", "zone": "speaker_zone"}
@@ -1834,7 +1846,7 @@ def zone_create() -> Any:
                 values["quiet_start"] or None,
                 values["quiet_end"] or None,
             )
-        except _registry_error() as exc:
+        except RegistryError as exc:
             _registry_error_to_form(exc, errors, "zone", "zone_form")
     if errors:
         return _speakers_page(errors, values, status=400)
@@ -1847,33 +1859,27 @@ def zone_create() -> Any:
 def zone_update(zone_id: str) -> Any:
     values = {k: _clean(k) for k in ("zone_name", "quiet_start", "quiet_end")}
     errors = _zone_errors(values, new=False)
-    if not errors:
-        try:
-            _registry().update_zone(
-                zone_id,
-                name=values["zone_name"],
-                quiet_start=values["quiet_start"] or None,
-                quiet_end=values["quiet_end"] or None,
-            )
-        except _registry_error() as exc:
-            errors["form"] = error_text(exc)
     if errors:
         flash("Không lưu được khu vực: " + " ".join(dict.fromkeys(errors.values())), "error")
-    else:
-        flash(f"Đã lưu khu vực «{values['zone_name']}».", "ok")
-    return redirect(url_for("ui.speakers"))
+        return redirect(url_for("ui.speakers"))
+    return _registry_action(
+        lambda: _registry().update_zone(
+            zone_id,
+            name=values["zone_name"],
+            quiet_start=values["quiet_start"] or None,
+            quiet_end=values["quiet_end"] or None,
+        ),
+        done=f"Đã lưu khu vực «{values['zone_name']}».",
+        failed="Không lưu được khu vực",
+    )
 
 
 @bp.route("/zones/<zone_id>/delete", methods=["POST"])
 @roles_required()
 def zone_delete(zone_id: str) -> Any:
-    try:
-        _registry().delete_zone(zone_id)
-    except _registry_error() as exc:
-        flash(f"Không xóa được khu vực: {error_text(exc)}", "error")
-    else:
-        flash("Đã xóa khu vực.", "ok")
-    return redirect(url_for("ui.speakers"))
+    return _registry_action(
+        lambda: _registry().delete_zone(zone_id), done="Đã xóa khu vực.", failed="Không xóa được khu vực"
+    )
 
 
 @bp.route("/speakers", methods=["POST"])
@@ -1894,7 +1900,7 @@ def speaker_create() -> Any:
                 values["speaker_zone"] or None,
                 values["location"] or None,
             )
-        except _registry_error() as exc:
+        except RegistryError as exc:
             _registry_error_to_form(exc, errors, "speaker", "speaker_form")
         else:
             created = {"id": values["speaker_id"], "name": values["speaker_name"], "password": password}
@@ -1911,40 +1917,35 @@ def speaker_update(speaker_id: str) -> Any:
     if not name:
         flash("Vui lòng nhập tên cụm loa.", "error")
         return redirect(url_for("ui.speakers"))
-    try:
-        _registry().update_speaker(
+    return _registry_action(
+        lambda: _registry().update_speaker(
             speaker_id,
             name=name,
             zone=_clean("speaker_zone") or None,
             location=_clean("location", 300) or None,
-        )
-    except _registry_error() as exc:
-        flash(f"Không lưu được cụm loa: {error_text(exc)}", "error")
-    else:
-        flash(f"Đã lưu cụm loa «{name}».", "ok")
-    return redirect(url_for("ui.speakers"))
+        ),
+        done=f"Đã lưu cụm loa «{name}».",
+        failed="Không lưu được cụm loa",
+    )
 
 
 @bp.route("/speakers/<speaker_id>/delete", methods=["POST"])
 @roles_required()
 def speaker_delete(speaker_id: str) -> Any:
-    try:
-        _registry().delete_speaker(speaker_id)
-    except _registry_error() as exc:
-        flash(f"Không xóa được cụm loa: {error_text(exc)}", "error")
-    else:
-        flash("Đã xóa cụm loa.", "ok")
-    return redirect(url_for("ui.speakers"))
+    return _registry_action(
+        lambda: _registry().delete_speaker(speaker_id), done="Đã xóa cụm loa.", failed="Không xóa được cụm loa"
+    )
 
 
 @bp.route("/speakers/<speaker_id>/password", methods=["POST"])
 @roles_required()
 def speaker_password(speaker_id: str) -> Any:
-    try:
-        password = _registry().reset_speaker_password(speaker_id)
-    except _registry_error() as exc:
-        flash(f"Không đặt lại được mật khẩu: {error_text(exc)}", "error")
-        return redirect(url_for("ui.speakers"))
+    password = _registry_action(
+        lambda: _registry().reset_speaker_password(speaker_id), failed="Không đặt lại được mật khẩu"
+    )
+    if not isinstance(password, str):  # failed: flashed, the redirect back to the page
+        return password
+    # Shown once, in this response only (like a new speaker's).
     return _speakers_page(
         created={"id": speaker_id, "name": speaker_id, "password": str(password), "reset": "1"}
     )
