@@ -474,3 +474,31 @@ def test_failed_commit_of_a_receipt_is_retried(flaky_controller: UnitController)
     assert b["state"] == "done"
     assert b["deliveries"][0]["state"] == "done" and b["deliveries"][0]["seconds_played"] > 0.9
     assert uc.manager.stats["items_retried"] >= 1 and uc.manager.stats["items_dropped"] == 0
+
+
+def test_node_start_times_are_clamped(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    """A node whose clock is a day ahead (and whose "done" is lost) does not keep its cluster busy
+    for ever; one a day behind is not timed out at once. Both starts are stored clamped."""
+    from broadcaster.broadcasts.manager import NO_RECEIPT
+
+    uc = UnitController(tmp_path, receipt_grace_s=1.0)
+    try:
+        ahead, behind = uc.nodes["loa-01"], uc.nodes["loa-02"]
+        ahead.start_skew_s, ahead.drop_states = 86_400.0, {"done"}
+        behind.start_skew_s = -86_400.0
+        sent = datetime.now(UTC)
+        first = uc.manager.submit(Announcement(text="Giờ lệch", targets=("loa-01", "loa-02")))
+        b = uc.wait_state(first, "done", "partial", "failed")
+        by = {d["speaker"]: d for d in b["deliveries"]}
+        assert b["state"] == "partial"
+        assert by["loa-01"]["state"] == "failed" and by["loa-01"]["reason"] == NO_RECEIPT
+        assert by["loa-02"]["state"] == "done"
+        now = datetime.now(UTC)
+        for d in by.values():
+            started = datetime.fromisoformat(d["started_at"])
+            assert sent - timedelta(seconds=2) <= started <= now + timedelta(seconds=1)
+        # The cluster is free again: the next item airs there.
+        second = uc.manager.submit(Announcement(text="Bản tin sau", targets=("loa-01",)))
+        wait_until(lambda: "playing" in ahead.states(second), what="second item playing on loa-01")
+    finally:
+        uc.close()

@@ -56,6 +56,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import math
 import queue
 import threading
 import time
@@ -99,6 +100,11 @@ _MAX_SLEEP_S = 0.5
 _CHUNK_GATHER_S = 0.03
 # A dispatch whose common start is at most this much later than the earliest possible one goes now.
 _DISPATCH_SLACK_S = 0.25
+# A node's reported start is trusted only within [command sent - this, now + lead]: its clock may
+# be off (a start far in the future would keep the cluster "busy" for ever, one far in the past
+# would time it out at once). Nodes correct their clock against ours, so honest reports sit well
+# inside; one second leaves room for the offset estimate's error.
+_START_TOLERANCE_S = 1.0
 # Zone membership and quiet hours are re-read this often (and at once after a registry change).
 _ZONES_TTL_S = 5.0
 # A volume command still queued for an offline cluster is dropped by the broker after this long: a
@@ -175,6 +181,7 @@ class _Airing:
     # would treat a re-airing under the same id as a duplicate. Receipts of an older attempt are stale.
     attempts: dict[str, int] = field(default_factory=dict)
     preempted_by: dict[str, int] = field(default_factory=dict)
+    sent_at: dict[str, float] = field(default_factory=dict)  # speaker -> when its play command went out
     logged: set[tuple[str, str]] = field(default_factory=set)  # (kind, key) decisions already logged
     started: bool = False
     cancelled: bool = False
@@ -1364,7 +1371,9 @@ class BroadcastManager:
                     )
                     self.stats["plays_published"] += 1
         end = start + airing.duration
+        sent_at = self.clock()
         for speaker in group:
+            airing.sent_at[speaker] = sent_at
             airing.pending.discard(speaker)
             airing.active[speaker] = (start, end)
             self._set_delivery(session, airing.id, speaker, DeliveryState.SENT, reason=None, force=True)
@@ -1429,7 +1438,7 @@ class BroadcastManager:
         elif state == "scheduled":
             self._set_delivery(session, bid, speaker, DeliveryState.SCHEDULED, only_open=True)
         elif state == "playing":
-            started = event.started_at or event.ts
+            started = self._trusted_start(airing, speaker, event.started_at or event.ts)
             self._set_delivery(
                 session, bid, speaker, DeliveryState.PLAYING, only_open=True, started_at=started
             )
@@ -1483,6 +1492,29 @@ class BroadcastManager:
                 speaker,
             )
         self._changed.add(bid)
+
+    def _trusted_start(self, airing: _Airing | None, speaker: str, reported: float) -> float:
+        """The node's reported start, clamped to [command sent - tolerance, now + lead]."""
+        now = self.clock()
+        if airing is not None and speaker in airing.sent_at:
+            earliest = airing.sent_at[speaker] - _START_TOLERANCE_S
+        elif airing is not None and speaker in airing.active:
+            # Re-read after a restart: the planned start minus the longest lead it could have had.
+            earliest = airing.active[speaker][0] - self.config.lead_s - _START_TOLERANCE_S
+        else:
+            earliest = now - (airing.duration if airing is not None else 0.0) - self.config.receipt_grace_s
+        latest = now + self.config.lead_s
+        if not math.isfinite(reported):
+            reported = now
+        clamped = min(max(reported, earliest), latest)
+        if clamped != reported:
+            _LOGGER.warning(
+                "%s reported a start %.1f s off the plausible range; using %s",
+                speaker,
+                reported - clamped,
+                self._local(clamped, seconds=True),
+            )
+        return clamped
 
     def _handle_preempted(
         self, session: Session, airing: _Airing | None, bid: int, speaker: str, event: Event
@@ -1591,9 +1623,10 @@ class BroadcastManager:
             d.started_at = _utc(started_at)
         if finished_at is not None:
             d.finished_at = _utc(finished_at)
-        if seconds_played is not None:
+        # Non-finite figures are refused at ingest; never let one reach the database or the reports.
+        if seconds_played is not None and math.isfinite(seconds_played):
             d.seconds_played = seconds_played
-        if rms_dbfs is not None:
+        if rms_dbfs is not None and math.isfinite(rms_dbfs):
             d.rms_dbfs = rms_dbfs
         self._changed.add(bid)
 
