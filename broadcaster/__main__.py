@@ -87,7 +87,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
     from broadcaster.scheduling.lock import SchedulerLockedError
     from broadcaster.services import build_services
     from broadcaster.transport import TransportError
-    from broadcaster.web import create_app
+    from broadcaster.web import create_app, shutdown_app
 
     settings = _settings(
         args, host=args.host, port=args.port, mqtt_url=args.mqtt_url, db=args.db, demo=args.demo or None
@@ -108,6 +108,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
     except KeyboardInterrupt:
         pass
     finally:
+        shutdown_app(app)  # the web workers first: their jobs use the services
         services.stop()
     return 0
 

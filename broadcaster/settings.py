@@ -31,6 +31,14 @@ class SettingsError(Exception):
     """A configuration problem, with a message meant for the operator."""
 
 
+def parse_yaml(text: str) -> Any:
+    """The one place this module reads YAML (safe loader: plain data, never objects).
+
+    Raises ``yaml.YAMLError`` on malformed text. ``scheduling/yamlfiles.py`` and ``speakers/config.py``
+    still import yaml themselves; they could call a shared helper like this one later."""
+    return yaml.safe_load(text)
+
+
 class Settings(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
@@ -85,7 +93,13 @@ def _env_overrides(environ: dict[str, str]) -> dict[str, Any]:
         for part in path[:-1]:
             node = node.setdefault(part, {})
         leaf = path[-1]
-        node[leaf] = yaml.safe_load(value) if value[:1] in "[{" else value
+        if value[:1] in "[{":
+            try:
+                node[leaf] = parse_yaml(value)
+            except yaml.YAMLError as exc:
+                raise SettingsError(f"environment variable {key}: not a valid YAML list or mapping: {exc}") from exc
+        else:
+            node[leaf] = value
     return out
 
 
@@ -111,7 +125,7 @@ def load_settings(
     config_file = config_file or (Path(environ[ENV_PREFIX + "CONFIG"]) if ENV_PREFIX + "CONFIG" in environ else None)
     if config_file is not None:
         try:
-            loaded = yaml.safe_load(config_file.read_text(encoding="utf-8")) or {}
+            loaded = parse_yaml(config_file.read_text(encoding="utf-8")) or {}
         except (OSError, yaml.YAMLError) as exc:
             raise SettingsError(f"cannot read config file {config_file}: {exc}") from exc
         if not isinstance(loaded, dict):

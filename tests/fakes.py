@@ -916,6 +916,33 @@ class FakeLiveFleet:
         return []
 
 
+class RenderAllRecorder:
+    """A SchedulerService seen through a window: ``render_all`` calls are recorded (with the name of
+    the thread they ran on) and passed on; everything else goes straight to the real service."""
+
+    def __init__(self, inner: object) -> None:
+        import threading
+
+        self.inner = inner
+        self.threads: list[str] = []
+        self.called = threading.Condition()
+
+    def render_all(self) -> None:
+        import threading
+
+        with self.called:
+            self.threads.append(threading.current_thread().name)
+            self.called.notify_all()
+        self.inner.render_all()
+
+    def wait_calls(self, count: int, timeout: float = 10.0) -> bool:
+        with self.called:
+            return self.called.wait_for(lambda: len(self.threads) >= count, timeout)
+
+    def __getattr__(self, name: str) -> object:
+        return getattr(self.inner, name)
+
+
 class WebFakeBroadcasts(FakeBroadcastManager):
     """H4b's recording manager plus state changes for approve/reject/cancel and the fields the
     web pages show (announcement_id, normalized_text, delivery details)."""

@@ -130,12 +130,11 @@ def web_services(tmp_path: Path) -> Iterator[WebServices]:
 
 @pytest.fixture
 def web_app(web_services: WebServices) -> Iterator[Any]:
-    from broadcaster.web import create_app
-    from broadcaster.web.ui import JOBS_KEY
+    from broadcaster.web import create_app, shutdown_app
 
     app = create_app(web_services.settings, web_services.services, {"TESTING": True})
     yield app
-    app.extensions[JOBS_KEY].shutdown()
+    shutdown_app(app)
 
 
 @pytest.fixture
@@ -259,8 +258,7 @@ def ui_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[UiStack]:
     loopback port, nine simulated clusters in three zones, SQLite, espeak-ng), the three test
     accounts, and the web app served on loopback. One per test module: starting it takes a second."""
     from broadcaster.services import build_services
-    from broadcaster.web import create_app
-    from broadcaster.web.ui import JOBS_KEY
+    from broadcaster.web import create_app, shutdown_app
 
     settings = web_settings(tmp_path_factory.mktemp("controller") / "instance", demo=True)
     services = build_services(settings)
@@ -281,5 +279,5 @@ def ui_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[UiStack]:
         if server is not None:
             server.stop()
         if app is not None:
-            app.extensions[JOBS_KEY].shutdown()
+            shutdown_app(app)
         services.close()

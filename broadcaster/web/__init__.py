@@ -123,6 +123,17 @@ def services_of(app: Flask) -> Services:
     return app.extensions[EXTENSION_KEY]
 
 
+def shutdown_app(app: Flask) -> None:
+    """Stop the app's own workers (previews, uploads, lexicon re-renders): running jobs finish,
+    queued ones are dropped, the threads are joined. Call it when the server has stopped serving
+    and before ``services.stop()`` (the jobs use the services). Safe to call twice."""
+    from broadcaster.web.ui import JOBS_KEY
+
+    runner = app.extensions.get(JOBS_KEY)
+    if runner is not None:
+        runner.shutdown()
+
+
 def _security_headers(response: Response) -> Response:
     response.headers.setdefault("X-Content-Type-Options", "nosniff")
     response.headers.setdefault("Referrer-Policy", "same-origin")

@@ -1669,6 +1669,25 @@ def minutes_csv() -> Response:
 # --- lexicon ------------------------------------------------------------------------------
 
 
+def _rerender_schedules() -> None:
+    """After a lexicon change: re-render the scheduled bulletins on a worker, so they air with the
+    new reading (``SchedulerService.render_all``; cache hits cost nothing). The request does not wait."""
+    scheduler = _services().scheduler
+    if scheduler is None:
+        return
+
+    def render_all() -> dict[str, Any]:
+        try:
+            scheduler.render_all()
+        except Exception:  # nobody polls this job: say it in the log
+            _LOGGER.exception("re-rendering the schedules after a lexicon change failed")
+            raise
+        return {}
+
+    user = current_user()
+    jobs().submit(user.id if user is not None else 0, "lexicon-render", render_all)
+
+
 def _lexicon_errors(term: str, reading: str) -> dict[str, str]:
     errors = {}
     if not term:
@@ -1723,7 +1742,12 @@ def lexicon() -> Any:
             existing.reading, existing.updated_by = reading, _user_name()
         else:
             session.add(LexiconEntry(term=term, reading=reading, updated_by=_user_name()))
-    flash(f"Đã lưu: “{term}” đọc là “{reading}”. Áp dụng từ lần xem trước tiếp theo.", "ok")
+    _rerender_schedules()
+    flash(
+        f"Đã lưu: “{term}” đọc là “{reading}”. Áp dụng từ lần xem trước tiếp theo; "
+        "âm thanh của các lịch phát định kỳ đang được tạo lại theo cách đọc mới.",
+        "ok",
+    )
     return redirect(url_for("ui.lexicon"))
 
 
@@ -1736,6 +1760,7 @@ def lexicon_delete(entry_id: int) -> Any:
             abort(404, description="Không tìm thấy mục từ điển này.")
         term = entry.term
         session.delete(entry)
+    _rerender_schedules()
     flash(f"Đã xóa “{term}” khỏi từ điển.", "ok")
     return redirect(url_for("ui.lexicon"))
 
