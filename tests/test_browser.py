@@ -136,6 +136,26 @@ def test_stop_all_asks_first_then_stops_every_cluster(ui_stack: Any, new_page: A
     assert max(played) < ui_stack.services.broadcasts.get(broadcast_id)["duration_s"]
 
 
+def test_volume_of_a_zone_reaches_its_clusters(ui_stack: Any, new_page: Any) -> None:
+    """The dashboard's "Âm lượng" form, through the real controller and the simulated nodes: every
+    cluster of the zone reports the new volume in its health, and the cards show it."""
+    zone = ui_stack.zone_names[0]
+    page = new_page(ui_stack.url, viewport={"width": 1280, "height": 900})
+    browser_login(page, "approver")
+    page.get_by_label("Nơi đặt").select_option(label=zone)
+    page.get_by_label("Âm lượng (%)").fill("37")
+    page.get_by_role("button", name="Đặt âm lượng").click()
+    page.wait_for_url(re.compile(r"/$"))
+    assert re.search(r"Đã gửi lệnh đặt âm lượng 37% tới \d+ cụm loa", page.locator(".flashes").inner_text())
+    section = page.locator("section.zone", has=page.get_by_role("heading", name=re.compile(re.escape(zone))))
+    volumes = section.locator(".sp-volume")
+    # Nodes report volume in their health messages (every 10 s in the demo); the page polls.
+    wait_for(lambda: volumes.count() > 0 and all(v == "37%" for v in volumes.all_inner_texts()),
+             timeout=40, what=f"clusters of {zone} at 37%")  # fmt: skip
+    others = page.locator("section.zone", has_not=page.get_by_role("heading", name=re.compile(re.escape(zone))))
+    assert "37%" not in " ".join(others.locator(".sp-volume").all_inner_texts())
+
+
 def test_schedule_bulletin_appears_in_week_view(ui_stack: Any, new_page: Any) -> None:
     page = new_page(ui_stack.url, viewport={"width": 1280, "height": 900})
     browser_login(page, "approver")
