@@ -589,7 +589,7 @@ class FlakyTransport(_MemoryTransport):
 
 class FlakyCommitSessions:
     """A ``sessionmaker`` stand-in over a real one. ``fail_commits = n`` makes the next n write
-    transactions (``begin()`` blocks that flushed something) opened on ``thread`` roll back at
+    transactions (``begin()`` blocks that flushed or executed a write) opened on ``thread`` roll back at
     commit and raise ``OperationalError('database is locked')``, as SQLite does under contention.
     Plain ``sessions()`` and read-only transactions are passed through."""
 
@@ -615,6 +615,11 @@ class FlakyCommitSessions:
             session = self._sessions()
             wrote: list[bool] = []
             event.listen(session, "after_flush", lambda *_: wrote.append(True))
+            event.listen(
+                session,
+                "do_orm_execute",
+                lambda state: wrote.append(True) if state.is_insert or state.is_update or state.is_delete else None,
+            )
             try:
                 session.begin()
                 yield session

@@ -15,22 +15,24 @@ from broadcaster.fleet import Fleet, FleetConfig
 from broadcaster.models import Alert, HealthSample, LogEntry, Speaker, Zone
 from broadcaster.transport.memory import MemoryBroker, MemoryTransport
 from speakers import protocol as proto
-from tests.fakes import FakeNode
+from tests.fakes import FakeNode, FlakyCommitSessions
 from tests.fixtures_controller import wait_until
 
 
 class Harness:
-    def __init__(self, tmp_path: Path, **config: object) -> None:
+    def __init__(self, tmp_path: Path, flaky: bool = False, **config: object) -> None:
         self.engine = make_engine(f"sqlite:///{tmp_path / 'fleet.db'}")
         create_schema(self.engine)
         self.sessions = make_session_factory(self.engine)
+        # flaky: the fleet's commits can be made to fail (FlakyCommitSessions on its worker thread).
+        self.fleet_sessions = FlakyCommitSessions(self.sessions, thread="fleet-worker") if flaky else self.sessions
         with self.sessions.begin() as s:
             s.add(Zone(id="thon-1", name="Thôn Đông"))
             for i in (1, 2, 3):
                 s.add(Speaker(id=f"loa-0{i}", name=f"Loa {i}", zone_id="thon-1"))
         self.broker = MemoryBroker()
         self.transport = MemoryTransport(self.broker)
-        self.fleet = Fleet(self.sessions, self.transport, FleetConfig(**config))  # type: ignore[arg-type]
+        self.fleet = Fleet(self.fleet_sessions, self.transport, FleetConfig(**config))  # type: ignore[arg-type]
         self.nodes = {f"loa-0{i}": FakeNode(self.broker, f"loa-0{i}", "thon-1") for i in (1, 2, 3)}
         self.changes: list[dict] = []
         self.online: list[tuple[str, bool]] = []
@@ -217,3 +219,89 @@ def test_time_request_answered_on_the_network_thread(harness: Harness) -> None:
     assert answers[0].seq == 5 and answers[0].t_node == t0
     assert abs(answers[0].t_controller - time.time()) < 5
     node.stop()
+
+
+def _health_rows(h: Harness) -> int:
+    with h.sessions() as s:
+        return s.scalar(select(func.count()).select_from(HealthSample)) or 0
+
+
+def test_failed_health_commit_retried_then_the_bad_sample_dropped(tmp_path: Path) -> None:
+    h = Harness(tmp_path, flaky=True, health_batch_size=10, health_batch_interval_s=60)
+    try:
+        h.nodes["loa-01"].connect()
+        h.fleet.flush()
+        # Once: the retry writes the batch, nothing lost.
+        h.fleet_sessions.fail_commits = 1
+        for _ in range(10):
+            h.nodes["loa-01"].send_health()
+        h.broker.flush()
+        h.fleet.flush()
+        assert h.fleet_sessions.failed == 1
+        assert _health_rows(h) == 10 and h.fleet.stats["health_dropped"] == 0
+        # Three times: batch and retry fail, then one by one the first sample fails and is dropped;
+        # the others are written at once and later commits are not poisoned.
+        h.fleet_sessions.fail_commits = 3
+        for _ in range(10):
+            h.nodes["loa-01"].send_health()
+        h.broker.flush()
+        h.fleet.flush()
+        assert h.fleet_sessions.failed == 4
+        assert h.fleet.stats["health_dropped"] == 1 and _health_rows(h) == 19
+        for _ in range(10):
+            h.nodes["loa-01"].send_health()
+        h.broker.flush()
+        h.fleet.flush()
+        assert _health_rows(h) == 29 and h.fleet.metrics()["health_pending"] == 0
+    finally:
+        h.close()
+
+
+def test_unwritten_health_samples_are_bounded(tmp_path: Path) -> None:
+    h = Harness(tmp_path, flaky=True, health_batch_size=10, health_batch_interval_s=60)
+    try:
+        h.fleet._max_pending = 50  # the floor is 20,000 in production; small here to stay fast
+        h.nodes["loa-01"].connect()
+        h.fleet.flush()
+        h.fleet_sessions.fail_commits = 10**6  # the database refuses every write
+        for _ in range(200):
+            h.nodes["loa-01"].send_health()
+        h.broker.flush()
+        wait_until(lambda: h.fleet.stats["health_received"] == 200, what="200 samples received")
+        h.fleet.flush()
+        assert h.fleet.metrics()["health_pending"] <= 50
+        assert h.fleet.stats["health_dropped"] >= 150
+        # The database is back: what is pending gets written.
+        h.fleet_sessions.fail_commits = 0
+        pending = h.fleet.metrics()["health_pending"]
+        h.nodes["loa-01"].send_health()
+        h.broker.flush()
+        h.fleet.flush()
+        assert _health_rows(h) == pending + 1 and h.fleet.metrics()["health_pending"] == 0
+    finally:
+        h.close()
+
+
+def test_non_finite_and_hostile_payloads_are_malformed(harness: Harness) -> None:
+    h = harness
+    h.nodes["loa-01"].connect()
+    h.fleet.flush()
+    before = h.fleet.metrics()
+    bad = [
+        ("loa/speakers/loa-01/events", b'{"v":1,"type":"event","state":"done","ts":1,"broadcast_id":"1","seconds_played":NaN}'),
+        ("loa/speakers/loa-01/events", b'{"v":1,"type":"event","state":"done","ts":1,"broadcast_id":"1","rms_dbfs":-Infinity}'),
+        ("loa/speakers/loa-01/health", b'{"v":1,"type":"health","ts":1,"uptime_s":Infinity,"volume":10}'),
+        ("loa/speakers/loa-01/health", b"[" * 100_000 + b"]" * 100_000),  # deep nesting
+    ]
+    events: list[proto.Event] = []
+    h.fleet.add_event_listener(lambda speaker, event: events.append(event))
+    for topic, payload in bad:
+        h.raw(topic, payload)
+    h.nodes["loa-01"].send_health(volume=44)  # ingest goes on after them
+    h.broker.flush()
+    h.fleet.flush()
+    metrics = h.fleet.metrics()
+    assert metrics["malformed"] == before["malformed"] + len(bad)
+    assert metrics["malformed_by_speaker"]["loa-01"] == before["malformed_by_speaker"].get("loa-01", 0) + len(bad)
+    assert events == []  # no non-finite figure reached the broadcasts
+    assert h.fleet.speaker("loa-01")["volume"] == 44

@@ -6,12 +6,16 @@ thread is answering a node's time request: the answer carries the controller clo
 delay before it would become clock error on every node.
 
 A payload that is not a valid protocol message is logged (rate-limited per speaker) and counted; it
-never reaches the workers and never raises.
+never reaches the workers and never raises. So is a message carrying a non-finite number (NaN, inf:
+JSON from a broken node may hold them) and any other failure while handling one message: ingest
+goes on with the next.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import logging
+import math
 import threading
 import time
 from collections import Counter
@@ -34,6 +38,9 @@ _LOGGER = logging.getLogger(__name__)
 # One log line per speaker and minute is enough to find a broken node without flooding the log.
 _MALFORMED_LOG_INTERVAL_S = 60.0
 _EXPECTED = {"status": Status, "health": Health, "events": Event, "time": TimeRequest}
+
+# Nested values of a message are checked this deep for non-finite numbers (the protocol caps nesting).
+_MAX_CHECK_DEPTH = 8
 
 EventListener = Callable[[str, Event], None]
 Sink = Callable[[str, str, Any, float], None]  # (kind, speaker, message, received_at)
@@ -70,9 +77,11 @@ class Ingest:
 
     # Runs on the network thread.
     def handle(self, topic: str, payload: bytes) -> None:
-        received_at = self.clock()
+        """Decode, check and route one node message. Never raises: whatever goes wrong with one
+        message (not only a ProtocolError) is logged and counted as malformed."""
         speaker = "?"
         try:
+            received_at = self.clock()
             kind, speaker, _ = self.transport.topics.parse(topic)
             expected = _EXPECTED.get(kind)
             if expected is None:
@@ -82,15 +91,21 @@ class Ingest:
             message = decode_node_message(payload)
             if not isinstance(message, expected):
                 raise ProtocolError(f"{type(message).__name__} published on a {kind} topic")
-        except ProtocolError as exc:
+            _check_finite(message)
+        except Exception as exc:  # ProtocolError, and anything a hostile payload may trigger
             self._malformed(speaker, topic, exc)
             return
         with self._lock:
             self.counts[kind] += 1
-        if isinstance(message, TimeRequest):
-            self._answer_time(speaker, message)
+        try:
+            if isinstance(message, TimeRequest):
+                self._answer_time(speaker, message)
+                return
+            self.sink(kind, speaker, message, received_at)
+        except Exception as exc:
+            _LOGGER.exception("handling a %s message from %s failed", kind, speaker)
+            self._malformed(speaker, topic, exc, logged=True)
             return
-        self.sink(kind, speaker, message, received_at)
         if isinstance(message, Event):
             for listener in list(self.event_listeners):
                 try:
@@ -103,7 +118,7 @@ class Ingest:
         # QoS 0: a late answer is worse than none (the node simply asks again).
         self.transport.publish(self.transport.topics.cmd(speaker), answer.encode(), qos=0)
 
-    def _malformed(self, speaker: str, topic: str, exc: Exception) -> None:
+    def _malformed(self, speaker: str, topic: str, exc: Exception, logged: bool = False) -> None:
         now = time.monotonic()
         with self._lock:
             self.counts["malformed"] += 1
@@ -112,5 +127,29 @@ class Ingest:
             log_it = now - last >= _MALFORMED_LOG_INTERVAL_S
             if log_it:
                 self._last_log[speaker] = now
-        if log_it:
-            _LOGGER.warning("malformed message on %s ignored: %s", topic, exc)
+        if log_it and not logged:
+            _LOGGER.warning("malformed message on %s ignored: %s: %s", topic, type(exc).__name__, exc)
+
+
+def _check_finite(message: Any) -> None:
+    """ProtocolError when any number in ``message`` (nested values included) is NaN or infinite:
+    such a figure would poison averages, reports and the database (seconds played, RMS level)."""
+
+    def walk(value: Any, name: str, depth: int) -> None:
+        if isinstance(value, float):
+            if not math.isfinite(value):
+                raise ProtocolError(f"{name} is not a finite number")
+        elif depth >= _MAX_CHECK_DEPTH:
+            if isinstance(value, (dict, list, tuple)) and value:
+                raise ProtocolError(f"{name} is nested too deeply")
+        elif isinstance(value, dict):
+            for key, item in value.items():
+                walk(item, f"{name}.{key}", depth + 1)
+        elif isinstance(value, (list, tuple)):
+            for index, item in enumerate(value):
+                walk(item, f"{name}[{index}]", depth + 1)
+        elif dataclasses.is_dataclass(value) and not isinstance(value, type):
+            for f in dataclasses.fields(value):
+                walk(getattr(value, f.name), f.name, depth + 1)
+
+    walk(message, type(message).__name__, 0)

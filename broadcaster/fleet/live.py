@@ -38,6 +38,7 @@ _PLAYING_STATES = {"playing"}
 _IDLE_STATES = {"done", "failed", "preempted", "stopped", "expired"}
 # Registry rows (name, zone) are re-read at most this often for snapshots.
 _REGISTRY_TTL_S = 2.0
+_MIN_PENDING = 20_000
 
 ALERT_MESSAGES = {
     "offline": "Cụm loa mất kết nối",
@@ -102,7 +103,18 @@ class Fleet:
         self._registry: dict[str, tuple[str, str | None, bool]] = {}  # id -> (name, zone, enabled)
         self._registry_at = -1e9
         self._last_retention = -1e9
-        self.stats = {"health_received": 0, "health_written": 0, "commits": 0, "queue_max": 0}
+        # Unwritten samples kept while the database fails: ten batches, and at least a few minutes
+        # of a 2,000-cluster fleet reporting every 30 s.
+        self._max_pending = max(10 * self.config.health_batch_size, _MIN_PENDING)
+        self.stats = {
+            "health_received": 0,
+            "health_written": 0,
+            "health_dropped": 0,
+            "commits": 0,
+            "commit_failures": 0,
+            "alert_writes_dropped": 0,
+            "queue_max": 0,
+        }
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -184,6 +196,7 @@ class Fleet:
             "speakers_seen": known,
             "speakers_online": online,
             "queue": self._queue.qsize(),
+            "health_pending": len(self._pending_health),
         }
 
     # ------------------------------------------------------------------ subscriptions
@@ -377,6 +390,14 @@ class Fleet:
         return ops, changes
 
     def _write(self, alert_ops: list[tuple[str, str, str, bool]], force_flush: bool) -> None:
+        """Commit alert changes and the due health samples (and the hourly retention).
+
+        A failed commit is retried once. When the retry fails too, the alert changes are written on
+        their own and the samples one by one: the sample that fails is dropped (logged, counted in
+        ``health_dropped``), so one bad sample never blocks every later commit. If the database is
+        down the rest stays pending for the next pass, at most ``_max_pending`` samples (the oldest
+        are dropped first)."""
+        self._bound_pending()
         health_due = bool(self._pending_health) and (
             force_flush
             or len(self._pending_health) >= self.config.health_batch_size
@@ -390,27 +411,92 @@ class Fleet:
             return
         if health_due and self.config.health_batch_size == 1:
             # The "one commit per message" mode (kept for the benchmark and tiny fleets).
-            for row in self._pending_health:
-                with self.sessions.begin() as session:
-                    session.execute(insert(HealthSample), [row])
-                self.stats["commits"] += 1
-            self.stats["health_written"] += len(self._pending_health)
-            self._pending_health, self._pending_since = [], None
+            self._write_one_by_one(retry=True)
             health_due = False
+            if not alert_ops and not retention_due:
+                return
+        rows = list(self._pending_health) if health_due else []
+        for attempt in (1, 2):
+            try:
+                self._commit(rows, alert_ops, retention_due)
+            except Exception:
+                self.stats["commit_failures"] += 1
+                _LOGGER.exception("fleet: commit of %s samples and %s alert changes failed (attempt %s)",
+                                  len(rows), len(alert_ops), attempt)
+                continue
+            self._written(len(rows))
+            return
+        # Both failed: alerts alone, then the samples one by one.
+        if alert_ops:
+            try:
+                self._commit([], alert_ops, False)
+            except Exception:
+                self.stats["alert_writes_dropped"] += len(alert_ops)
+                _LOGGER.exception("fleet: %s alert changes could not be written; dropped", len(alert_ops))
+        if rows:
+            self._write_one_by_one(retry=False)
+
+    def _commit(
+        self, rows: list[dict[str, Any]], alert_ops: list[tuple[str, str, str, bool]], retention: bool
+    ) -> None:
         with self.sessions.begin() as session:
-            if health_due:
-                session.execute(insert(HealthSample), self._pending_health)
-                self.stats["health_written"] += len(self._pending_health)
-                self._pending_health, self._pending_since = [], None
+            if rows:
+                session.execute(insert(HealthSample), rows)
             for speaker, kind, message, raise_it in alert_ops:
                 self._apply_alert(session, speaker, kind, message, raise_it)
-            if retention_due:
-                self._last_retention = time.monotonic()
+            if retention:
                 cutoff = datetime.now(UTC) - timedelta(days=self.config.health_retention_days)
                 result = session.execute(delete(HealthSample).where(HealthSample.ts < cutoff))
                 if result.rowcount:
                     _LOGGER.info("deleted %s health samples older than %s", result.rowcount, cutoff)
+        if retention:
+            self._last_retention = time.monotonic()
         self.stats["commits"] += 1
+
+    def _written(self, count: int) -> None:
+        """The first ``count`` pending samples are in the database."""
+        self.stats["health_written"] += count
+        del self._pending_health[:count]
+        self._pending_since = time.monotonic() if self._pending_health else None
+
+    def _write_one_by_one(self, retry: bool) -> None:
+        """One commit per pending sample. A sample that fails (twice when ``retry``) is dropped; when
+        nothing could be written at all the database is taken to be down: the rest waits."""
+        written = 0
+        while self._pending_health:
+            row = self._pending_health[0]
+            tries = 2 if retry else 1
+            for attempt in range(tries):
+                try:
+                    self._commit([row], [], False)
+                except Exception:
+                    self.stats["commit_failures"] += 1
+                    if attempt == tries - 1:
+                        self._pending_health.pop(0)
+                        self.stats["health_dropped"] += 1
+                        _LOGGER.exception(
+                            "fleet: health sample of %s at %s could not be written; dropped",
+                            row.get("speaker_id"),
+                            row.get("ts"),
+                        )
+                    continue
+                self._written(1)
+                written += 1
+                break
+            else:
+                if written == 0:
+                    break  # the database refuses everything: keep the rest for the next pass
+        if not self._pending_health:
+            self._pending_since = None
+
+    def _bound_pending(self) -> None:
+        """Never hold more than ``_max_pending`` unwritten samples (the database may be down for
+        long): the oldest go first, counted in ``health_dropped``."""
+        excess = len(self._pending_health) - self._max_pending
+        if excess > 0:
+            del self._pending_health[:excess]
+            self.stats["health_dropped"] += excess
+            _LOGGER.error("fleet: %s unwritten health samples dropped (database unavailable?)", excess)
 
     def _apply_alert(self, session: Session, speaker: str, kind: str, message: str, raise_it: bool) -> None:
         now = datetime.now(UTC)
