@@ -143,29 +143,47 @@ class _Client(aiomqtt.Client):
             self.session_present = bool(flags.session_present)
         super()._on_connect(client, userdata, flags, reason_code, properties)
 
+    def _on_subscribe(self, client: Any, userdata: Any, mid: int, reason_codes: Any, properties: Any = None) -> None:
+        if mid not in self._pending_subscribes:
+            return  # the caller stopped waiting (timeout under load); nothing to report
+        super()._on_subscribe(client, userdata, mid, reason_codes, properties)
+
+    def _on_unsubscribe(self, client: Any, userdata: Any, mid: int, reason_codes: Any, properties: Any = None) -> None:
+        if mid not in self._pending_unsubscribes:
+            return
+        super()._on_unsubscribe(client, userdata, mid, reason_codes, properties)
+
+    def unsubscribe_nowait(self, topic_filter: str) -> None:
+        """UNSUBSCRIBE without waiting for the broker's acknowledgement."""
+        self._client.unsubscribe(topic_filter)
+
     def _on_publish(self, client: Any, userdata: Any, mid: int, reason_code: Any, properties: Any) -> None:
         fut = self._acks.pop(mid, None)
         if fut is not None and not fut.done():
             fut.set_result(reason_code)
         super()._on_publish(client, userdata, mid, reason_code, properties)
 
-    async def publish_acked(self, out: Outgoing, timeout: float) -> ReasonCode | None:
-        """Publish and wait for the broker's acknowledgement; return its reason code (MQTT 5)."""
-        fut: asyncio.Future[ReasonCode | None] = asyncio.get_running_loop().create_future()
+    async def publish_acked(self, out: Outgoing) -> ReasonCode | None:
+        """Publish and wait for the broker's acknowledgement; return its reason code (MQTT 5).
+
+        There is no timeout: a busy broker may take long, and giving up would either lose the
+        message or send it twice. A dead connection is noticed by the keepalive, and then this
+        raises MqttError (the caller keeps the message and sends it after the reconnect)."""
+        loop = asyncio.get_running_loop()
+        fut: asyncio.Future[ReasonCode | None] = loop.create_future()
         info = self._client.publish(out.topic, out.payload, out.qos, out.retain, out.properties())
         if info.rc != paho.MQTT_ERR_SUCCESS:
             raise aiomqtt.MqttCodeError(info.rc, "Could not publish message")
-        if out.qos == 0:
-            return None
-        if info.is_published():
+        if out.qos == 0 or info.is_published():
             return None
         self._acks[info.mid] = fut
         try:
-            return await asyncio.wait_for(fut, timeout)
-        except TimeoutError:
-            raise aiomqtt.MqttError(f"no acknowledgement for publish to {out.topic}") from None
+            await asyncio.wait((fut, self._disconnected), return_when=asyncio.FIRST_COMPLETED)
         finally:
             self._acks.pop(info.mid, None)
+        if fut.done():
+            return fut.result()
+        raise aiomqtt.MqttError(f"connection lost before the broker acknowledged {out.topic}")
 
     def consume_disconnect(self) -> None:
         """Mark a disconnect error as seen (asyncio logs unretrieved future exceptions)."""
@@ -207,11 +225,13 @@ class Link:
         reconnect_min_s: float = 1.0,
         reconnect_max_s: float = 60.0,
         connect_timeout_s: float = 10.0,
-        ack_timeout_s: float = 10.0,
+        ack_timeout_s: float = 30.0,
         latency_s: float = 0.0,
         connect_gate: asyncio.Semaphore | None = None,
+        outbox_limit: int = OUTBOX_LIMIT,
     ) -> None:
         self.client_id = client_id
+        self.outbox_limit = outbox_limit
         self.url = url
         self.on_message = on_message
         self.on_connect = on_connect
@@ -259,11 +279,12 @@ class Link:
                 _LOGGER.debug("%s: subscribe %s deferred to reconnect: %s", self.client_id, topic_filter, exc)
 
     async def unsubscribe(self, topic_filter: str) -> None:
+        """Stop receiving ``topic_filter`` (now, and it is not renewed at reconnects). Does not
+        wait for the broker's acknowledgement: a late one changes nothing."""
         self._filters.pop(topic_filter, None)
         client = self._client
         if client is not None and self.connected.is_set():
-            with contextlib.suppress(aiomqtt.MqttError):
-                await client.unsubscribe(topic_filter, timeout=self.ack_timeout_s)
+            client.unsubscribe_nowait(topic_filter)
 
     def wants(self, topic_filter: str) -> bool:
         return topic_filter in self._filters
@@ -291,7 +312,7 @@ class Link:
                 if queued.coalesce == coalesce:
                     del self._outbox[i]
                     break
-        if len(self._outbox) >= OUTBOX_LIMIT:
+        if len(self._outbox) >= self.outbox_limit:
             dropped = self._outbox.popleft()
             _LOGGER.warning("%s: outbox full, dropping oldest message to %s", self.client_id, dropped.topic)
         self._outbox.append(out)
@@ -376,6 +397,15 @@ class Link:
             if self.on_connect is not None:
                 await self.on_connect(client.session_present)
             sender = asyncio.create_task(self._send_loop(client), name=f"{self.client_id}-sender")
+
+            def sender_ended(task: asyncio.Task[None]) -> None:
+                # The sender only ends with the connection; if it died of anything else, drop the
+                # connection so that the reconnect starts a fresh one (and nothing stays queued).
+                if not task.cancelled() and task.exception() is not None and self._client is client:
+                    _LOGGER.warning("%s: sender stopped (%r); reconnecting", self.client_id, task.exception())
+                    client.abort()
+
+            sender.add_done_callback(sender_ended)
             try:
                 async for message in client.messages:
                     self._deliver(message)
@@ -433,7 +463,7 @@ class Link:
             delay = out.queued + self.latency_s - time.monotonic()
             if delay > 0:
                 await asyncio.sleep(delay)
-        reason = await client.publish_acked(out, self.ack_timeout_s)
+        reason = await client.publish_acked(out)
         if reason is not None and reason.is_failure:
             refused = PublishRefused(out.topic, str(reason))
             self.refused.append(refused)

@@ -13,6 +13,7 @@ sha256 is in the topic (``{prefix}/audio/{sha256}/{n}``).
 from __future__ import annotations
 
 import dataclasses
+import functools
 import hashlib
 import json
 import math
@@ -188,8 +189,14 @@ def _check_type(name: str, value: Any, hint: Any) -> Any:
     raise TypeError(f"unsupported annotation {hint!r}")
 
 
+@functools.cache
+def _hints(cls: Any) -> dict[str, Any]:
+    # Resolving the (string) annotations is the slow part of decoding: do it once per class.
+    return typing.get_type_hints(cls)
+
+
 def _from_dict(cls: Any, data: dict[str, Any]) -> Any:
-    hints = typing.get_type_hints(cls)
+    hints = _hints(cls)
     kwargs = {}
     for f in dataclasses.fields(cls):
         if not f.init or f.name in ("v", "type"):

@@ -9,7 +9,8 @@ The demo (``broadcaster serve --demo``), the tests and the benchmarks use it::
     sim.kill("loa-02"); sim.revive("loa-02")
     sim.stop()
 
-What it can inject: a per-node clock error (uniform in +-``clock_skew_s``), dropped connections
+What it can inject: a per-node clock error (uniform in +-``clock_skew_s``, or given per node in
+``clock_offsets``), dropped connections
 (``drop_rate_per_min``: chance per node per minute of an abrupt TCP drop, after which the node
 reconnects by itself), slow links (``latency_ms`` added before handling what arrives and before
 publishing). Simulated nodes share what costs memory or CPU but changes nothing observable: one
@@ -94,6 +95,7 @@ class Simulator:
         cache_max_mb: float = 256,
         max_late_s: float = 300.0,
         amplifier_idle_off_s: float = 5.0,
+        clock_offsets: Mapping[str, float] | None = None,
     ) -> None:
         parse_mqtt_url(mqtt_url)  # fail early on a bad URL
         self.mqtt_url = mqtt_url
@@ -114,6 +116,7 @@ class Simulator:
         self.latency_s = latency_ms / 1000.0
         self._rng = random.Random(seed)
         self._offsets = {sid: self._rng.uniform(-clock_skew_s, clock_skew_s) for sid in self._zones}
+        self._offsets.update(clock_offsets or {})  # explicit per-node clock errors win
         self._own_cache = cache_root is None
         self.cache_root = (
             Path(cache_root) if cache_root is not None else Path(tempfile.mkdtemp(prefix="loa-sim-"))
@@ -163,6 +166,11 @@ class Simulator:
         if speaker_id is not None:
             entries = [e for e in entries if e["speaker_id"] == speaker_id]
         return entries
+
+    @property
+    def analyzer(self) -> Analyzer:
+        """The decode-once cache shared by every simulated node (available after start)."""
+        return self._shared["analyzer"]  # type: ignore[no-any-return]
 
     def agent(self, speaker_id: str) -> Agent:
         return self.agents[speaker_id]

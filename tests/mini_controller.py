@@ -42,7 +42,9 @@ class MiniController:
 
     def __init__(self, url: str, prefix: str = "loa", *, client_id: str = "mini-controller") -> None:
         self.topics = Topics(prefix)
-        self.link = Link(client_id, parse_mqtt_url(url), on_message=self._on_message, keepalive_s=10)
+        self.link = Link(
+            client_id, parse_mqtt_url(url), on_message=self._on_message, keepalive_s=10, outbox_limit=10**7
+        )
         for topic_filter in self.topics.controller_filters():
             self.link.want(topic_filter)
         self.audio: dict[str, tuple[AudioRef, bytes]] = {}
@@ -57,6 +59,13 @@ class MiniController:
         self.serve_audio = True
         self.answer_time = True
         self.clock: Callable[[], float] = time.time
+        # > 0: gather need_audio requests for this long and publish the union of the missing
+        # chunks once (what a controller serving a zone of many nodes does).
+        self.batch_s = 0.0
+        self._batch: dict[str, set[int]] = {}
+        self._batch_timer: asyncio.TimerHandle | None = None
+        self._batch_first = self._batch_last = 0.0
+        self.batches = 0
         self._changed = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
 
@@ -100,6 +109,32 @@ class MiniController:
             self.chunks_sent[(audio_id, index)] += 1
             self.link.publish(self.topics.audio_chunk(audio_id, index), chunk, qos=1)
 
+    def _gather(self, audio_id: str, missing: tuple[int, ...]) -> None:
+        # Publish once requests have stopped coming for batch_s (the zone's nodes have all
+        # subscribed), or after 10 x batch_s at the latest.
+        loop = asyncio.get_running_loop()
+        if not self._batch:
+            self._batch_first = loop.time()
+        self._batch_last = loop.time()
+        self._batch.setdefault(audio_id, set()).update(missing)
+        if self._batch_timer is None:
+            self._batch_timer = loop.call_later(self.batch_s, self._maybe_flush)
+
+    def _maybe_flush(self) -> None:
+        loop = asyncio.get_running_loop()
+        quiet_since = loop.time() - self._batch_last
+        if quiet_since < self.batch_s and loop.time() - self._batch_first < 10 * self.batch_s:
+            self._batch_timer = loop.call_later(self.batch_s - quiet_since, self._maybe_flush)
+            return
+        self._batch_timer = None
+        self._flush_batch()
+
+    def _flush_batch(self) -> None:
+        batch, self._batch = self._batch, {}
+        self.batches += 1
+        for audio_id, indexes in batch.items():
+            self.publish_chunks(audio_id, sorted(indexes))
+
     def now(self) -> float:
         return self.clock()
 
@@ -126,7 +161,10 @@ class MiniController:
             if decoded.state == "need_audio":
                 self.need_audio.append((speaker, decoded))
                 if self.serve_audio and decoded.audio_id in self.audio:
-                    self.publish_chunks(decoded.audio_id, list(decoded.missing))
+                    if self.batch_s > 0:
+                        self._gather(decoded.audio_id, decoded.missing)
+                    else:
+                        self.publish_chunks(decoded.audio_id, list(decoded.missing))
         self._changed.set()
 
     # -------------------------------------------------------------------------- waiting
