@@ -161,17 +161,21 @@ def test_deferred_broadcast_survives_a_controller_restart(controller: E2EControl
 def test_cancel_a_deferred_broadcast(controller: E2EController) -> None:
     """Cancelling goes through the real scheduler's job store (same SQLite file) without a deadlock,
     and the airing never happens."""
-    import time
     from datetime import UTC, datetime, timedelta
 
     at = datetime.now(UTC) + timedelta(seconds=3)
     bid = controller.broadcasts.submit(Announcement(text="Sẽ bị huỷ.", targets=("loa-07",), at=at))
+    # A sentinel deferred half a second later on the same cluster: once it has aired, the scheduler
+    # has gone past the cancelled one's due time (no fixed wait needed to know that).
+    sentinel = controller.broadcasts.submit(
+        Announcement(text="Bản tin kiểm tra.", targets=("loa-07",), at=at + timedelta(seconds=0.5))
+    )
     assert controller.broadcasts.cancel(bid, by="can-bo") is True
     assert controller.broadcasts.get(bid)["state"] == "cancelled"
-    deadline = time.time() + 6  # well past the due time: nothing may air
-    while time.time() < deadline:
-        assert _entries(controller, bid) == []
-        time.sleep(0.1)
+    s = controller.wait_state(sentinel, "done", "failed", "partial", timeout=40)
+    assert s["state"] == "done" and datetime.fromisoformat(s["start_at"]) >= at
+    assert [e["outcome"] for e in _entries(controller, sentinel, "loa-07")] == ["done"]
+    assert _entries(controller, bid) == []  # nothing of the cancelled one aired
     assert controller.broadcasts.get(bid)["state"] == "cancelled"
 
 

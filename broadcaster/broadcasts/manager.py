@@ -239,8 +239,6 @@ class BroadcastManager:
         self._pool: ThreadPoolExecutor | None = None
         self._urgent_pool: ThreadPoolExecutor | None = None
         self._pool_lock = threading.Lock()
-        self._change_callbacks: list[Callable[[dict[str, Any]], None]] = []
-        self._changed: set[int] = set()
         self._session: Session | None = None
         self._post_commit: list[Callable[[], None]] = []
         self._deliveries: dict[Any, Any] = {}
@@ -286,17 +284,6 @@ class BroadcastManager:
     def registry_changed(self, *_: Any) -> None:
         """Registry hook: zones and members are re-read at the next decision."""
         self._zones = None
-
-    def subscribe_changes(self, callback: Callable[[dict[str, Any]], None]) -> None:
-        """``callback({"type": "broadcast", "id": ..., "state": ...})`` from the dispatcher thread
-        whenever a broadcast or one of its deliveries changed. It must not block."""
-        self._change_callbacks.append(callback)
-
-    def unsubscribe_changes(self, callback: Callable[[dict[str, Any]], None]) -> None:
-        try:
-            self._change_callbacks.remove(callback)
-        except ValueError:
-            pass
 
     # ================================================================== public API
 
@@ -730,7 +717,6 @@ class BroadcastManager:
             else:
                 future.set_result(result)
         self._publish_chunks()
-        self._after_batch()
 
     def _retry(self, batch: list[tuple[str, Any]], air_before: set[int]) -> None:
         """After a rolled-back batch: rebuild memory from the database, then apply the batch's
@@ -785,22 +771,6 @@ class BroadcastManager:
         self.stats["reloads"] += 1
         return True
 
-    def _after_batch(self) -> None:
-        changed, self._changed = self._changed, set()
-        if not changed or not self._change_callbacks:
-            return
-        with self.sessions() as session:
-            states = dict(
-                session.execute(select(Broadcast.id, Broadcast.state).where(Broadcast.id.in_(changed))).all()
-            )
-        for bid in sorted(changed):
-            message = {"type": "broadcast", "id": bid, "state": states.get(bid)}
-            for callback in list(self._change_callbacks):
-                try:
-                    callback(message)
-                except Exception:
-                    _LOGGER.exception("broadcast change callback failed")
-
     def _kick(self) -> None:
         """Make the dispatcher look at its inbox now (or process it inline when not running)."""
         thread = self._thread
@@ -811,7 +781,6 @@ class BroadcastManager:
 
     def _render(self, broadcast_id: int, tier: Tier, air: bool) -> None:
         """Dispatcher thread: start a render on the pool (once per broadcast at a time)."""
-        self._changed.add(broadcast_id)
         if air:
             self._air_when_rendered.add(broadcast_id)
         if broadcast_id in self._rendering:
@@ -900,7 +869,6 @@ class BroadcastManager:
             f"Bản tin #{bc.id}: âm thanh {result['duration_s']:.1f} giây, giọng {result['engine']}",
             bc.id,
         )
-        self._changed.add(bc.id)
         if air or BroadcastState(bc.state) is BroadcastState.RENDERING:
             self._start_airing(session, bc)
 
@@ -984,7 +952,6 @@ class BroadcastManager:
             self._start_airing(session, bc)
         else:
             bc.state = BroadcastState.RENDERING.value
-            self._changed.add(bc.id)
             self._render(bc.id, Tier(bc.tier), air=True)
 
     def _do_approve(self, session: Session, announcement_id: int, by: str) -> None:
@@ -1001,7 +968,6 @@ class BroadcastManager:
             if bc.state != BroadcastState.PENDING_APPROVAL.value:
                 continue
             self._log(session, "approved", f"Bản tin #{bc.id} được {by} phê duyệt", bc.id)
-            self._changed.add(bc.id)
             at = bc.scheduled_at.timestamp() if bc.scheduled_at is not None else None
             validity = (
                 self.config.emergency_valid_s if bc.tier == Tier.EMERGENCY else self.config.normal_valid_s
@@ -1123,7 +1089,6 @@ class BroadcastManager:
         self._audio_cache[audio.id] = data
         self._titles[bc.id] = airing.title
         bc.state = BroadcastState.SENDING.value
-        self._changed.add(bc.id)
 
     def _tick(self, session: Session) -> None:
         """Expire, time out and dispatch. Runs after every batch and at least every half second."""
@@ -1390,7 +1355,6 @@ class BroadcastManager:
             f"Bản tin #{airing.id} gửi tới {len(group)} cụm loa, bắt đầu lúc {self._local(start, seconds=True)}",
             airing.id,
         )
-        self._changed.add(airing.id)
 
     def _send_stop(self, session: Session, airing: _Airing, speakers: set[str], reason: str) -> None:
         """Stop the current attempt on ``speakers`` (one zone publish where a whole zone stops)."""
@@ -1491,7 +1455,6 @@ class BroadcastManager:
                 bid,
                 speaker,
             )
-        self._changed.add(bid)
 
     def _trusted_start(self, airing: _Airing | None, speaker: str, reported: float) -> float:
         """The node's reported start, clamped to [command sent - tolerance, now + lead]."""
@@ -1628,7 +1591,6 @@ class BroadcastManager:
             d.seconds_played = seconds_played
         if rms_dbfs is not None and math.isfinite(rms_dbfs):
             d.rms_dbfs = rms_dbfs
-        self._changed.add(bid)
 
     # ================================================================== finishing
 
@@ -1685,7 +1647,6 @@ class BroadcastManager:
         bc.finished_at = _utc(self.clock())
         self._unpin(bc.audio_key, bc.id)
         self._log(session, "finished", f"Bản tin #{bc.id}: {state.value} — {reason}", bc.id)
-        self._changed.add(bc.id)
 
     def _finish_failed(self, session: Session, bc: Broadcast, reason: str) -> None:
         for d in bc.deliveries:

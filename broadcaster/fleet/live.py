@@ -93,7 +93,6 @@ class Fleet:
         self._queue: queue.Queue[tuple[str, str, Any, float] | None] = queue.Queue()
         self._live: dict[str, _Live] = {}
         self._lock = threading.RLock()
-        self._change_callbacks: list[Callable[[dict[str, Any]], None]] = []
         self._online_listeners: list[Callable[[str, bool], None]] = []
         self._thread: threading.Thread | None = None
         self._stopping = threading.Event()
@@ -201,17 +200,6 @@ class Fleet:
 
     # ------------------------------------------------------------------ subscriptions
 
-    def subscribe_changes(self, callback: Callable[[dict[str, Any]], None]) -> None:
-        """``callback({"type": "speaker", "id": ..., "speaker": {...}})`` from the fleet worker thread
-        after each processed batch, once per changed cluster. It must not block."""
-        self._change_callbacks.append(callback)
-
-    def unsubscribe_changes(self, callback: Callable[[dict[str, Any]], None]) -> None:
-        try:
-            self._change_callbacks.remove(callback)
-        except ValueError:
-            pass
-
     def add_online_listener(self, callback: Callable[[str, bool], None]) -> None:
         """``callback(speaker_id, online)`` (fleet worker thread) when a cluster comes or goes."""
         self._online_listeners.append(callback)
@@ -258,7 +246,6 @@ class Fleet:
                 return
 
     def _process(self, items: list[tuple[str, str, Any, float]], final: bool = False) -> None:
-        changed: set[str] = set()
         online_changes: list[tuple[str, bool]] = []
         flushes: list[threading.Event] = []
         alert_ops: list[tuple[str, str, str, bool]] = []  # (speaker, kind, message, raise?)
@@ -301,14 +288,12 @@ class Fleet:
                         live.playing = None
                 is_online = live.online()
                 alert_ops.extend(self._evaluate_alerts(speaker, live))
-            changed.add(speaker)
             if is_online != was_online:
                 online_changes.append((speaker, is_online))
         # Staleness and never-seen clusters.
         stale_ops, stale_changes = self._check_staleness(now)
         alert_ops.extend(stale_ops)
         for speaker, online in stale_changes:
-            changed.add(speaker)
             online_changes.append((speaker, online))
         self._write(alert_ops, force_flush=final or bool(flushes))
         for speaker, online in online_changes:
@@ -318,19 +303,6 @@ class Fleet:
                     listener(speaker, online)
                 except Exception:
                     _LOGGER.exception("online listener failed")
-        if changed and self._change_callbacks:
-            registry = self._registry_rows()
-            for speaker in sorted(changed):
-                row = registry.get(speaker)
-                if row is None:
-                    continue
-                with self._lock:
-                    data = self._speaker_dict(speaker, row)
-                for callback in list(self._change_callbacks):
-                    try:
-                        callback({"type": "speaker", "id": speaker, "speaker": data})
-                    except Exception:
-                        _LOGGER.exception("change callback failed")
         for done in flushes:
             done.set()
 
