@@ -893,6 +893,8 @@ class Agent:
         if self.health_jitter:
             # Thousands of simulated nodes started together must not report in lockstep.
             await asyncio.sleep(random.uniform(0, interval))
+        loop = asyncio.get_running_loop()
+        due = loop.time()
         while True:
             readings = await self.host.read()
             health = self.health(readings)
@@ -904,7 +906,9 @@ class Agent:
                 coalesce="health",
             )
             self.health_sent += 1
-            await asyncio.sleep(interval)
+            # A fixed rate, not "interval after the last one": the period does not drift.
+            due = max(due + interval, loop.time())
+            await asyncio.sleep(due - loop.time())
 
     # -------------------------------------------------------------------------- views
 
