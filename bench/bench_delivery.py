@@ -71,7 +71,10 @@ def tagged(audio: bytes, speaker_id: str) -> bytes:
 
 
 async def deliver(sim: Simulator, url: str, audio: bytes, mode: str, analysis: Analysis) -> dict:
-    mc = MiniController(url, client_id=f"bench-{mode}")
+    # A fresh client id and broadcast id per run: a persistent session would otherwise replay the
+    # receipts queued for it during the previous runs.
+    bid = f"delivery-{len(sim.node_ids())}-{mode}"
+    mc = MiniController(url, client_id=f"bench-{bid}")
     await mc.start()
     ids = sim.node_ids()
     if mode == "zone":
@@ -86,17 +89,21 @@ async def deliver(sim: Simulator, url: str, audio: bytes, mode: str, analysis: A
     if mode == "zone":
         mc.batch_s = 0.2
         for zone in sorted({sim.zone_of(s) for s in ids}):
-            mc.send_zone(zone, PlayCommand("delivery", refs[ids[0]], start_at))
+            mc.send_zone(zone, PlayCommand(bid, refs[ids[0]], start_at))
             plays += 1
     else:
         for sid in ids:
-            mc.send_to(sid, PlayCommand("delivery", refs[sid], start_at))
+            mc.send_to(sid, PlayCommand(bid, refs[sid], start_at))
             plays += 1
     final = ("scheduled", "failed", "expired")
-    await mc.wait_for(lambda: sum(1 for s, e in mc.events if e.state in final) >= len(ids), 600, "delivery")
+
+    def ours(states: tuple[str, ...]) -> int:
+        return sum(1 for _, e in mc.events if e.broadcast_id == bid and e.state in states)
+
+    await mc.wait_for(lambda: ours(final) >= len(ids), 600, "delivery")
     elapsed = time.monotonic() - t0
-    requests = sum(1 for _, e in mc.events if e.state == "need_audio")
-    failed = sum(1 for _, e in mc.events if e.state in ("failed", "expired"))
+    requests = ours(("need_audio",))
+    failed = ours(("failed", "expired"))
     chunk_publishes = sum(mc.chunks_sent.values())
     for zone in sorted({sim.zone_of(s) for s in ids}):
         mc.send_zone(zone, StopCommand(reason="bench done"))
