@@ -143,12 +143,16 @@ class _Client(aiomqtt.Client):
             self.session_present = bool(flags.session_present)
         super()._on_connect(client, userdata, flags, reason_code, properties)
 
-    def _on_subscribe(self, client: Any, userdata: Any, mid: int, reason_codes: Any, properties: Any = None) -> None:
+    def _on_subscribe(
+        self, client: Any, userdata: Any, mid: int, reason_codes: Any, properties: Any = None
+    ) -> None:
         if mid not in self._pending_subscribes:
             return  # the caller stopped waiting (timeout under load); nothing to report
         super()._on_subscribe(client, userdata, mid, reason_codes, properties)
 
-    def _on_unsubscribe(self, client: Any, userdata: Any, mid: int, reason_codes: Any, properties: Any = None) -> None:
+    def _on_unsubscribe(
+        self, client: Any, userdata: Any, mid: int, reason_codes: Any, properties: Any = None
+    ) -> None:
         if mid not in self._pending_unsubscribes:
             return
         super()._on_unsubscribe(client, userdata, mid, reason_codes, properties)
@@ -402,7 +406,8 @@ class Link:
                 # The sender only ends with the connection; if it died of anything else, drop the
                 # connection so that the reconnect starts a fresh one (and nothing stays queued).
                 if not task.cancelled() and task.exception() is not None and self._client is client:
-                    _LOGGER.warning("%s: sender stopped (%r); reconnecting", self.client_id, task.exception())
+                    if not (self._closing or self._killed):
+                        _LOGGER.warning("%s: sender stopped (%s); reconnecting", self.client_id, task.exception())
                     client.abort()
 
             sender.add_done_callback(sender_ended)
