@@ -676,3 +676,48 @@ def test_decoded_node_messages_are_what_the_controller_gets(mosquitto, tmp_path:
         assert raw and all(decode_node_message(p) for p in raw)
 
     run(scenario())
+
+
+def test_receipts_wait_out_a_broker_outage(mosquitto, tmp_path: Path, tones) -> None:
+    """Nothing a node says while the broker is down is dropped: it goes out after the reconnect."""
+    mosquitto.add_nodes({"loa-01": None})
+
+    async def scenario() -> None:
+        mc = MiniController(mosquitto.url)
+        await mc.start()
+        node = await make_node(mosquitto, "loa-01", None, tmp_path / "c").start()
+        await asyncio.to_thread(mosquitto.broker.stop)
+        await mc.wait_for(lambda: not node.agent.connected.is_set(), 10, "node notices the outage")
+        node.agent._event("error", reason="said while offline")
+        assert node.agent.link.outbox_size >= 1
+        await asyncio.to_thread(mosquitto.broker.start)
+        await mc.wait_for(
+            lambda: any(e.reason == "said while offline" for _, e in mc.events), 20, "late receipt"
+        )
+        assert node.agent.link.outbox_size == 0
+        await node.stop()
+        await mc.close()
+
+    run(scenario())
+
+
+def test_leftover_audio_subscription_is_dropped(mosquitto, tmp_path: Path, tones) -> None:
+    """Chunks of a file the node is not fetching (a subscription left in its persistent session
+    by a crash) make it leave that audio topic."""
+    mosquitto.add_nodes({"loa-01": None})
+
+    async def scenario() -> None:
+        mc = MiniController(mosquitto.url)
+        await mc.start()
+        ref = mc.add_audio(tones["short"], chunk_size=4096)
+        node = make_node(mosquitto, "loa-01", None, tmp_path / "c")
+        node.agent.link.want(mc.topics.audio_filter(ref.id))  # as if restored from the old session
+        await node.start()
+        mc.publish_chunks(ref.id, [0])
+        await mc.wait_for(lambda: ref.id in node.agent._unwanted_audio, 5, "unwanted chunk seen")
+        assert not node.agent.link.wants(mc.topics.audio_filter(ref.id))
+        assert not node.agent.cache.has(ref.id) and node.timeline == []
+        await node.stop()
+        await mc.close()
+
+    run(scenario())
