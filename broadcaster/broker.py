@@ -25,6 +25,7 @@ readiness probe speaks the few bytes of an MQTT 3.1.1 CONNECT itself.
 
 from __future__ import annotations
 
+import atexit
 import base64
 import contextlib
 import hashlib
@@ -520,6 +521,9 @@ class ManagedBroker:
             self._stopping.clear()
             self.write_files()
             self._spawn(timeout)
+            # mosquitto runs in its own session (a Ctrl-C is ours to handle): make sure it does
+            # not outlive an interpreter that exits without calling stop().
+            atexit.register(self._stop_at_exit)
             if self.supervise and (self._supervisor is None or not self._supervisor.is_alive()):
                 self._supervisor = threading.Thread(
                     target=self._supervise, name=f"mosquitto-supervisor-{self.port}", daemon=True
@@ -662,6 +666,11 @@ class ManagedBroker:
         if supervisor is not None and supervisor is not threading.current_thread():
             supervisor.join(_STOP_TIMEOUT_S)
         self._supervisor = None
+        atexit.unregister(self._stop_at_exit)
+
+    def _stop_at_exit(self) -> None:
+        if self.running:
+            self.stop()
 
     def __enter__(self) -> ManagedBroker:
         self.start()
