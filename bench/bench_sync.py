@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import shutil
 import statistics
 import subprocess
 import sys
@@ -99,6 +100,7 @@ def main() -> None:
     finally:
         sim.stop()
         broker.stop()
+        shutil.rmtree(work, ignore_errors=True)
 
     spreads = [r["spread_ms"] for r in results]
     print(f"bench_sync: {args.nodes} simulated clusters in {args.zones} zones, real mosquitto on loopback")
