@@ -299,7 +299,7 @@ class Simulator:
                     self.drops += 1
 
     async def aclose(self) -> None:
-        """Stop every node cleanly (each says ``online: false``)."""
+        """Stop every node cleanly (each says ``online: false``); remove the temporary cache."""
         for task in self._background:
             task.cancel()
         await asyncio.gather(
@@ -309,6 +309,7 @@ class Simulator:
             task.cancel()
         await asyncio.gather(*self._runners.values(), return_exceptions=True)
         self._runners.clear()
+        self._cleanup()
 
     async def akill(self, speaker_id: str) -> None:
         self._killed.add(speaker_id)
@@ -462,4 +463,3 @@ async def run_simulator(sim: Simulator, report_every_s: float = 10.0) -> None:
             flush=True,
         )
     await sim.aclose()
-    sim._cleanup()

@@ -109,7 +109,7 @@ def test_dropped_connections_come_back(mosquitto) -> None:
         await asyncio.sleep(0)  # let the drop happen
         await sim.wait_connected(10)
         await sim.aclose()
-        sim._cleanup()
+        assert not sim.cache_root.exists()
 
     run(scenario())
 
@@ -133,7 +133,7 @@ def test_slow_links_still_start_together(mosquitto, tone: bytes) -> None:
         for entry in sim.timeline():
             assert abs(entry["start"] - start_at) < 0.1  # 200 ms off without compensation
         await sim.aclose()
-        sim._cleanup()
+        assert not sim.cache_root.exists()
         await mc.close()
 
     run(scenario())
