@@ -40,8 +40,14 @@ ensure_venv() {
   local stamp="$VENV/.installed-$extras" sum
   sum="$(sha256sum "$ROOT/setup.cfg" | cut -d' ' -f1)"
   if [[ ! -f "$stamp" || "$(cat "$stamp")" != "$sum" ]]; then
-    "$VENV/bin/python" -m pip install -q --upgrade pip
-    "$VENV/bin/python" -m pip install -q -e "$ROOT[$extras]"
+    echo "Installing the project into $VENV ($extras) ..." >&2
+    local log="$VENV/pip-install.log"
+    if ! { "$VENV/bin/python" -m pip install -q --upgrade pip &&
+           "$VENV/bin/python" -m pip install -q -e "$ROOT[$extras]"; } >"$log" 2>&1; then
+      cat "$log" >&2
+      echo "pip install failed (log: $log)" >&2
+      exit 1
+    fi
     echo "$sum" > "$stamp"
   fi
 }
