@@ -104,6 +104,28 @@ def test_snapshot_fields_health_and_amplifier_alert(harness: Harness) -> None:
     assert {s["id"] for s in h.fleet.snapshot()} == {"loa-01", "loa-02", "loa-03"}
 
 
+def test_no_amplifier_alert_from_a_report_taken_before_playback(harness: Harness) -> None:
+    """The amplifier switches on just before playback; a health report sent before that must not
+    be read against a later 'playing' receipt (the officer saw false alarms on every cluster)."""
+    h = harness
+    node = h.nodes["loa-01"]
+    node.connect()
+    node.send_health(amplifier_on=False, playing=None)
+    h.fleet.flush()
+    wait_until(lambda: (h.fleet.speaker("loa-01") or {}).get("health"), what="health")
+    node._event("playing", broadcast_id="7", started_at=time.time())
+    h.fleet.flush()
+    wait_until(lambda: (h.fleet.speaker("loa-01") or {}).get("playing"), what="playing")
+    h.fleet.flush()
+    assert "amplifier" not in {a["kind"] for a in h.fleet.speaker("loa-01")["alerts"]}
+    # A report taken while playing, with the amplifier off, is a real fault.
+    node.send_health(amplifier_on=False, playing="7")
+    h.fleet.flush()
+    wait_until(
+        lambda: "amplifier" in {a["kind"] for a in h.fleet.speaker("loa-01")["alerts"]}, what="amplifier alert"
+    )
+
+
 def test_stale_node_goes_offline_with_alert(tmp_path: Path) -> None:
     h = Harness(tmp_path, health_interval_s=0.2, stale_factor=2.0)
     try:

@@ -314,8 +314,10 @@ class Fleet:
         if live.stale:
             want["stale"] = ALERT_MESSAGES["stale"].format(s=self.config.stale_after_s)
         if live.online() and live.health is not None:
-            playing = live.health.get("playing") or live.playing
-            if playing and live.health.get("amplifier_on") is False:
+            # Judge the amplifier only by one report: "playing" and "amplifier_on" taken at the same
+            # instant. A report from before playback (amplifier still off) read against a later
+            # "playing" receipt raised a false alarm on every cluster.
+            if live.health.get("playing") and live.health.get("amplifier_on") is False:
                 want["amplifier"] = ALERT_MESSAGES["amplifier"]
             error = live.health.get("last_error")
             if error:
