@@ -248,9 +248,9 @@ class Agent:
         """Connect and serve until stopped."""
         self._tasks = [
             asyncio.create_task(self.link.run(), name=f"{self.id}-link"),
-            asyncio.create_task(self._scheduler(), name=f"{self.id}-scheduler"),
-            asyncio.create_task(self._time_sync_loop(), name=f"{self.id}-timesync"),
-            asyncio.create_task(self._health_loop(), name=f"{self.id}-health"),
+            asyncio.create_task(self._guarded(self._scheduler), name=f"{self.id}-scheduler"),
+            asyncio.create_task(self._guarded(self._time_sync_loop), name=f"{self.id}-timesync"),
+            asyncio.create_task(self._guarded(self._health_loop), name=f"{self.id}-health"),
         ]
         try:
             await asyncio.gather(*self._tasks)
@@ -259,6 +259,20 @@ class Agent:
         finally:
             for task in self._tasks:
                 task.cancel()
+
+    async def _guarded(self, loop_fn: Any) -> None:
+        """Run one of the agent's loops for ever: a bug in it is logged and the loop restarted,
+        the node does not go deaf."""
+        while True:
+            try:
+                await loop_fn()
+                return
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                self.last_error = f"internal error: {exc!r}"
+                _LOGGER.exception("%s: %s failed; restarting it", self.id, loop_fn.__name__)
+                await asyncio.sleep(1.0)
 
     async def stop(self, timeout: float = 5.0) -> None:
         """Clean shutdown: stop playback (``stopped``), send ``online: false``, disconnect."""

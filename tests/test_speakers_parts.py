@@ -405,3 +405,18 @@ def test_mqtt_urls() -> None:
     for bad in ("http://h", "mqtt://", "mqtt://h:99999"):
         with pytest.raises(MqttUrlError):
             parse_mqtt_url(bad)
+
+
+def test_the_agent_needs_nothing_of_the_controller() -> None:
+    """``pip install .[agent]`` has no Flask: the agent's modules must not pull in the controller."""
+    import subprocess
+    import sys
+
+    code = (
+        "import sys, speakers.__main__, speakers.agent, speakers.simulator, speakers.player;"
+        "bad = sorted(m for m in sys.modules if m.split('.')[0] in "
+        "('broadcaster', 'flask', 'sqlalchemy', 'waitress', 'apscheduler', 'pydub', 'gtts'));"
+        "print(','.join(bad))"
+    )
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert result.stdout.strip() == ""
