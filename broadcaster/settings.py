@@ -13,7 +13,6 @@ import secrets
 from pathlib import Path
 from typing import Any
 
-import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from broadcaster.audio.config import AudioConfig
@@ -23,20 +22,13 @@ from broadcaster.scheduling.config import SchedulingConfig
 from broadcaster.textnorm.config import TextnormConfig
 from broadcaster.tts.config import TtsConfig
 from broadcaster.web.config import WebConfig
+from speakers.yamlio import YamlError, parse_yaml
 
 ENV_PREFIX = "BROADCASTER_"
 
 
 class SettingsError(Exception):
     """A configuration problem, with a message meant for the operator."""
-
-
-def parse_yaml(text: str) -> Any:
-    """The one place this module reads YAML (safe loader: plain data, never objects).
-
-    Raises ``yaml.YAMLError`` on malformed text. ``scheduling/yamlfiles.py`` and ``speakers/config.py``
-    still import yaml themselves; they could call a shared helper like this one later."""
-    return yaml.safe_load(text)
 
 
 class Settings(BaseModel):
@@ -96,7 +88,7 @@ def _env_overrides(environ: dict[str, str]) -> dict[str, Any]:
         if value[:1] in "[{":
             try:
                 node[leaf] = parse_yaml(value)
-            except yaml.YAMLError as exc:
+            except YamlError as exc:
                 raise SettingsError(f"environment variable {key}: not a valid YAML list or mapping: {exc}") from exc
         else:
             node[leaf] = value
@@ -126,7 +118,7 @@ def load_settings(
     if config_file is not None:
         try:
             loaded = parse_yaml(config_file.read_text(encoding="utf-8")) or {}
-        except (OSError, yaml.YAMLError) as exc:
+        except (OSError, YamlError) as exc:
             raise SettingsError(f"cannot read config file {config_file}: {exc}") from exc
         if not isinstance(loaded, dict):
             raise SettingsError(f"config file {config_file} must hold a mapping")

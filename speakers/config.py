@@ -32,10 +32,10 @@ import zoneinfo
 from pathlib import Path
 from typing import Any, Literal
 
-import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from speakers.protocol import DEFAULT_PREFIX, DEFAULT_SESSION_EXPIRY_S, valid_id
+from speakers.yamlio import YamlError, parse_yaml
 
 
 class ConfigError(Exception):
@@ -241,8 +241,8 @@ def load_config(path: Path | None = None, overrides: dict[str, Any] | None = Non
     data: dict[str, Any] = {}
     if path is not None:
         try:
-            loaded = yaml.safe_load(Path(path).read_text(encoding="utf-8")) or {}
-        except (OSError, yaml.YAMLError) as exc:
+            loaded = parse_yaml(Path(path).read_text(encoding="utf-8")) or {}
+        except (OSError, YamlError) as exc:
             raise ConfigError(f"cannot read config file {path}: {exc}") from exc
         if not isinstance(loaded, dict):
             raise ConfigError(f"config file {path} must hold a mapping of settings")

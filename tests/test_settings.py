@@ -45,17 +45,6 @@ def test_malformed_yaml_in_the_environment_is_a_clear_error(tmp_path: Path) -> N
         load_settings({"instance": tmp_path}, environ={"BROADCASTER_TTS__ORDER": "[espeak-ng, gtts"})
 
 
-def test_settings_read_yaml_in_one_function() -> None:
-    """settings.py parses YAML only through parse_yaml (so the parser can be swapped in one place)."""
-    import inspect
-
-    import broadcaster.settings as module
-
-    source = inspect.getsource(module)
-    assert source.count("yaml.safe_load(") == 1 and "def parse_yaml" in source
-    assert module.parse_yaml("a: [1, 2]") == {"a": [1, 2]}
-
-
 def test_unknown_key_and_bad_value_are_named(tmp_path: Path) -> None:
     config = tmp_path / "bad.yaml"
     config.write_text("prot: 80\naudio:\n  bitrate_kbps: 5\n", encoding="utf-8")

@@ -13,9 +13,8 @@ from datetime import tzinfo
 from pathlib import Path
 from typing import Any
 
-import yaml
-
 from broadcaster.scheduling.spec import ScheduleError, ScheduleFields, ScheduleFile, validate_spec
+from speakers.yamlio import YamlError, parse_yaml
 
 _LOGGER = logging.getLogger(__name__)
 
@@ -40,14 +39,12 @@ def load_file(path: Path, zone: tzinfo) -> ScheduleFields:
     """Parse and validate one file; ScheduleError names the file (and the field) on any problem."""
     where = path.name
     try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+        data = parse_yaml(path.read_text(encoding="utf-8"))
     except UnicodeDecodeError as exc:
         raise ScheduleError(f"{where}: not UTF-8 text ({exc.reason})") from exc
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        at = f" (line {mark.line + 1}, column {mark.column + 1})" if mark is not None else ""
-        problem = getattr(exc, "problem", None) or str(exc)
-        raise ScheduleError(f"{where}: invalid YAML{at}: {problem}") from exc
+    except YamlError as exc:
+        at = f" (line {exc.line}, column {exc.column})" if exc.line is not None else ""
+        raise ScheduleError(f"{where}: invalid YAML{at}: {exc.problem}") from exc
     except OSError as exc:
         raise ScheduleError(f"{where}: cannot read: {exc.strerror or exc}") from exc
     if not isinstance(data, dict):

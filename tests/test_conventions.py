@@ -1,0 +1,65 @@
+"""Project conventions that a reviewer would otherwise have to check by hand."""
+
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+import pytest
+
+from speakers.yamlio import YamlError, parse_yaml
+
+ROOT = Path(__file__).resolve().parent.parent
+
+# Each integration library is imported in exactly one module of ours (paho twice: the controller
+# and the agent are separate installs, and the agent must not need the controller).
+ALLOWED = {
+    "paho": {"broadcaster/transport/mqtt.py", "speakers/mqtt.py"},
+    "aiomqtt": {"speakers/mqtt.py"},
+    "gtts": {"broadcaster/tts/gtts_engine.py"},
+    "requests": {"broadcaster/tts/gtts_engine.py"},
+    "piper": {"broadcaster/tts/piper_engine.py"},
+    "pydub": {"broadcaster/audio/render.py"},
+    "apscheduler": {"broadcaster/scheduling/service.py"},
+    "waitress": {"broadcaster/__main__.py"},
+    "yaml": {"speakers/yamlio.py"},
+    "docx": {"broadcaster/web/documents.py"},
+    "pypdf": {"broadcaster/web/documents.py"},
+}
+
+
+def _imports(path: Path) -> set[str]:
+    tree = ast.parse(path.read_text(encoding="utf-8"))
+    names: set[str] = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            names.update(alias.name.split(".")[0] for alias in node.names)
+        elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+            names.add(node.module.split(".")[0])
+    return names
+
+
+def test_each_integration_library_is_imported_in_one_module() -> None:
+    found: dict[str, set[str]] = {lib: set() for lib in ALLOWED}
+    for package in ("broadcaster", "speakers"):
+        for path in (ROOT / package).rglob("*.py"):
+            for name in _imports(path) & ALLOWED.keys():
+                found[name].add(path.relative_to(ROOT).as_posix())
+    assert found == ALLOWED
+
+
+def test_the_agent_does_not_import_the_controller() -> None:
+    offenders = [
+        path.relative_to(ROOT).as_posix()
+        for path in (ROOT / "speakers").rglob("*.py")
+        if _imports(path) & {"broadcaster", "flask", "sqlalchemy"}
+    ]
+    assert offenders == []
+
+
+def test_yaml_is_parsed_safely_with_a_clear_error() -> None:
+    assert parse_yaml("a: [1, 2]\nb: Thôn Đông\n") == {"a": [1, 2], "b": "Thôn Đông"}
+    with pytest.raises(YamlError, match="line"):
+        parse_yaml("a: [1, 2\n")
+    with pytest.raises(YamlError):
+        parse_yaml("!!python/object/apply:os.system ['true']")
