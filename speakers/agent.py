@@ -103,6 +103,11 @@ class SkewedClock:
         return time.monotonic() + self.offset_s
 
 
+def _same_item(a: PlayCommand, b: PlayCommand) -> bool:
+    """Two play commands are one broadcast (a redelivery) only when id, audio and start match."""
+    return a.broadcast_id == b.broadcast_id and a.audio.id == b.audio.id and a.start_at == b.start_at
+
+
 @dataclass
 class Job:
     """One broadcast on this node, from ``received`` to a terminal state."""
@@ -475,7 +480,20 @@ class Agent:
     def _on_play(self, cmd: PlayCommand, via_zone: bool, expiry_s: float | None) -> None:
         if via_zone and cmd.targets and self.id not in cmd.targets:
             return  # a zone play meant for other members
-        known = self._known.get(cmd.broadcast_id) or self._jobs.get(cmd.broadcast_id)
+        known = self._jobs.get(cmd.broadcast_id) or self._known.get(cmd.broadcast_id)
+        if known is not None and not _same_item(known.cmd, cmd):
+            # The same id for another item: the controller's ids were reused (its database
+            # was recreated). The id now means the new item; forget the old one silently, a
+            # receipt under this id would be read as about the new item.
+            _LOGGER.warning(
+                "%s: broadcast %s reused for other audio/start; treating it as a new item",
+                self.id,
+                cmd.broadcast_id,
+            )
+            self._known.pop(cmd.broadcast_id, None)
+            if self._active(known):
+                self._drop(known)
+            known = None
         if known is not None:
             # A duplicate (QoS 1 redelivery, or both the zone and the node topic): say again
             # how it ended, so a controller that missed the receipt learns it.
@@ -506,6 +524,29 @@ class Agent:
         else:
             self._need_audio(job)
 
+    def _active(self, job: Job) -> bool:
+        """True while ``job`` is the live job for its broadcast id (not finished or replaced)."""
+        return self._jobs.get(job.bid) is job
+
+    def _drop(self, job: Job) -> None:
+        """Forget a live job without any receipt (its id now belongs to another item)."""
+        del self._jobs[job.bid]
+        if job in self._queue:
+            self._queue.remove(job)
+        job.cut_reason, job.cut_detail = "stopped", "broadcast id reused"
+        for task in (job.prepare_task, job.play_task):
+            if task is not None and not task.done():
+                task.cancel()
+        if job.item is not None and job.prepare_task is not None and job is not self._current:
+            self._spawn(self.player.release(job.item), f"release-{job.bid}")
+        if job.pinned:
+            self.cache.unpin(job.cmd.audio.id)
+            job.pinned = False
+        fetch = self._fetches.get(job.cmd.audio.id)
+        if fetch is not None:
+            fetch.jobs.discard(job.bid)
+        self._wake.set()
+
     def _spawn(self, coro: Any, name: str) -> asyncio.Task[Any]:
         task = asyncio.create_task(coro, name=f"{self.id}-{name}")
         task.add_done_callback(self._task_done)
@@ -522,7 +563,8 @@ class Agent:
     def _finish(self, job: Job, state: str, **fields: Any) -> None:
         """Terminal state: receipt, forget the job (remember it as known)."""
         self._event(state, job, **fields)
-        self._jobs.pop(job.bid, None)
+        if self._active(job):
+            del self._jobs[job.bid]
         if job in self._queue:
             self._queue.remove(job)
         if job.pinned:
@@ -646,11 +688,11 @@ class Agent:
             try:
                 analysis = await self.analyzer.get(audio.id, cached.path)
             except PlayerError as exc:
-                if job.bid in self._jobs:
+                if self._active(job):
                     self._finish(job, "failed", reason=str(exc))
                 return
             self.cache.set_meta(audio.id, {"analysis": analysis.to_json()})
-        if job.bid not in self._jobs:
+        if not self._active(job):
             return  # stopped meanwhile
         job.analysis = analysis
         job.item = PlayItem(
@@ -740,7 +782,7 @@ class Agent:
             if current.play_task is not None:
                 current.play_task.cancel()
                 await asyncio.wait([current.play_task])
-        if job not in self._queue or job.bid not in self._jobs:
+        if job not in self._queue or not self._active(job):
             return
         self._queue.remove(job)
         self._current = job
@@ -752,9 +794,9 @@ class Agent:
             error = job.cut_detail or "stopped while preparing"
         elif job.prepare_task.exception() is not None:
             error = str(job.prepare_task.exception())
-        if error is not None or job.bid not in self._jobs:
+        if error is not None or not self._active(job):
             self._current = None
-            if job.bid in self._jobs:
+            if self._active(job):
                 self._finish(job, "failed", reason=error)
             self._spawn(self.player.release(job.item), f"release-{job.bid}")
             if not self._queue:
@@ -768,7 +810,7 @@ class Agent:
         if self.spin:
             while self.clock.monotonic() < target:
                 pass
-        if job.bid not in self._jobs:  # stopped during the last milliseconds
+        if not self._active(job):  # stopped during the last milliseconds
             self._current = None
             self._spawn(self.player.release(job.item), f"release-{job.bid}")
             return
@@ -801,7 +843,7 @@ class Agent:
             entry.update(end=time.time(), seconds_played=round(played, 3), rms_dbfs=rms, outcome=state)
         if self._current is job:
             self._current = None
-        if job.bid in self._jobs:
+        if self._active(job):
             self._finish(job, state, seconds_played=round(played, 3), rms_dbfs=rms, reason=reason)
         if self._current is None and not self._queue:
             self.amp.idle()
@@ -818,7 +860,7 @@ class Agent:
             job.prepare_task.cancel()
         if job.item is not None and job.prepare_task is not None and job is not self._current:
             self._spawn(self.player.release(job.item), f"release-{job.bid}")
-        if job.bid in self._jobs:
+        if self._active(job):
             self._finish(job, state, reason=detail, seconds_played=0.0)
         fetch = self._fetches.get(job.cmd.audio.id)
         if fetch is not None:

@@ -465,7 +465,8 @@ def test_stop_one_broadcast_and_stop_all(mosquitto, tmp_path: Path, tones) -> No
         assert stopped.reason == "Nhầm nội dung" and 0 < stopped.seconds_played < 3.5
         assert node.timeline[0]["outcome"] == "stopped"
         mc.send_zone("thon-1", PlayCommand("two", long_ref, soon(0.3)))
-        mc.send_zone("thon-1", PlayCommand("three", short, soon(20.0)))
+        three = PlayCommand("three", short, soon(20.0))
+        mc.send_zone("thon-1", three)
         await mc.wait_state("loa-01", "two", "playing")
         await mc.wait_state("loa-01", "three", "scheduled")
         mc.send_to("loa-01", StopCommand())
@@ -473,7 +474,7 @@ def test_stop_one_broadcast_and_stop_all(mosquitto, tmp_path: Path, tones) -> No
         await mc.wait_state("loa-01", "three", "stopped")
         assert node.agent.snapshot()["jobs"] == {}
         # A stopped broadcast that is delivered again (QoS 1 redelivery) is not played.
-        mc.send_zone("thon-1", PlayCommand("three", short, soon(0.3)))
+        mc.send_zone("thon-1", three)
         await mc.wait_for(lambda: mc.states("loa-01", "three").count("stopped") == 2, 5, "repeated receipt")
         assert [e["broadcast_id"] for e in node.timeline] == ["one", "two"]
         await node.stop()
@@ -560,6 +561,34 @@ def test_zone_targets_and_duplicates(mosquitto, tmp_path: Path, tones) -> None:
         assert [e["broadcast_id"] for e in nodes["loa-02"].timeline] == ["only-02", "all-thon-1"]
         assert nodes["loa-03"].timeline == [] and mc.states("loa-03") == []
         await asyncio.gather(*(n.stop() for n in nodes.values()))
+        await mc.close()
+
+    run(scenario())
+
+
+def test_a_reused_broadcast_id_for_other_audio_is_a_new_item(mosquitto, tmp_path: Path, tones) -> None:
+    """The controller's database recreated while nodes kept running: ids "1", "2", ... come
+    again for other announcements. The node must play the new one, not answer the old receipt."""
+    mosquitto.add_nodes({"loa-01": None})
+
+    async def scenario() -> None:
+        mc = MiniController(mosquitto.url)
+        await mc.start()
+        node = await make_node(mosquitto, "loa-01", None, tmp_path / "n").start()
+        first = mc.add_audio(tones["short"])
+        second = mc.add_audio(tones["other"])
+        old = PlayCommand("1", first, soon())
+        mc.send_to("loa-01", old)
+        await mc.wait_state("loa-01", "1", "done")
+        mc.send_to("loa-01", old)  # a true redelivery: the receipt again, no second play
+        await mc.wait_for(lambda: mc.states("loa-01", "1").count("done") == 2, 10, "repeated receipt")
+        mc.send_to("loa-01", PlayCommand("1", second, soon()))  # same id, other audio
+        await mc.wait_for(lambda: mc.states("loa-01", "1").count("done") == 3, 10, "new item done")
+        assert mc.states("loa-01", "1").count("playing") == 2
+        assert [e["audio_id"] for e in node.timeline] == [first.id, second.id]
+        last_done = [e for s, e in mc.events if e.broadcast_id == "1" and e.state == "done"][-1]
+        assert last_done.audio_id == second.id
+        await node.stop()
         await mc.close()
 
     run(scenario())
