@@ -41,7 +41,7 @@ def _run_overrides(args: argparse.Namespace) -> dict:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    from speakers.agent import run_agent
+    from speakers.agent import AgentCrashed, run_agent
     from speakers.player import PlayerError
 
     try:
@@ -52,7 +52,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     _setup_logging(args.verbose)
     try:
         asyncio.run(run_agent(config))
-    except PlayerError as exc:
+    except (PlayerError, AgentCrashed) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:

@@ -103,6 +103,10 @@ class SkewedClock:
         return time.monotonic() + self.offset_s
 
 
+class AgentCrashed(RuntimeError):
+    """One of the agent's runners died: the process must end non-zero (systemd restarts it)."""
+
+
 def _same_item(a: PlayCommand, b: PlayCommand) -> bool:
     """Two play commands are one broadcast (a redelivery) only when id, audio and start match."""
     return a.broadcast_id == b.broadcast_id and a.audio.id == b.audio.id and a.start_at == b.start_at
@@ -258,12 +262,27 @@ class Agent:
             asyncio.create_task(self._guarded(self._health_loop), name=f"{self.id}-health"),
         ]
         try:
-            await asyncio.gather(*self._tasks)
+            await asyncio.wait(self._tasks, return_when=asyncio.FIRST_COMPLETED)
+            if self._stopping:
+                return
+            # One of the runners ended while nobody asked the agent to stop: a bug. Do not live
+            # on as a silent process; die like a power cut (the broker publishes the will, the
+            # retained status says offline) and let the caller end the process non-zero.
+            ended = next(t for t in self._tasks if t.done())
+            cause = None if ended.cancelled() else ended.exception()
+            self.last_error = f"internal error: {ended.get_name()} ended ({cause!r})"
+            _LOGGER.critical(
+                "%s: %s ended unexpectedly; going down", self.id, ended.get_name(), exc_info=cause
+            )
+            self._stopping = True
+            self.link.kill()
+            raise AgentCrashed(f"{ended.get_name()} ended unexpectedly: {cause!r}") from cause
         except asyncio.CancelledError:
             pass
         finally:
             for task in self._tasks:
                 task.cancel()
+            await asyncio.gather(*self._tasks, return_exceptions=True)
 
     async def _guarded(self, loop_fn: Any) -> None:
         """Run one of the agent's loops for ever: a bug in it is logged and the loop restarted,
@@ -987,11 +1006,14 @@ class Agent:
         }
 
 
-async def run_agent(config: AgentConfig) -> None:
-    """``speaker-agent run``: one agent until SIGINT/SIGTERM, then a clean shutdown."""
+async def run_agent(config: AgentConfig, *, agent: Agent | None = None) -> None:
+    """``speaker-agent run``: one agent until SIGINT/SIGTERM, then a clean shutdown.
+
+    Raises :class:`AgentCrashed` when the agent dies on its own (the caller exits non-zero).
+    """
     import signal
 
-    agent = Agent(config)
+    agent = agent or Agent(config)
     loop = asyncio.get_running_loop()
     stop = asyncio.Event()
     for sig in (signal.SIGINT, signal.SIGTERM):
@@ -999,7 +1021,15 @@ async def run_agent(config: AgentConfig) -> None:
             loop.add_signal_handler(sig, stop.set)
     runner = asyncio.create_task(agent.run())
     _LOGGER.info("agent %s (zone %s) -> %s", agent.id, agent.zone, agent.link.url.redacted())
-    await stop.wait()
+    stopper = asyncio.create_task(stop.wait(), name=f"{agent.id}-signals")
+    await asyncio.wait({runner, stopper}, return_when=asyncio.FIRST_COMPLETED)
+    if runner.done():
+        stopper.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await stopper
+        await agent.amp.close()
+        runner.result()  # raises AgentCrashed
+        raise AgentCrashed("the agent stopped by itself")
     _LOGGER.info("agent %s stopping", agent.id)
     await agent.stop()
     runner.cancel()

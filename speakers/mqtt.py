@@ -407,7 +407,9 @@ class Link:
                 # connection so that the reconnect starts a fresh one (and nothing stays queued).
                 if not task.cancelled() and task.exception() is not None and self._client is client:
                     if not (self._closing or self._killed):
-                        _LOGGER.warning("%s: sender stopped (%s); reconnecting", self.client_id, task.exception())
+                        _LOGGER.warning(
+                            "%s: sender stopped (%s); reconnecting", self.client_id, task.exception()
+                        )
                     client.abort()
 
             sender.add_done_callback(sender_ended)
@@ -420,6 +422,12 @@ class Link:
                 sender.cancel()
                 with contextlib.suppress(asyncio.CancelledError, aiomqtt.MqttError):
                     await sender
+        except BaseException:
+            # Ended by anything but close() (a bug, a cancelled task): no clean DISCONNECT, so
+            # the broker publishes the will and nobody believes the node is still online.
+            if not self._closing:
+                client.abort()
+            raise
         finally:
             self.connected.clear()
             if self._killed:

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from speakers.agent import SkewedClock
+from speakers.agent import AgentCrashed, SkewedClock, run_agent
 from speakers.mqtt import Link, parse_mqtt_url
 from speakers.protocol import (
     Event,
@@ -248,6 +248,35 @@ def test_last_will_on_a_killed_agent_and_goodbye_on_a_clean_stop(mosquitto, tmp_
         assert status["loa-01"].online is False and status["loa-01"].ts is None  # the will
         assert status["loa-02"].online is False and status["loa-02"].ts is not None  # the goodbye
         await killed.task
+
+    run(scenario())
+
+
+@pytest.mark.parametrize("runner", ["health", "link"])
+def test_a_dying_runner_ends_the_agent_and_the_status_says_offline(
+    mosquitto, tmp_path: Path, runner: str
+) -> None:
+    """A crashed agent must not stay up as a silent process that the broker still shows online:
+    run_agent raises (the process exits non-zero, systemd restarts it) and the will fires."""
+    mosquitto.add_nodes({"loa-01": None})
+
+    async def scenario() -> None:
+        watcher = MiniController(mosquitto.url, client_id="watch-crash")
+        await watcher.start()
+        node = make_node(mosquitto, "loa-01", None, tmp_path / "n")
+        agent = node.agent
+        main = asyncio.create_task(run_agent(agent.config, agent=agent))
+        await watcher.wait_for(
+            lambda: "loa-01" in watcher.status and watcher.status["loa-01"].online, 10, "online"
+        )
+        victim = next(t for t in agent._tasks if t.get_name().endswith(f"-{runner}"))
+        victim.cancel()  # a runner ends while nobody asked the agent to stop
+        with pytest.raises(AgentCrashed):
+            await asyncio.wait_for(main, 10)
+        await watcher.wait_for(lambda: watcher.status["loa-01"].online is False, 10, "offline status")
+        assert watcher.status["loa-01"].ts is None  # the broker's will, not a goodbye
+        assert "ended" in (agent.last_error or "")
+        await watcher.close()
 
     run(scenario())
 
