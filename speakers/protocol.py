@@ -181,7 +181,13 @@ def _check_type(name: str, value: Any, hint: Any) -> Any:
     if hint is float:
         if isinstance(value, bool) or not isinstance(value, int | float):
             raise ProtocolError(f"{name}: expected a number")
-        return float(value)
+        try:
+            number = float(value)
+        except OverflowError as exc:
+            raise ProtocolError(f"{name}: number out of range") from exc
+        if not math.isfinite(number):  # 1e999 parses as inf
+            raise ProtocolError(f"{name}: must be a finite number")
+        return number
     if hint is str:
         if not isinstance(value, str):
             raise ProtocolError(f"{name}: expected a string")
@@ -483,6 +489,10 @@ NODE_MESSAGES: dict[str, type[Message]] = {c.TYPE: c for c in (TimeRequest, Stat
 ALL_MESSAGES: dict[str, type[Message]] = {**COMMANDS, **NODE_MESSAGES}
 
 
+def _reject_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not a finite number")
+
+
 def decode(payload: bytes | str, allowed: dict[str, type[Message]] | None = None) -> Any:
     """Parse one JSON message. Raises :class:`ProtocolError` on anything malformed.
 
@@ -491,9 +501,11 @@ def decode(payload: bytes | str, allowed: dict[str, type[Message]] | None = None
     """
     allowed = ALL_MESSAGES if allowed is None else allowed
     try:
-        data = json.loads(payload)
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise ProtocolError(f"not JSON: {exc}") from exc
+        data = json.loads(payload, parse_constant=_reject_constant)
+    except RecursionError as exc:
+        raise ProtocolError("not JSON: nested too deeply") from exc
+    except ValueError as exc:  # JSONDecodeError, UnicodeDecodeError, int digit limits
+        raise ProtocolError(f"not JSON: {str(exc)[:200]}") from exc
     if not isinstance(data, dict):
         raise ProtocolError("message is not a JSON object")
     version = data.get("v")

@@ -181,6 +181,45 @@ def test_malformed_play_commands_raise_protocol_error(payload: bytes) -> None:
         decode_command(payload)
 
 
+_DIGITS = "9" * 5000  # beyond Python's int-from-string limit (ValueError, not JSONDecodeError)
+
+
+@pytest.mark.parametrize(
+    ("payload", "match"),
+    [
+        (b'{"v": 1, "type": "volume", "volume": ' + _DIGITS.encode() + b"}", "not JSON"),
+        (b'{"v": ' + _DIGITS.encode() + b', "type": "stop"}', "not JSON"),
+        (b'{"v": 1, "type": "volume", "volume": ' + b"9" * 100 + b"}", "0..100"),
+        (b'{"v": 1, "type": "volume", "volume": -5}', "0..100"),
+        (b'{"v": 1, "type": "volume", "volume": 50.5}', "integer"),
+        (b"[" * 100_000 + b"]" * 100_000, "nested too deeply"),
+        (b'{"v": 1, "type": "stop", "x": ' + b"[" * 100_000 + b"]" * 100_000 + b"}", "nested"),
+        (b'{"v": 1, "type": "time", "seq": 1, "t_node": Infinity, "t_controller": 1}', "finite"),
+        (b'{"v": 1, "type": "time", "seq": 1, "t_node": 1, "t_controller": -Infinity}', "finite"),
+        (b'{"v": 1, "type": "time", "seq": 1, "t_node": 1e999, "t_controller": 1}', "finite"),
+        (b'{"v": 1, "type": "time", "seq": 1, "t_node": 1' + b"0" * 400 + b', "t_controller": 1}', "range"),
+        (b'{"v": 1, "type": "time", "seq": 1, "t_node": 1, "t_controller": 1}\xff', "not JSON"),
+    ],
+)
+def test_hostile_payloads_raise_protocol_error_only(payload: bytes, match: str) -> None:
+    """Every bad input becomes a ProtocolError (never ValueError, RecursionError, OverflowError)."""
+    with pytest.raises(ProtocolError, match=match):
+        decode_command(payload)
+
+
+def test_non_finite_numbers_are_refused_in_node_messages_too() -> None:
+    checked = set()
+    for sample in SAMPLES:
+        data = sample.to_dict()
+        floats = [k for k, v in data.items() if isinstance(v, float)]
+        for key in floats:
+            checked.add((sample.TYPE, key))
+            bad = json.dumps({**data, key: 1.0}).replace('"' + key + '": 1.0', '"' + key + '": NaN')
+            with pytest.raises(ProtocolError, match="finite"):
+                decode(bad.encode())
+    assert {t for t, _ in checked} >= {"play", "time", "health", "event"}
+
+
 def test_node_messages_are_not_commands_and_back() -> None:
     with pytest.raises(ProtocolError, match="type"):
         decode_command(Status(online=True).encode())
