@@ -45,6 +45,7 @@ import time
 import urllib.parse
 from collections.abc import Iterable, Mapping
 from pathlib import Path
+from typing import Any
 
 from speakers.protocol import DEFAULT_PREFIX, valid_id
 
@@ -69,6 +70,8 @@ DEFAULT_AUTOSAVE_S = 5
 _START_TIMEOUT_S = 15.0
 _STOP_TIMEOUT_S = 10.0
 _RESTART_BACKOFF_MAX_S = 30.0
+# mosquitto's log is rotated (one old copy kept) once it grows past this.
+LOG_MAX_BYTES = 5 * 1024 * 1024
 
 
 class BrokerError(RuntimeError):
@@ -277,6 +280,7 @@ class ManagedBroker:
         self._warned_root = False
         self._stderr_start = 0
         self.restarts = 0  # unexpected exits recovered by the supervisor
+        self.log_max_bytes = LOG_MAX_BYTES
 
     # ------------------------------------------------------------------ paths and urls
 
@@ -363,17 +367,29 @@ class ManagedBroker:
         Writes the files when the broker runs; call :meth:`reload` to apply them."""
         if (password is None) == (password_hash is None):
             raise ValueError("give exactly one of password or password_hash")
+        if node:
+            self._refuse_controller(username)
         with self._lock:
             if password is not None:
                 self._set_password(username, password)
             else:
                 self._hashes[_check_user(username)] = _check_hash(password_hash or "")
                 self._plain.pop(username, None)
-            if node and username != self.controller_user:
+            if node:
                 self._zones[username] = self._check_zone(zone)
             self._write_files_if_set_up()
 
-    def remove_user(self, username: str) -> None:
+    def _refuse_controller(self, username: str) -> None:
+        # A speaker named like the controller's account would take over (or delete) the
+        # controller's login and, through the node ACL, get nothing it should.
+        if username == self.controller_user:
+            raise BrokerError(f"{username!r} is the controller's account, not a node's")
+
+    def remove_user(self, username: str, *, node: bool = True) -> None:
+        """Remove a node's account (``node=False`` for another account; never the controller's
+        through the node path)."""
+        if node:
+            self._refuse_controller(username)
         with self._lock:
             self._hashes.pop(username, None)
             self._plain.pop(username, None)
@@ -381,6 +397,7 @@ class ManagedBroker:
             self._write_files_if_set_up()
 
     def set_node_zone(self, speaker_id: str, zone: str | None) -> None:
+        self._refuse_controller(speaker_id)
         with self._lock:
             self._zones[_check_user(speaker_id)] = self._check_zone(zone)
             self._write_files_if_set_up()
@@ -532,6 +549,8 @@ class ManagedBroker:
 
     def _spawn(self, timeout: float) -> None:
         binary = self._binary or find_mosquitto()
+        if self.log_path.exists() and self.log_path.stat().st_size > self.log_max_bytes:
+            self._rotate_log()
         if not self.log_path.exists():
             self.log_path.touch()
             self._hand_over()
@@ -643,19 +662,50 @@ class ManagedBroker:
             proc = self._proc
             if proc is None or proc.poll() is not None:
                 return
-            before = self._count_in_log(b"Reloading config")
+            needle = b"Reloading config"
+            offset = self._log_size()
+            rotated = offset > self.log_max_bytes
+            if rotated:
+                # mosquitto writes "Reloading config" to the old file, then reopens the log.
+                self._rotate_log()
             proc.send_signal(signal.SIGHUP)
             deadline = time.monotonic() + timeout
-            while self._count_in_log(b"Reloading config") <= before:
+            # Only what was written since the signal is read, never the whole log again.
+            old_path = self._rotated_log_path if rotated else self.log_path
+            scans = [[old_path, offset]] + ([[self.log_path, 0]] if rotated else [])
+            while not self._found_since(scans, needle):
                 if time.monotonic() > deadline:
                     raise BrokerError("mosquitto did not confirm the reload")
                 time.sleep(0.005)
 
-    def _count_in_log(self, needle: bytes) -> int:
+    @staticmethod
+    def _found_since(scans: list[list[Any]], needle: bytes) -> bool:
+        """Look for ``needle`` in what each file got past its offset; advance the offsets (keeping
+        an overlap so a line written in two pieces is still found)."""
+        for scan in scans:
+            path, offset = scan
+            new = _read_from(path, offset)
+            if needle in new:
+                return True
+            scan[1] = offset + max(0, len(new) - len(needle))
+        return False
+
+    def _log_size(self) -> int:
         try:
-            return self.log_path.read_bytes().count(needle)
+            return self.log_path.stat().st_size
         except OSError:
             return 0
+
+    @property
+    def _rotated_log_path(self) -> Path:
+        return self.log_path.with_name(self.log_path.name + ".1")
+
+    def _rotate_log(self) -> None:
+        """Keep one old copy; mosquitto creates the new file when it (re)opens its log."""
+        try:
+            os.replace(self.log_path, self._rotated_log_path)
+        except OSError as exc:
+            _LOGGER.warning("cannot rotate the mosquitto log %s: %s", self.log_path, exc)
 
     def stop(self) -> None:
         """Stop mosquitto and its supervisor (SIGTERM: the sessions are saved)."""

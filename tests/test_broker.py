@@ -184,3 +184,42 @@ def test_start_failure_is_reported(tmp_path: Path) -> None:
 
 def test_find_mosquitto() -> None:
     assert find_mosquitto().name == "mosquitto"
+
+
+def test_a_node_account_can_never_be_the_controllers(mosquitto) -> None:
+    b = mosquitto.broker
+    password = b.controller_url.split(":")[2].split("@")[0]
+    with pytest.raises(BrokerError, match="controller"):
+        b.add_or_update_user("controller", "stolen", zone="thon-1")
+    with pytest.raises(BrokerError, match="controller"):
+        b.add_or_update_user("controller", password_hash=hash_password("stolen"))
+    with pytest.raises(BrokerError, match="controller"):
+        b.remove_user("controller")
+    with pytest.raises(BrokerError, match="controller"):
+        b.set_node_zone("controller", "thon-1")
+    b.reload()
+    # Nothing changed: the controller still logs in with its own password, not the node's.
+    assert probe_login(b.host, b.port, "controller", password) == ACCEPTED
+    assert probe_login(b.host, b.port, "controller", "stolen") != ACCEPTED
+    assert "controller" not in b.node_zones()
+
+
+def test_reload_reads_only_the_new_log_and_rotates_a_big_log(mosquitto) -> None:
+    b = mosquitto.broker
+    b.reload()  # the log already says "Reloading config" once: a new one is awaited
+    with b.log_path.open("ab") as fh:  # a log grown past the cap
+        fh.write(b"x" * 4096 + b"\n")
+    b.log_max_bytes = 1024
+    b.reload()
+    rotated = b.log_path.with_name(b.log_path.name + ".1")
+    assert rotated.exists() and rotated.read_bytes().count(b"Reloading config") >= 2
+    assert b.log_path.stat().st_size < 1024  # mosquitto reopened a fresh file
+    b.add_or_update_user("loa-31", "pw-31")
+    b.reload()  # confirmed from the new file
+    assert probe_login(b.host, b.port, "loa-31", "pw-31") == ACCEPTED
+    assert b.log_path.read_bytes().count(b"Reloading config") == 1
+    with b.log_path.open("ab") as fh:
+        fh.write(b"y" * 4096 + b"\n")
+    b.restart()  # a big log is rotated at start too
+    assert b"y" * 4096 in rotated.read_bytes()
+    assert b"y" * 4096 not in b.log_path.read_bytes() and b.log_path.stat().st_size < 1024
