@@ -43,7 +43,7 @@ import subprocess
 import threading
 import time
 import urllib.parse
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -281,6 +281,9 @@ class ManagedBroker:
         self._stderr_start = 0
         self.restarts = 0  # unexpected exits recovered by the supervisor
         self.log_max_bytes = LOG_MAX_BYTES
+        self.reloads = 0  # SIGHUPs confirmed by mosquitto
+        self._deferred = 0
+        self._write_pending = False
 
     # ------------------------------------------------------------------ paths and urls
 
@@ -460,7 +463,23 @@ class ManagedBroker:
             lines.append("user root")
         return "\n".join(lines) + "\n"
 
+    @contextlib.contextmanager
+    def batch(self) -> Iterator[None]:
+        """Many user changes, the files written once at the end (then call :meth:`reload`)."""
+        with self._lock:
+            self._deferred += 1
+            try:
+                yield
+            finally:
+                self._deferred -= 1
+                if not self._deferred and self._write_pending:
+                    self._write_pending = False
+                    self._write_files_if_set_up()
+
     def _write_files_if_set_up(self) -> None:
+        if self._deferred:
+            self._write_pending = True
+            return
         if self._set_up:
             self._write_users_and_acl()
 
@@ -677,6 +696,7 @@ class ManagedBroker:
                 if time.monotonic() > deadline:
                     raise BrokerError("mosquitto did not confirm the reload")
                 time.sleep(0.005)
+            self.reloads += 1
 
     @staticmethod
     def _found_since(scans: list[list[Any]], needle: bytes) -> bool:

@@ -8,7 +8,9 @@ the transport), the MQTT link, the scheduler and, with ``--demo``, the simulated
 The managed broker (``broadcaster.broker.ManagedBroker``) lives in ``<instance>/mosquitto/``; its
 users are the controller (password generated once and kept there) and every enabled speaker of the
 registry with its stored mosquitto hash. Registry changes (a speaker added, moved, disabled, its
-password reset) are applied to the broker's password file and ACL at once. Its port is chosen
+password reset) are applied to the broker's password file and ACL by a worker thread that
+coalesces a burst of changes (an import of thousands of speakers) into one reload within
+``BROKER_SYNC_WINDOW_S``. Its port is chosen
 once and kept in ``<instance>/mosquitto/port`` so nodes find it again after a restart.
 """
 
@@ -16,6 +18,8 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import threading
+import time
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -125,7 +129,7 @@ class Services:
             ("broadcasts", self.broadcasts.stop),
             ("transport", self.transport.stop),
             ("fleet", self.fleet.stop),
-            ("broker", self.extras["broker"].stop if "broker" in self.extras else None),
+            ("broker", self._stop_managed_broker if "broker" in self.extras else None),
         ]
         for name, fn in steps:
             if fn is None:
@@ -179,31 +183,118 @@ class Services:
             broker.start()
         port_file.write_text(f"{broker.port}\n")
         self.extras["broker"] = broker
+        self.extras["broker_sync"] = BrokerSync(broker, self.sessions)
         if self._broker_sync not in self.registry.on_change:
             self.registry.on_change.append(self._broker_sync)
         _LOGGER.info("managed broker on 127.0.0.1:%s (%s clusters)", broker.port, len(hashes))
         return broker.controller_url
 
     def _broker_sync(self, change: RegistryChange) -> None:
-        """Registry hook: keep the managed broker's password file and ACL in step."""
-        broker = self.extras.get("broker")
-        if broker is None or change.speaker_id is None:
+        """Registry hook: keep the managed broker's password file and ACL in step (batched)."""
+        syncer = self.extras.get("broker_sync")
+        if syncer is None or change.speaker_id is None:
             return
-        if change.kind == "speaker_deleted":
-            broker.remove_user(change.speaker_id)
-        else:
-            with self.sessions() as session:
-                from broadcaster.models import Speaker
+        syncer.mark(change.speaker_id)
 
-                row = session.get(Speaker, change.speaker_id)
-                enabled = row is not None and row.enabled
-                hashed = row.mqtt_password_hash if row is not None else None
-                zone = row.zone_id if row is not None else None
-            if enabled and hashed:
-                broker.add_or_update_user(change.speaker_id, password_hash=hashed, zone=zone)
-            else:
-                broker.remove_user(change.speaker_id)
-        broker.reload()
+    def _stop_managed_broker(self) -> None:
+        syncer = self.extras.pop("broker_sync", None)
+        if syncer is not None:
+            syncer.stop()
+        self.extras["broker"].stop()
+
+
+# How long the broker-sync worker gathers registry changes before one reload (~0.1 s each).
+BROKER_SYNC_WINDOW_S = 0.1
+
+
+class BrokerSync:
+    """Applies registry changes to the managed broker from a worker thread, a burst at a time:
+    ``mark(speaker_id)`` is instant; within ``window_s`` every marked speaker is read from the
+    database, its account added, changed or removed, the files written once and mosquitto
+    reloaded once."""
+
+    def __init__(
+        self, broker: Any, sessions: sessionmaker[Session], window_s: float = BROKER_SYNC_WINDOW_S
+    ) -> None:
+        self.broker = broker
+        self.sessions = sessions
+        self.window_s = window_s
+        self.batches = 0
+        self._dirty: set[str] = set()
+        self._busy = False
+        self._stopping = False
+        self._cond = threading.Condition()
+        self._thread = threading.Thread(target=self._run, name="broker-sync", daemon=True)
+        self._thread.start()
+
+    def mark(self, speaker_id: str) -> None:
+        with self._cond:
+            self._dirty.add(speaker_id)
+            self._cond.notify_all()
+
+    def flush(self, timeout: float = 10.0) -> bool:
+        """Wait until every marked change is applied; True when it was."""
+        deadline = time.monotonic() + timeout
+        with self._cond:
+            while self._dirty or self._busy:
+                remaining = deadline - time.monotonic()
+                if remaining <= 0 or not self._thread.is_alive():
+                    return False
+                self._cond.wait(remaining)
+            return True
+
+    def stop(self, timeout: float = 10.0) -> None:
+        """Apply what is pending, then end the worker."""
+        with self._cond:
+            self._stopping = True
+            self._cond.notify_all()
+        self._thread.join(timeout)
+
+    def _run(self) -> None:
+        while True:
+            with self._cond:
+                while not self._dirty and not self._stopping:
+                    self._cond.wait()
+                if not self._dirty:
+                    return
+                # Gather the rest of the burst (each mark() notifies: wait out the whole window).
+                deadline = time.monotonic() + self.window_s
+                while not self._stopping and (left := deadline - time.monotonic()) > 0:
+                    self._cond.wait(left)
+                batch, self._dirty = self._dirty, set()
+                self._busy = True
+            try:
+                self._apply(batch)
+            except Exception:
+                _LOGGER.exception("managed broker: applying %s registry change(s) failed", len(batch))
+            finally:
+                with self._cond:
+                    self._busy = False
+                    self._cond.notify_all()
+
+    def _apply(self, speaker_ids: set[str]) -> None:
+        from broadcaster.broker import BrokerError
+        from broadcaster.models import Speaker
+
+        with self.sessions() as session:
+            rows = {sid: session.get(Speaker, sid) for sid in speaker_ids}
+            wanted = {
+                sid: (row.mqtt_password_hash, row.zone_id)
+                for sid, row in rows.items()
+                if row is not None and row.enabled and row.mqtt_password_hash
+            }
+        with self.broker.batch():
+            for sid in sorted(speaker_ids):
+                try:
+                    if sid in wanted:
+                        hashed, zone = wanted[sid]
+                        self.broker.add_or_update_user(sid, password_hash=hashed, zone=zone)
+                    else:
+                        self.broker.remove_user(sid)
+                except (BrokerError, ValueError) as exc:
+                    _LOGGER.error("managed broker: speaker %s not applied: %s", sid, exc)
+        self.broker.reload()
+        self.batches += 1
 
 
 def build_services(
@@ -280,4 +371,4 @@ def build_services(
     )
 
 
-__all__ = ["Services", "build_services", "controller_client_id", "open_database"]
+__all__ = ["BrokerSync", "Services", "build_services", "controller_client_id", "open_database"]

@@ -110,3 +110,37 @@ def test_serve_demo_gives_a_living_system(tmp_path: Path, capsys: pytest.Capture
         assert len(services.registry.list_speakers()) == 9
     finally:
         services.close()
+
+
+def test_a_burst_of_registry_changes_costs_one_broker_reload(tmp_path: Path) -> None:
+    """Importing many speakers must not reload mosquitto once per speaker (~0.1 s each)."""
+    from broadcaster.fleet.registry import RegistryChange
+
+    services = build_services(_settings(tmp_path / "inst"), scheduler=False)
+    services.start()
+    try:
+        services.registry.create_zone("thon-1", "Thôn Đông")
+        passwords = {}
+        syncer = services.extras["broker_sync"]
+        broker = services.extras["broker"]
+        for i in range(1, 41):
+            sid = f"loa-{i:02d}"
+            _, passwords[sid] = services.registry.create_speaker(sid, f"Cụm loa {i}", "thon-1")
+        assert syncer.flush(30)
+        reloads = broker.reloads
+        # The registry hook for 40 speakers, as an import calls it: one batch, one reload.
+        for sid in passwords:
+            services._broker_sync(RegistryChange(kind="speaker_updated", speaker_id=sid))
+        assert syncer.flush(30)
+        assert broker.reloads - reloads <= 2  # was 40: one reload per change
+        assert set(passwords) <= set(broker.users())
+        services.registry.update_speaker("loa-07", enabled=False)
+        assert syncer.flush(30)
+        assert "loa-07" not in broker.users() and "loa-08" in broker.users()
+        node = _node(services, "loa-40", passwords["loa-40"])
+        try:
+            assert node.wait_connected(10), "a batched account logs in"
+        finally:
+            node.stop()
+    finally:
+        services.close()
