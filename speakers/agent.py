@@ -283,6 +283,8 @@ class Agent:
             for task in self._tasks:
                 task.cancel()
             await asyncio.gather(*self._tasks, return_exceptions=True)
+            # No task of ours outlives run() (a pending amplifier switch-off after a kill).
+            await self.amp.cancel_pending()
 
     async def _guarded(self, loop_fn: Any) -> None:
         """Run one of the agent's loops for ever: a bug in it is logged and the loop restarted,

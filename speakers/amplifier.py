@@ -212,11 +212,16 @@ class AmplifierControl:
             self.last_error = str(exc)
             _LOGGER.error("amplifier: %s", exc)
 
-    async def close(self) -> None:
-        if self._off_task is not None:
-            self._off_task.cancel()
+    async def cancel_pending(self) -> None:
+        """Drop a pending switch-off (the agent is going away); the amplifier is left as is."""
+        task, self._off_task = self._off_task, None
+        if task is not None:
+            task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
-                await self._off_task
+                await task
+
+    async def close(self) -> None:
+        await self.cancel_pending()
         await self.amplifier.close()
 
 

@@ -359,9 +359,18 @@ class RealPlayer:
         self.command = list(command) if command else default_output_command()
         self.env = {**os.environ, **(env or {})}
         self.software_volume = software_volume
-        self._prepared: dict[int, tuple[bytes, asyncio.subprocess.Process]] = {}
+        # Per item: (decoder, output program, first block of PCM). The file is streamed from the
+        # decoder into the output program a block at a time, never decoded whole into memory
+        # (20 minutes would be ~230 MB on a Pi).
+        self._prepared: dict[int, tuple[asyncio.subprocess.Process, asyncio.subprocess.Process, bytes]] = {}
 
-    async def _decode(self, item: PlayItem) -> bytes:
+    @staticmethod
+    def block_bytes() -> int:
+        return int(_OUT_RATE * _OUT_CHANNELS * 2 * _OUT_BLOCK_S)
+
+    async def _start_decoder(self, item: PlayItem) -> tuple[asyncio.subprocess.Process, bytes]:
+        """Start ffmpeg on the file and read the first block (so a file that does not decode
+        fails at prepare time, not at the start instant)."""
         gain = item.volume / 100 if self.software_volume else 1.0
         proc = await asyncio.create_subprocess_exec(
             find_ffmpeg(),
@@ -382,13 +391,20 @@ class RealPlayer:
             stdout=asyncio.subprocess.PIPE,
             stderr=asyncio.subprocess.PIPE,
         )
-        pcm, err = await proc.communicate()
-        if proc.returncode != 0 or not pcm:
+        assert proc.stdout is not None
+        try:
+            first = await proc.stdout.read(self.block_bytes())
+        except BaseException:
+            await _kill(proc)
+            raise
+        if not first:
+            await proc.wait()
+            err = await proc.stderr.read() if proc.stderr is not None else b""
             raise PlayerError(f"audio does not decode: {err.decode('utf-8', 'replace').strip()[-200:]}")
-        return pcm
+        return proc, first
 
     async def prepare(self, item: PlayItem) -> None:
-        pcm = await self._decode(item)
+        decoder, first = await self._start_decoder(item)
         try:
             proc = await asyncio.create_subprocess_exec(
                 *self.command,
@@ -398,21 +414,23 @@ class RealPlayer:
                 env=self.env,
             )
         except OSError as exc:
+            await _kill(decoder)
             raise PlayerError(f"cannot start {self.command[0]}: {exc}") from exc
-        self._prepared[id(item)] = (pcm, proc)
+        self._prepared[id(item)] = (decoder, proc, first)
 
     async def play(self, item: PlayItem) -> None:
         if id(item) not in self._prepared:
             await self.prepare(item)
-        pcm, proc = self._prepared[id(item)]
-        assert proc.stdin is not None
-        block = int(_OUT_RATE * _OUT_CHANNELS * 2 * _OUT_BLOCK_S)
+        decoder, proc, block = self._prepared[id(item)]
+        assert proc.stdin is not None and decoder.stdout is not None
+        size = self.block_bytes()
         try:
-            for offset in range(0, len(pcm), block):
+            while block:
                 if proc.returncode is not None:
                     break
-                proc.stdin.write(pcm[offset : offset + block])
+                proc.stdin.write(block)
                 await proc.stdin.drain()
+                block = await decoder.stdout.read(size)
             proc.stdin.close()
             rc = await proc.wait()
         except (BrokenPipeError, ConnectionResetError):
@@ -425,21 +443,32 @@ class RealPlayer:
             raise PlayerError(
                 f"{self.command[0]} failed (exit {rc}): {err.decode('utf-8', 'replace').strip()[-200:]}"
             )
+        if block:  # the output program ended before the end of the file
+            await _kill(decoder)
+        elif await decoder.wait() != 0:
+            err = await decoder.stderr.read() if decoder.stderr is not None else b""
+            raise PlayerError(f"audio decoding failed: {err.decode('utf-8', 'replace').strip()[-200:]}")
 
     async def release(self, item: PlayItem) -> None:
         prepared = self._prepared.pop(id(item), None)
         if prepared is None:
             return
-        _, proc = prepared
-        if proc.returncode is None:
-            with contextlib.suppress(ProcessLookupError):
-                proc.kill()
-            await proc.wait()
+        decoder, proc, _ = prepared
+        for p in (proc, decoder):
+            await _kill(p)
         if proc.stdin is not None:
             proc.stdin.close()
-        if proc.stderr is not None:
-            with contextlib.suppress(Exception):
-                await proc.stderr.read()
+        for p in (proc, decoder):
+            if p.stderr is not None:
+                with contextlib.suppress(Exception):
+                    await p.stderr.read()
+
+
+async def _kill(proc: asyncio.subprocess.Process) -> None:
+    if proc.returncode is None:
+        with contextlib.suppress(ProcessLookupError):
+            proc.kill()
+        await proc.wait()
 
 
 def make_player(kind: str, *, output_dir: Path | None = None, command: Sequence[str] | None = None) -> Player:

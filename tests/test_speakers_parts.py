@@ -236,17 +236,21 @@ def test_real_player_plays_through_an_output_program_and_stops_at_once(tone: Pat
 
     assert run(whole()) >= 0.8  # it really took the audio's time
 
-    async def cut() -> int | None:
+    async def cut() -> tuple[int | None, int | None]:
         await player.prepare(item)
-        proc = player._prepared[id(item)][1]
+        decoder, proc, first = player._prepared[id(item)]
+        # Streamed, not decoded whole into memory: a running decoder and one block in hand.
+        assert len(first) <= player.block_bytes() and decoder.returncode is None
         task = asyncio.create_task(player.play(item))
         await asyncio.sleep(0.2)
         task.cancel()
         await asyncio.gather(task, return_exceptions=True)
         await player.release(item)
-        return proc.returncode
+        return proc.returncode, decoder.returncode
 
-    assert run(cut()) == -9  # the output program was killed, not left to finish
+    output_rc, decoder_rc = run(cut())
+    assert output_rc == -9  # the output program was killed, not left to finish
+    assert decoder_rc is not None  # and the decoder does not outlive the cut
 
 
 def test_real_player_reports_a_failing_output(tone: Path) -> None:
