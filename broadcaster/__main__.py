@@ -1,11 +1,11 @@
 """Command line of the controller: parses arguments, builds services, nothing else.
 
-    broadcaster [--instance DIR] [--config FILE] normalize "TEXT" | --stdin
-    broadcaster [--instance DIR] tts "TEXT" -o out.mp3 [--engine E] [--voice V] [--repeat N]
-    broadcaster [--instance DIR] serve [--demo] [--host H] [--port P] [--mqtt-url URL] [--db URL]
-    broadcaster [--instance DIR] settings [--reference]
-    broadcaster [--instance DIR] token create NAME | list | revoke NAME
-    broadcaster [--instance DIR] user add USERNAME --role admin|editor|approver [--password-stdin]
+broadcaster [--instance DIR] [--config FILE] normalize "TEXT" | --stdin
+broadcaster [--instance DIR] tts "TEXT" -o out.mp3 [--engine E] [--voice V] [--repeat N]
+broadcaster [--instance DIR] serve [--demo] [--host H] [--port P] [--mqtt-url URL] [--db URL]
+broadcaster [--instance DIR] settings [--reference]
+broadcaster [--instance DIR] token create NAME | list | revoke NAME
+broadcaster [--instance DIR] user add USERNAME --role admin|editor|approver [--password-stdin]
 """
 
 from __future__ import annotations

@@ -34,7 +34,9 @@ class SettingsError(Exception):
 class Settings(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    instance: Path = Field(Path("instance"), description="Folder for the database, secrets, broker data, audio.")
+    instance: Path = Field(
+        Path("instance"), description="Folder for the database, secrets, broker data, audio."
+    )
     host: str = Field("127.0.0.1", description="Address the web server listens on.")
     port: int = Field(8080, ge=1, le=65535, description="Port of the web server.")
     db: str | None = Field(None, description="SQLAlchemy URL; default sqlite:///<instance>/broadcaster.db.")
@@ -43,7 +45,9 @@ class Settings(BaseModel):
     )
     mqtt_prefix: str = Field("loa", description="Topic prefix of the wire protocol.")
     timezone: str = Field("Asia/Ho_Chi_Minh", description="Time zone of schedules and quiet hours.")
-    secret_key: str | None = Field(None, description="Flask secret; default: generated once into the instance.")
+    secret_key: str | None = Field(
+        None, description="Flask secret; default: generated once into the instance."
+    )
     demo: bool = Field(False, description="Also run nine simulated clusters in three zones.")
     textnorm: TextnormConfig = Field(default_factory=TextnormConfig)
     tts: TtsConfig = Field(default_factory=TtsConfig)
@@ -51,7 +55,8 @@ class Settings(BaseModel):
     scheduling: SchedulingConfig = Field(default_factory=SchedulingConfig)
     web: WebConfig = Field(default_factory=WebConfig)
     fleet: FleetConfig = Field(
-        default_factory=FleetConfig, description="Fleet monitor; the demo uses a 10 s health interval unless set."
+        default_factory=FleetConfig,
+        description="Fleet monitor; the demo uses a 10 s health interval unless set.",
     )
     broadcasts: BroadcastsConfig = Field(default_factory=BroadcastsConfig)
 
@@ -89,7 +94,9 @@ def _env_overrides(environ: dict[str, str]) -> dict[str, Any]:
             try:
                 node[leaf] = parse_yaml(value)
             except YamlError as exc:
-                raise SettingsError(f"environment variable {key}: not a valid YAML list or mapping: {exc}") from exc
+                raise SettingsError(
+                    f"environment variable {key}: not a valid YAML list or mapping: {exc}"
+                ) from exc
         else:
             node[leaf] = value
     return out
@@ -114,7 +121,9 @@ def load_settings(
     a readable message on anything invalid."""
     environ = dict(os.environ if environ is None else environ)
     data: dict[str, Any] = {}
-    config_file = config_file or (Path(environ[ENV_PREFIX + "CONFIG"]) if ENV_PREFIX + "CONFIG" in environ else None)
+    config_file = config_file or (
+        Path(environ[ENV_PREFIX + "CONFIG"]) if ENV_PREFIX + "CONFIG" in environ else None
+    )
     if config_file is not None:
         try:
             loaded = parse_yaml(config_file.read_text(encoding="utf-8")) or {}

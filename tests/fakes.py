@@ -362,8 +362,14 @@ class ControllerSpeech:
             data = (seed * (self.size // len(seed) + 1))[: self.size]
             self.store.put(key, data, {"duration_s": duration, "engine": "fake", "text": text})
         return ControllerRenderResult(
-            key=key, path=self.store.path(key), text=text, normalized_text=text.lower(),
-            engine="fake", voice=voice, duration_s=duration, cache_hit=hit,
+            key=key,
+            path=self.store.path(key),
+            text=text,
+            normalized_text=text.lower(),
+            engine="fake",
+            voice=voice,
+            duration_s=duration,
+            cache_hit=hit,
         )
 
     def engines(self) -> list[str]:
@@ -377,8 +383,16 @@ class FakeNode:
     ``start_skew_s`` shifts the ``started_at`` it reports (a node whose clock is off);
     ``drop_states`` lists receipt states it never sends (a lost "done")."""
 
-    def __init__(self, broker: _Any, speaker_id: str, zone: str | None, *, prefix: str = "loa",
-                 mute: bool = False, health: bool = False) -> None:
+    def __init__(
+        self,
+        broker: _Any,
+        speaker_id: str,
+        zone: str | None,
+        *,
+        prefix: str = "loa",
+        mute: bool = False,
+        health: bool = False,
+    ) -> None:
         from broadcaster.transport.memory import MemoryTransport
 
         self.id = speaker_id
@@ -418,7 +432,9 @@ class FakeNode:
         self.publish_status(True)
 
     def publish_status(self, online: bool) -> None:
-        self.transport.publish(self.topics.status(self.id), _proto.Status(online=online, zone=self.zone).encode(), retain=True)
+        self.transport.publish(
+            self.topics.status(self.id), _proto.Status(online=online, zone=self.zone).encode(), retain=True
+        )
 
     def send_health(self, **fields: _Any) -> None:
         data = {"ts": _time.time(), "uptime_s": 1.0, "volume": 80, "amplifier_on": True, **fields}
@@ -458,8 +474,12 @@ class FakeNode:
                     self._ready(command)
                     return
                 self._waiting.setdefault(command.audio.id, []).append(command)
-            self._event("need_audio", broadcast_id=command.broadcast_id, audio_id=command.audio.id,
-                        missing=tuple(range(command.audio.chunk_count)))
+            self._event(
+                "need_audio",
+                broadcast_id=command.broadcast_id,
+                audio_id=command.audio.id,
+                missing=tuple(range(command.audio.chunk_count)),
+            )
         elif isinstance(command, _proto.StopCommand):
             self._stop(command.broadcast_id)
 
@@ -533,21 +553,41 @@ class FakeNode:
         now = _time.time()
         cmd = current["command"]
         played = now - current["start"]
-        self.timeline.append({"broadcast_id": cmd.broadcast_id, "tier": cmd.tier, "start": current["start"],
-                              "end": now, "seconds": played, "outcome": outcome})
+        self.timeline.append(
+            {
+                "broadcast_id": cmd.broadcast_id,
+                "tier": cmd.tier,
+                "start": current["start"],
+                "end": now,
+                "seconds": played,
+                "outcome": outcome,
+            }
+        )
         self._event(outcome, broadcast_id=cmd.broadcast_id, seconds_played=played)
 
     def _finish(self, broadcast_id: str, started: float) -> None:
         with self._lock:
             current = self._current
-            if current is None or current["command"].broadcast_id != broadcast_id or current["start"] != started:
+            if (
+                current is None
+                or current["command"].broadcast_id != broadcast_id
+                or current["start"] != started
+            ):
                 return
             current["timer"].cancel()
             self._current = None
             now = _time.time()
             cmd = current["command"]
-            self.timeline.append({"broadcast_id": broadcast_id, "tier": cmd.tier, "start": started, "end": now,
-                                  "seconds": now - started, "outcome": "done"})
+            self.timeline.append(
+                {
+                    "broadcast_id": broadcast_id,
+                    "tier": cmd.tier,
+                    "start": started,
+                    "end": now,
+                    "seconds": now - started,
+                    "outcome": "done",
+                }
+            )
             nxt = self._queue.pop(0) if self._queue else None
         self._event("done", broadcast_id=broadcast_id, seconds_played=now - started, rms_dbfs=-20.0)
         if nxt is not None:
@@ -561,7 +601,9 @@ class FakeNode:
             queued = [q for q in self._queue if broadcast_id is None or q.broadcast_id == broadcast_id]
             self._queue = [q for q in self._queue if q not in queued]
             current = self._current
-            if current is not None and (broadcast_id is None or current["command"].broadcast_id == broadcast_id):
+            if current is not None and (
+                broadcast_id is None or current["command"].broadcast_id == broadcast_id
+            ):
                 self._end_current("stopped")
         for b in [*scheduled, *(q.broadcast_id for q in queued)]:
             self._event("stopped", broadcast_id=b)
@@ -578,8 +620,9 @@ class FlakyTransport(_MemoryTransport):
         self.fail_topic = "/cmd"
         self.failed = 0
 
-    def publish(self, topic: str, payload: bytes, qos: int = 1, retain: bool = False,
-                expiry_s: float | None = None) -> None:
+    def publish(
+        self, topic: str, payload: bytes, qos: int = 1, retain: bool = False, expiry_s: float | None = None
+    ) -> None:
         if self.fail_publishes > 0 and self.fail_topic in topic:
             self.fail_publishes -= 1
             self.failed += 1
@@ -618,7 +661,9 @@ class FlakyCommitSessions:
             event.listen(
                 session,
                 "do_orm_execute",
-                lambda state: wrote.append(True) if state.is_insert or state.is_update or state.is_delete else None,
+                lambda state: (
+                    wrote.append(True) if state.is_insert or state.is_update or state.is_delete else None
+                ),
             )
             try:
                 session.begin()
@@ -647,7 +692,9 @@ class FlakyCommitSessions:
 
 def payloads(transport: _Any, topic_part: str) -> list[dict[str, _Any]]:
     """Decoded JSON payloads a MemoryTransport published on topics containing ``topic_part``."""
-    return [_json.loads(p) for t, p, *_ in transport.sent if topic_part in t and not t.split("/")[1] == "audio"]
+    return [
+        _json.loads(p) for t, p, *_ in transport.sent if topic_part in t and not t.split("/")[1] == "audio"
+    ]
 
 
 # --- scheduling/api fakes ---
@@ -675,11 +722,23 @@ class FakeBroadcastManager:
         self.undefer = None
         self._next_id = 1
 
-    def submit(self, ann: object, *, approved: bool = True, schedule_id: int | None = None,
-               fire_time: object = None, valid_until: object = None) -> int:
+    def submit(
+        self,
+        ann: object,
+        *,
+        approved: bool = True,
+        schedule_id: int | None = None,
+        fire_time: object = None,
+        valid_until: object = None,
+    ) -> int:
         if self.fail_with is not None:
             raise self.fail_with
-        kwargs = {"approved": approved, "schedule_id": schedule_id, "fire_time": fire_time, "valid_until": valid_until}
+        kwargs = {
+            "approved": approved,
+            "schedule_id": schedule_id,
+            "fire_time": fire_time,
+            "valid_until": valid_until,
+        }
         broadcast_id = self._persist(ann, kwargs) if self.sessions is not None else self._count()
         with self.changed:
             self.submitted.append((ann, {**kwargs, "id": broadcast_id}))
@@ -707,19 +766,39 @@ class FakeBroadcastManager:
         state = "scheduled" if future else ("sending" if kwargs["approved"] else "pending_approval")
         try:
             with self.sessions.begin() as session:
-                row = Announcement(title=ann.title, text=ann.text, tier=str(ann.tier), targets=list(ann.targets),
-                                   repeat=ann.repeat, engine=ann.engine, voice=ann.voice, author=ann.author,
-                                   source=str(ann.source), audio_key=ann.audio_key)
-                broadcast = Broadcast(announcement=row, tier=str(ann.tier), targets=list(ann.targets), state=state,
-                                      scheduled_at=ann.at or fire_time, schedule_id=schedule_id, fire_time=fire_time,
-                                      audio_key=ann.audio_key, created_by=ann.author)
+                row = Announcement(
+                    title=ann.title,
+                    text=ann.text,
+                    tier=str(ann.tier),
+                    targets=list(ann.targets),
+                    repeat=ann.repeat,
+                    engine=ann.engine,
+                    voice=ann.voice,
+                    author=ann.author,
+                    source=str(ann.source),
+                    audio_key=ann.audio_key,
+                )
+                broadcast = Broadcast(
+                    announcement=row,
+                    tier=str(ann.tier),
+                    targets=list(ann.targets),
+                    state=state,
+                    scheduled_at=ann.at or fire_time,
+                    schedule_id=schedule_id,
+                    fire_time=fire_time,
+                    audio_key=ann.audio_key,
+                    created_by=ann.author,
+                )
                 session.add(broadcast)
                 session.flush()
                 return broadcast.id
         except IntegrityError:
             with self.sessions() as session:
-                return session.scalar(select(Broadcast.id).where(Broadcast.schedule_id == schedule_id,
-                                                                 Broadcast.fire_time == fire_time))
+                return session.scalar(
+                    select(Broadcast.id).where(
+                        Broadcast.schedule_id == schedule_id, Broadcast.fire_time == fire_time
+                    )
+                )
 
     def wait_for(self, count: int, timeout: float = 10.0) -> bool:
         """Wait until ``count`` submissions were made."""
@@ -753,9 +832,15 @@ class FakeBroadcastManager:
             row = session.get(Broadcast, broadcast_id)
             if row is None:
                 return None
-            return {"id": row.id, "state": row.state, "tier": row.tier, "targets": list(row.targets),
-                    "title": row.announcement.title, "text": row.announcement.text,
-                    "deliveries": [{"speaker": d.speaker_id, "state": d.state} for d in row.deliveries]}
+            return {
+                "id": row.id,
+                "state": row.state,
+                "tier": row.tier,
+                "targets": list(row.targets),
+                "title": row.announcement.title,
+                "text": row.announcement.text,
+                "deliveries": [{"speaker": d.speaker_id, "state": d.state} for d in row.deliveries],
+            }
 
     def list(self, *, limit: int = 50, offset: int = 0, state: str | None = None) -> list[dict[str, object]]:
         if self.sessions is None:
@@ -812,9 +897,18 @@ class FakeSpeechService:
     def engines(self) -> list[str]:
         return ["gtts", "espeak-ng"]
 
-    def render(self, text: str, engine: str | None = None, voice: str | None = None, repeat: int = 1,
-               chime: bool = True, lexicon: dict[str, str] | None = None) -> FakeRenderResult:
-        self.calls.append({"text": text, "engine": engine, "voice": voice, "repeat": repeat, "lexicon": lexicon})
+    def render(
+        self,
+        text: str,
+        engine: str | None = None,
+        voice: str | None = None,
+        repeat: int = 1,
+        chime: bool = True,
+        lexicon: dict[str, str] | None = None,
+    ) -> FakeRenderResult:
+        self.calls.append(
+            {"text": text, "engine": engine, "voice": voice, "repeat": repeat, "lexicon": lexicon}
+        )
         if self.fail_with is not None:
             raise self.fail_with
         import hashlib
@@ -843,9 +937,19 @@ class FakeFleet:
 
         with self.sessions() as session:
             rows = list(session.scalars(select(Speaker).order_by(Speaker.id)))
-            return [{"id": s.id, "name": s.name, "zone": s.zone_id, "online": s.id in self.online,
-                     "last_seen": None, "health": self.health.get(s.id), "playing": None, "alerts": []}
-                    for s in rows]
+            return [
+                {
+                    "id": s.id,
+                    "name": s.name,
+                    "zone": s.zone_id,
+                    "online": s.id in self.online,
+                    "last_seen": None,
+                    "health": self.health.get(s.id),
+                    "playing": None,
+                    "alerts": [],
+                }
+                for s in rows
+            ]
 
     def speaker(self, speaker_id: str) -> dict[str, object] | None:
         return next((s for s in self.snapshot() if s["id"] == speaker_id), None)
@@ -909,9 +1013,22 @@ class FakeLiveFleet:
 
         with self.sessions() as session:
             rows = list(session.scalars(select(Speaker).order_by(Speaker.id)))
-            base = [{"id": s.id, "name": s.name, "zone": s.zone_id, "online": False, "last_seen": None,
-                     "health": None, "health_at": None, "playing": None, "volume": None, "amplifier_on": None,
-                     "alerts": []} for s in rows]
+            base = [
+                {
+                    "id": s.id,
+                    "name": s.name,
+                    "zone": s.zone_id,
+                    "online": False,
+                    "last_seen": None,
+                    "health": None,
+                    "health_at": None,
+                    "playing": None,
+                    "volume": None,
+                    "amplifier_on": None,
+                    "alerts": [],
+                }
+                for s in rows
+            ]
         return [{**item, **self.live.get(str(item["id"]), {})} for item in base]
 
     def speaker(self, speaker_id: str) -> dict[str, object] | None:
@@ -987,14 +1104,35 @@ class WebFakeBroadcasts(FakeBroadcastManager):
             if row is None:
                 return None
             ann = row.announcement
-            return {"id": row.id, "announcement_id": row.announcement_id, "state": row.state, "tier": row.tier,
-                    "targets": list(row.targets), "title": ann.title, "text": ann.text,
-                    "normalized_text": ann.normalized_text, "scheduled_at": row.scheduled_at,
-                    "start_at": row.start_at, "finished_at": row.finished_at, "engine": row.engine_used,
-                    "duration_s": row.duration_s, "reason": row.reason, "author": ann.author,
-                    "deliveries": [{"speaker": d.speaker_id, "state": d.state, "started_at": d.started_at,
-                                    "finished_at": d.finished_at, "seconds_played": d.seconds_played,
-                                    "rms_dbfs": d.rms_dbfs, "reason": d.reason} for d in row.deliveries]}
+            return {
+                "id": row.id,
+                "announcement_id": row.announcement_id,
+                "state": row.state,
+                "tier": row.tier,
+                "targets": list(row.targets),
+                "title": ann.title,
+                "text": ann.text,
+                "normalized_text": ann.normalized_text,
+                "scheduled_at": row.scheduled_at,
+                "start_at": row.start_at,
+                "finished_at": row.finished_at,
+                "engine": row.engine_used,
+                "duration_s": row.duration_s,
+                "reason": row.reason,
+                "author": ann.author,
+                "deliveries": [
+                    {
+                        "speaker": d.speaker_id,
+                        "state": d.state,
+                        "started_at": d.started_at,
+                        "finished_at": d.finished_at,
+                        "seconds_played": d.seconds_played,
+                        "rms_dbfs": d.rms_dbfs,
+                        "reason": d.reason,
+                    }
+                    for d in row.deliveries
+                ],
+            }
 
     # Volume: the real manager's contract without MQTT: resolves targets on the registry tables,
     # refuses a bad volume or target with the real BroadcastError, records each call.
@@ -1018,15 +1156,18 @@ class WebFakeBroadcasts(FakeBroadcastManager):
         unknown = [t for t in targets if t != "all" and t not in zones and t not in {r[0] for r in rows}]
         if unknown:
             raise BroadcastError(f"Không có khu vực hay cụm loa: {', '.join(unknown)}.")
-        chosen = sorted(sid for sid, zone, enabled in rows
-                        if enabled and ("all" in targets or sid in targets or zone in targets))
+        chosen = sorted(
+            sid
+            for sid, zone, enabled in rows
+            if enabled and ("all" in targets or sid in targets or zone in targets)
+        )
         if not chosen:
             raise BroadcastError("Không có cụm loa nào đang hoạt động ở nơi đã chọn.")
         if self.volume_broker_down:
             from broadcaster.transport import TransportError
 
-            raise BroadcastError("Không gửi được lệnh âm lượng tới cụm loa: not connected") from TransportError(
-                "not connected"
-            )
+            raise BroadcastError(
+                "Không gửi được lệnh âm lượng tới cụm loa: not connected"
+            ) from TransportError("not connected")
         self.volume_calls.append((list(targets), volume, by))
         return chosen

@@ -31,7 +31,9 @@ class UnitController:
     controller's transport is a FlakyTransport and the manager's sessions a FlakyCommitSessions
     (tests/fakes.py), to inject publish and commit failures."""
 
-    def __init__(self, tmp_path: Path, *, connect: bool = True, flaky: bool = False, **config: object) -> None:
+    def __init__(
+        self, tmp_path: Path, *, connect: bool = True, flaky: bool = False, **config: object
+    ) -> None:
         from broadcaster.broadcasts import BroadcastManager, BroadcastsConfig
         from broadcaster.db import create_schema, make_engine, make_session_factory
         from broadcaster.fleet import Fleet, FleetConfig
@@ -51,14 +53,23 @@ class UnitController:
         self.transport = FlakyTransport(self.broker) if flaky else MemoryTransport(self.broker)
         fleet_cfg = {k[6:]: v for k, v in config.items() if k.startswith("fleet_")}
         bc_cfg = {k: v for k, v in config.items() if not k.startswith("fleet_")}
-        self.fleet = Fleet(self.sessions, self.transport, FleetConfig(**{"health_interval_s": 30, **fleet_cfg}))
+        self.fleet = Fleet(
+            self.sessions, self.transport, FleetConfig(**{"health_interval_s": 30, **fleet_cfg})
+        )
         self.speech = ControllerSpeech(tmp_path / "audio")
         defaults = {"lead_s": 0.3, "emergency_lead_s": 0.2, "gap_s": 0.1, "receipt_grace_s": 5.0}
         self.manager_sessions = FlakyCommitSessions(self.sessions) if flaky else self.sessions
         self.manager = BroadcastManager(
-            self.manager_sessions, self.speech, self.transport, self.fleet, BroadcastsConfig(**{**defaults, **bc_cfg})
+            self.manager_sessions,
+            self.speech,
+            self.transport,
+            self.fleet,
+            BroadcastsConfig(**{**defaults, **bc_cfg}),
         )
-        self.nodes = {f"loa-{i:02d}": FakeNode(self.broker, f"loa-{i:02d}", f"thon-{(i - 1) // 3 + 1}") for i in range(1, 10)}
+        self.nodes = {
+            f"loa-{i:02d}": FakeNode(self.broker, f"loa-{i:02d}", f"thon-{(i - 1) // 3 + 1}")
+            for i in range(1, 10)
+        }
         self.fleet.start()
         self.manager.start()
         self.transport.start()
@@ -169,7 +180,9 @@ class E2EController:
         return build_services(
             settings,
             fleet_config=FleetConfig(health_interval_s=E2E_HEALTH_S, health_batch_interval_s=0.2),
-            broadcasts_config=BroadcastsConfig(lead_s=1.5, emergency_lead_s=0.6, gap_s=0.3, receipt_grace_s=15),
+            broadcasts_config=BroadcastsConfig(
+                lead_s=1.5, emergency_lead_s=0.6, gap_s=0.3, receipt_grace_s=15
+            ),
         )
 
     @property

@@ -198,7 +198,9 @@ def browser() -> Iterator[Any]:
     keeps an asyncio loop running in the main thread while it is open, and later modules that
     call asyncio.run() (the agent tests) would fail."""
     if not Path(CHROMIUM).exists():
-        pytest.fail("chromium is not installed: run bash scripts/test (it installs it) or apt-get install chromium")
+        pytest.fail(
+            "chromium is not installed: run bash scripts/test (it installs it) or apt-get install chromium"
+        )
     from playwright.sync_api import sync_playwright
 
     with sync_playwright() as pw:

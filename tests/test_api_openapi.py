@@ -103,4 +103,6 @@ def test_volume_is_documented(api: Api) -> None:
     assert set(op["responses"]) >= {"200", "401", "422", "503"}
     request = doc["components"]["schemas"]["VolumeRequest"]
     assert request["required"] == ["targets", "volume"]
-    assert request["properties"]["volume"]["minimum"] == 0 and request["properties"]["volume"]["maximum"] == 100
+    assert (
+        request["properties"]["volume"]["minimum"] == 0 and request["properties"]["volume"]["maximum"] == 100
+    )

@@ -64,7 +64,9 @@ def test_zone_and_speaker_targets(unit_controller: UnitController) -> None:
         (Announcement(text="x", at=datetime(2030, 1, 1)), "múi giờ"),
     ],
 )
-def test_bad_requests_are_refused_clearly(unit_controller: UnitController, ann: Announcement, message: str) -> None:
+def test_bad_requests_are_refused_clearly(
+    unit_controller: UnitController, ann: Announcement, message: str
+) -> None:
     with pytest.raises(BroadcastError, match=message):
         unit_controller.manager.submit(ann)
     assert unit_controller.manager.list() == []  # nothing half-written
@@ -105,7 +107,9 @@ def test_emergency_preempts_and_interrupted_item_is_requeued(unit_controller: Un
     uc = unit_controller
     uc.speech.durations = {"Thông báo dài": 3.0, "Khẩn cấp: lũ": 0.5}
     normal = uc.manager.submit(Announcement(text="Thông báo dài", targets=("thon-1",)))
-    wait_until(lambda: all(uc.nodes[s]._current for s in ("loa-01", "loa-02", "loa-03")), what="normal playing")
+    wait_until(
+        lambda: all(uc.nodes[s]._current for s in ("loa-01", "loa-02", "loa-03")), what="normal playing"
+    )
     emergency = uc.manager.submit(Announcement(text="Khẩn cấp: lũ", targets=("thon-1",), tier=Tier.EMERGENCY))
     e = uc.wait_state(emergency, "done")
     n = uc.wait_state(normal, "done", timeout=20)
@@ -183,7 +187,9 @@ def test_quiet_hours_hold_normal_but_not_emergency(unit_controller: UnitControll
     uc.manager.registry_changed()
     normal = uc.manager.submit(Announcement(text="Thông báo", targets=("thon-1", "thon-2")))
     b = wait_until(
-        lambda: (x := uc.manager.get(normal)) and sum(d["state"] == "done" for d in x["deliveries"]) == 3 and x,
+        lambda: (
+            (x := uc.manager.get(normal)) and sum(d["state"] == "done" for d in x["deliveries"]) == 3 and x
+        ),
         what="thôn 1 done",
     )
     held = [d for d in b["deliveries"] if d["speaker"] in ("loa-04", "loa-05", "loa-06")]
@@ -192,8 +198,10 @@ def test_quiet_hours_hold_normal_but_not_emergency(unit_controller: UnitControll
     assert datetime.fromisoformat(b["valid_until"]) > datetime.now(UTC) + timedelta(minutes=30)
     emergency = uc.manager.submit(Announcement(text="Cháy", targets=("thon-2",), tier=Tier.EMERGENCY))
     uc.wait_state(emergency, "done")
-    assert all(uc.nodes[s].timeline and uc.nodes[s].timeline[0]["broadcast_id"] == str(emergency)
-               for s in ("loa-04", "loa-05", "loa-06"))
+    assert all(
+        uc.nodes[s].timeline and uc.nodes[s].timeline[0]["broadcast_id"] == str(emergency)
+        for s in ("loa-04", "loa-05", "loa-06")
+    )
     assert any("giờ yên lặng thon-2" in m for m in uc.log(normal))
 
 
@@ -233,8 +241,12 @@ def test_duplicate_schedule_fire_returns_existing(unit_controller: UnitControlle
     with uc.sessions.begin() as s:
         s.add(Schedule(id=7, name="Sáng", text="Bản tin sáng", kind="daily", time="06:00"))
     fire = datetime(2024, 3, 15, 6, 0, tzinfo=UTC)
-    first = uc.manager.submit(Announcement(text="Bản tin sáng", targets=("loa-03",)), schedule_id=7, fire_time=fire)
-    again = uc.manager.submit(Announcement(text="Bản tin sáng", targets=("loa-03",)), schedule_id=7, fire_time=fire)
+    first = uc.manager.submit(
+        Announcement(text="Bản tin sáng", targets=("loa-03",)), schedule_id=7, fire_time=fire
+    )
+    again = uc.manager.submit(
+        Announcement(text="Bản tin sáng", targets=("loa-03",)), schedule_id=7, fire_time=fire
+    )
     assert first == again
     uc.wait_state(first, "done")
     assert len(uc.manager.list()) == 1
@@ -243,7 +255,9 @@ def test_duplicate_schedule_fire_returns_existing(unit_controller: UnitControlle
 
 def test_approval_flow(unit_controller: UnitController) -> None:
     uc = unit_controller
-    bid = uc.manager.submit(Announcement(text="Chờ duyệt", targets=("loa-01",), author="bien-tap"), approved=False)
+    bid = uc.manager.submit(
+        Announcement(text="Chờ duyệt", targets=("loa-01",), author="bien-tap"), approved=False
+    )
     b = wait_until(lambda: (x := uc.manager.get(bid)) and x["audio_key"] and x, what="rendered for preview")
     assert b["state"] == "pending_approval" and b["approval"] == "pending"
     assert uc.nodes["loa-01"].timeline == []
@@ -330,8 +344,10 @@ def test_sent_but_not_started_item_is_postponed_by_emergency(tmp_path) -> None: 
     uc = UnitController(tmp_path, lead_s=3.0)
     try:
         normal = uc.manager.submit(Announcement(text="Thường", targets=("thon-1",)))
-        wait_until(lambda: all(uc.nodes[s].states(normal)[-1:] == ["scheduled"] for s in ("loa-01", "loa-02")),
-                   what="normal scheduled on the nodes")
+        wait_until(
+            lambda: all(uc.nodes[s].states(normal)[-1:] == ["scheduled"] for s in ("loa-01", "loa-02")),
+            what="normal scheduled on the nodes",
+        )
         emergency = uc.manager.submit(Announcement(text="Khẩn", targets=("thon-1",), tier=Tier.EMERGENCY))
         uc.wait_state(emergency, "done")
         n = uc.wait_state(normal, "done", timeout=20)

@@ -152,7 +152,9 @@ def test_volume_of_a_zone_reaches_its_clusters(ui_stack: Any, new_page: Any) -> 
     # Nodes report volume in their health messages (every 10 s in the demo); the page polls.
     wait_for(lambda: volumes.count() > 0 and all(v == "37%" for v in volumes.all_inner_texts()),
              timeout=40, what=f"clusters of {zone} at 37%")  # fmt: skip
-    others = page.locator("section.zone", has_not=page.get_by_role("heading", name=re.compile(re.escape(zone))))
+    others = page.locator(
+        "section.zone", has_not=page.get_by_role("heading", name=re.compile(re.escape(zone)))
+    )
     assert "37%" not in " ".join(others.locator(".sp-volume").all_inner_texts())
 
 

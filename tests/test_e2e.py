@@ -27,7 +27,9 @@ def _overlapping(entries: list[dict]) -> list[tuple[dict, dict]]:
 
 
 def test_broadcast_to_all(controller: E2EController) -> None:
-    bid = controller.broadcasts.submit(Announcement(text="UBND xã thông báo: chiều nay họp dân lúc 14h.", title="Họp dân"))
+    bid = controller.broadcasts.submit(
+        Announcement(text="UBND xã thông báo: chiều nay họp dân lúc 14h.", title="Họp dân")
+    )
     b = controller.wait_state(bid, "done")
     assert sorted(d["speaker"] for d in b["deliveries"]) == sorted(E2E_NODES)
     for d in b["deliveries"]:
@@ -44,7 +46,9 @@ def test_broadcast_to_all(controller: E2EController) -> None:
 
 
 def test_broadcast_to_one_zone(controller: E2EController) -> None:
-    bid = controller.broadcasts.submit(Announcement(text="Thôn Đoài: sáng mai thu gom rác.", targets=("thon-2",)))
+    bid = controller.broadcasts.submit(
+        Announcement(text="Thôn Đoài: sáng mai thu gom rác.", targets=("thon-2",))
+    )
     b = controller.wait_state(bid, "done")
     assert sorted(d["speaker"] for d in b["deliveries"]) == ["loa-04", "loa-05", "loa-06"]
     assert sorted(e["speaker_id"] for e in _entries(controller, bid)) == ["loa-04", "loa-05", "loa-06"]
@@ -59,7 +63,11 @@ def test_emergency_preemption(controller: E2EController) -> None:
         what="normal item playing on thôn 1",
     )
     emergency = controller.broadcasts.submit(
-        Announcement(text="Khẩn cấp: nước lũ đang lên, di chuyển lên vùng cao.", targets=("thon-1",), tier=Tier.EMERGENCY)
+        Announcement(
+            text="Khẩn cấp: nước lũ đang lên, di chuyển lên vùng cao.",
+            targets=("thon-1",),
+            tier=Tier.EMERGENCY,
+        )
     )
     e = controller.wait_state(emergency, "done")
     n = controller.wait_state(normal, "done", "partial", "interrupted", timeout=60)
@@ -82,7 +90,9 @@ def test_emergency_preemption(controller: E2EController) -> None:
 
 
 def test_two_normal_items_queue_without_overlap(controller: E2EController) -> None:
-    first = controller.broadcasts.submit(Announcement(text="Bản tin thứ nhất về lịch cắt điện.", targets=("thon-3",)))
+    first = controller.broadcasts.submit(
+        Announcement(text="Bản tin thứ nhất về lịch cắt điện.", targets=("thon-3",))
+    )
     second = controller.broadcasts.submit(Announcement(text="Bản tin thứ hai về thu thuế.", targets=("all",)))
     controller.wait_state(first, "done")
     controller.wait_state(second, "done")
@@ -97,7 +107,9 @@ def test_two_normal_items_queue_without_overlap(controller: E2EController) -> No
 
 def test_offline_cluster_catches_up(controller: E2EController) -> None:
     controller.sim.kill("loa-05")
-    wait_until(lambda: not controller.fleet.is_online("loa-05"), timeout=15, what="loa-05 offline (last will)")
+    wait_until(
+        lambda: not controller.fleet.is_online("loa-05"), timeout=15, what="loa-05 offline (last will)"
+    )
     bid = controller.broadcasts.submit(
         Announcement(text="Khẩn cấp: cháy rừng ở khu vực đồi thông.", tier=Tier.EMERGENCY)
     )
@@ -117,16 +129,27 @@ def test_offline_cluster_catches_up(controller: E2EController) -> None:
 def test_malformed_payloads_are_counted_and_harmless(controller: E2EController) -> None:
     user, password = controller.broker.credentials("loa-02")
     rogue = MqttTransport(
-        f"mqtt://{user}:{password}@127.0.0.1:{controller.broker.port}", "rogue-loa-02", controller.services.transport.topics
+        f"mqtt://{user}:{password}@127.0.0.1:{controller.broker.port}",
+        "rogue-loa-02",
+        controller.services.transport.topics,
     )
     rogue.start()
     try:
         assert rogue.wait_connected(10)
         before = controller.fleet.metrics()["malformed"]
-        for payload in (b"\x00\xffgarbage", b"{}", b'{"v":1,"type":"event","state":"exploded","ts":1}', b"[]"):
+        for payload in (
+            b"\x00\xffgarbage",
+            b"{}",
+            b'{"v":1,"type":"event","state":"exploded","ts":1}',
+            b"[]",
+        ):
             rogue.publish("loa/speakers/loa-02/events", payload)
             rogue.publish("loa/speakers/loa-02/health", payload)
-        wait_until(lambda: controller.fleet.metrics()["malformed"] >= before + 8, timeout=10, what="8 malformed counted")
+        wait_until(
+            lambda: controller.fleet.metrics()["malformed"] >= before + 8,
+            timeout=10,
+            what="8 malformed counted",
+        )
     finally:
         rogue.stop()
     # Still alive and working.

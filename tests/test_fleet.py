@@ -25,7 +25,9 @@ class Harness:
         create_schema(self.engine)
         self.sessions = make_session_factory(self.engine)
         # flaky: the fleet's commits can be made to fail (FlakyCommitSessions on its worker thread).
-        self.fleet_sessions = FlakyCommitSessions(self.sessions, thread="fleet-worker") if flaky else self.sessions
+        self.fleet_sessions = (
+            FlakyCommitSessions(self.sessions, thread="fleet-worker") if flaky else self.sessions
+        )
         with self.sessions.begin() as s:
             s.add(Zone(id="thon-1", name="Thôn Đông"))
             for i in (1, 2, 3):
@@ -44,7 +46,9 @@ class Harness:
 
     def active_alerts(self) -> set[tuple[str, str]]:
         with self.sessions() as s:
-            return {(a.speaker_id, a.kind) for a in s.scalars(select(Alert).where(Alert.cleared_at.is_(None)))}
+            return {
+                (a.speaker_id, a.kind) for a in s.scalars(select(Alert).where(Alert.cleared_at.is_(None)))
+            }
 
     def close(self) -> None:
         self.fleet.stop()
@@ -122,7 +126,8 @@ def test_no_amplifier_alert_from_a_report_taken_before_playback(harness: Harness
     node.send_health(amplifier_on=False, playing="7")
     h.fleet.flush()
     wait_until(
-        lambda: "amplifier" in {a["kind"] for a in h.fleet.speaker("loa-01")["alerts"]}, what="amplifier alert"
+        lambda: "amplifier" in {a["kind"] for a in h.fleet.speaker("loa-01")["alerts"]},
+        what="amplifier alert",
     )
 
 
@@ -195,7 +200,14 @@ def test_retention_deletes_old_samples(tmp_path: Path) -> None:
         wait_until(lambda: h.fleet.stats["health_received"] == 1)
         h.fleet.flush()
         with h.sessions() as s:
-            assert s.scalar(select(func.count()).select_from(HealthSample).where(HealthSample.ts < old + timedelta(days=1))) == 0
+            assert (
+                s.scalar(
+                    select(func.count())
+                    .select_from(HealthSample)
+                    .where(HealthSample.ts < old + timedelta(days=1))
+                )
+                == 0
+            )
             assert s.scalar(select(func.count()).select_from(HealthSample)) == 2
     finally:
         h.close()
@@ -209,8 +221,12 @@ def test_malformed_messages_are_counted_and_ignored(harness: Harness) -> None:
         ("loa/speakers/loa-01/health", b"\xff\xfe not json"),
         ("loa/speakers/loa-01/health", b'{"v": 1, "type": "health"}'),  # fields missing
         ("loa/speakers/loa-01/events", b"[1, 2]"),
-        ("loa/speakers/loa-01/status", json.dumps({"v": 1, "type": "health", "ts": 1, "uptime_s": 1,
-                                                    "volume": 1, "amplifier_on": True}).encode()),
+        (
+            "loa/speakers/loa-01/status",
+            json.dumps(
+                {"v": 1, "type": "health", "ts": 1, "uptime_s": 1, "volume": 1, "amplifier_on": True}
+            ).encode(),
+        ),
         ("loa/speakers/bad id/health", b"{}"),
         ("loa/speakers/loa-01/events", b'{"v": 0, "type": "event"}'),
     ]
@@ -311,8 +327,14 @@ def test_non_finite_and_hostile_payloads_are_malformed(harness: Harness) -> None
     h.fleet.flush()
     before = h.fleet.metrics()
     bad = [
-        ("loa/speakers/loa-01/events", b'{"v":1,"type":"event","state":"done","ts":1,"broadcast_id":"1","seconds_played":NaN}'),
-        ("loa/speakers/loa-01/events", b'{"v":1,"type":"event","state":"done","ts":1,"broadcast_id":"1","rms_dbfs":-Infinity}'),
+        (
+            "loa/speakers/loa-01/events",
+            b'{"v":1,"type":"event","state":"done","ts":1,"broadcast_id":"1","seconds_played":NaN}',
+        ),
+        (
+            "loa/speakers/loa-01/events",
+            b'{"v":1,"type":"event","state":"done","ts":1,"broadcast_id":"1","rms_dbfs":-Infinity}',
+        ),
         ("loa/speakers/loa-01/health", b'{"v":1,"type":"health","ts":1,"uptime_s":Infinity,"volume":10}'),
         ("loa/speakers/loa-01/health", b"[" * 100_000 + b"]" * 100_000),  # deep nesting
     ]
@@ -325,6 +347,8 @@ def test_non_finite_and_hostile_payloads_are_malformed(harness: Harness) -> None
     h.fleet.flush()
     metrics = h.fleet.metrics()
     assert metrics["malformed"] == before["malformed"] + len(bad)
-    assert metrics["malformed_by_speaker"]["loa-01"] == before["malformed_by_speaker"].get("loa-01", 0) + len(bad)
+    assert metrics["malformed_by_speaker"]["loa-01"] == before["malformed_by_speaker"].get("loa-01", 0) + len(
+        bad
+    )
     assert events == []  # no non-finite figure reached the broadcasts
     assert h.fleet.speaker("loa-01")["volume"] == 44

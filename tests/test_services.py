@@ -30,7 +30,9 @@ def _settings(instance: Path, **overrides: object):  # type: ignore[no-untyped-d
 
 def _node(services: Services, speaker: str, password: str) -> MqttTransport:
     broker = services.extras["broker"]
-    t = MqttTransport(f"mqtt://{speaker}:{password}@127.0.0.1:{broker.port}", f"node-{speaker}", reconnect_min_s=0.2)
+    t = MqttTransport(
+        f"mqtt://{speaker}:{password}@127.0.0.1:{broker.port}", f"node-{speaker}", reconnect_min_s=0.2
+    )
     t.start()
     return t
 
@@ -57,7 +59,9 @@ def test_managed_broker_follows_the_registry_and_keeps_its_port(tmp_path: Path) 
         _, password = services.registry.create_speaker("loa-01", "Cụm loa 1", "thon-1")
         node = _node(services, "loa-01", password)
         assert node.wait_connected(10), "a speaker created in the registry can log in at once"
-        node.publish("loa/speakers/loa-01/status", proto.Status(online=True, zone="thon-1").encode(), retain=True)
+        node.publish(
+            "loa/speakers/loa-01/status", proto.Status(online=True, zone="thon-1").encode(), retain=True
+        )
         wait_until(lambda: services.fleet.is_online("loa-01"), what="fleet sees loa-01")
         port = services.extras["broker"].port
         node.stop()
@@ -96,7 +100,9 @@ def test_serve_demo_gives_a_living_system(tmp_path: Path, capsys: pytest.Capture
         assert zones == {"thon-1": "Thôn Đông", "thon-2": "Thôn Đoài", "thon-3": "Thôn Trung"}
         bid = services.broadcasts.submit(Announcement(text="Chào mừng đến với Loa xã.", targets=("thon-1",)))
         b = wait_until(
-            lambda: (x := services.broadcasts.get(bid)) and x["state"] == "done" and x, timeout=40, what="demo plays"
+            lambda: (x := services.broadcasts.get(bid)) and x["state"] == "done" and x,
+            timeout=40,
+            what="demo plays",
         )
         assert [d["state"] for d in b["deliveries"]] == ["done"] * 3
     finally:

@@ -44,7 +44,9 @@ def test_create_schema_on_empty_db_stamps_head_and_is_idempotent(tmp_path: Path)
     create_schema(engine)
     assert _version(engine) == _head()
     assert _diff(engine) == []
-    assert {"broadcasts", "deliveries", "health_samples", "log_entries"} <= set(inspect(engine).get_table_names())
+    assert {"broadcasts", "deliveries", "health_samples", "log_entries"} <= set(
+        inspect(engine).get_table_names()
+    )
     engine.dispose()
 
 
@@ -52,7 +54,9 @@ def test_pre_migration_database_is_adopted(tmp_path: Path) -> None:
     engine = make_engine(f"sqlite:///{tmp_path / 'old.db'}")
     Base.metadata.create_all(engine)  # as the foundation's create_schema did
     with engine.begin() as conn:
-        conn.execute(text("insert into zones (id, name, created) values ('thon-1', 'Thôn Đông', '2024-01-01')"))
+        conn.execute(
+            text("insert into zones (id, name, created) values ('thon-1', 'Thôn Đông', '2024-01-01')")
+        )
     create_schema(engine)
     assert _version(engine) == _head()
     with engine.connect() as conn:

@@ -76,7 +76,16 @@ def test_cli_reports_a_bad_config_without_a_traceback(tmp_path: Path) -> None:
     config = tmp_path / "bad.yaml"
     config.write_text("port: not-a-number\n", encoding="utf-8")
     proc = subprocess.run(
-        [sys.executable, "-m", "broadcaster", "--instance", str(tmp_path), "--config", str(config), "settings"],
+        [
+            sys.executable,
+            "-m",
+            "broadcaster",
+            "--instance",
+            str(tmp_path),
+            "--config",
+            str(config),
+            "settings",
+        ],
         capture_output=True,
         text=True,
         timeout=60,
@@ -88,7 +97,9 @@ def test_cli_reports_a_bad_config_without_a_traceback(tmp_path: Path) -> None:
 
 def test_configuration_document_lists_every_setting() -> None:
     document = (ROOT / "docs" / "configuration.md").read_text(encoding="utf-8")
-    assert reference_markdown() in document, "docs/configuration.md is stale: paste `broadcaster settings --reference`"
+    assert reference_markdown() in document, (
+        "docs/configuration.md is stale: paste `broadcaster settings --reference`"
+    )
 
 
 def test_readme_opens_with_the_two_commands_and_ci_runs_the_test_one() -> None:

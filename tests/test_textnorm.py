@@ -227,8 +227,25 @@ def test_settings_reject_a_bad_lexicon_file_at_start_up(tmp_path: Path) -> None:
 
 def test_shipped_data_files_have_the_required_vocabulary(normalizer: Normalizer) -> None:
     abbreviations = normalizer.lexicon.entries["abbr"]
-    for term in ("UBND", "HĐND", "MTTQ", "HTX", "THCS", "THPT", "BHYT", "BHXH", "CCCD", "ATGT",
-                 "PCCC", "ANTT", "KH&CN", "TT&TT", "NN&PTNT", "CĐS", "TP."):
+    for term in (
+        "UBND",
+        "HĐND",
+        "MTTQ",
+        "HTX",
+        "THCS",
+        "THPT",
+        "BHYT",
+        "BHXH",
+        "CCCD",
+        "ATGT",
+        "PCCC",
+        "ANTT",
+        "KH&CN",
+        "TT&TT",
+        "NN&PTNT",
+        "CĐS",
+        "TP.",
+    ):
         assert term in abbreviations, term
     units = normalizer.lexicon.entries["unit"]
     for term in ("ha", "kg", "tấn", "km", "km/h", "m", "mm", "m2", "°C", "đ", "VNĐ"):
@@ -297,9 +314,27 @@ def test_cli_single_text(tmp_path: Path) -> None:
 def test_random_input_never_crashes_and_tokens_always_cover_it(normalizer: Normalizer) -> None:
     import random
 
-    pool = list("0123456789/.-,:;h%&@ xX()IVXđĐaăâbcêghiklmnoôơpqrstuưvyÀảãạắẶấầ\n\t°²½kmgT+*#~€$😀\u200b\x07١") + [
-        "UBND", "km/h", "7h30", "15/3/2024", "1.250.000", "0912 345 678", "COVID-19", "www.", "@gmail.com",
-        " thứ ", " ngày ", " tháng ", "https://", ".gov.vn", "/QĐ-", " Quý ", "/2024", "II",
+    pool = list(
+        "0123456789/.-,:;h%&@ xX()IVXđĐaăâbcêghiklmnoôơpqrstuưvyÀảãạắẶấầ\n\t°²½kmgT+*#~€$😀\u200b\x07١"
+    ) + [
+        "UBND",
+        "km/h",
+        "7h30",
+        "15/3/2024",
+        "1.250.000",
+        "0912 345 678",
+        "COVID-19",
+        "www.",
+        "@gmail.com",
+        " thứ ",
+        " ngày ",
+        " tháng ",
+        "https://",
+        ".gov.vn",
+        "/QĐ-",
+        " Quý ",
+        "/2024",
+        "II",
     ]
     rng = random.Random(20240315)
     readable = 0

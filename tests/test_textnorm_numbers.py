@@ -73,12 +73,28 @@ def test_digits_codes_and_decimals() -> None:
 def test_ordinals_months_and_days() -> None:
     assert [read_ordinal(n) for n in (1, 2, 3, 4, 7, 14)] == ["nhất", "hai", "ba", "tư", "bảy", "mười bốn"]
     assert [read_month(n) for n in (1, 4, 10, 12)] == ["một", "tư", "mười", "mười hai"]
-    assert [read_day(n) for n in (1, 5, 10, 11, 24)] == ["mùng một", "mùng năm", "mùng mười", "mười một", "hai mươi tư"]
+    assert [read_day(n) for n in (1, 5, 10, 11, 24)] == [
+        "mùng một",
+        "mùng năm",
+        "mùng mười",
+        "mười một",
+        "hai mươi tư",
+    ]
 
 
 @pytest.mark.parametrize(
     ("numeral", "value"),
-    [("I", 1), ("II", 2), ("IV", 4), ("IX", 9), ("XIII", 13), ("XV", 15), ("XXV", 25), ("XL", 40), ("MMXXIV", 2024)],
+    [
+        ("I", 1),
+        ("II", 2),
+        ("IV", 4),
+        ("IX", 9),
+        ("XIII", 13),
+        ("XV", 15),
+        ("XXV", 25),
+        ("XL", 40),
+        ("MMXXIV", 2024),
+    ],
 )
 def test_roman_values(numeral: str, value: int) -> None:
     assert roman_value(numeral) == value

@@ -16,7 +16,13 @@ pytestmark = pytest.mark.integration
 
 def test_url_parsing() -> None:
     url = MqttUrl.parse("mqtt://ctl:p%40ss@127.0.0.1:1999")
-    assert (url.host, url.port, url.username, url.password, url.tls) == ("127.0.0.1", 1999, "ctl", "p@ss", False)
+    assert (url.host, url.port, url.username, url.password, url.tls) == (
+        "127.0.0.1",
+        1999,
+        "ctl",
+        "p@ss",
+        False,
+    )
     assert MqttUrl.parse("mqtts://h").port == 8883
     with pytest.raises(TransportError, match="mqtt://"):
         MqttUrl.parse("http://h:1")

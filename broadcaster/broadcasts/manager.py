@@ -437,11 +437,7 @@ class BroadcastManager:
         caller's thread (it does not wait for the dispatcher): nothing here is slow."""
         if isinstance(volume, bool) or not isinstance(volume, int) or not 0 <= volume <= 100:
             raise BroadcastError(f"Âm lượng phải là số nguyên từ 0 đến 100 (nhận {volume!r}).")
-        if (
-            isinstance(targets, str)
-            or not targets
-            or any(not isinstance(t, str) or not t for t in targets)
-        ):
+        if isinstance(targets, str) or not targets or any(not isinstance(t, str) or not t for t in targets):
             raise BroadcastError("Hãy chọn nơi đặt âm lượng: 'all', mã khu vực hoặc mã cụm loa.")
         with self.sessions() as session:
             speakers, whole = self._resolve(session, list(targets))

@@ -395,8 +395,12 @@ class Fleet:
                 self._commit(rows, alert_ops, retention_due)
             except Exception:
                 self.stats["commit_failures"] += 1
-                _LOGGER.exception("fleet: commit of %s samples and %s alert changes failed (attempt %s)",
-                                  len(rows), len(alert_ops), attempt)
+                _LOGGER.exception(
+                    "fleet: commit of %s samples and %s alert changes failed (attempt %s)",
+                    len(rows),
+                    len(alert_ops),
+                    attempt,
+                )
                 continue
             self._written(len(rows))
             return

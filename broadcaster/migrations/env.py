@@ -42,7 +42,9 @@ def _configure(connection) -> None:  # type: ignore[no-untyped-def]
 
 def run_migrations_offline() -> None:
     url = context.get_x_argument(as_dictionary=True).get("db") or config.get_main_option("sqlalchemy.url")
-    context.configure(url=url, target_metadata=target_metadata, literal_binds=True, include_object=_include_object)
+    context.configure(
+        url=url, target_metadata=target_metadata, literal_binds=True, include_object=_include_object
+    )
     with context.begin_transaction():
         context.run_migrations()
 

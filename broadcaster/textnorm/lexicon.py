@@ -25,7 +25,13 @@ _LOGGER = logging.getLogger(__name__)
 DATA_DIR = Path(__file__).with_name("data")
 # Shipped files in reading order.
 SHIPPED_FILES = (
-    "abbreviations.tsv", "docs.tsv", "codes.tsv", "units.tsv", "words.tsv", "domains.tsv", "letters.tsv",
+    "abbreviations.tsv",
+    "docs.tsv",
+    "codes.tsv",
+    "units.tsv",
+    "words.tsv",
+    "domains.tsv",
+    "letters.tsv",
 )
 
 KINDS = ("abbr", "word", "unit", "doc", "code", "domain", "letter")

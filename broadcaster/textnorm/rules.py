@@ -83,11 +83,38 @@ _ROMAN_CONTEXT = frozenset(
     đoàn vực vùng nhóm lục tiết số""".split()
 )
 _DIGIT_TRIGGERS = (
-    "gọi", "hotline", "tổng đài", "dây nóng", "điện thoại", "sđt", "đt", "stk", "tài khoản", "mã",
-    "căn cước", "cccd", "cmnd", "định danh", "fax", "zalo", "nhắn tin", "soạn tin", "quay số",
+    "gọi",
+    "hotline",
+    "tổng đài",
+    "dây nóng",
+    "điện thoại",
+    "sđt",
+    "đt",
+    "stk",
+    "tài khoản",
+    "mã",
+    "căn cước",
+    "cccd",
+    "cmnd",
+    "định danh",
+    "fax",
+    "zalo",
+    "nhắn tin",
+    "soạn tin",
+    "quay số",
 )
 _EMERGENCY_TRIGGERS = (
-    *_DIGIT_TRIGGERS, "số", "báo", "liên hệ", "cứu", "cháy", "hỏa", "hoả", "công an", "khẩn", "cảnh sát",
+    *_DIGIT_TRIGGERS,
+    "số",
+    "báo",
+    "liên hệ",
+    "cứu",
+    "cháy",
+    "hỏa",
+    "hoả",
+    "công an",
+    "khẩn",
+    "cảnh sát",
 )
 _EMERGENCY_NUMBERS = frozenset({"111", "112", "113", "114", "115"})
 # "Tổng đài bảo vệ trẻ em 111": the trigger of a hotline may stand a few words before it.
@@ -318,8 +345,18 @@ _URL = re.compile(
     rf"(?<![\w.@/])(?:(?i:https?://){_URL_PATH}|(?:(?i:www)\.)?[A-Za-z0-9-]+(?:\.[A-Za-z0-9-]+)*"
     rf"\.(?i:vn|com|net|org|gov|edu|info|io|int|biz)(?![\w-])(?:/(?:{_URL_PATH})?)?)"
 )
-_ADDRESS_SEPARATORS = {".": "chấm", "_": "gạch dưới", "-": "gạch ngang", "/": "gạch chéo", "+": "cộng",
-                       "?": "hỏi chấm", "=": "bằng", "&": "và", ":": "hai chấm", "%": "phần trăm"}
+_ADDRESS_SEPARATORS = {
+    ".": "chấm",
+    "_": "gạch dưới",
+    "-": "gạch ngang",
+    "/": "gạch chéo",
+    "+": "cộng",
+    "?": "hỏi chấm",
+    "=": "bằng",
+    "&": "và",
+    ":": "hai chấm",
+    "%": "phần trăm",
+}
 
 
 def _read_address(address: str, ctx: Context) -> str:
@@ -593,7 +630,7 @@ def _roman(match: re.Match[str], ctx: Context) -> str | None:
 
 
 def _is_heading(match: re.Match[str], ctx: Context) -> bool:
-    """"I. MỤC ĐÍCH" / "V) ...": a numeral alone at the start of a line, before "." or ")"."""
+    """ "I. MỤC ĐÍCH" / "V) ...": a numeral alone at the start of a line, before "." or ")"."""
     return not ctx._line_before(match.start()).strip() and ctx.after(match.end(), 2)[:2] in (". ", ") ")
 
 
@@ -622,8 +659,11 @@ def build_lexicon_pattern(lexicon: Lexicon) -> re.Pattern[str]:
     lower_variants = [
         term.lower()
         for term in lexicon.entries["abbr"]
-        if len(term) >= 3 and term.isalpha() and not is_syllable(term)
-        and term.lower() not in lexicon.entries["word"] and term not in _NO_LOWER_VARIANT
+        if len(term) >= 3
+        and term.isalpha()
+        and not is_syllable(term)
+        and term.lower() not in lexicon.entries["word"]
+        and term not in _NO_LOWER_VARIANT
     ]
     body = alternation(exact + lower_variants)
     words = alternation(lexicon.entries["word"], ignore_case=True)
@@ -685,9 +725,13 @@ def _lexicon(match: re.Match[str], ctx: Context) -> str | None:
     if abbr is not None:
         abbr = _context_abbreviation(term, match, ctx) or abbr
         letters = term.rstrip(".")
-        if letters.isalpha() and is_syllable(letters) and (
-            _is_caps_neighbour(ctx.raw_prev_word(match.start()))
-            or _is_caps_neighbour(ctx.raw_next_word(match.end()))
+        if (
+            letters.isalpha()
+            and is_syllable(letters)
+            and (
+                _is_caps_neighbour(ctx.raw_prev_word(match.start()))
+                or _is_caps_neighbour(ctx.raw_next_word(match.end()))
+            )
         ):
             return None  # a word of a headline in capitals ("AN TOÀN"), not an abbreviation
         following = ctx.raw_next_word(match.end())[:1]
@@ -731,7 +775,9 @@ def _alnum(match: re.Match[str], ctx: Context) -> str:
 _SMALL_NUMBER = re.compile(r"(?<![\d.,])(\d{1,3})(?![\d]|[.,]\d)")
 
 
-_LIST_AFTER = re.compile(r"\b([Tt]hứ|[Tt]háng) \d{1,2}(?:[ \t]*(?:,|và|hoặc)[ \t]*\d{1,2})*[ \t]*(?:,|và|hoặc)[ \t]*$")
+_LIST_AFTER = re.compile(
+    r"\b([Tt]hứ|[Tt]háng) \d{1,2}(?:[ \t]*(?:,|và|hoặc)[ \t]*\d{1,2})*[ \t]*(?:,|và|hoặc)[ \t]*$"
+)
 
 
 def _contextual_number(match: re.Match[str], ctx: Context) -> str | None:
@@ -803,11 +849,29 @@ _SYMBOL = re.compile(
     r"[ \t]*[-–—−][ \t]*|/|&|\+|=|>=|<=|[><≥≤≈~×@#№%‰°$]|\.{2,}|…|[()\[\]{}]|[\"“”„«»'‘’`*_|\\^•·●■□▪►▶→←⇒✓]"
 )
 _PLAIN_SYMBOLS = {
-    "&": " và ", "=": " bằng ", ">": " lớn hơn ", "<": " nhỏ hơn ", ">=": " lớn hơn hoặc bằng ",
-    "<=": " nhỏ hơn hoặc bằng ", "≥": " lớn hơn hoặc bằng ", "≤": " nhỏ hơn hoặc bằng ",
-    "≈": " xấp xỉ ", "×": " nhân ", "@": " a còng ", "№": " số ", "%": " phần trăm ",
-    "‰": " phần nghìn ", "°": " độ ", "$": " đô la ", "…": ".",
-    "(": ",", ")": ",", "[": ",", "]": ",", "{": ",", "}": ",",
+    "&": " và ",
+    "=": " bằng ",
+    ">": " lớn hơn ",
+    "<": " nhỏ hơn ",
+    ">=": " lớn hơn hoặc bằng ",
+    "<=": " nhỏ hơn hoặc bằng ",
+    "≥": " lớn hơn hoặc bằng ",
+    "≤": " nhỏ hơn hoặc bằng ",
+    "≈": " xấp xỉ ",
+    "×": " nhân ",
+    "@": " a còng ",
+    "№": " số ",
+    "%": " phần trăm ",
+    "‰": " phần nghìn ",
+    "°": " độ ",
+    "$": " đô la ",
+    "…": ".",
+    "(": ",",
+    ")": ",",
+    "[": ",",
+    "]": ",",
+    "{": ",",
+    "}": ",",
 }
 
 

@@ -12,9 +12,7 @@ from functools import lru_cache
 _TONE_MARKS = {"\u0300", "\u0301", "\u0309", "\u0303", "\u0323"}
 _ALL_MARKS_TABLE = str.maketrans({"đ": "d", "Đ": "D"})
 
-_ONSETS = (
-    "ngh ng nh ch gh gi kh ph qu th tr b c d đ g h k l m n p r s t v x"
-).split()
+_ONSETS = ("ngh ng nh ch gh gi kh ph qu th tr b c d đ g h k l m n p r s t v x").split()
 
 _RIMES = """
 a ai ao au ay ac ach am an ang anh ap at

@@ -35,6 +35,7 @@ def max_repeat(settings: Settings) -> int:
     audio renderer's own limit so an accepted value never fails later at render time."""
     return min(settings.broadcasts.max_repeat, settings.audio.max_repeat)
 
+
 _CSP = (
     "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; "
     "media-src 'self' blob:; connect-src 'self'; object-src 'none'; base-uri 'self'; "

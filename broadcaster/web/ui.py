@@ -1958,7 +1958,9 @@ def speaker_update(speaker_id: str) -> Any:
 @roles_required()
 def speaker_delete(speaker_id: str) -> Any:
     return _registry_action(
-        lambda: _registry().delete_speaker(speaker_id), done="Đã xóa cụm loa.", failed="Không xóa được cụm loa"
+        lambda: _registry().delete_speaker(speaker_id),
+        done="Đã xóa cụm loa.",
+        failed="Không xóa được cụm loa",
     )
 
 
