@@ -8,14 +8,14 @@ import threading
 import pytest
 
 from broadcaster.transport import Transport, TransportError
-from broadcaster.transport.mqtt import MqttTransport, MqttUrl
+from broadcaster.transport.mqtt import MqttTransport, parse_url
 from tests.fixtures_controller import wait_until
 
 pytestmark = pytest.mark.integration
 
 
 def test_url_parsing() -> None:
-    url = MqttUrl.parse("mqtt://ctl:p%40ss@127.0.0.1:1999")
+    url = parse_url("mqtt://ctl:p%40ss@127.0.0.1:1999")
     assert (url.host, url.port, url.username, url.password, url.tls) == (
         "127.0.0.1",
         1999,
@@ -23,11 +23,11 @@ def test_url_parsing() -> None:
         "p@ss",
         False,
     )
-    assert MqttUrl.parse("mqtts://h").port == 8883
+    assert parse_url("mqtts://h").port == 8883
     with pytest.raises(TransportError, match="mqtt://"):
-        MqttUrl.parse("http://h:1")
+        parse_url("http://h:1")
     with pytest.raises(TransportError, match="no host"):
-        MqttUrl.parse("mqtt://")
+        parse_url("mqtt://")
 
 
 def _collector() -> tuple[list[tuple[str, bytes]], threading.Lock, object]:

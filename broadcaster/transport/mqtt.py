@@ -19,8 +19,6 @@ import logging
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
-from urllib.parse import unquote, urlsplit
 
 import paho.mqtt.client as paho
 from paho.mqtt.enums import CallbackAPIVersion, MQTTErrorCode
@@ -29,6 +27,7 @@ from paho.mqtt.properties import Properties
 from paho.mqtt.subscribeoptions import SubscribeOptions
 
 from broadcaster.transport import Handler, TransportError, topic_matches
+from speakers.mqtturl import MqttUrl, MqttUrlError, parse_mqtt_url
 from speakers.protocol import Topics
 
 _LOGGER = logging.getLogger(__name__)
@@ -57,34 +56,12 @@ _PAHO_LOGGER = logging.getLogger(__name__ + ".paho")
 _PAHO_LOGGER.addFilter(_RedundantPahoErrors())
 
 
-@dataclass(frozen=True)
-class MqttUrl:
-    host: str
-    port: int
-    username: str | None = None
-    password: str | None = None
-    tls: bool = False
-
-    @classmethod
-    def parse(cls, url: str) -> MqttUrl:
-        """``mqtt://user:pass@host:port`` (or ``mqtts://``); raises TransportError on anything else."""
-        parts = urlsplit(url)
-        if parts.scheme not in ("mqtt", "mqtts", "tcp", "ssl"):
-            raise TransportError(f"MQTT URL must start with mqtt:// or mqtts://, got {url!r}")
-        if not parts.hostname:
-            raise TransportError(f"MQTT URL has no host: {url!r}")
-        tls = parts.scheme in ("mqtts", "ssl")
-        try:
-            port = parts.port or (8883 if tls else 1883)
-        except ValueError as exc:
-            raise TransportError(f"bad port in MQTT URL {url!r}") from exc
-        return cls(
-            host=parts.hostname,
-            port=port,
-            username=unquote(parts.username) if parts.username else None,
-            password=unquote(parts.password) if parts.password else None,
-            tls=tls,
-        )
+def parse_url(url: str) -> MqttUrl:
+    """The shared URL parser (``speakers.mqtturl``), raising the transport's own error."""
+    try:
+        return parse_mqtt_url(url)
+    except MqttUrlError as exc:
+        raise TransportError(str(exc)) from exc
 
 
 class MqttTransport:
@@ -167,7 +144,7 @@ class MqttTransport:
             return
         if not self.url:
             raise TransportError("no MQTT URL configured")
-        url = MqttUrl.parse(self.url)
+        url = parse_url(self.url)
         client = paho.Client(
             CallbackAPIVersion.VERSION2,
             client_id=self.client_id,
@@ -259,4 +236,4 @@ class MqttTransport:
                 _LOGGER.exception("MQTT: handler for %s failed", topic)
 
 
-__all__ = ["MqttTransport", "MqttUrl"]
+__all__ = ["MqttTransport", "MqttUrl", "parse_url"]
