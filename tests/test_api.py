@@ -13,6 +13,7 @@ from zoneinfo import ZoneInfo
 
 import pytest
 from sqlalchemy import select
+from sqlalchemy.exc import OperationalError
 
 from broadcaster.db import create_schema, make_engine, make_session_factory
 from broadcaster.domain import Source, Tier
@@ -264,6 +265,18 @@ def test_cancel_and_stop(api: Api) -> None:
     assert api.manager.stopped == [("api:tram-xa", "Dừng tất cả qua API")]
     api.post("/api/stop", {"reason": "Diễn tập"})
     assert api.manager.stopped[-1] == ("api:tram-xa", "Diễn tập")
+
+
+@pytest.mark.parametrize(
+    "failure",
+    [OperationalError("INSERT ...", {}, Exception("database is locked")), TimeoutError("dispatcher busy")],
+)
+def test_a_busy_database_or_dispatcher_is_503_not_500(api: Api, failure: Exception) -> None:
+    api.manager.fail_with = failure
+    response = api.post("/api/broadcasts", {"text": "Thử", "targets": ["all"]})
+    assert response.status_code == 503
+    assert response.headers["Retry-After"] == "5"
+    assert error_of(response)["code"] == "unavailable"
 
 
 # ------------------------------------------------------------------ speakers and zones

@@ -21,6 +21,7 @@ from zoneinfo import ZoneInfo
 
 from flask import Blueprint, Response, current_app, g, jsonify, request
 from sqlalchemy import select
+from sqlalchemy.exc import OperationalError
 from werkzeug.exceptions import HTTPException
 
 from broadcaster.broadcasts import BroadcastError
@@ -203,6 +204,20 @@ def _http_error(exc: HTTPException) -> Response:
 bp.register_error_handler(HTTPException, _http_error)
 for _code in (400, 401, 403, 404, 405, 409, 413, 415, 422, 429):
     bp.register_error_handler(_code, _http_error)
+
+
+@bp.errorhandler(OperationalError)
+@bp.errorhandler(TimeoutError)
+def _busy(exc: Exception) -> Response:
+    # The database was locked or unreachable, or the dispatcher did not answer in time: the
+    # request may succeed when retried, so say so instead of a bare 500.
+    _LOGGER.warning("API %s %s: service busy: %s", request.method, request.path, exc)
+    return error_response(
+        503,
+        "Hệ thống đang bận, xin thử lại sau ít phút (service busy, retry shortly).",
+        code="unavailable",
+        headers={"Retry-After": "5"},
+    )
 
 
 @bp.errorhandler(Exception)
