@@ -464,11 +464,22 @@ class RealPlayer:
                     await p.stderr.read()
 
 
+_DRAIN_BYTES = 64 * 1024
+
+
 async def _kill(proc: asyncio.subprocess.Process) -> None:
     if proc.returncode is None:
         with contextlib.suppress(ProcessLookupError):
             proc.kill()
-        await proc.wait()
+    # Python 3.11's Process.wait() completes only once every pipe of the process reached EOF. A
+    # killed decoder whose stdout we stopped reading (its buffer full, reading paused) would make
+    # wait() hang for ever, so drain what is left first.
+    for stream in (proc.stdout, proc.stderr):
+        if stream is not None:
+            with contextlib.suppress(Exception):
+                while await stream.read(_DRAIN_BYTES):
+                    pass
+    await proc.wait()
 
 
 def make_player(kind: str, *, output_dir: Path | None = None, command: Sequence[str] | None = None) -> Player:

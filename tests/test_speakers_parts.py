@@ -39,6 +39,14 @@ def tone(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return path
 
 
+@pytest.fixture(scope="module")
+def long_tone(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Long enough that its decoded PCM overfills a pipe and the reader's buffer."""
+    path = tmp_path_factory.mktemp("tone") / "long.mp3"
+    make_tone_mp3(path, 6.0)
+    return path
+
+
 # --------------------------------------------------------------------------------- cache
 
 
@@ -253,9 +261,18 @@ def test_real_player_plays_through_an_output_program_and_stops_at_once(tone: Pat
     assert decoder_rc is not None  # and the decoder does not outlive the cut
 
 
-def test_real_player_reports_a_failing_output(tone: Path) -> None:
-    player = RealPlayer(["sh", "-c", "echo 'no sound card' >&2; exit 3"])
-    item = _item(tone)
+@pytest.mark.parametrize(
+    "script",
+    [
+        "echo 'no sound card' >&2; exit 3",
+        # Fails later, once the decoder has filled its pipe and sits there unread: releasing the
+        # item must still end the decoder (Python 3.11's wait() needs every pipe drained).
+        "sleep 0.5; echo 'no sound card' >&2; exit 3",
+    ],
+)
+def test_real_player_reports_a_failing_output(long_tone: Path, script: str) -> None:
+    player = RealPlayer(["sh", "-c", script])
+    item = _item(long_tone)
 
     async def same_item() -> None:
         await player.prepare(item)
@@ -265,7 +282,7 @@ def test_real_player_reports_a_failing_output(tone: Path) -> None:
             await player.release(item)
 
     with pytest.raises(PlayerError, match="no sound card"):
-        run(same_item())
+        run(same_item(), timeout=20)
 
 
 def test_make_player() -> None:
