@@ -87,6 +87,7 @@ from broadcaster.models import (
     Speaker,
     Zone,
 )
+from broadcaster.queues import drain
 from broadcaster.transport import Transport, TransportError
 from speakers.protocol import AudioRef, Event, PlayCommand, StopCommand, VolumeCommand, split_chunks
 
@@ -601,23 +602,7 @@ class BroadcastManager:
         except Exception:
             _LOGGER.exception("dispatcher: recovery of airings in progress failed")
         while True:
-            timeout = self._sleep_time()
-            batch: list[tuple[str, Any]] = []
-            stop = False
-            try:
-                item = self._inbox.get(timeout=timeout)
-                if item is None:
-                    stop = True
-                else:
-                    batch.append(item)
-                while len(batch) < 2000:
-                    item = self._inbox.get_nowait()
-                    if item is None:
-                        stop = True
-                        break
-                    batch.append(item)
-            except queue.Empty:
-                pass
+            batch, stop = drain(self._inbox, self._sleep_time(), 2000)
             with self._inline_lock:
                 try:
                     self._handle_batch(batch)

@@ -28,6 +28,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from broadcaster.fleet.config import FleetConfig
 from broadcaster.fleet.ingest import Ingest
 from broadcaster.models import Alert, HealthSample, LogEntry, Speaker
+from broadcaster.queues import drain
 from broadcaster.transport import Transport
 from speakers.protocol import Event, Health, Status
 
@@ -220,23 +221,8 @@ class Fleet:
     def _run(self) -> None:
         tick = min(1.0, self.config.health_batch_interval_s, self.config.health_interval_s / 2)
         while True:
-            items: list[tuple[str, str, Any, float]] = []
-            stop = False
-            try:
-                item = self._queue.get(timeout=tick)
-                if item is None:
-                    stop = True
-                else:
-                    items.append(item)
-                # Drain what is already there: one pass, one commit.
-                while len(items) < 5000:
-                    item = self._queue.get_nowait()
-                    if item is None:
-                        stop = True
-                        break
-                    items.append(item)
-            except queue.Empty:
-                pass
+            # Drain what is already there: one pass, one commit.
+            items, stop = drain(self._queue, tick, 5000)
             self.stats["queue_max"] = max(self.stats["queue_max"], self._queue.qsize() + len(items))
             try:
                 self._process(items, final=stop)
