@@ -728,25 +728,13 @@ class SchedulerService:
 
     def schedule_dict(self, row: Schedule) -> dict[str, Any]:
         """JSON-ready view of a schedule; times in settings.timezone with their offset."""
+        # The spec fields, with the timing fields it leaves out when unset shown as null.
+        data = {**dict.fromkeys(_TIMING_FIELDS), **self._row_spec_data(row)}
+        for key in ("at", "valid_from", "valid_to"):
+            data[key] = self._iso(data[key])
         return {
             "id": row.id,
-            "name": row.name,
-            "title": row.title,
-            "text": row.text,
-            "tier": row.tier,
-            "targets": list(row.targets),
-            "repeat": row.repeat,
-            "engine": row.engine,
-            "voice": row.voice,
-            "kind": row.kind,
-            "time": row.time,
-            "days": row.days.split(",") if row.days else None,
-            "at": self._iso(row.run_at),
-            "cron": row.cron,
-            "valid_from": self._iso(row.valid_from),
-            "valid_to": self._iso(row.valid_to),
-            "enabled": row.enabled,
-            "approval": row.approval,
+            **data,
             "author": row.author,
             "source_file": row.source_file,
             "audio_key": row.audio_key,
