@@ -149,7 +149,7 @@ class MemoryStore:
         self.max_bytes = max_bytes
         self._data: dict[str, bytes] = {}
         self._meta: dict[str, dict[str, _Any]] = {}
-        self._pins: dict[str, set[str]] = {}
+        self.pinned: dict[str, set[str]] = {}  # key -> owners
         self._lock = _threading.Lock()
         self.builds = 0
 
@@ -183,13 +183,15 @@ class MemoryStore:
         return self.path(key), self.put(key, data, fields), False
 
     def pin(self, key: str, owner: str = "") -> None:
-        self._pins.setdefault(key, set()).add(owner)
+        with self._lock:
+            self.pinned.setdefault(key, set()).add(owner)
 
     def unpin(self, key: str, owner: str = "") -> None:
-        self._pins.get(key, set()).discard(owner)
+        with self._lock:
+            self.pinned.setdefault(key, set()).discard(owner)
 
     def is_pinned(self, key: str) -> bool:
-        return bool(self._pins.get(key))
+        return bool(self.pinned.get(key))
 
     def total_bytes(self) -> int:
         return sum(len(d) for d in self._data.values())
@@ -296,49 +298,13 @@ class ControllerRenderResult:
     cache_hit: bool = False
 
 
-class ControllerAudioStore:
-    """Content-addressed bytes in memory with the AudioStore surface the controller uses."""
-
-    def __init__(self, root: _Path) -> None:
-        self.root = root
-        self._data: dict[str, bytes] = {}
-        self._meta: dict[str, dict[str, _Any]] = {}
-        self.pinned: dict[str, set[str]] = {}  # key -> owners
-        self._lock = _threading.Lock()
-
-    def put(self, key: str, data: bytes, meta: dict[str, _Any]) -> None:
-        with self._lock:
-            self._data[key] = data
-            self._meta[key] = {**meta, "sha256": _hashlib.sha256(data).hexdigest()}
-
-    def has(self, key: str) -> bool:
-        return key in self._data
-
-    def path(self, key: str) -> _Path:
-        return self.root / f"{key}.mp3"
-
-    def read_bytes(self, key: str) -> bytes:
-        return self._data[key]
-
-    def meta(self, key: str) -> dict[str, _Any] | None:
-        return self._meta.get(key)
-
-    def pin(self, key: str, owner: str = "") -> None:
-        with self._lock:
-            self.pinned.setdefault(key, set()).add(owner)
-
-    def unpin(self, key: str, owner: str = "") -> None:
-        with self._lock:
-            self.pinned.setdefault(key, set()).discard(owner)
-
-
 class ControllerSpeech:
     """SpeechService stand-in: ``render`` returns ``duration_s`` seconds of fake audio whose bytes
     (``size`` of them, so several chunks) depend on the text. ``gate`` holds renders until set;
     ``fail`` makes renders raise; ``durations`` overrides the duration per text."""
 
     def __init__(self, root: _Path, duration_s: float = 0.6, size: int = 150_000) -> None:
-        self.store = ControllerAudioStore(root)
+        self.store = MemoryStore(root)
         self.duration_s = duration_s
         self.durations: dict[str, float] = {}
         self.size = size
