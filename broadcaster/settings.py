@@ -22,7 +22,7 @@ from broadcaster.scheduling.config import SchedulingConfig
 from broadcaster.textnorm.config import TextnormConfig
 from broadcaster.tts.config import TtsConfig
 from broadcaster.web.config import WebConfig
-from speakers.yamlio import YamlError, parse_yaml
+from speakers.yamlio import YamlError, deep_merge, parse_yaml
 
 ENV_PREFIX = "BROADCASTER_"
 
@@ -102,16 +102,6 @@ def _env_overrides(environ: dict[str, str]) -> dict[str, Any]:
     return out
 
 
-def _merge(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:
-    merged = dict(base)
-    for key, value in over.items():
-        if isinstance(value, dict) and isinstance(merged.get(key), dict):
-            merged[key] = _merge(merged[key], value)
-        else:
-            merged[key] = value
-    return merged
-
-
 def load_settings(
     overrides: dict[str, Any] | None = None,
     config_file: Path | None = None,
@@ -132,8 +122,8 @@ def load_settings(
         if not isinstance(loaded, dict):
             raise SettingsError(f"config file {config_file} must hold a mapping")
         data = loaded
-    data = _merge(data, _env_overrides(environ))
-    data = _merge(data, {k: v for k, v in (overrides or {}).items() if v is not None})
+    data = deep_merge(data, _env_overrides(environ))
+    data = deep_merge(data, {k: v for k, v in (overrides or {}).items() if v is not None})
     try:
         return Settings.model_validate(data)
     except ValidationError as exc:

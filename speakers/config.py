@@ -35,7 +35,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from speakers.protocol import DEFAULT_PREFIX, DEFAULT_SESSION_EXPIRY_S, valid_id
-from speakers.yamlio import YamlError, parse_yaml
+from speakers.yamlio import YamlError, deep_merge, parse_yaml
 
 
 class ConfigError(Exception):
@@ -205,16 +205,6 @@ class AgentConfig(_Section):
         return self.audio.cache_dir or Path.home() / ".cache" / "loa-agent" / self.id
 
 
-def _merge(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:
-    merged = dict(base)
-    for key, value in over.items():
-        if isinstance(value, dict) and isinstance(merged.get(key), dict):
-            merged[key] = _merge(merged[key], value)
-        else:
-            merged[key] = value
-    return merged
-
-
 def _prune(data: dict[str, Any]) -> dict[str, Any]:
     out: dict[str, Any] = {}
     for key, value in data.items():
@@ -247,7 +237,7 @@ def load_config(path: Path | None = None, overrides: dict[str, Any] | None = Non
         if not isinstance(loaded, dict):
             raise ConfigError(f"config file {path} must hold a mapping of settings")
         data = loaded
-    data = _merge(data, _prune(overrides or {}))
+    data = deep_merge(data, _prune(overrides or {}))
     try:
         return AgentConfig.model_validate(data)
     except ValidationError as exc:

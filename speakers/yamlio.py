@@ -1,5 +1,6 @@
-"""YAML reading for the whole project (the only PyYAML import): agent config, controller settings,
-schedules/*.yaml. Shared from the agent package because the agent installs without the controller."""
+"""Config files for the whole project: YAML reading (the only PyYAML import) for the agent config,
+the controller settings and schedules/*.yaml, and the layering of config sources. Shared from the
+agent package because the agent installs without the controller."""
 
 from __future__ import annotations
 
@@ -29,3 +30,14 @@ def parse_yaml(text: str) -> Any:
         if mark is None:
             raise YamlError(problem) from exc
         raise YamlError(problem, mark.line + 1, mark.column + 1) from exc
+
+
+def deep_merge(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:
+    """``over`` laid on ``base``: nested mappings merge key by key, anything else is replaced."""
+    merged = dict(base)
+    for key, value in over.items():
+        if isinstance(value, dict) and isinstance(merged.get(key), dict):
+            merged[key] = deep_merge(merged[key], value)
+        else:
+            merged[key] = value
+    return merged

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from speakers.yamlio import YamlError, parse_yaml
+from speakers.yamlio import YamlError, deep_merge, parse_yaml
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -63,3 +63,13 @@ def test_yaml_is_parsed_safely_with_a_clear_error() -> None:
         parse_yaml("a: [1, 2\n")
     with pytest.raises(YamlError):
         parse_yaml("!!python/object/apply:os.system ['true']")
+
+
+def test_config_layers_merge_nested_mappings_and_replace_the_rest() -> None:
+    base = {"tts": {"order": ["gtts"], "espeak": {"voice": "vi"}}, "port": 8080}
+    over = {"tts": {"espeak": {"speed": 140}}, "port": 9000}
+    assert deep_merge(base, over) == {
+        "tts": {"order": ["gtts"], "espeak": {"voice": "vi", "speed": 140}},
+        "port": 9000,
+    }
+    assert base["tts"]["espeak"] == {"voice": "vi"}  # the inputs are left untouched
