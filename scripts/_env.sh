@@ -4,15 +4,20 @@ set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 VENV="${LOA_VENV:-$ROOT/.venv}"
 
-# command -> Debian package that provides it
-declare -A _PKG_FOR=([mosquitto]=mosquitto [ffmpeg]=ffmpeg [espeak-ng]=espeak-ng [chromium]=chromium)
+# Debian packages, checked with dpkg (a package is "present" when dpkg says it is installed, or,
+# on a machine without dpkg, when the command of the same name is on the PATH).
+_installed() {
+  if command -v dpkg-query >/dev/null 2>&1; then
+    dpkg-query -W -f='${Status}' "$1" 2>/dev/null | grep -q "install ok installed"
+  else
+    command -v "$1" >/dev/null 2>&1
+  fi
+}
 
 ensure_system_packages() {
-  local missing=() cmd
-  for cmd in "$@"; do
-    if ! command -v "$cmd" >/dev/null 2>&1 && [[ ! -x "/usr/sbin/$cmd" ]]; then
-      missing+=("${_PKG_FOR[$cmd]:-$cmd}")
-    fi
+  local missing=() pkg
+  for pkg in "$@"; do
+    _installed "$pkg" || missing+=("$pkg")
   done
   ((${#missing[@]})) || return 0
   if [[ $(id -u) -eq 0 ]] && command -v apt-get >/dev/null 2>&1; then
