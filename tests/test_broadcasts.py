@@ -207,14 +207,12 @@ def test_quiet_hours_hold_normal_but_not_emergency(unit_controller: UnitControll
 
 def test_scheduled_broadcast_renders_ahead_and_airs_once(unit_controller: UnitController) -> None:
     uc = unit_controller
-    deferred: list[tuple[int, datetime]] = []
-    uc.manager.defer = lambda bid, at: deferred.append((bid, at))
     at = datetime.now(UTC) + timedelta(hours=1)
     bid = uc.manager.submit(Announcement(text="Bản tin sáng", at=at, targets=("thon-1",)))
-    assert deferred == [(bid, at)]
-    # Rendered ahead, not aired.
+    # Rendered ahead, not aired: the dispatcher keeps it until its time.
     b = wait_until(lambda: (x := uc.manager.get(bid)) and x["audio_key"] and x, what="render ahead")
     assert b["state"] == "scheduled" and uc.speech.store.pinned.get(b["audio_key"]) == {f"broadcast:{bid}"}
+    assert uc.manager.active_ids() == [] and uc.nodes["loa-01"].timeline == []
     renders = len(uc.speech.renders)
     uc.manager.air(bid)
     uc.manager.air(bid)  # the scheduler firing twice must not air twice
@@ -379,7 +377,7 @@ def test_uploaded_recording_and_lexicon(unit_controller: UnitController) -> None
     b = uc.wait_state(rec, "done")
     assert len(uc.speech.renders) == renders
     assert b["engine"] == "recording" and b["duration_s"] == 0.4
-    with pytest.raises(BroadcastError, match="tệp âm thanh"):
+    with pytest.raises(BroadcastError, match="Bản ghi âm đã tải lên không còn"):
         uc.manager.submit(Announcement(text="", audio_key="cd" * 32, targets=("loa-02",)))
 
 
@@ -492,7 +490,7 @@ def test_failed_commit_of_a_receipt_is_retried(flaky_controller: UnitController)
 def test_node_start_times_are_clamped(tmp_path) -> None:  # type: ignore[no-untyped-def]
     """A node whose clock is a day ahead (and whose "done" is lost) does not keep its cluster busy
     for ever; one a day behind is not timed out at once. Both starts are stored clamped."""
-    from broadcaster.broadcasts.manager import NO_RECEIPT
+    from broadcaster.broadcasts.ledger import NO_RECEIPT
 
     uc = UnitController(tmp_path, receipt_grace_s=1.0)
     try:

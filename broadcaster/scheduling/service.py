@@ -289,10 +289,12 @@ class SchedulerService:
     # ------------------------------------------------------------------ jobs
 
     def sync_jobs(self) -> None:
-        """Make the job store match the schedules and deferred broadcasts (idempotent).
+        """Make the job store match the schedules (idempotent).
 
         A job whose definition is unchanged is kept as it is, so its stored next run time (and a
-        run missed while we were down) survives; a changed one is replaced."""
+        run missed while we were down) survives; a changed one is replaced. Jobs of deferred
+        one-off broadcasts (``broadcast-<id>``, from earlier versions) are removed: the broadcast
+        dispatcher airs scheduled broadcasts itself and re-reads them at start."""
         scheduler = self._scheduler
         if scheduler is None:
             return
@@ -302,16 +304,6 @@ class SchedulerService:
             for row in session.scalars(select(Schedule)):
                 if self._sync_schedule_job(session, row, existing.get(SCHEDULE_JOB.format(row.id))):
                     wanted.add(SCHEDULE_JOB.format(row.id))
-            deferred = session.execute(
-                select(Broadcast.id, Broadcast.scheduled_at).where(
-                    Broadcast.state == BroadcastState.SCHEDULED.value, Broadcast.scheduled_at.is_not(None)
-                )
-            ).all()
-        for broadcast_id, at in deferred:
-            job_id = BROADCAST_JOB.format(broadcast_id)
-            wanted.add(job_id)
-            if job_id not in existing:
-                self._add_broadcast_job(broadcast_id, at)
         for job_id in existing.keys() - wanted:
             if job_id.startswith(("schedule-", "broadcast-")):
                 self._remove_job(job_id)
@@ -365,34 +357,10 @@ class SchedulerService:
         except JobLookupError:
             pass
 
-    def _add_broadcast_job(self, broadcast_id: int, at: datetime) -> None:
-        assert self._scheduler is not None
-        self._scheduler.add_job(
-            "broadcaster.scheduling.jobs:fire_broadcast",
-            trigger=DateTrigger(run_date=at.astimezone(self.zone), timezone=self.zone),
-            args=[broadcast_id],
-            id=BROADCAST_JOB.format(broadcast_id),
-            name=BROADCAST_JOB.format(broadcast_id),
-            replace_existing=True,
-        )
-
-    def schedule_broadcast(self, broadcast_id: int, at: datetime) -> None:
-        """Air broadcast ``broadcast_id`` at ``at`` (BroadcastManager.defer). Persistent; when the
-        scheduler is not running yet, ``start()`` picks it up from the broadcast's row."""
-        if at.tzinfo is None:
-            raise ValueError("schedule_broadcast needs an aware datetime")
-        with self._state:
-            if self._scheduler is not None:
-                self._add_broadcast_job(broadcast_id, at)
-        _LOGGER.info("broadcast %s deferred to %s", broadcast_id, at.astimezone(self.zone).isoformat())
-
-    def unschedule_broadcast(self, broadcast_id: int) -> None:
-        self._remove_job(BROADCAST_JOB.format(broadcast_id))
-
     # ------------------------------------------------------------------ firing
 
     def fire_broadcast(self, broadcast_id: int) -> None:
-        _LOGGER.info("deferred broadcast %s is due", broadcast_id)
+        """A deferred-broadcast job of an earlier version fired before sync_jobs removed it."""
         self.broadcasts.air(broadcast_id)
 
     def fire_schedule(self, schedule_id: int) -> int | None:
@@ -467,8 +435,6 @@ class SchedulerService:
                 self._record_missed(
                     int(ident), event.scheduled_run_time, self._late_reason(event.scheduled_run_time)
                 )
-            elif kind == "broadcast":
-                self._broadcast_missed(int(ident), event.scheduled_run_time)
         except Exception:
             _LOGGER.exception("could not record the missed job %s", event.job_id)
 
@@ -497,78 +463,19 @@ class SchedulerService:
                 )
 
     def _record_missed(self, schedule_id: int, fire_time: datetime, reason: str) -> int | None:
-        """A Broadcast in state ``missed`` (with per-cluster deliveries) and a LogEntry for one fire
-        time. The unique (schedule_id, fire_time) makes this a no-op when that airing exists."""
-        fire_time = fire_time.astimezone(UTC)
-        now = _utcnow()
-        try:
-            with self.sessions.begin() as session:
-                row = session.get(Schedule, schedule_id)
-                if row is None:
-                    return None
-                exists = session.scalar(
-                    select(Broadcast.id).where(
-                        Broadcast.schedule_id == schedule_id, Broadcast.fire_time == fire_time
-                    )
-                )
-                if exists is not None:
-                    return None
-                ann = AnnouncementRow(
-                    title=row.title or row.name,
-                    text=row.text,
-                    tier=row.tier,
-                    targets=list(row.targets),
-                    repeat=row.repeat,
-                    engine=row.engine,
-                    voice=row.voice,
-                    author=row.author or "lịch phát",
-                    source=Source.SCHEDULE.value,
-                    approval=Approval.APPROVED.value,
-                )
-                try:
-                    speakers = resolve_targets(session, row.targets)
-                except RegistryError:
-                    speakers = []
-                broadcast = Broadcast(
-                    announcement=ann,
-                    tier=row.tier,
-                    targets=list(row.targets),
-                    state=BroadcastState.MISSED.value,
-                    scheduled_at=fire_time,
-                    finished_at=now,
-                    schedule_id=schedule_id,
-                    fire_time=fire_time,
-                    reason=reason,
-                    created_by="lịch phát",
-                    deliveries=[
-                        Delivery(speaker_id=s, state=DeliveryState.MISSED.value, reason=reason)
-                        for s in speakers
-                    ],
-                )
-                session.add(broadcast)
-                session.flush()
-                session.add(LogEntry(kind="missed", message=reason, broadcast_id=broadcast.id))
-                broadcast_id = broadcast.id
-        except IntegrityError:
-            return None  # aired or recorded by someone else in the meantime
-        _LOGGER.warning("schedule %s: %s", schedule_id, reason)
+        """A ``missed`` broadcast (with per-cluster deliveries) and a log entry for one fire time,
+        written by the broadcast lifecycle; a no-op when that airing is already recorded."""
+        with self.sessions() as session:
+            row = session.get(Schedule, schedule_id)
+            if row is None:
+                return None
+            ann = self._announcement(row)
+        broadcast_id = self.broadcasts.record_missed(
+            ann, schedule_id=schedule_id, fire_time=fire_time.astimezone(UTC), reason=reason
+        )
+        if broadcast_id is not None:
+            _LOGGER.warning("schedule %s: %s", schedule_id, reason)
         return broadcast_id
-
-    def _broadcast_missed(self, broadcast_id: int, fire_time: datetime) -> None:
-        reason = self._late_reason(fire_time)
-        with self.sessions.begin() as session:
-            broadcast = session.get(Broadcast, broadcast_id)
-            if broadcast is None or broadcast.state != BroadcastState.SCHEDULED.value:
-                return
-            broadcast.state = BroadcastState.MISSED.value
-            broadcast.reason = reason
-            broadcast.finished_at = _utcnow()
-            for delivery in broadcast.deliveries:
-                if delivery.state == DeliveryState.PENDING.value:
-                    delivery.state = DeliveryState.MISSED.value
-                    delivery.reason = reason
-            session.add(LogEntry(kind="missed", message=reason, broadcast_id=broadcast_id))
-        _LOGGER.warning("broadcast %s: %s", broadcast_id, reason)
 
     def _log(self, kind: str, message: str, broadcast_id: int | None = None) -> None:
         try:

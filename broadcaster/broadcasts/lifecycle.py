@@ -1,0 +1,399 @@
+"""The airings in progress and every change to them, on the dispatcher thread.
+
+A broadcast goes ``scheduled`` (waiting for its time, here in ``deferred``) or ``pending_approval``
+-> ``rendering`` -> ``sending`` -> ``playing`` -> finished. :class:`Lifecycle` holds the airings and
+applies, inside the dispatcher's batch transaction: approvals, cancellations, "stop everything",
+render results, and at every tick the decisions of :func:`arbitration.arbitrate`. The ledger
+writes what happened; the command sender publishes.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from broadcaster.broadcasts.arbitration import (
+    Decision,
+    Expire,
+    Interrupt,
+    NoReceipt,
+    Play,
+    Policy,
+    Queued,
+    Snapshot,
+    Wait,
+    arbitrate,
+)
+from broadcaster.broadcasts.chunks import ChunkServer
+from broadcaster.broadcasts.commands import CommandSender
+from broadcaster.broadcasts.config import BroadcastsConfig
+from broadcaster.broadcasts.errors import BroadcastError
+from broadcaster.broadcasts.ledger import NO_RECEIPT, Ledger, utc
+from broadcaster.broadcasts.ports import FleetPort, SpeechPort
+from broadcaster.broadcasts.rendering import Rendered, Renderer
+from broadcaster.broadcasts.state import Airing
+from broadcaster.domain import ALL_TARGETS, Tier
+from broadcaster.fleet.targets import TargetResolver, ZoneMap
+from broadcaster.models import Announcement, Approval, Broadcast, BroadcastState, DeliveryState
+from speakers.protocol import AudioRef
+
+_LOGGER = logging.getLogger(__name__)
+
+
+class Lifecycle:
+    """See the module docstring. Only the dispatcher thread calls it."""
+
+    def __init__(
+        self,
+        *,
+        ledger: Ledger,
+        speech: SpeechPort,
+        fleet: FleetPort | None,
+        targets: TargetResolver,
+        renderer: Renderer,
+        sender: CommandSender,
+        chunks: ChunkServer,
+        config: BroadcastsConfig,
+        policy: Policy,
+        deferred_grace_s: float,
+        clock: Callable[[], float],
+    ) -> None:
+        self.ledger = ledger
+        self.speech = speech
+        self.fleet = fleet
+        self.targets = targets
+        self.renderer = renderer
+        self.sender = sender
+        self.chunks = chunks
+        self.config = config
+        self.policy = policy
+        self.deferred_grace_s = deferred_grace_s
+        self.clock = clock
+        self.airings: dict[int, Airing] = {}
+        self.deferred: dict[int, float] = {}  # scheduled broadcasts: id -> when due
+        self.titles: dict[int, str] = {}
+        self.stopping = False  # set at stop(): nothing new goes on air
+
+    # ------------------------------------------------------------------ requests
+
+    def defer(self, broadcast_id: int, at: float) -> None:
+        self.deferred[broadcast_id] = at
+
+    def air(self, session: Session, broadcast_id: int) -> None:
+        """A deferred broadcast is due (or an approved one is due now): render or queue it."""
+        bc = session.get(Broadcast, broadcast_id)
+        if bc is None or bc.state != BroadcastState.SCHEDULED.value:
+            self.deferred.pop(broadcast_id, None)
+            return
+        self.deferred.pop(broadcast_id, None)
+        now = self.clock()
+        if bc.valid_until is not None and bc.valid_until.timestamp() < now:
+            self.ledger.miss(session, bc, "Quá hạn phát (bộ điều khiển không chạy đúng giờ)", now=now)
+            return
+        self.ledger.log(session, "due", f"Bản tin #{bc.id} đến giờ phát", bc.id, now=now)
+        self.ledger.set_state(bc, BroadcastState.RENDERING)
+        if bc.audio_key and self.speech.store.has(bc.audio_key):
+            self.start_airing(session, bc)
+        else:
+            self.renderer.request(bc.id, Tier(bc.tier), air=True)
+
+    def approve(self, session: Session, announcement_id: int, by: str) -> None:
+        ann = session.get(Announcement, announcement_id)
+        if ann is None:
+            raise BroadcastError(f"Không có bản tin {announcement_id}.")
+        if ann.approval == Approval.REJECTED.value:
+            raise BroadcastError("Bản tin này đã bị từ chối.")
+        now = self.clock()
+        self.ledger.set_approval(ann, Approval.APPROVED, by, now=now)
+        for bc in ann.broadcasts:
+            if bc.state != BroadcastState.PENDING_APPROVAL.value:
+                continue
+            self.ledger.log(session, "approved", f"Bản tin #{bc.id} được {by} phê duyệt", bc.id, now=now)
+            self.ledger.set_state(bc, BroadcastState.SCHEDULED)
+            at = bc.scheduled_at.timestamp() if bc.scheduled_at is not None else None
+            if at is not None and at > now + self.config.lead_s:
+                self.defer(bc.id, at)
+                continue
+            tier = Tier(bc.tier)
+            valid = self.config.emergency_valid_s if tier is Tier.EMERGENCY else self.config.normal_valid_s
+            self.ledger.extend_validity(bc, now + valid)
+            self.air(session, bc.id)
+
+    def reject(self, session: Session, announcement_id: int, by: str, reason: str) -> None:
+        ann = session.get(Announcement, announcement_id)
+        if ann is None:
+            raise BroadcastError(f"Không có bản tin {announcement_id}.")
+        now = self.clock()
+        self.ledger.set_approval(ann, Approval.REJECTED, by, now=now)
+        text = f"Bị {by} từ chối" + (f": {reason}" if reason else "")
+        for bc in ann.broadcasts:
+            if not BroadcastState(bc.state).finished:
+                self.deferred.pop(bc.id, None)
+                self.ledger.cancel(session, bc, text, playing=False, now=now)
+
+    def cancel(self, session: Session, broadcast_id: int, reason: str, *, send_stop: bool = True) -> bool:
+        """Stop it where it plays, drop what is queued, unschedule it. False when already finished."""
+        bc = session.get(Broadcast, broadcast_id)
+        if bc is None or BroadcastState(bc.state).finished:
+            return False
+        self.deferred.pop(bc.id, None)
+        self.renderer.drop(bc.id)
+        airing = self.airings.get(bc.id)
+        if airing is not None:
+            airing.cancelled = True
+            airing.cancel_reason = reason
+            if send_stop and airing.active:
+                self.sender.stop(airing, set(airing.active), reason, self.targets.zone_map(session))
+            airing.pending.clear()
+        self.ledger.cancel(session, bc, reason, playing=airing is not None, now=self.clock())
+        if airing is not None and not airing.active:
+            self.drop_airing(airing)
+        return True
+
+    def stop_all(self, session: Session, text: str, reason: str) -> None:
+        self.sender.stop_everything(reason or "stop_all", self.targets.zone_map(session, fresh=True))
+        for airing in list(self.airings.values()):
+            bc = session.get(Broadcast, airing.id)
+            if bc is not None and not BroadcastState(bc.state).finished:
+                self.cancel(session, bc.id, text, send_stop=False)
+            else:
+                airing.cancelled = True
+        rendering = select(Broadcast).where(Broadcast.state == BroadcastState.RENDERING.value)
+        for bc in session.scalars(rendering):
+            self.cancel(session, bc.id, text, send_stop=False)
+        self.ledger.log(session, "stop_all", text, now=self.clock())
+
+    # ------------------------------------------------------------------ rendering results
+
+    def rendered(self, session: Session, result: Rendered) -> None:
+        air = self.renderer.finished(result.broadcast_id)
+        bc = session.get(Broadcast, result.broadcast_id)
+        if bc is None:
+            return
+        now = self.clock()
+        if result.error is not None or result.key is None:
+            # A failed render ahead is retried when the broadcast is due (the engine may be back).
+            if bc.state == BroadcastState.RENDERING.value or air:
+                self.ledger.fail(session, bc, f"Không tạo được âm thanh: {result.error}", now=now)
+            else:
+                message = f"Bản tin #{bc.id}: chưa tạo được âm thanh: {result.error}"
+                self.ledger.log(session, "render_failed", message, bc.id, now=now)
+            return
+        if BroadcastState(bc.state).finished:
+            return  # cancelled while it rendered
+        self.ledger.set_rendered(
+            bc,
+            key=result.key,
+            engine=result.engine,
+            duration_s=result.duration_s,
+            normalized_text=result.normalized_text,
+        )
+        self.renderer.pin(result.key, bc.id)
+        message = f"Bản tin #{bc.id}: âm thanh {result.duration_s:.1f} giây, giọng {result.engine}"
+        self.ledger.log(session, "rendered", message, bc.id, now=now)
+        if (air or bc.state == BroadcastState.RENDERING.value) and not self.stopping:
+            self.start_airing(session, bc)
+
+    # ------------------------------------------------------------------ airing
+
+    def start_airing(self, session: Session, bc: Broadcast) -> Airing | None:
+        """The broadcast is due, approved and rendered: queue it for dispatch."""
+        if bc.id in self.airings:
+            return self.airings[bc.id]
+        key = bc.audio_key
+        try:
+            data = self.speech.store.read_bytes(key)  # type: ignore[arg-type]
+        except Exception as exc:
+            self.ledger.fail(session, bc, f"Không đọc được tệp âm thanh {key}: {exc}", now=self.clock())
+            return None
+        duration = float(bc.duration_s or 0.0)
+        audio = AudioRef.for_bytes(data, duration_s=duration)
+        zones = self.targets.zone_map(session)
+        targets = set(bc.targets or [])
+        valid_until = bc.valid_until.timestamp() if bc.valid_until else self.clock() + self.config.normal_valid_s
+        airing = Airing(
+            id=bc.id,
+            tier=Tier(bc.tier),
+            order=bc.id,  # ids grow with arrival: a re-queued item keeps its place
+            title=bc.announcement.title or bc.announcement.text[:60],
+            audio_key=key,  # type: ignore[arg-type]
+            audio=audio,
+            duration=duration,
+            valid_until=valid_until,
+            whole_zones={z for z in zones.members if ALL_TARGETS in targets or z in targets},
+            pending={d.speaker_id for d in bc.deliveries if d.state == DeliveryState.PENDING.value},
+        )
+        self.airings[bc.id] = airing
+        self.chunks.offer(audio.id, data)
+        self.titles[bc.id] = airing.title
+        self.ledger.set_state(bc, BroadcastState.SENDING)
+        return airing
+
+    def tick(self, session: Session) -> None:
+        """Air what is due, then apply arbitration. Runs after every batch and at least twice a second."""
+        if self.stopping:
+            return
+        now = self.clock()
+        for bid, at in sorted(self.deferred.items(), key=lambda item: item[1]):
+            if at <= now:
+                if now - at > self.deferred_grace_s:
+                    self._missed_deferred(session, bid, at, now)
+                else:
+                    self.air(session, bid)
+        if self.airings:
+            zones = self.targets.zone_map(session)
+            snapshot = Snapshot(
+                airings=list(self.airings.values()),
+                holds=self.renderer.holds(session),
+                online=frozenset(self.fleet.online_ids() if self.fleet is not None else ()),
+                zones=zones,
+                policy=self.policy,
+            )
+            self._apply(session, arbitrate(snapshot, now), now)
+        for airing in list(self.airings.values()):
+            if not airing.pending and not airing.active:
+                bc = session.get(Broadcast, airing.id)
+                if bc is not None:
+                    self.ledger.finish_by_outcome(session, bc, now=self.clock())
+                self.drop_airing(airing)
+
+    def _missed_deferred(self, session: Session, bid: int, at: float, now: float) -> None:
+        self.deferred.pop(bid, None)
+        bc = session.get(Broadcast, bid)
+        if bc is None or bc.state != BroadcastState.SCHEDULED.value:
+            return
+        reason = (
+            f"Lỡ giờ phát {self.ledger.local(at, seconds=True)}: bộ điều khiển không chạy vào giờ đó và "
+            f"đã quá {int(self.deferred_grace_s)} giây cho phép."
+        )
+        self.ledger.miss(session, bc, reason, now=now)
+
+    def drop_airing(self, airing: Airing) -> None:
+        self.airings.pop(airing.id, None)
+        if not any(a.audio.id == airing.audio.id for a in self.airings.values()):
+            self.chunks.forget(airing.audio.id)
+
+    # ------------------------------------------------------------------ applying decisions
+
+    def _apply(self, session: Session, decisions: list[Decision], now: float) -> None:
+        zones = self.targets.zone_map(session)
+        stops: dict[tuple[int, int], set[str]] = {}
+        for decision in decisions:
+            airing = self.airings.get(decision.airing)
+            if airing is None:
+                continue
+            if isinstance(decision, Play):
+                self._flush_stops(session, stops, zones, now)
+                self._play(session, airing, decision, zones)
+            elif isinstance(decision, Interrupt):
+                self._interrupt(session, airing, decision, stops)
+            elif isinstance(decision, Wait):
+                self._wait(session, airing, decision)
+            elif isinstance(decision, Queued):
+                key = f"{decision.speaker}:{decision.blocker}"
+                if self._once(airing, "queued", key):
+                    message = f"Bản tin #{airing.id}: xếp hàng sau #{decision.blocker} trên {decision.speaker}"
+                    self.ledger.log(session, "queued", message, airing.id, decision.speaker, now=now)
+            elif isinstance(decision, Expire):
+                self._expire(session, airing, decision, now)
+            elif isinstance(decision, NoReceipt):
+                airing.active.pop(decision.speaker, None)
+                self.ledger.set_delivery(
+                    session, airing.id, decision.speaker, DeliveryState.FAILED, reason=NO_RECEIPT, only_open=True
+                )
+                message = f"Bản tin #{airing.id}: {decision.speaker} không báo đã phát xong"
+                self.ledger.log(session, "no_receipt", message, airing.id, decision.speaker, now=now)
+        self._flush_stops(session, stops, zones, now)
+
+    @staticmethod
+    def _once(airing: Airing, kind: str, key: str) -> bool:
+        if (kind, key) in airing.logged:
+            return False
+        airing.logged.add((kind, key))
+        return True
+
+    def _play(self, session: Session, airing: Airing, play: Play, zones: ZoneMap) -> None:
+        self.sender.play(airing, play.speakers, play.start, zones)
+        end = play.start + airing.duration
+        sent_at = self.clock()
+        for speaker in play.speakers:
+            airing.sent_at[speaker] = sent_at
+            airing.pending.discard(speaker)
+            airing.active[speaker] = (play.start, end)
+            self.ledger.set_delivery(session, airing.id, speaker, DeliveryState.SENT, reason=None, force=True)
+        bc = session.get(Broadcast, airing.id)
+        if bc is not None:
+            self.ledger.set_started(bc, play.start)
+        airing.started = True
+        when = self.ledger.local(play.start, seconds=True)
+        message = f"Bản tin #{airing.id} gửi tới {len(play.speakers)} cụm loa, bắt đầu lúc {when}"
+        self.ledger.log(session, "sent", message, airing.id, now=sent_at)
+
+    def _interrupt(
+        self, session: Session, airing: Airing, cut: Interrupt, stops: dict[tuple[int, int], set[str]]
+    ) -> None:
+        if cut.started:
+            airing.preempted_by[cut.speaker] = cut.by
+            message = f"Bản tin #{airing.id} bị ngắt bởi bản tin khẩn cấp #{cut.by} trên {cut.speaker}"
+            self.ledger.log(session, "preempted", message, airing.id, cut.speaker, now=self.clock())
+            # The node interrupts it when the emergency starts; the cluster is the emergency's then.
+            start, _ = airing.active.get(cut.speaker, (cut.until, cut.until))
+            airing.active[cut.speaker] = (start, cut.until)
+            return
+        stops.setdefault((airing.id, cut.by), set()).add(cut.speaker)
+
+    def _flush_stops(
+        self, session: Session, stops: dict[tuple[int, int], set[str]], zones: ZoneMap, now: float
+    ) -> None:
+        """Items sent but not started where an emergency takes over: stop them, put them back."""
+        for (aid, by), speakers in sorted(stops.items()):
+            airing = self.airings.get(aid)
+            if airing is None:
+                continue
+            self.sender.stop(airing, speakers, f"khẩn cấp #{by}", zones)
+            for speaker in sorted(speakers):
+                airing.active.pop(speaker, None)
+                airing.attempts[speaker] = airing.attempts.get(speaker, 0) + 1
+                airing.pending.add(speaker)
+                self.ledger.set_delivery(
+                    session,
+                    aid,
+                    speaker,
+                    DeliveryState.PENDING,
+                    reason=f"hoãn vì bản tin khẩn cấp #{by}",
+                    force=True,
+                )
+            message = f"Bản tin #{aid} hoãn trên {', '.join(sorted(speakers))} vì bản tin khẩn cấp #{by}"
+            self.ledger.log(session, "requeued", message, aid, now=now)
+        stops.clear()
+
+    def _wait(self, session: Session, airing: Airing, wait: Wait) -> None:
+        now = self.clock()
+        if wait.reason == "offline":
+            if self._once(airing, "offline", wait.speaker):
+                message = f"Bản tin #{airing.id}: chờ {wait.speaker} kết nối lại"
+                self.ledger.log(session, "waiting", message, airing.id, wait.speaker, now=now)
+                self.ledger.set_delivery(
+                    session, airing.id, wait.speaker, DeliveryState.PENDING, reason="cụm loa đang mất kết nối"
+                )
+            return
+        if self._once(airing, "held", wait.speaker):
+            end = utc(wait.until or now).astimezone(self.policy.tz).strftime("%H:%M")
+            reason = f"tạm giữ: giờ yên lặng {wait.zone} đến {end}"
+            self.ledger.log(session, "held", f"Bản tin #{airing.id}: {reason}", airing.id, wait.speaker, now=now)
+            self.ledger.set_delivery(session, airing.id, wait.speaker, DeliveryState.PENDING, reason=reason)
+
+    def _expire(self, session: Session, airing: Airing, expire: Expire, now: float) -> None:
+        for speaker in expire.speakers:
+            held = ("held", speaker) in airing.logged
+            reason = "hết hạn trong giờ yên lặng" if held else "cụm loa không kết nối trong thời hạn phát"
+            self.ledger.set_delivery(session, airing.id, speaker, DeliveryState.MISSED, reason=reason)
+            airing.pending.discard(speaker)
+        message = f"Bản tin #{airing.id}: quá hạn với {', '.join(expire.speakers)}"
+        self.ledger.log(session, "missed", message, airing.id, now=now)
+
+
+__all__ = ["Lifecycle"]

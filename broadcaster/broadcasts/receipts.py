@@ -1,0 +1,192 @@
+"""Receipts from the nodes (``events``): each moves one delivery, and frees or re-queues a cluster.
+
+Runs on the dispatcher thread, inside its batch transaction. Receipts of an older attempt of an
+item on a cluster (``"12"`` after ``"12-r1"`` went out) are stale and ignored. An item interrupted
+by an emergency is re-queued on that cluster (aired again from the start once it is free), at most
+``max_requeues`` times and only while it is still valid; otherwise its delivery ends ``preempted``.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from collections.abc import Callable
+
+from sqlalchemy.orm import Session
+
+from broadcaster.broadcasts.chunks import ChunkServer
+from broadcaster.broadcasts.config import BroadcastsConfig
+from broadcaster.broadcasts.ledger import Ledger
+from broadcaster.broadcasts.state import Airing, parse_wire_id
+from broadcaster.models import DeliveryState
+from speakers.protocol import Event
+
+_LOGGER = logging.getLogger(__name__)
+
+# A node's reported start is trusted only within [command sent - this, now + lead]: its clock may
+# be off (a start far in the future would keep the cluster "busy" for ever, one far in the past
+# would time it out at once). Nodes correct their clock against ours, so honest reports sit well
+# inside; one second leaves room for the offset estimate's error.
+START_TOLERANCE_S = 1.0
+
+_ENDINGS = {
+    "stopped": DeliveryState.STOPPED,
+    "failed": DeliveryState.FAILED,
+    "expired": DeliveryState.EXPIRED,
+}
+
+
+class Receipts:
+    """Applies node events to the ledger and to the airings in progress."""
+
+    def __init__(
+        self,
+        ledger: Ledger,
+        airings: dict[int, Airing],
+        chunks: ChunkServer,
+        config: BroadcastsConfig,
+        clock: Callable[[], float],
+    ) -> None:
+        self.ledger = ledger
+        self.airings = airings
+        self.chunks = chunks
+        self.config = config
+        self.clock = clock
+        self.events = 0
+
+    def handle(self, session: Session, speaker: str, event: Event) -> None:
+        self.events += 1
+        now = self.clock()
+        parsed = parse_wire_id(event.broadcast_id)
+        bid, attempt = parsed if parsed is not None else (None, 0)
+        if event.state == "need_audio":
+            self.chunks.want(event)
+            return
+        if event.state == "error":
+            message = f"{speaker} báo lỗi: {event.reason or ''}".strip()
+            self.ledger.log(session, "node_error", message, bid, speaker, now=now)
+            return
+        if bid is None:
+            return
+        airing = self.airings.get(bid)
+        if airing is not None and attempt != airing.attempts.setdefault(speaker, attempt):
+            _LOGGER.debug("stale receipt %s of %s from %s ignored", event.state, event.broadcast_id, speaker)
+            return
+        state = event.state
+        ledger = self.ledger
+        if state == "received":
+            ledger.set_delivery(session, bid, speaker, DeliveryState.RECEIVED, only_open=True)
+        elif state == "scheduled":
+            ledger.set_delivery(session, bid, speaker, DeliveryState.SCHEDULED, only_open=True)
+        elif state == "playing":
+            started = self._trusted_start(airing, speaker, event.started_at or event.ts)
+            ledger.set_delivery(session, bid, speaker, DeliveryState.PLAYING, only_open=True, started_at=started)
+            if airing is not None and speaker in airing.active:
+                airing.active[speaker] = (started, started + airing.duration)
+            ledger.mark_playing(session, bid)
+        elif state == "done":
+            ledger.set_delivery(
+                session,
+                bid,
+                speaker,
+                DeliveryState.DONE,
+                finished_at=event.ts,
+                seconds_played=event.seconds_played,
+                rms_dbfs=event.rms_dbfs,
+                reason=None,
+                force=True,
+            )
+            if airing is not None:
+                airing.active.pop(speaker, None)
+            else:
+                ledger.refinish(session, bid, now=now)
+        elif state == "preempted":
+            self._preempted(session, airing, bid, speaker, event)
+        elif state in _ENDINGS:
+            reason = event.reason or (airing.cancel_reason if airing is not None and airing.cancelled else None)
+            ledger.set_delivery(
+                session,
+                bid,
+                speaker,
+                _ENDINGS[state],
+                reason=reason,
+                finished_at=event.ts,
+                seconds_played=event.seconds_played,
+                only_open=True,
+            )
+            if airing is not None:
+                airing.active.pop(speaker, None)
+            text = f"Bản tin #{bid} trên {speaker}: {state}" + (f" ({reason})" if reason else "")
+            ledger.log(session, "delivery", text, bid, speaker, now=now)
+
+    def _trusted_start(self, airing: Airing | None, speaker: str, reported: float) -> float:
+        """The node's reported start, clamped to [command sent - tolerance, now + lead]."""
+        now = self.clock()
+        if airing is not None and speaker in airing.sent_at:
+            earliest = airing.sent_at[speaker] - START_TOLERANCE_S
+        elif airing is not None and speaker in airing.active:
+            # Re-read after a restart: the planned start minus the longest lead it could have had.
+            earliest = airing.active[speaker][0] - self.config.lead_s - START_TOLERANCE_S
+        else:
+            earliest = now - (airing.duration if airing is not None else 0.0) - self.config.receipt_grace_s
+        latest = now + self.config.lead_s
+        if not math.isfinite(reported):
+            reported = now
+        clamped = min(max(reported, earliest), latest)
+        if clamped != reported:
+            _LOGGER.warning(
+                "%s reported a start %.1f s off the plausible range; using %s",
+                speaker,
+                reported - clamped,
+                self.ledger.local(clamped, seconds=True),
+            )
+        return clamped
+
+    def _preempted(self, session: Session, airing: Airing | None, bid: int, speaker: str, event: Event) -> None:
+        now = self.clock()
+        by = airing.preempted_by.pop(speaker, None) if airing is not None else None
+        cause = f"bản tin khẩn cấp #{by}" if by is not None else (event.reason or "bản tin ưu tiên cao hơn")
+        if airing is not None:
+            airing.active.pop(speaker, None)
+            count = airing.requeues.get(speaker, 0)
+            if (
+                self.config.requeue_preempted
+                and not airing.cancelled
+                and count < self.config.max_requeues
+                and now < airing.valid_until
+            ):
+                airing.requeues[speaker] = count + 1
+                airing.attempts[speaker] = airing.attempts.get(speaker, 0) + 1
+                airing.pending.add(speaker)
+                self.ledger.set_delivery(
+                    session,
+                    bid,
+                    speaker,
+                    DeliveryState.PENDING,
+                    reason=f"bị ngắt bởi {cause}; sẽ phát lại từ đầu",
+                    seconds_played=event.seconds_played,
+                    force=True,
+                )
+                self.ledger.log(
+                    session,
+                    "requeued",
+                    f"Bản tin #{bid} bị ngắt bởi {cause} trên {speaker}; xếp hàng phát lại",
+                    bid,
+                    speaker,
+                    now=now,
+                )
+                return
+        self.ledger.set_delivery(
+            session,
+            bid,
+            speaker,
+            DeliveryState.PREEMPTED,
+            reason=f"bị ngắt bởi {cause}",
+            finished_at=event.ts,
+            seconds_played=event.seconds_played,
+            only_open=True,
+        )
+        self.ledger.log(session, "preempted", f"Bản tin #{bid} bị ngắt bởi {cause} trên {speaker}", bid, speaker, now=now)
+
+
+__all__ = ["START_TOLERANCE_S", "Receipts"]

@@ -1,0 +1,316 @@
+"""The public face of the broadcast lifecycle: what the web, the API and the scheduler call.
+
+Flow of one broadcast::
+
+    submit() --(rows written, id returned at once)--> render on a worker pool
+       |-- ann.at in the future: "scheduled", audio rendered ahead now, aired by the dispatcher
+       |   when due (a scheduled broadcast survives restarts: it is re-read at start)
+       |-- approved=False: "pending_approval" until approve()/reject()
+       `-- otherwise: "rendering" -> queued for dispatch ("sending") -> "playing" -> finished
+
+The parts, each in its own module: ``validation`` (the one announcement validator), ``ledger`` (the
+only writer of the database rows), ``arbitration`` (the policy: a pure function), ``dispatcher``
+(the one thread that applies it), ``lifecycle`` (the airings and the changes to them),
+``receipts``, ``rendering``, ``chunks``, ``commands``, ``volume`` and ``views``. The policy is
+described in ``arbitration.py``; README.md summarizes it.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable
+from datetime import datetime
+from typing import Any
+from zoneinfo import ZoneInfo
+
+from sqlalchemy import select
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session, sessionmaker
+
+from broadcaster import domain
+from broadcaster.broadcasts.arbitration import Policy, validity_end
+from broadcaster.broadcasts.chunks import ChunkServer
+from broadcaster.broadcasts.commands import CommandSender
+from broadcaster.broadcasts.config import BroadcastsConfig
+from broadcaster.broadcasts.dispatcher import Dispatcher
+from broadcaster.broadcasts.errors import BroadcastError
+from broadcaster.broadcasts.ledger import Ledger, NewBroadcast
+from broadcaster.broadcasts.lifecycle import Lifecycle
+from broadcaster.broadcasts.ports import FleetPort, SpeechPort
+from broadcaster.broadcasts.receipts import Receipts
+from broadcaster.broadcasts.rendering import Renderer
+from broadcaster.broadcasts.validation import AnnouncementValidator, Draft, Limits
+from broadcaster.broadcasts.views import BroadcastTitles, get_broadcast, list_broadcasts
+from broadcaster.broadcasts.volume import set_volume
+from broadcaster.domain import Tier
+from broadcaster.fleet.targets import TargetError, TargetResolver, resolve
+from broadcaster.models import Broadcast, BroadcastState
+from broadcaster.transport import Transport
+
+_LOGGER = logging.getLogger(__name__)
+
+# How many recent broadcasts a node catching up may ask the audio of.
+_RECENT_AUDIO = 200
+# A scheduled item whose time passed while the controller was down still airs within this.
+DEFAULT_DEFERRED_GRACE_S = 900.0
+
+
+class BroadcastManager:
+    """See the module docstring. Built by ``build_services``; ``start()`` runs the dispatcher."""
+
+    def __init__(
+        self,
+        sessions: sessionmaker[Session],
+        speech: SpeechPort,
+        transport: Transport,
+        fleet: FleetPort | None,
+        config: BroadcastsConfig | None = None,
+        *,
+        targets: TargetResolver | None = None,
+        validator: AnnouncementValidator | None = None,
+        titles: BroadcastTitles | None = None,
+        timezone: str = "Asia/Ho_Chi_Minh",
+        deferred_grace_s: float = DEFAULT_DEFERRED_GRACE_S,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.sessions = sessions
+        self.speech = speech
+        self.transport = transport
+        self.fleet = fleet
+        self.config = config or BroadcastsConfig()
+        self.tz = ZoneInfo(timezone)
+        self.clock = clock
+        self.targets = targets or TargetResolver(sessions)
+        self.titles = titles or BroadcastTitles(sessions)
+        self.validator = validator or AnnouncementValidator(
+            Limits(max_repeat=self.config.max_repeat),
+            targets=self.targets,
+            audio_exists=speech.store.has,
+            tz=self.tz,
+        )
+        self.policy = Policy(
+            lead_s=self.config.lead_s,
+            emergency_lead_s=self.config.emergency_lead_s,
+            lead_per_1000_s=self.config.lead_per_1000_s,
+            gap_s=self.config.gap_s,
+            receipt_grace_s=self.config.receipt_grace_s,
+            tz=self.tz,
+        )
+        self.ledger = Ledger(speech.store, self.tz)
+        self.sender = CommandSender(transport, clock, self.config.volume)
+        self.chunks = ChunkServer(transport, speech.store, self._recent_audio_keys, self.config.audio_dedupe_s)
+        self.renderer = Renderer(
+            sessions, speech, lambda result: self.dispatcher.post_rendered(result), self.config.render_workers
+        )
+        self.lifecycle = Lifecycle(
+            ledger=self.ledger,
+            speech=speech,
+            fleet=fleet,
+            targets=self.targets,
+            renderer=self.renderer,
+            sender=self.sender,
+            chunks=self.chunks,
+            config=self.config,
+            policy=self.policy,
+            deferred_grace_s=deferred_grace_s,
+            clock=clock,
+        )
+        self.receipts = Receipts(self.ledger, self.lifecycle.airings, self.chunks, self.config, clock)
+        self.dispatcher = Dispatcher(sessions, self.lifecycle, self.receipts, self.chunks, self.ledger)
+        self._started = False
+
+    # ------------------------------------------------------------------ lifecycle
+
+    def start(self) -> None:
+        if self._started:
+            return
+        self._started = True
+        if self.fleet is not None:
+            self.fleet.add_event_listener(self.dispatcher.post_receipt)
+            self.fleet.add_online_listener(self._on_online)
+        self.dispatcher.start()
+
+    def stop(self) -> None:
+        """Stop airing: nothing new goes on air from now on (not even a render finishing during or
+        after the stop), renders are abandoned, then the dispatcher ends its batch in progress.
+        What was in progress is picked up again at the next start."""
+        self.lifecycle.stopping = True
+        self.renderer.close()
+        self.dispatcher.stop()
+
+    def registry_changed(self, *_: Any) -> None:
+        """Registry hook: zones and members are re-read at the next decision."""
+        self.targets.invalidate()
+
+    def _on_online(self, speaker: str, online: bool) -> None:  # fleet thread
+        if online:
+            self.dispatcher.post_online(speaker)
+
+    # ------------------------------------------------------------------ requests
+
+    def submit(
+        self,
+        ann: domain.Announcement,
+        *,
+        approved: bool = True,
+        schedule_id: int | None = None,
+        fire_time: datetime | None = None,
+        valid_until: datetime | None = None,
+    ) -> int:
+        """Persist the announcement, its broadcast and one delivery per target cluster; return the
+        broadcast id at once. Rendering and airing happen on workers. Raises BroadcastError."""
+        checked = self.validator.check(Draft.of(ann), check_time=False)
+        tier = checked.tier
+        for name, value in (("fire_time", fire_time), ("valid_until", valid_until)):
+            if value is not None and value.tzinfo is None:
+                raise BroadcastError(f"Thời điểm '{name}' phải có múi giờ (ví dụ 2024-03-15T07:30:00+07:00).")
+        now = self.clock()
+        at = checked.at.timestamp() if checked.at is not None else None
+        future = at is not None and at > now + self.config.lead_s
+        if not approved:
+            state = BroadcastState.PENDING_APPROVAL
+        elif future:
+            state = BroadcastState.SCHEDULED
+        else:
+            state = BroadcastState.RENDERING
+        try:
+            with self.sessions.begin() as session:
+                if schedule_id is not None and fire_time is not None:
+                    existing = self.ledger.existing(session, schedule_id, fire_time)
+                    if existing is not None:
+                        _LOGGER.info("schedule %s at %s already aired as #%s", schedule_id, fire_time, existing)
+                        return existing
+                speakers = self._resolve(session, ann.targets)
+                base = at if future and at is not None else now
+                if valid_until is not None:
+                    until = valid_until.timestamp()
+                else:
+                    until = self._validity(session, tier, base, speakers)
+                new = NewBroadcast(ann, tier, state, approved, at, until, speakers, schedule_id, fire_time)
+                broadcast_id = self.ledger.insert(session, new, now=now)
+        except IntegrityError:
+            # Another thread aired the same (schedule, fire time) between our check and insert.
+            if schedule_id is None or fire_time is None:
+                raise
+            with self.sessions() as session:
+                existing = self.ledger.existing(session, schedule_id, fire_time)
+            if existing is None:
+                raise
+            return existing
+        self.titles.remember(broadcast_id, ann.title or ann.text[:60])
+        _LOGGER.info("broadcast %s submitted: %s, %s targets, %s", broadcast_id, tier, len(speakers), state)
+        if state is BroadcastState.SCHEDULED and at is not None:
+            self.dispatcher.post_defer(broadcast_id, at)
+        # Rendered ahead even when scheduled or awaiting approval (the approver can listen to it).
+        self.dispatcher.post_render(broadcast_id, tier, air=state is BroadcastState.RENDERING)
+        return broadcast_id
+
+    def record_missed(
+        self, ann: domain.Announcement, *, schedule_id: int, fire_time: datetime, reason: str
+    ) -> int | None:
+        """One fire time of a schedule that did not air (the controller was down past the grace):
+        a ``missed`` broadcast with a ``missed`` delivery per cluster. None when that airing is
+        already recorded (aired or missed)."""
+        now = self.clock()
+        tier = Tier(ann.tier)
+        try:
+            with self.sessions.begin() as session:
+                if self.ledger.existing(session, schedule_id, fire_time) is not None:
+                    return None
+                try:
+                    speakers = self._resolve(session, ann.targets)
+                except BroadcastError:
+                    speakers = ()
+                at = fire_time.timestamp()
+                new = NewBroadcast(ann, tier, BroadcastState.MISSED, True, at, at, speakers, schedule_id, fire_time)
+                return self.ledger.record_missed(session, new, reason, now=now)
+        except IntegrityError:
+            return None  # aired or recorded by someone else in the meantime
+
+    def approve(self, announcement_id: int, by: str) -> None:
+        """Approve a pending announcement: its broadcasts are scheduled or aired now."""
+        self.dispatcher.call(lambda session: self.lifecycle.approve(session, announcement_id, by))
+
+    def reject(self, announcement_id: int, by: str, reason: str = "") -> None:
+        self.dispatcher.call(lambda session: self.lifecycle.reject(session, announcement_id, by, reason))
+
+    def air(self, broadcast_id: int) -> None:
+        """Air a scheduled broadcast now. Idempotent: one not waiting for its time is left alone."""
+        self.dispatcher.post_air(broadcast_id)
+
+    def cancel(self, broadcast_id: int, by: str | None = None) -> bool:
+        """Cancel: stop it where it plays, drop what is queued, unschedule it if deferred.
+        Returns False when it had already finished (or does not exist)."""
+        reason = "Hủy" + (f" bởi {by}" if by else "")
+        return bool(self.dispatcher.call(lambda session: self.lifecycle.cancel(session, broadcast_id, reason)))
+
+    def stop_all(self, by: str | None = None, reason: str = "") -> None:
+        """Stop everything now: a stop command to every zone and cluster, every airing cancelled."""
+        text = "Dừng tất cả" + (f" bởi {by}" if by else "") + (f": {reason}" if reason else "")
+        self.dispatcher.call(lambda session: self.lifecycle.stop_all(session, text, reason))
+
+    def set_volume(self, targets: list[str], volume: int, by: str | None = None) -> list[str]:
+        """See ``volume.set_volume``."""
+        if isinstance(targets, str) or not targets:
+            raise BroadcastError("Hãy chọn nơi đặt âm lượng: tất cả, mã khu vực hoặc mã cụm loa.", field="targets")
+        return set_volume(self.sessions, self.transport, self.ledger, targets, volume, by=by, clock=self.clock)
+
+    # ------------------------------------------------------------------ reads
+
+    def get(self, broadcast_id: int) -> dict[str, Any] | None:
+        with self.sessions() as session:
+            return get_broadcast(session, broadcast_id)
+
+    def list(self, *, limit: int = 50, offset: int = 0, state: str | None = None) -> list[dict[str, Any]]:
+        with self.sessions() as session:
+            return list_broadcasts(session, limit=limit, offset=offset, state=state)
+
+    def title_of(self, broadcast_id: str | int) -> str | None:
+        """Title of a broadcast, by id or by the id nodes report (``"12"``, ``"12-r1"``)."""
+        return self.titles.lookup(broadcast_id)
+
+    def active_ids(self) -> list[int]:
+        return sorted(self.lifecycle.airings)
+
+    @property
+    def stats(self) -> dict[str, int]:
+        d = self.dispatcher.stats
+        return {
+            "events": self.receipts.events,
+            "chunks_published": self.chunks.published,
+            "chunk_requests_deduped": self.chunks.deduped,
+            "plays_published": self.sender.plays_published,
+            "batches_failed": d.batches_failed,
+            "ticks_failed": d.ticks_failed,
+            "items_retried": d.items_retried,
+            "items_dropped": d.items_dropped,
+            "reloads": d.reloads,
+        }
+
+    # ------------------------------------------------------------------ helpers
+
+    def _resolve(self, session: Session, targets: tuple[str, ...] | list[str]) -> tuple[str, ...]:
+        try:
+            return resolve(session, targets).speakers
+        except TargetError as exc:
+            raise BroadcastError(exc.message, field="targets") from exc
+
+    def _validity(self, session: Session, tier: Tier, base: float, speakers: tuple[str, ...]) -> float:
+        valid_s = self.config.emergency_valid_s if tier is Tier.EMERGENCY else self.config.normal_valid_s
+        zones = self.targets.zone_map(session)
+        return validity_end(tier, base, speakers, zones, self.policy, valid_s)
+
+    def _recent_audio_keys(self) -> list[str]:
+        with self.sessions() as session:
+            return list(
+                session.scalars(
+                    select(Broadcast.audio_key)
+                    .where(Broadcast.audio_key.is_not(None))
+                    .order_by(Broadcast.id.desc())
+                    .limit(_RECENT_AUDIO)
+                )
+            )
+
+
+__all__ = ["DEFAULT_DEFERRED_GRACE_S", "BroadcastManager"]

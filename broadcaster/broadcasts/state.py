@@ -1,0 +1,74 @@
+"""In-memory state of the airings in progress, shared by the dispatcher, arbitration and receipts.
+
+An :class:`Airing` is a broadcast that is due, approved and rendered, from the moment it is queued
+until every one of its deliveries has ended. Only the dispatcher thread changes airings; arbitration
+reads them (never writes) and returns decisions that the dispatcher applies.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from broadcaster.domain import Tier
+from speakers.protocol import AudioRef
+
+
+def wire_id(broadcast_id: int, attempt: int = 0) -> str:
+    """The ``broadcast_id`` sent to nodes for one attempt of a broadcast on a cluster.
+
+    Nodes remember the ids they finished and would take a re-airing under the same id for a
+    duplicate, so attempt n > 0 goes out as ``"12-r<n>"``."""
+    return str(broadcast_id) if attempt == 0 else f"{broadcast_id}-r{attempt}"
+
+
+def parse_wire_id(value: str | None) -> tuple[int, int] | None:
+    """``"12"`` -> (12, 0), ``"12-r1"`` -> (12, 1); None for anything else."""
+    if not value:
+        return None
+    head, sep, tail = value.partition("-r")
+    try:
+        bid, attempt = int(head), (int(tail) if sep else 0)
+    except ValueError:
+        return None
+    # Ids live in 64-bit database columns; a bigger number is nobody's broadcast.
+    if not (0 < bid < 2**63 and 0 <= attempt < 1000):
+        return None
+    return bid, attempt
+
+
+@dataclass
+class Airing:
+    """A broadcast being aired (see the module docstring)."""
+
+    id: int
+    tier: Tier
+    order: int  # arrival order (the broadcast id): a re-queued item keeps its place
+    title: str
+    audio_key: str
+    audio: AudioRef
+    duration: float
+    valid_until: float
+    whole_zones: set[str]  # zones targeted as a whole (one zone publish serves them)
+    pending: set[str] = field(default_factory=set)  # clusters that still have to get it
+    active: dict[str, tuple[float, float]] = field(default_factory=dict)  # cluster -> (start, end)
+    requeues: dict[str, int] = field(default_factory=dict)
+    # Attempt number per cluster (see wire_id); receipts of an older attempt are stale.
+    attempts: dict[str, int] = field(default_factory=dict)
+    preempted_by: dict[str, int] = field(default_factory=dict)
+    sent_at: dict[str, float] = field(default_factory=dict)  # cluster -> when its play went out
+    logged: set[tuple[str, str]] = field(default_factory=set)  # decisions already written to the log
+    started: bool = False
+    cancelled: bool = False
+    cancel_reason: str = ""
+
+
+@dataclass(frozen=True)
+class Hold:
+    """An item that is due but still rendering: it keeps its place in the queue on its clusters."""
+
+    id: int
+    tier: Tier
+    targets: frozenset[str]
+
+
+__all__ = ["Airing", "Hold", "parse_wire_id", "wire_id"]
