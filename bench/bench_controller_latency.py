@@ -28,6 +28,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from broadcaster.broadcasts import BroadcastsConfig  # noqa: E402
+from broadcaster.demo import Demo  # noqa: E402
 from broadcaster.services import build_services  # noqa: E402
 from broadcaster.settings import load_settings  # noqa: E402
 from broadcaster.web import create_app  # noqa: E402
@@ -69,8 +70,10 @@ def main() -> int:
     )
     services = build_services(settings, broadcasts_config=BroadcastsConfig(lead_s=args.lead))
     add_user(services.sessions, "bench", "bench-password", "admin")  # so the demo prints no admin
+    demo = Demo(services)
+    demo.prepare()
     services.start()
-    sim = services.extras["simulator"]
+    sim = demo.start()
     app = create_app(settings, services, {"TESTING": True})
     client = app.test_client()
     token = create_token(services.sessions, "bench")
@@ -119,6 +122,7 @@ def main() -> int:
             f"{spread:>12.1f}"
         )
     print("spread = worst start difference between the 9 clusters (true wall time)")
+    demo.stop()
     services.close()
     return 0
 

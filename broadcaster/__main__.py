@@ -84,6 +84,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
     import waitress
 
     from broadcaster.broker import BrokerError
+    from broadcaster.demo import Demo
     from broadcaster.scheduling.lock import SchedulerLockedError
     from broadcaster.services import build_services
     from broadcaster.transport import TransportError
@@ -95,19 +96,26 @@ def cmd_serve(args: argparse.Namespace) -> int:
     settings.ensure_instance()
     services = build_services(settings)
     app = create_app(settings, services)
+    demo = Demo(services) if settings.demo else None
     # SIGTERM (systemd, docker stop) must stop the managed broker and the workers too.
     signal.signal(signal.SIGTERM, _raise_keyboard_interrupt)
     try:
+        if demo is not None:
+            demo.prepare()  # the demo clusters' accounts exist before the managed broker starts
         services.start()
     except (BrokerError, SchedulerLockedError, TransportError) as exc:  # start() already stopped what ran
         print(f"error: {exc}", file=sys.stderr)
         return 1
     try:
+        if demo is not None:
+            demo.start()
         print(f"Loa xã: http://{settings.host}:{settings.port}/", flush=True)
         waitress.serve(app, host=settings.host, port=settings.port, threads=8, ident="loa-xa")
     except KeyboardInterrupt:
         pass
     finally:
+        if demo is not None:
+            demo.stop()
         shutdown_app(app)  # the web workers first: their jobs use the services
         services.stop()
     return 0

@@ -115,12 +115,11 @@ def ensure_admin(services: Services) -> tuple[str, str] | None:
     return DEMO_ADMIN, password
 
 
-def start_simulator(services: Services, **overrides: Any) -> Any:
+def start_simulator(services: Services, credentials: dict[str, str], **overrides: Any) -> Any:
     """Start the nine simulated clusters against the controller's broker; returns the Simulator."""
     from speakers.simulator import Simulator
 
-    creds = services.extras.get("demo_credentials") or seed(services)
-    broker = services.extras.get("broker")
+    broker = services.broker
     if broker is not None:
         base = f"mqtt://{broker.host}:{broker.port}"
     else:
@@ -130,7 +129,7 @@ def start_simulator(services: Services, **overrides: Any) -> Any:
     interval = services.fleet_config.health_interval_s if services.fleet_config else 10.0
     options: dict[str, Any] = {
         "prefix": services.settings.mqtt_prefix,
-        "credentials": lambda sid: (sid, creds[sid]),
+        "credentials": lambda sid: (sid, credentials[sid]),
         "clock_skew_s": DEMO_CLOCK_SKEW_S,
         "health_interval_s": interval,
         "cache_root": services.settings.instance / "demo" / "cache",
@@ -143,4 +142,31 @@ def start_simulator(services: Services, **overrides: Any) -> Any:
     return sim
 
 
-__all__ = ["DEMO_SPEAKERS", "DEMO_ZONES", "ensure_admin", "seed", "start_simulator"]
+class Demo:
+    """``serve --demo`` around the controller: ``prepare()`` before ``Services.start()`` (the
+    managed broker must know the clusters' accounts when it starts), ``start()`` after it,
+    ``stop()`` before ``Services.stop()``."""
+
+    def __init__(self, services: Services) -> None:
+        self.services = services
+        self.credentials: dict[str, str] = {}
+        self.admin: tuple[str, str] | None = None
+        self.simulator: Any = None
+
+    def prepare(self) -> None:
+        self.credentials = seed(self.services)
+        self.admin = ensure_admin(self.services)
+
+    def start(self, **overrides: Any) -> Any:
+        if not self.credentials:
+            self.prepare()
+        self.simulator = start_simulator(self.services, self.credentials, **overrides)
+        return self.simulator
+
+    def stop(self) -> None:
+        simulator, self.simulator = self.simulator, None
+        if simulator is not None:
+            simulator.stop()
+
+
+__all__ = ["DEMO_SPEAKERS", "DEMO_ZONES", "Demo", "ensure_admin", "seed", "start_simulator"]

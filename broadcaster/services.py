@@ -2,8 +2,9 @@
 
 Nothing starts on construction; ``Services.start()`` starts, in this order, the managed broker (when
 no ``mqtt_url`` is configured), the fleet monitor and the broadcast dispatcher (which subscribe on
-the transport), the MQTT link, the scheduler and, with ``--demo``, the simulated clusters.
-``stop()`` stops them in reverse order and joins their threads.
+the transport), the MQTT link and the scheduler. ``stop()`` stops them in reverse order and joins
+their threads. The demo (``serve --demo``) is not wired here: ``broadcaster.demo`` seeds and runs it
+around ``start()``/``stop()``.
 
 The managed broker (``broadcaster.broker.ManagedBroker``) lives in ``<instance>/mosquitto/``; its
 users are the controller (password generated once and kept there) and every enabled speaker of the
@@ -20,8 +21,9 @@ import hashlib
 import logging
 import threading
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
+from zoneinfo import ZoneInfo
 
 from sqlalchemy import Engine
 from sqlalchemy.orm import Session, sessionmaker
@@ -30,9 +32,12 @@ from broadcaster.db import create_schema, make_engine, make_session_factory
 from broadcaster.settings import Settings
 
 if TYPE_CHECKING:
-    from broadcaster.broadcasts import BroadcastManager, BroadcastsConfig
+    from broadcaster.broadcasts import AnnouncementValidator, BroadcastManager, BroadcastsConfig
+    from broadcaster.broadcasts.views import BroadcastTitles
+    from broadcaster.broker import ManagedBroker
     from broadcaster.fleet import Fleet, FleetConfig
     from broadcaster.fleet.registry import Registry, RegistryChange
+    from broadcaster.fleet.targets import TargetResolver
     from broadcaster.scheduling import SchedulerService
     from broadcaster.speech import SpeechService
     from broadcaster.textnorm import Normalizer
@@ -60,6 +65,8 @@ def controller_client_id(settings: Settings) -> str:
 
 @dataclass
 class Services:
+    """The controller's parts, wired by :func:`build_services`. Typed fields, nothing hidden."""
+
     settings: Settings
     db_engine: Engine
     sessions: sessionmaker[Session]
@@ -69,10 +76,14 @@ class Services:
     broadcasts: BroadcastManager
     scheduler: SchedulerService | None
     registry: Registry
+    targets: TargetResolver
+    validator: AnnouncementValidator
+    titles: BroadcastTitles
     normalizer: Normalizer | None = None
     fleet_config: FleetConfig | None = None
     broadcasts_config: BroadcastsConfig | None = None
-    extras: dict[str, Any] = field(default_factory=dict)  # managed broker, demo simulator, credentials
+    broker: ManagedBroker | None = None  # the managed Mosquitto, while it runs
+    broker_sync: BrokerSync | None = None
     started: bool = False
 
     # ------------------------------------------------------------------ lifecycle
@@ -91,11 +102,6 @@ class Services:
 
     def _start(self) -> None:
         settings = self.settings
-        if settings.demo:
-            from broadcaster import demo
-
-            self.extras["demo_credentials"] = demo.seed(self)
-            demo.ensure_admin(self)
         if settings.mqtt_url is None:
             url = self._start_managed_broker()
         else:
@@ -111,10 +117,6 @@ class Services:
             _LOGGER.warning("MQTT broker not reachable yet; the controller keeps trying in the background")
         if self.scheduler is not None:
             self.scheduler.start()
-        if settings.demo:
-            from broadcaster import demo
-
-            self.extras["simulator"] = demo.start_simulator(self)
         _LOGGER.info("controller started")
 
     def stop(self) -> None:
@@ -122,14 +124,12 @@ class Services:
         if not self.started:
             return
         self.started = False
-        simulator = self.extras.pop("simulator", None)
         steps: list[tuple[str, Any]] = [
-            ("simulator", simulator.stop if simulator is not None else None),
             ("scheduler", self.scheduler.shutdown if self.scheduler is not None else None),
             ("broadcasts", self.broadcasts.stop),
             ("transport", self.transport.stop),
             ("fleet", self.fleet.stop),
-            ("broker", self._stop_managed_broker if "broker" in self.extras else None),
+            ("broker", self._stop_managed_broker if self.broker is not None else None),
         ]
         for name, fn in steps:
             if fn is None:
@@ -182,8 +182,8 @@ class Services:
             broker = make(None)
             broker.start()
         port_file.write_text(f"{broker.port}\n")
-        self.extras["broker"] = broker
-        self.extras["broker_sync"] = BrokerSync(broker, self.sessions)
+        self.broker = broker
+        self.broker_sync = BrokerSync(broker, self.sessions)
         if self._broker_sync not in self.registry.on_change:
             self.registry.on_change.append(self._broker_sync)
         _LOGGER.info("managed broker on 127.0.0.1:%s (%s clusters)", broker.port, len(hashes))
@@ -191,16 +191,18 @@ class Services:
 
     def _broker_sync(self, change: RegistryChange) -> None:
         """Registry hook: keep the managed broker's password file and ACL in step (batched)."""
-        syncer = self.extras.get("broker_sync")
+        syncer = self.broker_sync
         if syncer is None or change.speaker_id is None:
             return
         syncer.mark(change.speaker_id)
 
     def _stop_managed_broker(self) -> None:
-        syncer = self.extras.pop("broker_sync", None)
+        syncer, self.broker_sync = self.broker_sync, None
         if syncer is not None:
             syncer.stop()
-        self.extras["broker"].stop()
+        broker, self.broker = self.broker, None
+        if broker is not None:
+            broker.stop()
 
 
 # How long the broker-sync worker gathers registry changes before one reload (~0.1 s each).
@@ -308,12 +310,15 @@ def build_services(
     """Wire the controller. Opens and migrates the database; starts nothing.
 
     ``fleet_config``/``broadcasts_config`` default to the settings' ``fleet``/``broadcasts``
-    sections when present, else to their defaults (the demo sends health every 10 s). Tests may
+    sections (with ``--demo`` and no fleet section, clusters report health every 10 s). Tests may
     pass their own ``transport``.
     """
-    from broadcaster.broadcasts import BroadcastManager
+    from broadcaster.broadcasts import AnnouncementValidator, BroadcastManager, Limits
+    from broadcaster.broadcasts.views import BroadcastTitles
     from broadcaster.fleet import Fleet, FleetConfig
     from broadcaster.fleet.registry import Registry
+    from broadcaster.fleet.targets import TargetResolver
+    from broadcaster.lexicon import LexiconStore
     from broadcaster.speech import SpeechService
     from broadcaster.textnorm import Normalizer
     from broadcaster.transport.mqtt import MqttTransport
@@ -336,25 +341,37 @@ def build_services(
     if transport is None:
         transport = MqttTransport(settings.mqtt_url, controller_client_id(settings), topics)
     registry = Registry(sessions)
-    fleet = Fleet(sessions, transport, fleet_config)
+    targets = TargetResolver(sessions)
+    titles = BroadcastTitles(sessions)
+    lexicon = LexiconStore(sessions)
+    validator = AnnouncementValidator(
+        Limits.from_settings(settings),
+        targets=targets,
+        engine_names=lambda: {e["name"] for e in speech.engines()},
+        speakable=lambda text: speech.normalize(text, lexicon.overrides()),
+        audio_exists=speech.store.has,
+        tz=ZoneInfo(settings.timezone),
+    )
+    fleet = Fleet(sessions, transport, fleet_config, titles=titles.lookup)
     broadcasts = BroadcastManager(
         sessions,
         speech,
         transport,
         fleet,
         broadcasts_config,
+        targets=targets,
+        validator=validator,
+        titles=titles,
         timezone=settings.timezone,
-        max_chars=settings.textnorm.max_chars,
+        deferred_grace_s=float(settings.scheduling.misfire_grace_s),
     )
     registry.on_change.append(fleet.registry_changed)
-    registry.on_change.append(broadcasts.registry_changed)
+    registry.on_change.append(targets.invalidate)
     scheduler_service = None
     if scheduler:
         from broadcaster.scheduling import SchedulerService
 
-        scheduler_service = SchedulerService(settings, sessions, broadcasts, speech)
-        broadcasts.defer = scheduler_service.schedule_broadcast
-        broadcasts.undefer = scheduler_service.unschedule_broadcast
+        scheduler_service = SchedulerService(settings, sessions, broadcasts, speech, validator)
     return Services(
         settings=settings,
         db_engine=engine,
@@ -365,6 +382,9 @@ def build_services(
         broadcasts=broadcasts,
         scheduler=scheduler_service,
         registry=registry,
+        targets=targets,
+        validator=validator,
+        titles=titles,
         normalizer=normalizer,
         fleet_config=fleet_config,
         broadcasts_config=broadcasts_config,

@@ -20,7 +20,7 @@ ALLOWED = {
     "requests": {"broadcaster/tts/gtts_engine.py"},
     "piper": {"broadcaster/tts/piper_engine.py"},
     "pydub": {"broadcaster/audio/render.py"},
-    "apscheduler": {"broadcaster/scheduling/service.py"},
+    "apscheduler": {"broadcaster/scheduling/apsched.py"},
     "waitress": {"broadcaster/__main__.py"},
     "yaml": {"speakers/yamlio.py"},
     "docx": {"broadcaster/web/documents.py"},

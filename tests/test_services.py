@@ -29,7 +29,7 @@ def _settings(instance: Path, **overrides: object):  # type: ignore[no-untyped-d
 
 
 def _node(services: Services, speaker: str, password: str) -> MqttTransport:
-    broker = services.extras["broker"]
+    broker = services.broker
     t = MqttTransport(
         f"mqtt://{speaker}:{password}@127.0.0.1:{broker.port}", f"node-{speaker}", reconnect_min_s=0.2
     )
@@ -40,9 +40,10 @@ def _node(services: Services, speaker: str, password: str) -> MqttTransport:
 def test_nothing_starts_before_start(tmp_path: Path) -> None:
     services = build_services(_settings(tmp_path / "inst"))
     try:
-        assert "broker" not in services.extras and not services.transport.connected
+        assert services.broker is None and not services.transport.connected
         assert services.scheduler is not None and not services.scheduler.running
-        assert services.broadcasts.defer == services.scheduler.schedule_broadcast
+        assert services.scheduler.broadcasts is services.broadcasts
+        assert services.broadcasts.validator is services.validator is services.scheduler.book.validator
         assert services.registry is not None and services.normalizer is not None
     finally:
         services.close()
@@ -63,7 +64,7 @@ def test_managed_broker_follows_the_registry_and_keeps_its_port(tmp_path: Path) 
             "loa/speakers/loa-01/status", proto.Status(online=True, zone="thon-1").encode(), retain=True
         )
         wait_until(lambda: services.fleet.is_online("loa-01"), what="fleet sees loa-01")
-        port = services.extras["broker"].port
+        port = services.broker.port
         node.stop()
         node = None
         services.registry.update_speaker("loa-01", enabled=False)
@@ -79,16 +80,21 @@ def test_managed_broker_follows_the_registry_and_keeps_its_port(tmp_path: Path) 
     again = build_services(_settings(instance))
     again.start()
     try:
-        assert again.extras["broker"].port == port
+        assert again.broker.port == port
         assert again.transport.connected
     finally:
         again.close()
 
 
 def test_serve_demo_gives_a_living_system(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from broadcaster.demo import Demo
+
     instance = tmp_path / "demo"
     services = build_services(_settings(instance, demo=True))
+    demo = Demo(services)
+    demo.prepare()
     services.start()
+    demo.start()
     try:
         out = capsys.readouterr().out
         assert "admin" in out and "mật khẩu" in out
@@ -106,15 +112,20 @@ def test_serve_demo_gives_a_living_system(tmp_path: Path, capsys: pytest.Capture
         )
         assert [d["state"] for d in b["deliveries"]] == ["done"] * 3
     finally:
+        demo.stop()
         services.close()
     # A second start reuses the seeded clusters, their credentials and the admin account.
     services = build_services(_settings(instance, demo=True))
+    demo = Demo(services)
+    demo.prepare()
     services.start()
+    demo.start()
     try:
         assert "mật khẩu" not in capsys.readouterr().out
         wait_until(lambda: len(services.fleet.online_ids()) == 9, timeout=20, what="9 clusters online again")
         assert len(services.registry.list_speakers()) == 9
     finally:
+        demo.stop()
         services.close()
 
 
@@ -127,8 +138,8 @@ def test_a_burst_of_registry_changes_costs_one_broker_reload(tmp_path: Path) -> 
     try:
         services.registry.create_zone("thon-1", "Thôn Đông")
         passwords = {}
-        syncer = services.extras["broker_sync"]
-        broker = services.extras["broker"]
+        syncer = services.broker_sync
+        broker = services.broker
         for i in range(1, 41):
             sid = f"loa-{i:02d}"
             _, passwords[sid] = services.registry.create_speaker(sid, f"Cụm loa {i}", "thon-1")

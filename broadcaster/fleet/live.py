@@ -84,13 +84,16 @@ class Fleet:
         transport: Transport,
         config: FleetConfig | None = None,
         clock: Callable[[], float] = time.time,
+        *,
+        titles: Callable[[str], str | None] | None = None,
     ) -> None:
+        """``titles``: broadcast id as nodes report it -> title, for "now playing"."""
         self.sessions = sessions
         self.transport = transport
         self.config = config or FleetConfig()
         self.clock = clock
         self.ingest = Ingest(transport, self._enqueue, clock)
-        self.title_lookup: Callable[[str], str | None] | None = None  # broadcast id -> title
+        self.titles = titles
         self._queue: queue.Queue[tuple[str, str, Any, float] | None] = queue.Queue()
         self._live: dict[str, _Live] = {}
         self._lock = threading.RLock()
@@ -521,9 +524,9 @@ class Fleet:
         playing = None
         if playing_id and live.online():
             title = None
-            if self.title_lookup is not None:
+            if self.titles is not None:
                 try:
-                    title = self.title_lookup(playing_id)
+                    title = self.titles(playing_id)
                 except Exception:
                     _LOGGER.exception("title lookup failed")
             playing = {"broadcast_id": _int_or_str(playing_id), "title": title}

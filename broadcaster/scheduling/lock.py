@@ -17,7 +17,9 @@ import logging
 import os
 import socket
 import threading
+import time
 import uuid
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import IO, Protocol
@@ -83,12 +85,23 @@ class FileLock:
 
 
 class LeaseLock:
-    """A lease row ``settings[scheduler.lease] = {owner, expires}`` renewed every third of its life."""
+    """A lease row ``settings[scheduler.lease] = {owner, expires}`` renewed every third of its life.
 
-    def __init__(self, sessions: sessionmaker[Session], lease_s: int = 30) -> None:
+    When the lease is lost (another process took it over after it expired, or it could not be
+    renewed for a whole lease), ``on_lost(holder)`` is called once and renewal stops: the owner
+    must stop firing jobs at once, since another scheduler now fires them."""
+
+    def __init__(
+        self,
+        sessions: sessionmaker[Session],
+        lease_s: int = 30,
+        on_lost: Callable[[str], None] | None = None,
+    ) -> None:
         self.sessions = sessions
         self.lease_s = lease_s
+        self.on_lost = on_lost
         self.owner = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
+        self.lost = threading.Event()
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
 
@@ -130,14 +143,26 @@ class LeaseLock:
         self._thread.start()
 
     def _renew(self) -> None:
+        last_ok = time.monotonic()
         while not self._stop.wait(self.lease_s / 3):
             try:
                 holder = self._try()
             except Exception:
                 _LOGGER.exception("could not renew the scheduler lease")
+                if time.monotonic() - last_ok < self.lease_s:
+                    continue
+                holder = "unknown (the lease could not be renewed before it expired)"
+            if holder is None:
+                last_ok = time.monotonic()
                 continue
-            if holder is not None:
-                _LOGGER.error("scheduler lease taken over by %s", holder)
+            _LOGGER.error("scheduler lease taken over by %s; this scheduler stops firing jobs", holder)
+            self.lost.set()
+            if self.on_lost is not None:
+                try:
+                    self.on_lost(holder)
+                except Exception:
+                    _LOGGER.exception("scheduler lease: on_lost failed")
+            return
 
     def release(self) -> None:
         self._stop.set()
@@ -151,13 +176,18 @@ class LeaseLock:
 
 
 def lock_for(
-    db_url: str, instance: Path, sessions: sessionmaker[Session], lease_s: int = 30
+    db_url: str,
+    instance: Path,
+    sessions: sessionmaker[Session],
+    lease_s: int = 30,
+    on_lost: Callable[[str], None] | None = None,
 ) -> SchedulerLock:
-    """The right lock for a database URL (see the module docstring)."""
+    """The right lock for a database URL (see the module docstring). ``on_lost``: see LeaseLock
+    (a file lock is never lost while the process lives)."""
     url = make_url(db_url)
     if url.get_backend_name() == "sqlite":
         database = url.database
         if database and database != ":memory:" and not database.startswith("file:"):
             return FileLock(Path(database).resolve().with_name(Path(database).name + ".scheduler-lock"))
         return FileLock(instance.resolve() / "scheduler.lock")
-    return LeaseLock(sessions, lease_s)
+    return LeaseLock(sessions, lease_s, on_lost)

@@ -30,7 +30,6 @@ from pydantic import (
 
 from broadcaster.domain import ALL_TARGETS, Tier, nfc
 from broadcaster.models import Approval
-from speakers.protocol import valid_id
 
 KINDS = ("once", "daily", "weekdays", "weekly", "cron")
 DAY_NAMES = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
@@ -45,8 +44,6 @@ _DAY_ALIASES = {
     "t7": "sat",
     "cn": "sun",
 }
-MAX_TEXT = 10_000  # about 20 minutes read aloud; a longer text is a mistake, not a bulletin
-MAX_REPEAT = 5
 _HHMM_RE = re.compile(r"^([01]\d|2[0-3]):([0-5]\d)$")
 _CRON_FIELD_RE = re.compile(r"^[A-Za-z0-9*/,-]+$")
 _CRON_DOW_NAMES = {"sun": 0, "mon": 1, "tue": 2, "wed": 3, "thu": 4, "fri": 5, "sat": 6}
@@ -104,14 +101,14 @@ class ScheduleFields(BaseModel):
 
     name: str | None = Field(None, max_length=200, description="Short name in lists; default the title.")
     title: str = Field("", max_length=300, description="Title read in the log and the week view.")
-    text: str = Field(..., min_length=1, max_length=MAX_TEXT, description="What is read aloud.")
+    # Limits of the bulletin fields (length, repeat, targets, engine) come from the settings and
+    # are checked by the one announcement validator (broadcasts/validation.py), not here.
+    text: str = Field(..., min_length=1, description="What is read aloud.")
     tier: Tier = Field(Tier.NORMAL, description="normal, priority or emergency.")
     targets: list[str] = Field(
         default_factory=lambda: [ALL_TARGETS], min_length=1, description='"all", zone ids or speaker ids.'
     )
-    repeat: int = Field(
-        1, ge=1, le=MAX_REPEAT, strict=True, description="Times the text is read in one airing."
-    )
+    repeat: int = Field(1, ge=1, strict=True, description="Times the text is read in one airing.")
     engine: str | None = Field(None, max_length=50, description="TTS engine; default the configured order.")
     voice: str | None = Field(None, max_length=100, description="Voice of the engine.")
     kind: Literal["once", "daily", "weekdays", "weekly", "cron"] = Field(..., description="How it repeats.")
@@ -138,14 +135,6 @@ class ScheduleFields(BaseModel):
         if not value.strip():
             raise ValueError("text is empty")
         return value
-
-    @field_validator("targets", mode="after")
-    @classmethod
-    def _targets(cls, value: list[str]) -> list[str]:
-        bad = [t for t in value if t != ALL_TARGETS and not valid_id(t)]
-        if bad:
-            raise ValueError(f"invalid target id(s): {', '.join(map(repr, bad))}")
-        return list(dict.fromkeys(value))
 
     @field_validator("time", mode="before")
     @classmethod

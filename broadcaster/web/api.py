@@ -14,20 +14,17 @@ current state), 413 (body too large), 415 (body not JSON), 422 (a field that is 
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from typing import Any, NoReturn
 from zoneinfo import ZoneInfo
 
 from flask import Blueprint, Response, current_app, g, jsonify, request
-from sqlalchemy import select
 from sqlalchemy.exc import OperationalError
 from werkzeug.exceptions import HTTPException
 
-from broadcaster.broadcasts import BroadcastError
-from broadcaster.domain import Announcement, Source, Tier, nfc
+from broadcaster.broadcasts import AnnouncementInvalid, BroadcastError, Draft
+from broadcaster.domain import Source, Tier, nfc
 from broadcaster.fleet.registry import Registry, RegistryError
-from broadcaster.models import LexiconEntry
 from broadcaster.reports import (
     LogFilters,
     ReportError,
@@ -40,8 +37,7 @@ from broadcaster.reports import (
 )
 from broadcaster.scheduling.spec import ScheduleError
 from broadcaster.transport import TransportError
-from broadcaster.web import MAX_TITLE, max_repeat, services_of
-from broadcaster.web.engines import unknown_engine
+from broadcaster.web import max_repeat, services_of
 from broadcaster.web.tokens import verify_token
 
 _LOGGER = logging.getLogger(__name__)
@@ -50,12 +46,8 @@ bp = Blueprint("api", __name__)
 
 # A JSON request body is a few kilobytes; an announcement text is at most textnorm.max_chars.
 MAX_BODY_BYTES = 1024 * 1024
-# A time this far behind "now" still counts as now (clocks of API clients drift).
-PAST_TOLERANCE = timedelta(seconds=60)
-MAX_AHEAD = timedelta(days=366)
 PUBLIC_ENDPOINTS = {"api.openapi", "api.health", "api.unknown", "api.unknown_root"}
 ALL_METHODS = ["GET", "POST", "PUT", "PATCH", "DELETE"]
-REGISTRY_KEY = "loa_registry"
 
 _HTTP_CODES = {
     400: "bad_request",
@@ -119,15 +111,8 @@ def _services() -> Any:
 
 
 def _registry() -> Registry:
-    """The services' registry (its on_change hooks update the managed broker); a bare one otherwise."""
-    services = _services()
-    registry = getattr(services, "registry", None)
-    if registry is None:
-        registry = current_app.extensions.get(REGISTRY_KEY)
-        if registry is None:
-            registry = current_app.extensions[REGISTRY_KEY] = Registry(services.sessions)
-            _LOGGER.warning("services have no registry: broker credentials are not updated from the API")
-    return registry
+    """The services' registry (its on_change hooks update the managed broker)."""
+    return _services().registry
 
 
 def _zone() -> ZoneInfo:
@@ -311,133 +296,36 @@ def openapi() -> Response:
 BROADCAST_FIELDS = {"text", "targets", "tier", "at", "repeat", "title", "engine", "voice"}
 
 
-def parse_at(value: Any, zone: ZoneInfo, now: datetime | None = None) -> datetime | None:
-    """An ISO 8601 ``at`` (naive = settings.timezone) -> aware UTC; None for "now". ApiError 422
-    when it is not a time, lies in the past beyond a minute, or more than a year ahead."""
-    if value is None or value == "":
-        return None
-    if not isinstance(value, str):
-        _fail(422, "Trường 'at' phải là thời điểm ISO 8601, ví dụ 2026-03-15T07:30:00+07:00.", field="at")
-    try:
-        parsed = datetime.fromisoformat(value.strip().replace("Z", "+00:00"))
-    except ValueError:
-        _fail(
-            422, f"'at' không phải thời điểm ISO 8601 hợp lệ: {value!r} (not an ISO 8601 time).", field="at"
-        )
-    if parsed.tzinfo is None:
-        parsed = parsed.replace(tzinfo=zone)
-    parsed = parsed.astimezone(UTC)
-    now = now or datetime.now(UTC)
-    if parsed < now - PAST_TOLERANCE:
-        _fail(422, "Thời điểm 'at' đã qua (at is in the past).", field="at")
-    if parsed > now + MAX_AHEAD:
-        _fail(422, "Thời điểm 'at' xa quá một năm (at is more than a year ahead).", field="at")
-    return parsed
-
-
-def _check_targets(value: Any) -> tuple[str, ...]:
-    if value is None:
-        _fail(
-            422, "Thiếu trường 'targets': [\"all\"], mã khu vực hoặc mã cụm loa (required).", field="targets"
-        )
-    if isinstance(value, str):
-        value = [value]
-    if not isinstance(value, list) or not value or not all(isinstance(t, str) and t for t in value):
-        _fail(
-            422, "'targets' phải là danh sách không rỗng các mã (a non-empty list of ids).", field="targets"
-        )
-    if len(value) > 1000:
-        _fail(422, "'targets' có quá nhiều mục (too many targets).", field="targets")
-    known = _registry().known_targets()
-    unknown = [t for t in value if t not in known]
-    if unknown:
-        _fail(
-            422,
-            f"Không có khu vực hay cụm loa: {', '.join(unknown[:20])} (unknown target).",
-            field="targets",
-        )
-    return tuple(dict.fromkeys(value))
-
-
-def _check_engine(engine: str | None) -> None:
-    names = unknown_engine(getattr(_services(), "speech", None), engine)
-    if names is not None:
-        _fail(
-            422,
-            f"Không có bộ đọc '{engine}'; dùng một trong: {', '.join(sorted(names))} (unknown engine).",
-            field="engine",
-        )
-
-
-def _lexicon() -> dict[str, str]:
-    with _services().sessions() as session:
-        return dict(session.execute(select(LexiconEntry.term, LexiconEntry.reading)).all())
-
-
-def _check_speakable(text: str) -> None:
-    """Normalize at the edge, so an unreadable text is a 422 now rather than a failed airing later."""
-    normalizer = getattr(_services(), "normalizer", None)
-    if normalizer is None:
-        return
-    from broadcaster.textnorm import NormalizationError
-
-    lexicon = _lexicon()
-    try:
-        (normalizer.with_overrides(lexicon) if lexicon else normalizer).normalize(text)
-    except NormalizationError as exc:
-        _fail(422, str(exc), field="text")
-
-
-def _max_chars() -> int:
-    settings = _services().settings
-    return int(getattr(getattr(settings, "textnorm", None), "max_chars", 20_000))
+def _invalid(exc: AnnouncementInvalid) -> NoReturn:
+    _fail(422, exc.message, field=exc.field)
 
 
 @bp.post("/broadcasts")
 def create_broadcast() -> tuple[Response, int, dict[str, str]]:
     data = _json_body()
     _check_keys(data, BROADCAST_FIELDS)
-    text = _str_field(data, "text", _max_chars(), required=True)
-    assert text is not None
-    targets = _check_targets(data.get("targets"))
-    tier_value = data.get("tier", Tier.NORMAL.value)
-    try:
-        tier = Tier(tier_value)
-    except ValueError:
-        _fail(422, f"'tier' phải là normal, priority hoặc emergency (got {tier_value!r}).", field="tier")
-    repeat = data.get("repeat", 1)
-    most = max_repeat(_services().settings)
-    if isinstance(repeat, bool) or not isinstance(repeat, int) or not 1 <= repeat <= most:
-        _fail(422, f"'repeat' phải là số nguyên từ 1 đến {most}.", field="repeat")
-    title = _str_field(data, "title", MAX_TITLE) or ""
-    engine = _str_field(data, "engine", 50) or None
-    voice = _str_field(data, "voice", 100) or None
-    _check_engine(engine)
-    at = parse_at(data.get("at"), _zone())
-    _check_speakable(text)
-    ann = Announcement(
-        text=text,
-        tier=tier,
-        targets=targets,
-        title=title,
-        repeat=repeat,
-        engine=engine,
-        voice=voice,
-        at=at,
-        author=_actor(),
-        source=Source.API,
+    draft = Draft(
+        text=data.get("text"),
+        title=data.get("title"),
+        tier=data.get("tier", Tier.NORMAL.value),
+        targets=data.get("targets"),
+        repeat=data.get("repeat", 1),
+        engine=data.get("engine"),
+        voice=data.get("voice"),
+        at=data.get("at"),
     )
-    broadcast_id = _submit(lambda: _services().broadcasts.submit(ann, approved=True))
-    _LOGGER.info("API %s: broadcast %s (%s) to %s", _actor(), broadcast_id, tier, ",".join(targets))
+    services = _services()
+    try:
+        checked = services.validator.check(draft)
+        ann = checked.announcement(author=_actor(), source=Source.API)
+        broadcast_id = services.broadcasts.submit(ann, approved=True)
+    except AnnouncementInvalid as exc:
+        _invalid(exc)
+    except BroadcastError as exc:
+        _fail(422, exc.message, field=exc.field)
+    _LOGGER.info("API %s: broadcast %s (%s) to %s", _actor(), broadcast_id, ann.tier, ",".join(ann.targets))
     location = f"/api/broadcasts/{broadcast_id}"
     return jsonify(id=broadcast_id, url=location), 201, {"Location": location}
-
-
-def _submit(call: Callable[[], int]) -> int:
-    try:
-        return call()
-    except BroadcastError as exc:
-        _fail(422, str(exc))
 
 
 @bp.get("/broadcasts")
@@ -498,7 +386,10 @@ def set_volume() -> Response:
     """Set the volume (0..100 %) of clusters: ``{"targets": ["all" | zone | cluster, ...], "volume": 60}``."""
     data = _json_body()
     _check_keys(data, {"targets", "volume"})
-    targets = _check_targets(data.get("targets"))
+    try:
+        targets = _services().validator.check_targets(data.get("targets"))
+    except AnnouncementInvalid as exc:
+        _invalid(exc)
     volume = data.get("volume")
     if isinstance(volume, bool) or not isinstance(volume, int) or not 0 <= volume <= 100:
         _fail(422, f"'volume' phải là số nguyên từ 0 đến 100 (got {volume!r}).", field="volume")
