@@ -10,10 +10,14 @@ look at the words around a match (``Context``) to decide between readings: "15/3
 from __future__ import annotations
 
 import re
+import unicodedata
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from functools import cached_property
+from itertools import groupby
 
+from broadcaster.textnorm import symbols
+from broadcaster.textnorm.flags import Flagged, stray_characters_note, symbol_note
 from broadcaster.textnorm.lexicon import Lexicon, alternation
 from broadcaster.textnorm.numbers import (
     DIGITS,
@@ -322,13 +326,13 @@ class Context:
 
 # ---------------------------------------------------------------- patterns and handlers
 
+# Invisible characters carry nothing to read and nothing the officer can see: dropped without a
+# flag. Emoji and other visible symbols are flagged instead (symbols.py).
 _DROP_CHARS = re.compile(
     "["
     "\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f"  # control characters (tab, newline, CR kept)
     "\u00ad\u200b-\u200f\u202a-\u202e\u2060-\u206f\ufeff\ufe00-\ufe0f"  # invisible format chars
-    "\u2600-\u27bf\u2b00-\u2bff\u2300-\u23ff"  # dingbats, misc symbols (☀ ☎ ✅ ⏰)
-    "\U0001f000-\U0001faff\U000e0000-\U000e007f"  # emoji, flags, tags
-    "\ue000-\uf8ff"  # private use
+    "\U000e0000-\U000e007f"  # tags
     "]+"
 )
 
@@ -577,7 +581,7 @@ _TIME_GLUED_BEFORE = "".join(f"(?<={word})|" for word in ("lúc", "từ", "vào"
 _TIME_GLUED_AFTER = "ngày|sáng|chiều|tối|trưa|đêm|hôm|thứ|đến|tới"
 _TIME = re.compile(
     rf"(?:{_TIME_GLUED_BEFORE}(?<![\w.,:/]))"
-    r"(\d{1,2})(?:(?:[hH]| h)(?: ?(\d{2}))?(?:[pP]|ph|')?|[gG](\d{2})|:(\d{2})(?::(\d{2}))?)"
+    r"(\d{1,2})(?:(?:[hH]| h)(?: ?(\d{2})(?:[pP]|ph|')?)?|[gG](\d{2})|:(\d{2})(?::(\d{2}))?)"
     rf"(?:(?=(?:{_TIME_GLUED_AFTER})(?!\w))|(?![\w]|[.,:]\d))"
 )
 
@@ -670,8 +674,13 @@ def build_lexicon_pattern(lexicon: Lexicon) -> re.Pattern[str]:
     return re.compile(rf"(?<![^\W\d_])(?:{body}|{words})")
 
 
+# Units that are also words, names or abbreviations of their own ("kv" khu vực, "cc", "hp"): read
+# as units only right after a number.
+_QUANTITY_ONLY_UNITS = frozenset("tr ph gr kw kv hp inch cc".split())
+
+
 def _is_ambiguous_unit(term: str) -> bool:
-    return len(term) == 1 or is_syllable(term) or term.lower() in ("tr", "ph", "gr", "kw")
+    return len(term) == 1 or is_syllable(term) or term.lower() in _QUANTITY_ONLY_UNITS
 
 
 def _after_quantity(match: re.Match[str], ctx: Context) -> bool:
@@ -808,6 +817,11 @@ _NUMBER = re.compile(
 )
 
 
+def _after_minus(match: re.Match[str], ctx: Context) -> bool:
+    before = ctx.text[max(0, match.start() - 2) : match.start()]
+    return before[-1:] in ("-", "−") and not before[:1].isalnum()
+
+
 def _number(match: re.Match[str], ctx: Context) -> str:
     if match.group("th"):
         words = read_number(int(match.group("th").replace(".", "")))
@@ -820,7 +834,9 @@ def _number(match: re.Match[str], ctx: Context) -> str:
         following = ctx.after(match.end(), 12).lstrip()
         next_word = ctx.adjacent_next_word(match.end())
         is_decimal = (
-            following[:1] in ("%", "°")
+            match.group("dp") == "0"  # "0.5": no version or section number starts with 0
+            or _after_minus(match, ctx)
+            or following[:1] in ("%", "°")
             or next_word in _MAGNITUDES
             or ctx.lexicon.get("unit", next_word) is not None
         )
@@ -912,22 +928,42 @@ def _dash_is_range(match: re.Match[str], ctx: Context) -> bool:
     return False
 
 
+# What may stand right before the minus of "-3" (no space): an opening bracket, a colon, "=".
+_BEFORE_MINUS = frozenset("([{:=<>≤≥~;,“\"'")
+_TEMPERATURE_AFTER = re.compile(r"\d+(?:[.,]\d+)?[ \t]*(?:°|độ)")
+
+
+def _is_minus(match: re.Match[str], ctx: Context) -> bool:
+    """ "-3", "-0,5": a dash glued to a number, after a space or a bracket, that is no range (those
+    are tested first) and no part of a code ("COVID-19", "F-16"). "−" (U+2212) is always a minus."""
+    text = match.group(0)
+    if text.endswith((" ", "\t")) or not ctx.next_char(match.end()).isdecimal():
+        return False
+    if text.strip(" \t") == "−" or text.startswith((" ", "\t")):
+        return True
+    return ctx.prev_char(match.start()) in _BEFORE_MINUS
+
+
+def _is_minus_at_line_start(match: re.Match[str], ctx: Context) -> bool:
+    """ "-5 hộ" at the start of a line is a list item; "-3°C" and "−5" are negative numbers."""
+    text = match.group(0)
+    if text.endswith((" ", "\t")) or not ctx.next_char(match.end()).isdecimal():
+        return False
+    return text.strip(" \t") == "−" or _TEMPERATURE_AFTER.match(ctx.after(match.end())) is not None
+
+
 def _symbol(match: re.Match[str], ctx: Context) -> str:
     text = match.group(0)
     core = text.strip(" \t")
     if core in "-–—−" and core:
         line_before = ctx._line_before(match.start()).strip(" \t")
         if not line_before:
+            if _is_minus_at_line_start(match, ctx):
+                return "âm "
             return ""  # a bullet at the start of a line
-        next_char = ctx.next_char(match.end())
         if _dash_is_range(match, ctx):
             return " đến "
-        if (
-            text.startswith((" ", "\t"))
-            and not text.endswith((" ", "\t"))
-            and next_char.isdecimal()
-            and re.match(r"\d+(?:[.,]\d+)?[ \t]*(?:°|độ)", ctx.after(match.end()))
-        ):
+        if _is_minus(match, ctx):
             return " âm "
         if text != core:
             return ", "
@@ -963,9 +999,29 @@ _CONSONANTS = frozenset("bcdđfghjklmnpqrstvwxzBCDĐFGHJKLMNPQRSTVWXZ")
 
 
 def _word(match: re.Match[str], ctx: Context) -> str:
-    word = "".join(ch for ch in match.group(0) if ch.isalpha())  # drops stray ², ½ and the like
-    if not word:
-        return ""
+    raw = match.group(0)
+    if raw.isalpha():
+        return _read_word(raw, ctx)
+    # Letters mixed with number-like signs that no earlier rule read ("Ⅻ", "①", "ⁿ"): a sign with
+    # a whole value is read as that number, anything else is flagged, never dropped silently.
+    words: list[str] = []
+    unread: list[str] = []
+    for is_letter, group in groupby(raw, key=str.isalpha):
+        run = "".join(group)
+        if is_letter:
+            words.append(_read_word(run, ctx))
+            continue
+        for ch in run:
+            value = unicodedata.numeric(ch, -1.0)
+            if value >= 0 and value == int(value):
+                words.append(read_number(int(value)))
+            else:
+                unread.append(ch)
+    reading = " ".join(words)
+    return Flagged(reading, stray_characters_note("".join(unread))) if unread else reading
+
+
+def _read_word(word: str, ctx: Context) -> str:
     if len(word) == 1:
         return ctx.letter(word) if word in _CONSONANTS else word.lower()
     if word.isupper() and not is_syllable(word):
@@ -973,7 +1029,7 @@ def _word(match: re.Match[str], ctx: Context) -> str:
     return word.lower()
 
 
-# --- whatever is left: spaces, sentence punctuation, anything else dropped
+# --- whatever is left: spaces, sentence punctuation; anything else is flagged, never dropped
 _REST = re.compile(r"\s+|[.,;:!?]+|.", re.DOTALL)
 
 
@@ -986,12 +1042,14 @@ def _rest(match: re.Match[str], ctx: Context) -> str:
             if mark in text:
                 return mark
         return ","
-    return ""
+    if unicodedata.category(text) in ("Cc", "Cf"):
+        return ""
+    return Flagged("", symbol_note(text))
 
 
 def build_rules(lexicon: Lexicon, override_pattern: re.Pattern[str] | None) -> list[Rule]:
     """The rules in the order they run. Earlier rules claim text first."""
-    rules = [Rule("drop", _DROP_CHARS, _drop)]
+    rules = [Rule("emoji", symbols.EMOJI, symbols.emoji), Rule("drop", _DROP_CHARS, _drop)]
     if override_pattern is not None:
         rules.append(Rule("override", override_pattern, _override))
     rules += [
@@ -1008,15 +1066,19 @@ def build_rules(lexicon: Lexicon, override_pattern: re.Pattern[str] | None) -> l
         Rule("day/month or fraction", _DAY_MONTH, _day_month),
         Rule("day-month", _DASH_DATE, _dash_date),
         Rule("times sign", _TIMES, _times),
+        Rule("currency before amount", symbols.CURRENCY_BEFORE, symbols.currency_before),
+        Rule("vulgar fraction", symbols.VULGAR_FRACTION, symbols.vulgar_fraction),
         Rule("roman", _ROMAN, _roman),
         Rule("signature", _SIGNATURE, _signature),
         Rule("road code", _ROAD_CODE, _road_code),
         Rule("lexicon", build_lexicon_pattern(lexicon), _lexicon),
+        Rule("superscript", symbols.SUPERSCRIPT, symbols.superscript),
         Rule("code", _ALNUM, _alnum),
         Rule("contextual number", _SMALL_NUMBER, _contextual_number),
         Rule("number", _NUMBER, _number),
         Rule("symbol", _SYMBOL, _symbol),
         Rule("word", _LETTERS, _word),
+        Rule("other symbol", symbols.OTHER_SYMBOL, symbols.other_symbol),
         Rule("rest", _REST, _rest),
     ]
     return rules
