@@ -17,7 +17,7 @@ from functools import cached_property
 from itertools import groupby
 
 from broadcaster.textnorm import symbols
-from broadcaster.textnorm.flags import Flagged, stray_characters_note, symbol_note
+from broadcaster.textnorm.flags import Flagged, long_number_note, stray_characters_note, symbol_note
 from broadcaster.textnorm.lexicon import Lexicon, alternation
 from broadcaster.textnorm.numbers import (
     DIGITS,
@@ -84,7 +84,7 @@ _NUMBERED_PREV = frozenset(
 )
 _ROMAN_CONTEXT = frozenset(
     """quý khóa khoá thứ kỳ kì phần chương mục đợt đoạn kỷ kỉ vòng cấp hạng loại hội tập bài khu
-    đoàn vực vùng nhóm lục tiết số""".split()
+    đoàn vực vùng nhóm lục tiết số khoản điều lần năm""".split()
 )
 _DIGIT_TRIGGERS = (
     "gọi",
@@ -183,8 +183,14 @@ class Context:
     def after(self, pos: int, width: int = 30) -> str:
         return self._line_after(pos, width)
 
-    def prev_has(self, pos: int, phrases: tuple[str, ...], n: int = 4) -> bool:
-        window = " " + " ".join(self.prev_words(pos, n)) + " "
+    def prev_has(self, pos: int, phrases: tuple[str, ...], n: int = 4, skip_numbers: bool = False) -> bool:
+        """Does one of ``phrases`` stand among the n words before pos? With ``skip_numbers``, numbers
+        do not count as words ("gọi 0912 345 678 hoặc 113": the call reaches the 113)."""
+        if skip_numbers:
+            words = [w.lower() for w in _WORD.findall(self._line_before(pos, 160)) if not w.isdecimal()][-n:]
+        else:
+            words = self.prev_words(pos, n)
+        window = " " + " ".join(words) + " "
         window = window.replace(" kêu gọi ", " ")  # an appeal, not a phone call
         return any(f" {phrase} " in window for phrase in phrases)
 
@@ -518,12 +524,30 @@ def _month_year(match: re.Match[str], ctx: Context) -> str | None:
     return None
 
 
-_DAY_MONTH = re.compile(r"(?<![\d/.,])(\d{1,3})(?:/| / )(\d{1,3})(?![\w/]|[.,]\d| /)")
+# A letter may touch the second number only when it starts a unit: "1/2kg", "3/4m".
+_DAY_MONTH = re.compile(r"(?<![\d/.,])(\d{1,3})(?:/| / )(\d{1,3})(?![\d_/]|[.,]\d| /)")
+_UNIT_AFTER = re.compile(r"[ \t]?((?:[^\W\d_]|[²³/])+|[%‰°])")
+
+
+def _unit_after(ctx: Context, pos: int) -> tuple[bool, bool]:
+    """(a unit follows pos, letters are glued to pos): "1/2kg" -> (True, True)."""
+    found = _UNIT_AFTER.match(ctx.text, pos)
+    glued = pos < len(ctx.text) and (ctx.text[pos].isalpha())
+    if not found:
+        return False, glued
+    term = found.group(1)
+    is_unit = ctx.lexicon.get("unit", term) is not None and term.lower() not in _MONEY_WORDS
+    return is_unit, glued
 
 
 def _day_month(match: re.Match[str], ctx: Context) -> str | None:
     left, right = match.group(1), match.group(2)
     a, b = int(left), int(right)
+    unit_next, glued = _unit_after(ctx, match.end())
+    if glued and not unit_next:
+        return None  # "15/3ngày": letters that are no unit; left to the later rules
+    if unit_next and b and ctx.prev_word(match.start()) not in _DATE_PREV:
+        return f"{read_number(a)} phần {read_number(b)}"  # "1/2kg", "3/4 m": a part of a unit
     prev_words = ctx.prev_words(match.start(), 2)
     prev = prev_words[-1] if prev_words else ""
     before_prev = prev_words[0] if len(prev_words) == 2 else ""
@@ -545,6 +569,24 @@ def _day_month(match: re.Match[str], ctx: Context) -> str | None:
             return f"{read_number(a)} trên {read_number(b)}"
         return f"{read_number(a)} phần {read_number(b)}"
     return f"{_day(ctx, match.start(), a)} tháng {read_month(b)}"
+
+
+# "23 1/5": a whole number and a proper fraction ("hai mươi ba và một phần năm"); never after a
+# word that makes "1/5" a date or "23" a house number, never a date's day and month.
+_MIXED_FRACTION = re.compile(r"(?<![\d/.,])(\d{1,3})[ \t]+(\d)/(\d{1,2})(?![\d_/]|[.,]\d| /)")
+
+
+def _mixed_fraction(match: re.Match[str], ctx: Context) -> str | None:
+    whole, numerator, denominator = (int(group) for group in match.groups())
+    if not 0 < numerator < denominator:
+        return None
+    prev = ctx.prev_word(match.start())
+    if prev in _DATE_PREV or prev in _HOUSE_NUMBER_PREV or prev in ("tháng", "thứ", "năm"):
+        return None
+    unit_next, glued = _unit_after(ctx, match.end())
+    if glued and not unit_next:
+        return None
+    return f"{read_number(whole)} và {read_number(numerator)} phần {read_number(denominator)}"
 
 
 # "ngày 20-10", "ngày 2-9", "ngày 15.3": a day and a month joined by a dash or a dot, only
@@ -608,11 +650,37 @@ def _zero_minutes(match: re.Match[str], ctx: Context) -> str | None:
 
 
 # --- Roman numerals in context: Quý II, Đại hội XIII, khóa XV, lần thứ IV, Quý II/2024
-_ROMAN = re.compile(r"(?<![\w])([IVXLC]+)(?:/(\d{4}))?(?![\w]|/\d)")
+_ROMAN = re.compile(r"(?<![\w])([IVXLC]+|[ivx]+)(?:/(\d{4}))?(?![\w]|/\d)")
+# A lower-case numeral ("quý iii", "chương iv") is read only right after one of these words:
+# "vi", "xi", "i" are also Vietnamese syllables ("vi phạm", "xi măng").
+_LOWER_ROMAN_CONTEXT = frozenset(
+    "quý chương điều khoản mục phần đoạn số lục năm thứ khóa khoá kỳ kì lần kỷ kỉ tập".split()
+)
+# The numerals that are also syllables need an end after them ("lần vi phạm" stays words).
+_SYLLABLE_NUMERALS = frozenset("i v x vi xi".split())
+_AFTER_SYLLABLE_NUMERAL = frozenset(["", *"năm và hoặc đến tới của này".split()])
+
+
+def _lower_roman_in_context(match: re.Match[str], ctx: Context) -> bool:
+    prev = ctx.adjacent_prev_word(match.start())
+    if prev not in _LOWER_ROMAN_CONTEXT:
+        return False
+    before = ctx.prev_words(match.start(), 2)
+    if prev == "lục" and before[:1] != ["phụ"]:
+        return False  # "phụ lục ii"
+    if prev in ("kỷ", "kỉ") and before[:1] != ["thế"]:
+        return False  # "thế kỷ xxi"
+    if match.group(1) in _SYLLABLE_NUMERALS:
+        return ctx.adjacent_next_word(match.end()) in _AFTER_SYLLABLE_NUMERAL
+    return True
 
 
 def _roman(match: re.Match[str], ctx: Context) -> str | None:
     numeral, year = match.group(1), match.group(2)
+    if numeral.islower():
+        if not _lower_roman_in_context(match, ctx):
+            return None
+        numeral = numeral.upper()
     value = roman_value(numeral)
     if value is None:
         return None
@@ -817,6 +885,45 @@ _NUMBER = re.compile(
 )
 
 
+# Words before a long bare number that make it an amount of money or a quantity.
+_AMOUNT_CUES = (
+    "số tiền",
+    "tiền",
+    "tổng",
+    "tổng cộng",
+    "tổng số",
+    "kinh phí",
+    "trị giá",
+    "giá",
+    "phạt",
+    "ngân sách",
+    "doanh thu",
+    "vốn",
+    "thu nhập",
+    "lương",
+    "hỗ trợ",
+    "bồi thường",
+    "đầu tư",
+    "dân số",
+    "sản lượng",
+)
+
+
+def _is_amount(match: re.Match[str], ctx: Context) -> bool:
+    after = ctx.after(match.end(), 12)
+    glued = re.match(r"[^\W\d_]+|\S", after)
+    if glued and (
+        glued.group(0).lower() in _MONEY_WORDS
+        or unicodedata.category(glued.group(0)[0]) == "Sc"
+        or ctx.lexicon.get("unit", glued.group(0)) is not None
+    ):
+        return True  # "1000000000đ", "2000000000$", "1500000000m2"
+    next_word = ctx.adjacent_next_word(match.end())
+    if next_word in _MONEY_WORDS or ctx.lexicon.get("unit", next_word) is not None:
+        return True
+    return ctx.prev_has(match.start(), _AMOUNT_CUES, n=5)
+
+
 def _after_minus(match: re.Match[str], ctx: Context) -> bool:
     before = ctx.text[max(0, match.start() - 2) : match.start()]
     return before[-1:] in ("-", "−") and not before[:1].isalnum()
@@ -852,11 +959,17 @@ def _number(match: re.Match[str], ctx: Context) -> str:
         if (
             not counted
             and digits in _EMERGENCY_NUMBERS
-            and ctx.prev_has(match.start(), _EMERGENCY_TRIGGERS, n=_EMERGENCY_WINDOW)
+            and ctx.prev_has(match.start(), _EMERGENCY_TRIGGERS, n=_EMERGENCY_WINDOW, skip_numbers=True)
         ):
             return read_digits(digits)
         if len(digits) >= 10:
-            return read_digits(digits)
+            # Ten digits and more without separators: a phone, account or ID number unless the
+            # words around make it an amount ("1000000000đ", "số tiền 2500000000").
+            if not digits.startswith("0") and (counted or _is_amount(match, ctx)):
+                return read_number(int(digits))
+            if digits.startswith("0"):
+                return read_digits(digits)
+            return Flagged(read_digits(digits), long_number_note(digits))
     return read_decimal(digits, fraction)
 
 
@@ -1063,6 +1176,7 @@ def build_rules(lexicon: Lexicon, override_pattern: re.Pattern[str] | None) -> l
         Rule("month/year", _MONTH_YEAR, _month_year),
         Rule("time", _TIME, _time),
         Rule("zero minutes", _ZERO_MINUTES, _zero_minutes),
+        Rule("mixed fraction", _MIXED_FRACTION, _mixed_fraction),
         Rule("day/month or fraction", _DAY_MONTH, _day_month),
         Rule("day-month", _DASH_DATE, _dash_date),
         Rule("times sign", _TIMES, _times),
