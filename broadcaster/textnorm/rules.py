@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from functools import cached_property
 from itertools import groupby
 
-from broadcaster.textnorm import symbols
+from broadcaster.textnorm import shorthand, symbols
 from broadcaster.textnorm.flags import Flagged, long_number_note, stray_characters_note, symbol_note
 from broadcaster.textnorm.lexicon import Lexicon, alternation
 from broadcaster.textnorm.numbers import (
@@ -546,7 +546,7 @@ def _day_month(match: re.Match[str], ctx: Context) -> str | None:
     unit_next, glued = _unit_after(ctx, match.end())
     if glued and not unit_next:
         return None  # "15/3ngày": letters that are no unit; left to the later rules
-    if unit_next and b and ctx.prev_word(match.start()) not in _DATE_PREV:
+    if unit_next and b and ctx.prev_word(match.start()) not in _DATE_PREV | _HOUSE_NUMBER_PREV:
         return f"{read_number(a)} phần {read_number(b)}"  # "1/2kg", "3/4 m": a part of a unit
     prev_words = ctx.prev_words(match.start(), 2)
     prev = prev_words[-1] if prev_words else ""
@@ -1052,9 +1052,11 @@ def _is_minus(match: re.Match[str], ctx: Context) -> bool:
     text = match.group(0)
     if text.endswith((" ", "\t")) or not ctx.next_char(match.end()).isdecimal():
         return False
-    if text.strip(" \t") == "−" or text.startswith((" ", "\t")):
+    if text.strip(" \t") == "−":
         return True
-    return ctx.prev_char(match.start()) in _BEFORE_MINUS
+    if _is_numeric_end(ctx, match.start()):
+        return False  # "tỷ số 2 -1", "NPK 16 -16": a number before, and no range: a separator
+    return text.startswith((" ", "\t")) or ctx.prev_char(match.start()) in _BEFORE_MINUS
 
 
 def _is_minus_at_line_start(match: re.Match[str], ctx: Context) -> bool:
@@ -1162,12 +1164,17 @@ def _rest(match: re.Match[str], ctx: Context) -> str:
 
 def build_rules(lexicon: Lexicon, override_pattern: re.Pattern[str] | None) -> list[Rule]:
     """The rules in the order they run. Earlier rules claim text first."""
-    rules = [Rule("emoji", symbols.EMOJI, symbols.emoji), Rule("drop", _DROP_CHARS, _drop)]
+    rules = []
     if override_pattern is not None:
         rules.append(Rule("override", override_pattern, _override))
     rules += [
+        # Emoji before the invisible characters: a variation selector or a joiner belongs to its
+        # emoji ("⚠️", "👨‍👩‍👧" are one flag each).
+        Rule("emoji", symbols.EMOJI, symbols.emoji),
+        Rule("drop", _DROP_CHARS, _drop),
         Rule("email", _EMAIL, _email),
         Rule("url", _URL, _url),
+        Rule("vehicle plate", shorthand.PLATE, shorthand.plate),
         Rule("document number", _DOC_NUMBER, _doc_number),
         Rule("phone", _PHONE, _phone),
         Rule("date range", _DATE_RANGE, _date_range),
@@ -1175,6 +1182,8 @@ def build_rules(lexicon: Lexicon, override_pattern: re.Pattern[str] | None) -> l
         Rule("iso date", _ISO_DATE, _iso_date),
         Rule("month/year", _MONTH_YEAR, _month_year),
         Rule("time", _TIME, _time),
+        Rule("duration shorthand", shorthand.DURATION, shorthand.duration),
+        Rule("money shorthand", shorthand.MONEY_SHORTHAND, shorthand.money_shorthand),
         Rule("zero minutes", _ZERO_MINUTES, _zero_minutes),
         Rule("mixed fraction", _MIXED_FRACTION, _mixed_fraction),
         Rule("day/month or fraction", _DAY_MONTH, _day_month),
