@@ -19,43 +19,15 @@ from typing import Any
 from zoneinfo import ZoneInfo
 
 from sqlalchemy import Select, func, select
-from sqlalchemy.orm import Session, selectinload
+from sqlalchemy.orm import Session, selectinload, sessionmaker
 
+from broadcaster.broadcasts.views import broadcast_state_label, delivery_state_label, source_label, tier_label
 from broadcaster.domain import Tier
-from broadcaster.models import Announcement, Broadcast, BroadcastState, Delivery, DeliveryState, Speaker, Zone
+from broadcaster.models import Announcement, Broadcast, BroadcastState, Delivery, Speaker, Zone
 
 MAX_LIMIT = 1000
 MAX_DAYS = 366
 _SCAN_BATCH = 500
-
-BROADCAST_STATE_VI = {
-    BroadcastState.SCHEDULED: "Đã hẹn giờ",
-    BroadcastState.PENDING_APPROVAL: "Chờ duyệt",
-    BroadcastState.RENDERING: "Đang tạo âm thanh",
-    BroadcastState.SENDING: "Đang gửi",
-    BroadcastState.PLAYING: "Đang phát",
-    BroadcastState.DONE: "Đã phát xong",
-    BroadcastState.PARTIAL: "Phát một phần",
-    BroadcastState.INTERRUPTED: "Bị ngắt",
-    BroadcastState.CANCELLED: "Đã huỷ",
-    BroadcastState.MISSED: "Lỡ giờ phát",
-    BroadcastState.FAILED: "Thất bại",
-}
-DELIVERY_STATE_VI = {
-    DeliveryState.PENDING: "Chờ gửi",
-    DeliveryState.SENT: "Đã gửi",
-    DeliveryState.RECEIVED: "Đã nhận",
-    DeliveryState.SCHEDULED: "Đã lên lịch",
-    DeliveryState.PLAYING: "Đang phát",
-    DeliveryState.DONE: "Đã phát xong",
-    DeliveryState.FAILED: "Lỗi",
-    DeliveryState.PREEMPTED: "Bị ngắt bởi tin ưu tiên hơn",
-    DeliveryState.STOPPED: "Đã dừng",
-    DeliveryState.EXPIRED: "Hết hiệu lực",
-    DeliveryState.MISSED: "Lỡ giờ phát",
-    DeliveryState.CANCELLED: "Đã huỷ",
-}
-SOURCE_VI = {"web": "Giao diện web", "api": "API", "schedule": "Lịch phát"}
 
 LOG_CSV_COLUMNS: list[tuple[str, str]] = [
     ("broadcast_id", "Mã lượt phát"),
@@ -73,7 +45,7 @@ LOG_CSV_COLUMNS: list[tuple[str, str]] = [
     ("started_at", "Bắt đầu phát"),
     ("finished_at", "Kết thúc"),
     ("seconds_played", "Số giây đã phát"),
-    ("rms_dbfs", "Mức âm (dBFS)"),
+    ("rms_dbfs", "Mức âm đo tại loa (dB)"),
     ("reason", "Lý do"),
 ]
 MINUTES_CSV_COLUMNS: list[tuple[str, str]] = [
@@ -269,7 +241,7 @@ def broadcast_dict(
                 "speaker_name": name,
                 "zone": zone_id,
                 "state": d.state,
-                "state_label": _label(DELIVERY_STATE_VI, d.state),
+                "state_label": delivery_state_label(d.state),
                 "started_at": _iso(d.started_at, zone),
                 "finished_at": _iso(d.finished_at, zone),
                 "seconds_played": d.seconds_played,
@@ -292,9 +264,9 @@ def broadcast_dict(
         "text": ann.text if ann else "",
         "normalized_text": ann.normalized_text if ann else "",
         "tier": broadcast.tier,
-        "tier_label": _label_tier(broadcast.tier),
+        "tier_label": tier_label(broadcast.tier),
         "state": broadcast.state,
-        "state_label": _label(BROADCAST_STATE_VI, broadcast.state),
+        "state_label": broadcast_state_label(broadcast.state),
         "targets": list(broadcast.targets or []),
         "source": ann.source if ann else None,
         "author": (ann.author if ann else None) or broadcast.created_by,
@@ -305,17 +277,6 @@ def broadcast_dict(
         "counts": dict(counts),
         "deliveries": deliveries,
     }
-
-
-def _label(table: Mapping[Any, str], value: str | None) -> str:
-    return table.get(value, value or "") if value is not None else ""
-
-
-def _label_tier(value: str) -> str:
-    try:
-        return Tier(value).label_vi
-    except ValueError:
-        return value
 
 
 def broadcast_log(
@@ -375,7 +336,7 @@ def log_rows(log: Iterable[Mapping[str, Any]]) -> list[dict[str, Any]]:
             "text": b["text"],
             "tier": b["tier_label"],
             "state": b["state_label"],
-            "source": SOURCE_VI.get(b["source"] or "", b["source"]),
+            "source": source_label(b["source"]),
             "author": b["author"],
         }
         if not b["deliveries"]:
@@ -526,13 +487,38 @@ def minutes_csv(rows: Iterable[Mapping[str, Any]]) -> str:
     return to_csv(rows, MINUTES_CSV_COLUMNS)
 
 
+# ------------------------------------------------------------------ the service
+
+
+class Reports:
+    """The reports over a sessionmaker, one short session per call, days in ``tz`` (the web pages
+    use this; callers that hold a session use the functions above)."""
+
+    def __init__(self, sessions: sessionmaker[Session], tz: str | tzinfo = "Asia/Ho_Chi_Minh") -> None:
+        self.sessions = sessions
+        self.tz = tz
+
+    def filters(self, args: Mapping[str, Any]) -> LogFilters:
+        """``LogFilters.from_args`` in this service's time zone; raises ``ReportError``."""
+        return LogFilters.from_args(args, self.tz)
+
+    def log(self, filters: LogFilters | Mapping[str, Any] | None = None) -> list[dict[str, Any]]:
+        with self.sessions() as session:
+            return broadcast_log(session, filters, tz=self.tz)
+
+    def minutes(
+        self, start: date | str, end: date | str, *, zone: str | None = None, speaker: str | None = None
+    ) -> list[dict[str, Any]]:
+        with self.sessions() as session:
+            return minutes_per_day(session, start, end, tz=self.tz, zone=zone, speaker=speaker)
+
+
 __all__ = [
-    "BROADCAST_STATE_VI",
-    "DELIVERY_STATE_VI",
     "LOG_CSV_COLUMNS",
     "MINUTES_CSV_COLUMNS",
     "LogFilters",
     "ReportError",
+    "Reports",
     "broadcast_dict",
     "broadcast_log",
     "fold",

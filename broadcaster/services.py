@@ -318,7 +318,7 @@ def build_services(
     from broadcaster.fleet import Fleet, FleetConfig
     from broadcaster.fleet.registry import Registry
     from broadcaster.fleet.targets import TargetResolver
-    from broadcaster.lexicon import LexiconStore
+    from broadcaster.lexicon import Lexicon
     from broadcaster.speech import SpeechService
     from broadcaster.textnorm import Normalizer
     from broadcaster.transport.mqtt import MqttTransport
@@ -343,7 +343,7 @@ def build_services(
     registry = Registry(sessions)
     targets = TargetResolver(sessions)
     titles = BroadcastTitles(sessions)
-    lexicon = LexiconStore(sessions)
+    lexicon = Lexicon(sessions)
     validator = AnnouncementValidator(
         Limits.from_settings(settings),
         targets=targets,

@@ -396,7 +396,7 @@ def test_log_and_csv_exports_in_vietnamese(api: Api) -> None:
     rows = list(csv.DictReader(io.StringIO(response.data.decode("utf-8-sig"))))
     assert {r["Mã cụm loa"]: r["Kết quả tại cụm loa"] for r in rows} == {
         "loa-1": "Đã phát xong",
-        "loa-2": "Lỗi",
+        "loa-2": "Không phát được",
     }
     assert rows[0]["Thời gian"] == "2026-11-30 07:15:00" and rows[0]["Tiêu đề"] == "Tiêm phòng dại"
 

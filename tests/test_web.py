@@ -481,8 +481,8 @@ def test_log_shows_each_cluster_result_and_minutes(client: Any, web_services: An
     login(client, "approver")
     _finished_broadcast(web_services, client)
     html = client.get("/log").get_data(as_text=True)
-    for text in ("Tin đã phát", "Đã phát xong", "Bị ngắt", "Bỏ lỡ", "Bị ngắt bởi tin khẩn cấp",
-                 "Loa mất kết nối", "1:30", "30 giây", "Phát chưa đủ"):  # fmt: skip
+    for text in ("Tin đã phát", "Đã phát xong", "Bị ngắt bởi tin ưu tiên hơn", "Lỡ giờ phát",
+                 "Bị ngắt bởi tin khẩn cấp", "Loa mất kết nối", "1:30", "30 giây", "Phát chưa đủ loa"):  # fmt: skip
         assert text in html, text
     minutes = html[html.index('class="table minutes"') :]
     row = minutes[minutes.index('data-speaker="loa-1a"') :]

@@ -11,7 +11,7 @@ from typing import Any
 from broadcaster.web import max_repeat, shutdown_app
 from broadcaster.web.engines import engine_choices, unknown_engine
 from broadcaster.web.tokens import create_token
-from broadcaster.web.ui import JOBS_KEY
+from broadcaster.web.ui.jobs import JOBS_KEY
 from tests.fakes import FakeSpeechService, RenderAllRecorder
 from tests.fixtures_web import csrf, login
 

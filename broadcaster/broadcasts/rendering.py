@@ -16,13 +16,13 @@ from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
-from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
 from broadcaster.broadcasts.ports import SpeechPort, pin_owner
 from broadcaster.broadcasts.state import Hold
 from broadcaster.domain import Tier
-from broadcaster.models import Broadcast, LexiconEntry
+from broadcaster.lexicon import overrides_in
+from broadcaster.models import Broadcast
 
 _LOGGER = logging.getLogger(__name__)
 
@@ -129,7 +129,7 @@ class Renderer:
                     self.post(Rendered(broadcast_id, error="bản tin không còn"))
                     return
                 ann = bc.announcement
-                lexicon = dict(session.execute(select(LexiconEntry.term, LexiconEntry.reading)).all())
+                lexicon = overrides_in(session)
                 text, engine, voice, repeat, key = ann.text, ann.engine, ann.voice, ann.repeat, ann.audio_key
             if key:
                 meta = self.speech.store.meta(key) or {}

@@ -16,7 +16,8 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
 from broadcaster.broadcasts.ports import SpeechPort
-from broadcaster.models import LexiconEntry, Schedule
+from broadcaster.lexicon import overrides_in
+from broadcaster.models import Schedule
 
 _LOGGER = logging.getLogger(__name__)
 
@@ -105,7 +106,7 @@ class RenderAhead:
             if row is None or not row.enabled:
                 return None
             inputs = (row.text, row.engine, row.voice, row.repeat)
-            lexicon = dict(session.execute(select(LexiconEntry.term, LexiconEntry.reading)).all())
+            lexicon = overrides_in(session)
         try:
             result = self.speech.render(
                 inputs[0], engine=inputs[1], voice=inputs[2], repeat=inputs[3], chime=True, lexicon=lexicon

@@ -7,6 +7,10 @@
 Rules live in code (``rules.py``); abbreviations, units and foreign words live in ``data/*.tsv``
 and in the extra files of ``TextnormConfig.lexicon_files``; an officer's dictionary is applied
 with :meth:`Normalizer.with_overrides`.
+
+``Normalizer.analyze()`` also says what it could not read with confidence: tokens with
+``flagged=True`` and a Vietnamese ``note`` (``Normalized.flags``), e.g. an emoji or an unknown
+symbol that is not read aloud, or a long bare number read digit by digit.
 """
 
 from broadcaster.textnorm.config import TextnormConfig

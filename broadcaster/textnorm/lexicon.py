@@ -32,9 +32,10 @@ SHIPPED_FILES = (
     "words.tsv",
     "domains.tsv",
     "letters.tsv",
+    "symbols.tsv",
 )
 
-KINDS = ("abbr", "word", "unit", "doc", "code", "domain", "letter")
+KINDS = ("abbr", "word", "unit", "doc", "code", "domain", "letter", "symbol")
 
 
 class LexiconError(NormalizationError):

@@ -3,7 +3,9 @@
 The engine keeps the input as a list of spans. Each rule (``rules.py``, in order) rewrites the
 parts of the text no earlier rule has claimed; the last rules claim whatever is left (words,
 spaces, punctuation), so the spans always cover the whole input. The spans become the
-``Token`` list of ``analyze()``, which the web preview uses to highlight what was rewritten.
+``Token`` list of ``analyze()``, which the web preview uses to highlight what was rewritten;
+a token the normalizer is not sure of (an unknown symbol, an emoji, a long bare number) is
+``flagged`` with a Vietnamese ``note`` for the officer (``flags.py``).
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ from functools import lru_cache
 
 from broadcaster.textnorm.config import TextnormConfig
 from broadcaster.textnorm.errors import EmptyTextError, NormalizationError, TextTooLongError
+from broadcaster.textnorm.flags import note_of
 from broadcaster.textnorm.lexicon import Lexicon, clean_overrides
 from broadcaster.textnorm.rules import Context, Rule, build_override_pattern, build_rules
 
@@ -33,12 +36,21 @@ class Token:
     original: str
     spoken: str
     changed: bool  # True when the normalizer rewrote it (for highlighting in the web preview)
+    # True when the normalizer is not sure of the reading, or did not read the piece aloud at all
+    # (an emoji, an unknown symbol): the preview asks the officer to check it.
+    flagged: bool = False
+    note: str = ""  # why it is flagged, in Vietnamese for the officer; "" when not flagged
 
 
 @dataclass(frozen=True)
 class Normalized:
     text: str  # the full spoken text (same as normalize())
     tokens: tuple[Token, ...]  # cover the whole (NFC) input in order
+
+    @property
+    def flags(self) -> tuple[Token, ...]:
+        """The tokens the officer should check, in text order."""
+        return tuple(token for token in self.tokens if token.flagged)
 
 
 _SPACES = re.compile(r"[ \t]+")
@@ -73,6 +85,17 @@ def _tidy(spoken: str) -> str:
 
 def _same_reading(original: str, spoken: str) -> bool:
     return " ".join(original.lower().split()) == " ".join(spoken.split())
+
+
+def _token(original: str, spoken: str) -> Token:
+    note = note_of(spoken)
+    return Token(
+        original,
+        _tidy(spoken),
+        not _same_reading(original, spoken),
+        flagged=note is not None,
+        note=note or "",
+    )
 
 
 class Normalizer:
@@ -125,10 +148,7 @@ class Normalizer:
         source = self._validate(text)
         context = Context(source, self._lexicon, self._overrides)
         spans = self._run(source, context)
-        tokens = tuple(
-            Token(source[start:end], _tidy(spoken), not _same_reading(source[start:end], spoken))
-            for start, end, spoken in spans
-        )
+        tokens = tuple(_token(source[start:end], spoken) for start, end, spoken in spans)
         spoken_text = _finish(" ".join(token.spoken for token in tokens))
         if not any(ch.isalnum() for ch in spoken_text):
             raise EmptyTextError("Văn bản không có nội dung đọc được (no readable text)")
@@ -169,7 +189,8 @@ class Normalizer:
                 if cursor < end:
                     claimed.append((cursor, end, None))
             spans = claimed
-        return [(start, end, spoken or "") for start, end, spoken in spans]
+        # A flagged empty reading is falsy but must keep its note: test for None, not truth.
+        return [(start, end, "" if spoken is None else spoken) for start, end, spoken in spans]
 
 
 @lru_cache(maxsize=1)

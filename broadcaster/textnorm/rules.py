@@ -10,10 +10,14 @@ look at the words around a match (``Context``) to decide between readings: "15/3
 from __future__ import annotations
 
 import re
+import unicodedata
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from functools import cached_property
+from itertools import groupby
 
+from broadcaster.textnorm import shorthand, symbols
+from broadcaster.textnorm.flags import Flagged, long_number_note, stray_characters_note, symbol_note
 from broadcaster.textnorm.lexicon import Lexicon, alternation
 from broadcaster.textnorm.numbers import (
     DIGITS,
@@ -80,7 +84,7 @@ _NUMBERED_PREV = frozenset(
 )
 _ROMAN_CONTEXT = frozenset(
     """quý khóa khoá thứ kỳ kì phần chương mục đợt đoạn kỷ kỉ vòng cấp hạng loại hội tập bài khu
-    đoàn vực vùng nhóm lục tiết số""".split()
+    đoàn vực vùng nhóm lục tiết số khoản điều lần năm""".split()
 )
 _DIGIT_TRIGGERS = (
     "gọi",
@@ -179,8 +183,14 @@ class Context:
     def after(self, pos: int, width: int = 30) -> str:
         return self._line_after(pos, width)
 
-    def prev_has(self, pos: int, phrases: tuple[str, ...], n: int = 4) -> bool:
-        window = " " + " ".join(self.prev_words(pos, n)) + " "
+    def prev_has(self, pos: int, phrases: tuple[str, ...], n: int = 4, skip_numbers: bool = False) -> bool:
+        """Does one of ``phrases`` stand among the n words before pos? With ``skip_numbers``, numbers
+        do not count as words ("gọi 0912 345 678 hoặc 113": the call reaches the 113)."""
+        if skip_numbers:
+            words = [w.lower() for w in _WORD.findall(self._line_before(pos, 160)) if not w.isdecimal()][-n:]
+        else:
+            words = self.prev_words(pos, n)
+        window = " " + " ".join(words) + " "
         window = window.replace(" kêu gọi ", " ")  # an appeal, not a phone call
         return any(f" {phrase} " in window for phrase in phrases)
 
@@ -322,13 +332,13 @@ class Context:
 
 # ---------------------------------------------------------------- patterns and handlers
 
+# Invisible characters carry nothing to read and nothing the officer can see: dropped without a
+# flag. Emoji and other visible symbols are flagged instead (symbols.py).
 _DROP_CHARS = re.compile(
     "["
     "\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f"  # control characters (tab, newline, CR kept)
     "\u00ad\u200b-\u200f\u202a-\u202e\u2060-\u206f\ufeff\ufe00-\ufe0f"  # invisible format chars
-    "\u2600-\u27bf\u2b00-\u2bff\u2300-\u23ff"  # dingbats, misc symbols (☀ ☎ ✅ ⏰)
-    "\U0001f000-\U0001faff\U000e0000-\U000e007f"  # emoji, flags, tags
-    "\ue000-\uf8ff"  # private use
+    "\U000e0000-\U000e007f"  # tags
     "]+"
 )
 
@@ -514,12 +524,30 @@ def _month_year(match: re.Match[str], ctx: Context) -> str | None:
     return None
 
 
-_DAY_MONTH = re.compile(r"(?<![\d/.,])(\d{1,3})(?:/| / )(\d{1,3})(?![\w/]|[.,]\d| /)")
+# A letter may touch the second number only when it starts a unit: "1/2kg", "3/4m".
+_DAY_MONTH = re.compile(r"(?<![\d/.,])(\d{1,3})(?:/| / )(\d{1,3})(?![\d_/]|[.,]\d| /)")
+_UNIT_AFTER = re.compile(r"[ \t]?((?:[^\W\d_]|[²³/])+|[%‰°])")
+
+
+def _unit_after(ctx: Context, pos: int) -> tuple[bool, bool]:
+    """(a unit follows pos, letters are glued to pos): "1/2kg" -> (True, True)."""
+    found = _UNIT_AFTER.match(ctx.text, pos)
+    glued = pos < len(ctx.text) and (ctx.text[pos].isalpha())
+    if not found:
+        return False, glued
+    term = found.group(1)
+    is_unit = ctx.lexicon.get("unit", term) is not None and term.lower() not in _MONEY_WORDS
+    return is_unit, glued
 
 
 def _day_month(match: re.Match[str], ctx: Context) -> str | None:
     left, right = match.group(1), match.group(2)
     a, b = int(left), int(right)
+    unit_next, glued = _unit_after(ctx, match.end())
+    if glued and not unit_next:
+        return None  # "15/3ngày": letters that are no unit; left to the later rules
+    if unit_next and b and ctx.prev_word(match.start()) not in _DATE_PREV | _HOUSE_NUMBER_PREV:
+        return f"{read_number(a)} phần {read_number(b)}"  # "1/2kg", "3/4 m": a part of a unit
     prev_words = ctx.prev_words(match.start(), 2)
     prev = prev_words[-1] if prev_words else ""
     before_prev = prev_words[0] if len(prev_words) == 2 else ""
@@ -541,6 +569,24 @@ def _day_month(match: re.Match[str], ctx: Context) -> str | None:
             return f"{read_number(a)} trên {read_number(b)}"
         return f"{read_number(a)} phần {read_number(b)}"
     return f"{_day(ctx, match.start(), a)} tháng {read_month(b)}"
+
+
+# "23 1/5": a whole number and a proper fraction ("hai mươi ba và một phần năm"); never after a
+# word that makes "1/5" a date or "23" a house number, never a date's day and month.
+_MIXED_FRACTION = re.compile(r"(?<![\d/.,])(\d{1,3})[ \t]+(\d)/(\d{1,2})(?![\d_/]|[.,]\d| /)")
+
+
+def _mixed_fraction(match: re.Match[str], ctx: Context) -> str | None:
+    whole, numerator, denominator = (int(group) for group in match.groups())
+    if not 0 < numerator < denominator:
+        return None
+    prev = ctx.prev_word(match.start())
+    if prev in _DATE_PREV or prev in _HOUSE_NUMBER_PREV or prev in ("tháng", "thứ", "năm"):
+        return None
+    unit_next, glued = _unit_after(ctx, match.end())
+    if glued and not unit_next:
+        return None
+    return f"{read_number(whole)} và {read_number(numerator)} phần {read_number(denominator)}"
 
 
 # "ngày 20-10", "ngày 2-9", "ngày 15.3": a day and a month joined by a dash or a dot, only
@@ -577,7 +623,7 @@ _TIME_GLUED_BEFORE = "".join(f"(?<={word})|" for word in ("lúc", "từ", "vào"
 _TIME_GLUED_AFTER = "ngày|sáng|chiều|tối|trưa|đêm|hôm|thứ|đến|tới"
 _TIME = re.compile(
     rf"(?:{_TIME_GLUED_BEFORE}(?<![\w.,:/]))"
-    r"(\d{1,2})(?:(?:[hH]| h)(?: ?(\d{2}))?(?:[pP]|ph|')?|[gG](\d{2})|:(\d{2})(?::(\d{2}))?)"
+    r"(\d{1,2})(?:(?:[hH]| h)(?: ?(\d{2})(?:[pP]|ph|')?)?|[gG](\d{2})|:(\d{2})(?::(\d{2}))?)"
     rf"(?:(?=(?:{_TIME_GLUED_AFTER})(?!\w))|(?![\w]|[.,:]\d))"
 )
 
@@ -604,11 +650,37 @@ def _zero_minutes(match: re.Match[str], ctx: Context) -> str | None:
 
 
 # --- Roman numerals in context: Quý II, Đại hội XIII, khóa XV, lần thứ IV, Quý II/2024
-_ROMAN = re.compile(r"(?<![\w])([IVXLC]+)(?:/(\d{4}))?(?![\w]|/\d)")
+_ROMAN = re.compile(r"(?<![\w])([IVXLC]+|[ivx]+)(?:/(\d{4}))?(?![\w]|/\d)")
+# A lower-case numeral ("quý iii", "chương iv") is read only right after one of these words:
+# "vi", "xi", "i" are also Vietnamese syllables ("vi phạm", "xi măng").
+_LOWER_ROMAN_CONTEXT = frozenset(
+    "quý chương điều khoản mục phần đoạn số lục năm thứ khóa khoá kỳ kì lần kỷ kỉ tập".split()
+)
+# The numerals that are also syllables need an end after them ("lần vi phạm" stays words).
+_SYLLABLE_NUMERALS = frozenset("i v x vi xi".split())
+_AFTER_SYLLABLE_NUMERAL = frozenset(["", *"năm và hoặc đến tới của này".split()])
+
+
+def _lower_roman_in_context(match: re.Match[str], ctx: Context) -> bool:
+    prev = ctx.adjacent_prev_word(match.start())
+    if prev not in _LOWER_ROMAN_CONTEXT:
+        return False
+    before = ctx.prev_words(match.start(), 2)
+    if prev == "lục" and before[:1] != ["phụ"]:
+        return False  # "phụ lục ii"
+    if prev in ("kỷ", "kỉ") and before[:1] != ["thế"]:
+        return False  # "thế kỷ xxi"
+    if match.group(1) in _SYLLABLE_NUMERALS:
+        return ctx.adjacent_next_word(match.end()) in _AFTER_SYLLABLE_NUMERAL
+    return True
 
 
 def _roman(match: re.Match[str], ctx: Context) -> str | None:
     numeral, year = match.group(1), match.group(2)
+    if numeral.islower():
+        if not _lower_roman_in_context(match, ctx):
+            return None
+        numeral = numeral.upper()
     value = roman_value(numeral)
     if value is None:
         return None
@@ -670,8 +742,13 @@ def build_lexicon_pattern(lexicon: Lexicon) -> re.Pattern[str]:
     return re.compile(rf"(?<![^\W\d_])(?:{body}|{words})")
 
 
+# Units that are also words, names or abbreviations of their own ("kv" khu vực, "cc", "hp"): read
+# as units only right after a number.
+_QUANTITY_ONLY_UNITS = frozenset("tr ph gr kw kv hp inch cc".split())
+
+
 def _is_ambiguous_unit(term: str) -> bool:
-    return len(term) == 1 or is_syllable(term) or term.lower() in ("tr", "ph", "gr", "kw")
+    return len(term) == 1 or is_syllable(term) or term.lower() in _QUANTITY_ONLY_UNITS
 
 
 def _after_quantity(match: re.Match[str], ctx: Context) -> bool:
@@ -808,6 +885,50 @@ _NUMBER = re.compile(
 )
 
 
+# Words before a long bare number that make it an amount of money or a quantity.
+_AMOUNT_CUES = (
+    "số tiền",
+    "tiền",
+    "tổng",
+    "tổng cộng",
+    "tổng số",
+    "kinh phí",
+    "trị giá",
+    "giá",
+    "phạt",
+    "ngân sách",
+    "doanh thu",
+    "vốn",
+    "thu nhập",
+    "lương",
+    "hỗ trợ",
+    "bồi thường",
+    "đầu tư",
+    "dân số",
+    "sản lượng",
+)
+
+
+def _is_amount(match: re.Match[str], ctx: Context) -> bool:
+    after = ctx.after(match.end(), 12)
+    glued = re.match(r"[^\W\d_]+|\S", after)
+    if glued and (
+        glued.group(0).lower() in _MONEY_WORDS
+        or unicodedata.category(glued.group(0)[0]) == "Sc"
+        or ctx.lexicon.get("unit", glued.group(0)) is not None
+    ):
+        return True  # "1000000000đ", "2000000000$", "1500000000m2"
+    next_word = ctx.adjacent_next_word(match.end())
+    if next_word in _MONEY_WORDS or ctx.lexicon.get("unit", next_word) is not None:
+        return True
+    return ctx.prev_has(match.start(), _AMOUNT_CUES, n=5)
+
+
+def _after_minus(match: re.Match[str], ctx: Context) -> bool:
+    before = ctx.text[max(0, match.start() - 2) : match.start()]
+    return before[-1:] in ("-", "−") and not before[:1].isalnum()
+
+
 def _number(match: re.Match[str], ctx: Context) -> str:
     if match.group("th"):
         words = read_number(int(match.group("th").replace(".", "")))
@@ -820,7 +941,9 @@ def _number(match: re.Match[str], ctx: Context) -> str:
         following = ctx.after(match.end(), 12).lstrip()
         next_word = ctx.adjacent_next_word(match.end())
         is_decimal = (
-            following[:1] in ("%", "°")
+            match.group("dp") == "0"  # "0.5": no version or section number starts with 0
+            or _after_minus(match, ctx)
+            or following[:1] in ("%", "°")
             or next_word in _MAGNITUDES
             or ctx.lexicon.get("unit", next_word) is not None
         )
@@ -836,11 +959,17 @@ def _number(match: re.Match[str], ctx: Context) -> str:
         if (
             not counted
             and digits in _EMERGENCY_NUMBERS
-            and ctx.prev_has(match.start(), _EMERGENCY_TRIGGERS, n=_EMERGENCY_WINDOW)
+            and ctx.prev_has(match.start(), _EMERGENCY_TRIGGERS, n=_EMERGENCY_WINDOW, skip_numbers=True)
         ):
             return read_digits(digits)
         if len(digits) >= 10:
-            return read_digits(digits)
+            # Ten digits and more without separators: a phone, account or ID number unless the
+            # words around make it an amount ("1000000000đ", "số tiền 2500000000").
+            if not digits.startswith("0") and (counted or _is_amount(match, ctx)):
+                return read_number(int(digits))
+            if digits.startswith("0"):
+                return read_digits(digits)
+            return Flagged(read_digits(digits), long_number_note(digits))
     return read_decimal(digits, fraction)
 
 
@@ -912,22 +1041,44 @@ def _dash_is_range(match: re.Match[str], ctx: Context) -> bool:
     return False
 
 
+# What may stand right before the minus of "-3" (no space): an opening bracket, a colon, "=".
+_BEFORE_MINUS = frozenset("([{:=<>≤≥~;,“\"'")
+_TEMPERATURE_AFTER = re.compile(r"\d+(?:[.,]\d+)?[ \t]*(?:°|độ)")
+
+
+def _is_minus(match: re.Match[str], ctx: Context) -> bool:
+    """ "-3", "-0,5": a dash glued to a number, after a space or a bracket, that is no range (those
+    are tested first) and no part of a code ("COVID-19", "F-16"). "−" (U+2212) is always a minus."""
+    text = match.group(0)
+    if text.endswith((" ", "\t")) or not ctx.next_char(match.end()).isdecimal():
+        return False
+    if text.strip(" \t") == "−":
+        return True
+    if _is_numeric_end(ctx, match.start()):
+        return False  # "tỷ số 2 -1", "NPK 16 -16": a number before, and no range: a separator
+    return text.startswith((" ", "\t")) or ctx.prev_char(match.start()) in _BEFORE_MINUS
+
+
+def _is_minus_at_line_start(match: re.Match[str], ctx: Context) -> bool:
+    """ "-5 hộ" at the start of a line is a list item; "-3°C" and "−5" are negative numbers."""
+    text = match.group(0)
+    if text.endswith((" ", "\t")) or not ctx.next_char(match.end()).isdecimal():
+        return False
+    return text.strip(" \t") == "−" or _TEMPERATURE_AFTER.match(ctx.after(match.end())) is not None
+
+
 def _symbol(match: re.Match[str], ctx: Context) -> str:
     text = match.group(0)
     core = text.strip(" \t")
     if core in "-–—−" and core:
         line_before = ctx._line_before(match.start()).strip(" \t")
         if not line_before:
+            if _is_minus_at_line_start(match, ctx):
+                return "âm "
             return ""  # a bullet at the start of a line
-        next_char = ctx.next_char(match.end())
         if _dash_is_range(match, ctx):
             return " đến "
-        if (
-            text.startswith((" ", "\t"))
-            and not text.endswith((" ", "\t"))
-            and next_char.isdecimal()
-            and re.match(r"\d+(?:[.,]\d+)?[ \t]*(?:°|độ)", ctx.after(match.end()))
-        ):
+        if _is_minus(match, ctx):
             return " âm "
         if text != core:
             return ", "
@@ -963,9 +1114,29 @@ _CONSONANTS = frozenset("bcdđfghjklmnpqrstvwxzBCDĐFGHJKLMNPQRSTVWXZ")
 
 
 def _word(match: re.Match[str], ctx: Context) -> str:
-    word = "".join(ch for ch in match.group(0) if ch.isalpha())  # drops stray ², ½ and the like
-    if not word:
-        return ""
+    raw = match.group(0)
+    if raw.isalpha():
+        return _read_word(raw, ctx)
+    # Letters mixed with number-like signs that no earlier rule read ("Ⅻ", "①", "ⁿ"): a sign with
+    # a whole value is read as that number, anything else is flagged, never dropped silently.
+    words: list[str] = []
+    unread: list[str] = []
+    for is_letter, group in groupby(raw, key=str.isalpha):
+        run = "".join(group)
+        if is_letter:
+            words.append(_read_word(run, ctx))
+            continue
+        for ch in run:
+            value = unicodedata.numeric(ch, -1.0)
+            if value >= 0 and value == int(value):
+                words.append(read_number(int(value)))
+            else:
+                unread.append(ch)
+    reading = " ".join(words)
+    return Flagged(reading, stray_characters_note("".join(unread))) if unread else reading
+
+
+def _read_word(word: str, ctx: Context) -> str:
     if len(word) == 1:
         return ctx.letter(word) if word in _CONSONANTS else word.lower()
     if word.isupper() and not is_syllable(word):
@@ -973,7 +1144,7 @@ def _word(match: re.Match[str], ctx: Context) -> str:
     return word.lower()
 
 
-# --- whatever is left: spaces, sentence punctuation, anything else dropped
+# --- whatever is left: spaces, sentence punctuation; anything else is flagged, never dropped
 _REST = re.compile(r"\s+|[.,;:!?]+|.", re.DOTALL)
 
 
@@ -986,17 +1157,24 @@ def _rest(match: re.Match[str], ctx: Context) -> str:
             if mark in text:
                 return mark
         return ","
-    return ""
+    if unicodedata.category(text) in ("Cc", "Cf"):
+        return ""
+    return Flagged("", symbol_note(text))
 
 
 def build_rules(lexicon: Lexicon, override_pattern: re.Pattern[str] | None) -> list[Rule]:
     """The rules in the order they run. Earlier rules claim text first."""
-    rules = [Rule("drop", _DROP_CHARS, _drop)]
+    rules = []
     if override_pattern is not None:
         rules.append(Rule("override", override_pattern, _override))
     rules += [
+        # Emoji before the invisible characters: a variation selector or a joiner belongs to its
+        # emoji ("⚠️", "👨‍👩‍👧" are one flag each).
+        Rule("emoji", symbols.EMOJI, symbols.emoji),
+        Rule("drop", _DROP_CHARS, _drop),
         Rule("email", _EMAIL, _email),
         Rule("url", _URL, _url),
+        Rule("vehicle plate", shorthand.PLATE, shorthand.plate),
         Rule("document number", _DOC_NUMBER, _doc_number),
         Rule("phone", _PHONE, _phone),
         Rule("date range", _DATE_RANGE, _date_range),
@@ -1004,19 +1182,26 @@ def build_rules(lexicon: Lexicon, override_pattern: re.Pattern[str] | None) -> l
         Rule("iso date", _ISO_DATE, _iso_date),
         Rule("month/year", _MONTH_YEAR, _month_year),
         Rule("time", _TIME, _time),
+        Rule("duration shorthand", shorthand.DURATION, shorthand.duration),
+        Rule("money shorthand", shorthand.MONEY_SHORTHAND, shorthand.money_shorthand),
         Rule("zero minutes", _ZERO_MINUTES, _zero_minutes),
+        Rule("mixed fraction", _MIXED_FRACTION, _mixed_fraction),
         Rule("day/month or fraction", _DAY_MONTH, _day_month),
         Rule("day-month", _DASH_DATE, _dash_date),
         Rule("times sign", _TIMES, _times),
+        Rule("currency before amount", symbols.CURRENCY_BEFORE, symbols.currency_before),
+        Rule("vulgar fraction", symbols.VULGAR_FRACTION, symbols.vulgar_fraction),
         Rule("roman", _ROMAN, _roman),
         Rule("signature", _SIGNATURE, _signature),
         Rule("road code", _ROAD_CODE, _road_code),
         Rule("lexicon", build_lexicon_pattern(lexicon), _lexicon),
+        Rule("superscript", symbols.SUPERSCRIPT, symbols.superscript),
         Rule("code", _ALNUM, _alnum),
         Rule("contextual number", _SMALL_NUMBER, _contextual_number),
         Rule("number", _NUMBER, _number),
         Rule("symbol", _SYMBOL, _symbol),
         Rule("word", _LETTERS, _word),
+        Rule("other symbol", symbols.OTHER_SYMBOL, symbols.other_symbol),
         Rule("rest", _REST, _rest),
     ]
     return rules

@@ -128,7 +128,7 @@ def shutdown_app(app: Flask) -> None:
     """Stop the app's own workers (previews, uploads, lexicon re-renders): running jobs finish,
     queued ones are dropped, the threads are joined. Call it when the server has stopped serving
     and before ``services.stop()`` (the jobs use the services). Safe to call twice."""
-    from broadcaster.web.ui import JOBS_KEY
+    from broadcaster.web.ui.jobs import JOBS_KEY
 
     runner = app.extensions.get(JOBS_KEY)
     if runner is not None:
