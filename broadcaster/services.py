@@ -33,11 +33,14 @@ from broadcaster.settings import Settings
 
 if TYPE_CHECKING:
     from broadcaster.broadcasts import AnnouncementValidator, BroadcastManager, BroadcastsConfig
-    from broadcaster.broadcasts.views import BroadcastTitles
+    from broadcaster.broadcasts.views import BroadcastTitles, BroadcastViews
     from broadcaster.broker import ManagedBroker
     from broadcaster.fleet import Fleet, FleetConfig
     from broadcaster.fleet.registry import Registry, RegistryChange
     from broadcaster.fleet.targets import TargetResolver
+    from broadcaster.lexicon import Lexicon
+    from broadcaster.reports import Reports
+    from broadcaster.runtime_settings import RuntimeSettings
     from broadcaster.scheduling import SchedulerService
     from broadcaster.speech import SpeechService
     from broadcaster.textnorm import Normalizer
@@ -79,6 +82,10 @@ class Services:
     targets: TargetResolver
     validator: AnnouncementValidator
     titles: BroadcastTitles
+    views: BroadcastViews
+    lexicon: Lexicon
+    runtime: RuntimeSettings
+    reports: Reports
     normalizer: Normalizer | None = None
     fleet_config: FleetConfig | None = None
     broadcasts_config: BroadcastsConfig | None = None
@@ -305,30 +312,39 @@ def build_services(
     fleet_config: FleetConfig | None = None,
     broadcasts_config: BroadcastsConfig | None = None,
     transport: Transport | None = None,
+    speech: SpeechService | None = None,
+    fleet: Fleet | None = None,
     scheduler: bool = True,
+    database: tuple[Engine, sessionmaker[Session]] | None = None,
 ) -> Services:
     """Wire the controller. Opens and migrates the database; starts nothing.
 
     ``fleet_config``/``broadcasts_config`` default to the settings' ``fleet``/``broadcasts``
-    sections (with ``--demo`` and no fleet section, clusters report health every 10 s). Tests may
-    pass their own ``transport``.
+    sections (with ``--demo`` and no fleet section, clusters report health every 10 s). The unit
+    tests inject their parts: ``transport``, ``speech`` and ``fleet`` (tests/fakes) and ``database``
+    (an engine and a session factory over it, e.g. one that fails commits).
     """
     from broadcaster.broadcasts import AnnouncementValidator, BroadcastManager, Limits
-    from broadcaster.broadcasts.views import BroadcastTitles
+    from broadcaster.broadcasts.views import BroadcastTitles, BroadcastViews
     from broadcaster.fleet import Fleet, FleetConfig
     from broadcaster.fleet.registry import Registry
     from broadcaster.fleet.targets import TargetResolver
     from broadcaster.lexicon import Lexicon
+    from broadcaster.reports import Reports
+    from broadcaster.runtime_settings import RuntimeSettings
     from broadcaster.speech import SpeechService
     from broadcaster.textnorm import Normalizer
     from broadcaster.transport.mqtt import MqttTransport
     from speakers.protocol import Topics
 
     settings.ensure_instance()
-    engine = make_engine(settings.db_url)
-    create_schema(engine)
-    sessions = make_session_factory(engine)
-    speech = SpeechService.from_settings(settings)
+    if database is None:
+        engine = make_engine(settings.db_url)
+        create_schema(engine)
+        database = (engine, make_session_factory(engine))
+    engine, sessions = database
+    if speech is None:
+        speech = SpeechService.from_settings(settings)
     normalizer = Normalizer.from_config(settings.textnorm)
     if fleet_config is None:
         if settings.demo and "fleet" not in settings.model_fields_set:
@@ -345,14 +361,15 @@ def build_services(
     titles = BroadcastTitles(sessions)
     lexicon = Lexicon(sessions)
     validator = AnnouncementValidator(
-        Limits.from_settings(settings),
+        Limits.from_settings(settings, broadcasts_config),
         targets=targets,
         engine_names=lambda: {e["name"] for e in speech.engines()},
         speakable=lambda text: speech.normalize(text, lexicon.overrides()),
         audio_exists=speech.store.has,
         tz=ZoneInfo(settings.timezone),
     )
-    fleet = Fleet(sessions, transport, fleet_config, titles=titles.lookup)
+    if fleet is None:
+        fleet = Fleet(sessions, transport, fleet_config, titles=titles.lookup)
     broadcasts = BroadcastManager(
         sessions,
         speech,
@@ -385,6 +402,10 @@ def build_services(
         targets=targets,
         validator=validator,
         titles=titles,
+        views=BroadcastViews(sessions),
+        lexicon=lexicon,
+        runtime=RuntimeSettings(sessions, approval_required=settings.web.approval_required),
+        reports=Reports(sessions, settings.timezone),
         normalizer=normalizer,
         fleet_config=fleet_config,
         broadcasts_config=broadcasts_config,

@@ -8,6 +8,8 @@ from pathlib import Path
 
 import pytest
 
+from broadcaster.demo import DEMO_SPEAKERS, DEMO_ZONES
+
 
 def wait_until(predicate, timeout: float = 10.0, interval: float = 0.02, what: str = "condition"):  # type: ignore[no-untyped-def]
     """Poll ``predicate`` until it returns something truthy (returned) or fail after ``timeout``."""
@@ -21,55 +23,120 @@ def wait_until(predicate, timeout: float = 10.0, interval: float = 0.02, what: s
         time.sleep(interval)
 
 
+# ----------------------------------------------------------------------------- the commune
+
+# The demo commune, defined once (broadcaster.demo): zones thon-1..thon-3 with three clusters each.
+COMMUNE_ZONES: dict[str, str] = dict(DEMO_ZONES)
+COMMUNE_NODES: dict[str, str] = {sid: zone for sid, _, zone in DEMO_SPEAKERS}
+
+
+def seed_commune(sessions, *, credentials: bool = False) -> None:  # type: ignore[no-untyped-def]
+    """The demo commune's zones and clusters as registry rows (``credentials``: through the
+    registry, with MQTT password hashes, as the admin page makes them)."""
+    from broadcaster.fleet.registry import create_speaker, create_zone
+    from broadcaster.models import Speaker, Zone
+
+    with sessions.begin() as session:
+        for zone, name in DEMO_ZONES:
+            if credentials:
+                create_zone(session, zone, name)
+            else:
+                session.add(Zone(id=zone, name=name))
+        for sid, name, zone in DEMO_SPEAKERS:
+            if credentials:
+                create_speaker(session, sid, name, zone)
+            else:
+                session.add(Speaker(id=sid, name=name, zone_id=zone))
+
+
 # ----------------------------------------------------------------------------- unit harness
 
 
-class UnitController:
-    """Fleet + BroadcastManager on a MemoryBroker with fake nodes, a real SQLite file, fake speech.
+def unit_settings(instance: Path, **overrides: object):  # type: ignore[no-untyped-def]
+    from broadcaster.settings import load_settings
 
-    Zones ``thon-1``..``thon-3`` with three clusters each (``loa-01``..``loa-09``). ``flaky``: the
-    controller's transport is a FlakyTransport and the manager's sessions a FlakyCommitSessions
-    (tests/fakes.py), to inject publish and commit failures."""
+    data: dict[str, object] = {
+        "instance": instance,
+        "tts": {"order": ["espeak-ng"]},
+        "scheduling": {"schedules_dir": instance / "schedules"},
+        **overrides,
+    }
+    return load_settings(data, environ={})
+
+
+def unit_services(  # type: ignore[no-untyped-def]
+    tmp_path: Path,
+    *,
+    transport=None,
+    speech=None,
+    fake_fleet: bool = False,
+    scheduler: bool = False,
+    flaky: bool = False,
+    commune: bool = True,
+    broadcasts: dict[str, object] | None = None,
+    fleet: dict[str, object] | None = None,
+    **settings: object,
+):
+    """The real controller (``build_services``) with the unit-test parts injected: the in-memory
+    transport, FakeSpeech, a real SQLite file (``flaky``: whose dispatcher commits can be made to
+    fail), the demo commune in the registry, and (``fake_fleet``) a FakeFleet whose live state a
+    test sets. Nothing is started."""
+    from broadcaster.broadcasts import BroadcastsConfig
+    from broadcaster.db import create_schema, make_engine, make_session_factory
+    from broadcaster.fleet import FleetConfig
+    from broadcaster.services import build_services
+    from broadcaster.transport.memory import MemoryBroker, MemoryTransport
+    from tests.fakes import FakeFleet, FakeSpeech, FlakyCommitSessions
+
+    config = unit_settings(tmp_path / "instance", **settings)
+    config.ensure_instance()
+    engine = make_engine(config.db_url)
+    create_schema(engine)
+    sessions = make_session_factory(engine)
+    if commune:
+        seed_commune(sessions)
+    if flaky:
+        sessions = FlakyCommitSessions(sessions)
+    defaults = {"lead_s": 0.3, "emergency_lead_s": 0.2, "gap_s": 0.1, "receipt_grace_s": 5.0}
+    return build_services(
+        config,
+        transport=transport or MemoryTransport(MemoryBroker()),
+        speech=speech or FakeSpeech(tmp_path / "audio"),
+        fleet=FakeFleet(sessions) if fake_fleet else None,
+        scheduler=scheduler,
+        database=(engine, sessions),
+        broadcasts_config=BroadcastsConfig(**{**defaults, **(broadcasts or {})}),
+        fleet_config=FleetConfig(**{"health_interval_s": 30, **(fleet or {})}),
+    )
+
+
+class UnitController:
+    """The real broadcast lifecycle and fleet on a MemoryBroker with fake nodes, a real SQLite file,
+    FakeSpeech, and the demo commune (``loa-01``..``loa-09`` in ``thon-1``..``thon-3``).
+    ``flaky``: the transport is a FlakyTransport and the database fails dispatcher commits on
+    demand (tests/fakes/faults.py). Config keys prefixed ``fleet_`` go to the fleet, the rest to
+    the broadcasts."""
 
     def __init__(
         self, tmp_path: Path, *, connect: bool = True, flaky: bool = False, **config: object
     ) -> None:
-        from broadcaster.broadcasts import BroadcastManager, BroadcastsConfig
-        from broadcaster.db import create_schema, make_engine, make_session_factory
-        from broadcaster.fleet import Fleet, FleetConfig
-        from broadcaster.models import Speaker, Zone
         from broadcaster.transport.memory import MemoryBroker, MemoryTransport
-        from tests.fakes import ControllerSpeech, FakeNode, FlakyCommitSessions, FlakyTransport
+        from tests.fakes import FakeNode, FlakyTransport
 
-        self.engine = make_engine(f"sqlite:///{tmp_path / 'unit.db'}")
-        create_schema(self.engine)
-        self.sessions = make_session_factory(self.engine)
-        with self.sessions.begin() as s:
-            for z, name in (("thon-1", "Thôn Đông"), ("thon-2", "Thôn Đoài"), ("thon-3", "Thôn Trung")):
-                s.add(Zone(id=z, name=name))
-            for i in range(1, 10):
-                s.add(Speaker(id=f"loa-{i:02d}", name=f"Cụm loa {i}", zone_id=f"thon-{(i - 1) // 3 + 1}"))
         self.broker = MemoryBroker()
         self.transport = FlakyTransport(self.broker) if flaky else MemoryTransport(self.broker)
         fleet_cfg = {k[6:]: v for k, v in config.items() if k.startswith("fleet_")}
         bc_cfg = {k: v for k, v in config.items() if not k.startswith("fleet_")}
-        self.fleet = Fleet(
-            self.sessions, self.transport, FleetConfig(**{"health_interval_s": 30, **fleet_cfg})
+        self.services = unit_services(
+            tmp_path, transport=self.transport, flaky=flaky, broadcasts=bc_cfg, fleet=fleet_cfg
         )
-        self.speech = ControllerSpeech(tmp_path / "audio")
-        defaults = {"lead_s": 0.3, "emergency_lead_s": 0.2, "gap_s": 0.1, "receipt_grace_s": 5.0}
-        self.manager_sessions = FlakyCommitSessions(self.sessions) if flaky else self.sessions
-        self.manager = BroadcastManager(
-            self.manager_sessions,
-            self.speech,
-            self.transport,
-            self.fleet,
-            BroadcastsConfig(**{**defaults, **bc_cfg}),
-        )
-        self.nodes = {
-            f"loa-{i:02d}": FakeNode(self.broker, f"loa-{i:02d}", f"thon-{(i - 1) // 3 + 1}")
-            for i in range(1, 10)
-        }
+        self.sessions = self.services.sessions
+        self.manager_sessions = self.sessions
+        self.engine = self.services.db_engine
+        self.fleet = self.services.fleet
+        self.speech = self.services.speech
+        self.manager = self.services.broadcasts
+        self.nodes = {sid: FakeNode(self.broker, sid, zone) for sid, zone in COMMUNE_NODES.items()}
         self.fleet.start()
         self.manager.start()
         self.transport.start()
@@ -114,8 +181,7 @@ def unit_controller(tmp_path: Path) -> Iterator[UnitController]:
 
 # ----------------------------------------------------------------------------- end to end
 
-E2E_NODES = {f"loa-{i:02d}": f"thon-{(i - 1) // 3 + 1}" for i in range(1, 10)}
-E2E_ZONES = {"thon-1": "Thôn Đông", "thon-2": "Thôn Đoài", "thon-3": "Thôn Trung"}
+E2E_NODES = COMMUNE_NODES
 # Short intervals keep the suite fast; health every second makes staleness visible in seconds.
 E2E_HEALTH_S = 1.0
 
@@ -148,13 +214,7 @@ class E2EController:
         self.overrides = overrides
         broker.add_nodes(E2E_NODES)
         self.services = self._build()
-        with self.services.sessions.begin() as session:
-            from broadcaster.fleet.registry import create_speaker, create_zone
-
-            for zone, name in E2E_ZONES.items():
-                create_zone(session, zone, name)
-            for sid, zone in E2E_NODES.items():
-                create_speaker(session, sid, f"Cụm loa {sid[-2:]}", zone)
+        seed_commune(self.services.sessions, credentials=True)
         self.services.start()
         self.sim = Simulator(
             broker.base_url,

@@ -1,9 +1,11 @@
 """Fixtures of the web tests.
 
-- ``web_services``: the services the UI needs for Flask test-client tests: a real SQLite file, the
-  real speech service over espeak-ng (a real audio store in tmp_path), the real scheduler service
-  (not started: its CRUD and week view need no running scheduler), and from tests/fakes.py a
-  broadcast manager, a fleet and a normalizer with ``analyze``.
+- ``web_services``: the real controller for Flask test-client tests (the unit harness of
+  tests/fixtures_controller.py): a real SQLite file, the real broadcast lifecycle and normalizer,
+  the real speech service over espeak-ng (a real audio store in tmp_path), the real scheduler
+  service (not started: its CRUD and week view need no running scheduler), the in-memory transport
+  and a FakeFleet whose live state a test sets. ``submitted()`` and ``log(kind)`` read back what
+  the pages did.
 - ``web_app`` / ``client``: the Flask app over them, with three accounts (``admin``, ``editor``,
   ``approver``; password ``PASSWORD``); ``login(client, name)`` logs in; ``csrf(client)`` reads the
   page token.
@@ -18,10 +20,13 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
 import pytest
+
+from broadcaster.domain import Tier
 
 PASSWORD = "mat-khau-123"
 ROOT = Path(__file__).resolve().parents[1]
@@ -70,62 +75,131 @@ def add_fleet(sessions: Any) -> None:
         create_speaker(session, "loa-2a", "Loa nhà văn hóa", "thon-2")
 
 
+@dataclass(frozen=True)
+class Submitted:
+    """A broadcast as the compose page or the API submitted it (read back from the database)."""
+
+    id: int
+    text: str
+    title: str
+    tier: Tier
+    targets: tuple[str, ...]
+    at: datetime | None
+    approved: bool
+    author: str | None
+    source: str
+
+
 @dataclass
 class WebServices:
+    """The real controller (``unit_services``) for the web tests: FakeSpeech is replaced by the real
+    speech service over espeak-ng, the fleet is a FakeFleet whose live state a test sets, and the
+    transport a FlakyTransport whose publishes a test can make fail. The broadcast lifecycle is the
+    real one (no cluster is online, so items wait)."""
+
     services: Any
-    settings: Any
-    sessions: Any
-    broadcasts: Any
-    fleet: Any
-    speech: Any
-    scheduler: Any
-    normalizer: Any
+    transport: Any
+
+    @property
+    def settings(self) -> Any:
+        return self.services.settings
+
+    @property
+    def sessions(self) -> Any:
+        return self.services.sessions
+
+    @property
+    def broadcasts(self) -> Any:
+        return self.services.broadcasts
+
+    @property
+    def fleet(self) -> Any:
+        return self.services.fleet
+
+    @property
+    def speech(self) -> Any:
+        return self.services.speech
+
+    @property
+    def scheduler(self) -> Any:
+        return self.services.scheduler
+
+    @property
+    def normalizer(self) -> Any:
+        return self.services.normalizer
+
+    def submitted(self) -> list[Submitted]:
+        """Every broadcast, in submission order."""
+        from sqlalchemy import select
+
+        from broadcaster.models import Broadcast
+
+        with self.sessions() as session:
+            rows = session.scalars(select(Broadcast).order_by(Broadcast.id)).all()
+            return [
+                Submitted(
+                    id=b.id,
+                    text=b.announcement.text,
+                    title=b.announcement.title,
+                    tier=Tier(b.tier),
+                    targets=tuple(b.targets),
+                    at=b.scheduled_at,
+                    approved=b.announcement.approval == "approved",
+                    author=b.announcement.author,
+                    source=b.announcement.source,
+                )
+                for b in rows
+            ]
+
+    def log(self, kind: str) -> list[str]:
+        """The decision log's messages of one kind (``stop_all``, ``volume``...), oldest first."""
+        from sqlalchemy import select
+
+        from broadcaster.models import LogEntry
+
+        with self.sessions() as session:
+            query = select(LogEntry.message).where(LogEntry.kind == kind).order_by(LogEntry.id)
+            return list(session.scalars(query))
+
+    def cancelled(self) -> list[int]:
+        return [b["id"] for b in reversed(self.broadcasts.list(state="cancelled"))]
+
+
+def make_web_services(tmp_path: Path, **options: Any) -> WebServices:
+    """See WebServices; ``options`` go to ``unit_services`` (e.g. ``broadcasts={"max_repeat": 3}``)."""
+    from broadcaster.speech import SpeechService
+    from broadcaster.transport.memory import MemoryBroker
+    from tests.fakes import FlakyTransport
+    from tests.fixtures_controller import unit_services, unit_settings
+
+    transport = FlakyTransport(MemoryBroker())
+    speech = SpeechService.from_settings(unit_settings(tmp_path / "instance"))
+    services = unit_services(
+        tmp_path,
+        transport=transport,
+        speech=speech,
+        fake_fleet=True,
+        scheduler=True,
+        commune=False,
+        **options,
+    )
+    add_accounts(services.sessions)
+    add_fleet(services.sessions)
+    services.broadcasts.start()
+    return WebServices(services, transport)
+
+
+def close_web_services(web: WebServices) -> None:
+    web.broadcasts.stop()
+    web.scheduler.shutdown()
+    web.services.db_engine.dispose()
 
 
 @pytest.fixture
 def web_services(tmp_path: Path) -> Iterator[WebServices]:
-    from broadcaster.audio.store import AudioStore
-    from broadcaster.db import create_schema, make_engine, make_session_factory
-    from broadcaster.fleet.registry import Registry
-    from broadcaster.scheduling import SchedulerService
-    from broadcaster.services import Services
-    from broadcaster.speech import SpeechService
-    from broadcaster.tts import build_chain
-    from tests.fakes import FakeAnalyzingNormalizer, FakeLiveFleet, WebFakeBroadcasts
-
-    settings = web_settings(tmp_path / "instance")
-    settings.ensure_instance()
-    engine = make_engine(settings.db_url)
-    create_schema(engine)
-    sessions = make_session_factory(engine)
-    normalizer = FakeAnalyzingNormalizer()
-    speech = SpeechService(
-        build_chain(settings.tts),
-        AudioStore(settings.cache_dir, settings.audio.cache_max_bytes),
-        settings.audio,
-        normalizer=normalizer,
-        max_chars=settings.textnorm.max_chars,
-    )
-    broadcasts = WebFakeBroadcasts(sessions)
-    fleet = FakeLiveFleet(sessions)
-    scheduler = SchedulerService(settings, sessions, broadcasts, speech)
-    services = Services(
-        settings=settings,
-        db_engine=engine,
-        sessions=sessions,
-        speech=speech,
-        transport=None,  # type: ignore[arg-type]
-        fleet=fleet,  # type: ignore[arg-type]
-        broadcasts=broadcasts,  # type: ignore[arg-type]
-        scheduler=scheduler,
-        registry=Registry(sessions),
-        normalizer=normalizer,
-    )
-    add_accounts(sessions)
-    add_fleet(sessions)
-    yield WebServices(services, settings, sessions, broadcasts, fleet, speech, scheduler, normalizer)
-    scheduler.shutdown()
-    engine.dispose()
+    web = make_web_services(tmp_path)
+    yield web
+    close_web_services(web)
 
 
 @pytest.fixture

@@ -1,5 +1,5 @@
-"""REST API unit tests: tokens, validation at the edge, CRUD, log and CSV (real SQLite and Flask app;
-fake broadcast manager, speech and fleet)."""
+"""REST API unit tests: tokens, validation at the edge, CRUD, log and CSV (real SQLite, Flask app and
+broadcast lifecycle; fake speech and fleet)."""
 
 from __future__ import annotations
 
@@ -15,17 +15,13 @@ import pytest
 from sqlalchemy import select
 from sqlalchemy.exc import OperationalError
 
-from broadcaster.db import create_schema, make_engine, make_session_factory
-from broadcaster.domain import Source, Tier
-from broadcaster.fleet.registry import Registry, verify_mosquitto_hash
+from broadcaster.db import make_engine, make_session_factory
+from broadcaster.fleet.registry import verify_mosquitto_hash
 from broadcaster.models import Announcement as AnnouncementRow
-from broadcaster.models import ApiToken, Broadcast, Delivery, Speaker, Zone
-from broadcaster.scheduling import SchedulerService
-from broadcaster.services import Services
-from broadcaster.settings import load_settings
+from broadcaster.models import ApiToken, Broadcast, Delivery, LogEntry, Speaker, Zone
 from broadcaster.web import create_app
 from broadcaster.web.tokens import TokenError, create_token, revoke_token, verify_token
-from tests.fakes import FakeBroadcastManager, FakeFleet, FakeSpeechService
+from tests.fixtures_controller import unit_services
 
 HCM = ZoneInfo("Asia/Ho_Chi_Minh")
 ROOT = Path(__file__).resolve().parent.parent
@@ -33,29 +29,14 @@ ROOT = Path(__file__).resolve().parent.parent
 
 class Api:
     def __init__(self, tmp_path: Path) -> None:
-        self.settings = load_settings(
-            {"instance": tmp_path / "instance", "scheduling": {"schedules_dir": str(tmp_path / "schedules")}},
-            environ={},
-        )
-        self.settings.ensure_instance()
-        self.engine = make_engine(self.settings.db_url)
-        create_schema(self.engine)
-        self.sessions = make_session_factory(self.engine)
-        self.manager = FakeBroadcastManager(self.sessions)
-        self.speech = FakeSpeechService()
-        self.fleet = FakeFleet(self.sessions)
-        self.scheduler = SchedulerService(self.settings, self.sessions, self.manager, self.speech)
-        self.services = Services(
-            settings=self.settings,
-            db_engine=self.engine,
-            sessions=self.sessions,
-            speech=self.speech,  # type: ignore[arg-type]
-            transport=None,  # type: ignore[arg-type]
-            fleet=self.fleet,  # type: ignore[arg-type]
-            broadcasts=self.manager,  # type: ignore[arg-type]
-            scheduler=self.scheduler,
-            registry=Registry(self.sessions),
-        )
+        self.services = unit_services(tmp_path, commune=False, fake_fleet=True, scheduler=True)
+        self.settings = self.services.settings
+        self.engine = self.services.db_engine
+        self.sessions = self.services.sessions
+        self.manager = self.services.broadcasts
+        self.speech = self.services.speech
+        self.fleet = self.services.fleet
+        self.scheduler = self.services.scheduler
         self.app = create_app(self.settings, self.services, {"TESTING": True})
         self.client = self.app.test_client()
         self.token = create_token(self.sessions, "tram-xa")
@@ -67,6 +48,16 @@ class Api:
                     Speaker(id="loa-1", name="Loa chợ", zone_id="thon-dong"),
                     Speaker(id="loa-2", name="Loa đình", zone_id="thon-tay"),
                 ]
+            )
+        self.manager.start()
+
+    def broadcasts(self) -> list[dict]:
+        return self.manager.list()
+
+    def stops(self) -> list[str]:
+        with self.sessions() as s:
+            return list(
+                s.scalars(select(LogEntry.message).where(LogEntry.kind == "stop_all").order_by(LogEntry.id))
             )
 
     def get(self, url: str, **kw):
@@ -86,6 +77,7 @@ class Api:
 def api(tmp_path: Path):
     a = Api(tmp_path)
     yield a
+    a.manager.stop()
     a.engine.dispose()
 
 
@@ -115,7 +107,7 @@ def test_every_endpoint_needs_a_token_except_the_document(api: Api) -> None:
     assert bad.status_code == 401 and error_of(bad)["code"] == "invalid_token"
     basic = api.client.get("/api/speakers", headers={"Authorization": f"Basic {api.token}"})
     assert basic.status_code == 401
-    assert api.manager.submitted == [] and api.manager.stopped == []
+    assert api.broadcasts() == [] and api.stops() == []
     assert api.get("/api/speakers").status_code == 200
 
 
@@ -170,16 +162,17 @@ def test_post_broadcast_submits_an_approved_api_announcement(api: Api) -> None:
     assert response.status_code == 201
     body = response.get_json()
     assert response.headers["Location"] == f"/api/broadcasts/{body['id']}"
-    ann, kwargs = api.manager.submitted[-1]
-    assert kwargs["approved"] is True and kwargs["id"] == body["id"]
-    assert (ann.text, ann.targets, ann.tier, ann.repeat, ann.title) == (
+    made = api.manager.get(body["id"])
+    assert made["approval"] == "approved"
+    assert (made["text"], made["targets"], made["tier"], made["title"]) == (
         "Kính thưa bà con, chiều nay cắt điện.",
-        ("thon-dong",),
-        Tier.PRIORITY,
-        2,
+        ["thon-dong"],
+        "priority",
         "Cắt điện",
     )
-    assert ann.source == Source.API and ann.author == "api:tram-xa" and ann.at is None
+    assert made["source"] == "api" and made["author"] == "api:tram-xa" and made["scheduled_at"] is None
+    with api.sessions() as s:
+        assert s.get(Broadcast, body["id"]).announcement.repeat == 2
 
     got = api.get(f"/api/broadcasts/{body['id']}")
     assert got.status_code == 200 and got.get_json()["id"] == body["id"]
@@ -190,8 +183,8 @@ def test_at_without_offset_is_local_time(api: Api) -> None:
     local = (datetime.now(HCM) + timedelta(hours=2)).replace(second=0, microsecond=0, tzinfo=None)
     response = api.post("/api/broadcasts", {"text": "Họp dân", "targets": ["all"], "at": local.isoformat()})
     assert response.status_code == 201
-    ann = api.manager.submitted[-1][0]
-    assert ann.at == local.replace(tzinfo=HCM).astimezone(UTC)
+    made = api.manager.get(response.get_json()["id"])
+    assert datetime.fromisoformat(made["scheduled_at"]) == local.replace(tzinfo=HCM).astimezone(UTC)
     assert (
         api.post(
             "/api/broadcasts", {"text": "Họp dân", "targets": ["all"], "at": "2030-01-01T07:00:00Z"}
@@ -227,7 +220,7 @@ def test_bad_broadcasts_get_a_clear_error_and_nothing_airs(
     assert response.status_code == status
     error = error_of(response)
     assert error["field"] == field and error["message"]
-    assert api.manager.submitted == []
+    assert api.broadcasts() == []
 
 
 def test_malformed_requests(api: Api) -> None:
@@ -241,7 +234,7 @@ def test_malformed_requests(api: Api) -> None:
     assert array.status_code == 400
     huge = api.post("/api/broadcasts", {"text": "a" * (2 * 1024 * 1024), "targets": ["all"]})
     assert huge.status_code == 413 and error_of(huge)["code"] == "payload_too_large"
-    assert api.manager.submitted == []
+    assert api.broadcasts() == []
 
 
 def test_unknown_urls_and_methods_are_json(api: Api) -> None:
@@ -257,22 +250,28 @@ def test_unknown_urls_and_methods_are_json(api: Api) -> None:
 
 def test_cancel_and_stop(api: Api) -> None:
     created = api.post("/api/broadcasts", {"text": "Thử", "targets": ["all"]}).get_json()["id"]
-    assert api.delete(f"/api/broadcasts/{created}").status_code == 200
-    assert api.manager.cancelled == [created]
+    cancelled = api.delete(f"/api/broadcasts/{created}")
+    assert cancelled.status_code == 200 and cancelled.get_json()["state"] == "cancelled"
+    assert api.delete(f"/api/broadcasts/{created}").status_code == 409  # already finished
     assert api.delete("/api/broadcasts/4242").status_code == 404
     response = api.post("/api/stop")
     assert response.status_code == 200 and response.get_json()["stopped"] is True
-    assert api.manager.stopped == [("api:tram-xa", "Dừng tất cả qua API")]
+    assert api.stops() == ["Dừng tất cả bởi api:tram-xa: Dừng tất cả qua API"]
     api.post("/api/stop", {"reason": "Diễn tập"})
-    assert api.manager.stopped[-1] == ("api:tram-xa", "Diễn tập")
+    assert api.stops()[-1] == "Dừng tất cả bởi api:tram-xa: Diễn tập"
 
 
 @pytest.mark.parametrize(
     "failure",
     [OperationalError("INSERT ...", {}, Exception("database is locked")), TimeoutError("dispatcher busy")],
 )
-def test_a_busy_database_or_dispatcher_is_503_not_500(api: Api, failure: Exception) -> None:
-    api.manager.fail_with = failure
+def test_a_busy_database_or_dispatcher_is_503_not_500(
+    api: Api, failure: Exception, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def busy(*_: object, **__: object) -> int:
+        raise failure
+
+    monkeypatch.setattr(api.manager, "submit", busy)
     response = api.post("/api/broadcasts", {"text": "Thử", "targets": ["all"]})
     assert response.status_code == 503
     assert response.headers["Retry-After"] == "5"
@@ -283,8 +282,7 @@ def test_a_busy_database_or_dispatcher_is_503_not_500(api: Api, failure: Excepti
 
 
 def test_speakers_list_has_zone_online_and_health(api: Api) -> None:
-    api.fleet.online.add("loa-1")
-    api.fleet.health["loa-1"] = {"volume": 80, "amplifier_on": True}
+    api.fleet.live["loa-1"] = {"online": True, "health": {"volume": 80, "amplifier_on": True}}
     speakers = {s["id"]: s for s in api.get("/api/speakers").get_json()["speakers"]}
     assert speakers["loa-1"]["zone"] == "thon-dong" and speakers["loa-1"]["online"] is True
     assert speakers["loa-1"]["health"] == {"volume": 80, "amplifier_on": True}
@@ -409,7 +407,7 @@ def test_log_and_csv_exports_in_vietnamese(api: Api) -> None:
 
 
 def test_an_internal_error_is_json_and_logged(api: Api, caplog: pytest.LogCaptureFixture) -> None:
-    api.fleet.fail_with = RuntimeError("fleet exploded")
+    api.fleet.fail = "fleet exploded"
     response = api.get("/api/speakers")
     assert response.status_code == 500 and error_of(response)["code"] == "internal"
     assert "fleet exploded" not in response.get_data(as_text=True)  # no internals leak to clients

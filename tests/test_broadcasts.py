@@ -513,3 +513,29 @@ def test_node_start_times_are_clamped(tmp_path) -> None:  # type: ignore[no-unty
         wait_until(lambda: "playing" in ahead.states(second), what="second item playing on loa-01")
     finally:
         uc.close()
+
+
+def test_a_render_finishing_after_stop_puts_nothing_on_air(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    """stop() must not wait for a slow engine, and a render that finishes during or after the stop
+    must not send a play command (before, the dispatcher was joined first and the render's result
+    was then processed inline, publishing a play after stop)."""
+    uc = UnitController(tmp_path)
+    try:
+        gate = threading.Event()
+        uc.speech.gate = gate
+        bid = uc.manager.submit(Announcement(text="Tin dừng giữa chừng", targets=("thon-1",)))
+        wait_until(lambda: bid in uc.manager.renderer.rendering, what="render started")
+        uc.manager.stop()  # returns although the engine still hangs
+        plays_before = [t for t, *_ in uc.transport.sent if t.endswith("/cmd")]
+        gate.set()
+        wait_until(lambda: len(uc.speech.renders) == 1, what="render finished")
+        wait_until(
+            lambda: not any(t.name.startswith("render") and t.is_alive() for t in threading.enumerate()),
+            what="render workers gone",
+        )
+        assert [t for t, *_ in uc.transport.sent if t.endswith("/cmd")] == plays_before == []
+        assert uc.manager.get(bid)["state"] == "rendering"  # picked up again at the next start
+        with pytest.raises(BroadcastError, match="đang dừng"):
+            uc.manager.cancel(bid)
+    finally:
+        uc.close()

@@ -15,7 +15,6 @@ from broadcaster.fleet.registry import (
     RegistryChange,
     RegistryError,
     mosquitto_hash,
-    resolve_targets,
     verify_mosquitto_hash,
 )
 from broadcaster.models import Speaker
@@ -154,21 +153,46 @@ def test_hash_matches_mosquitto_passwd(tmp_path: Path) -> None:
     assert mosquitto_hash("bí-mật", salt=salt) == reference
 
 
-def test_resolve_targets(registry: Registry, sessions) -> None:
+def test_the_one_target_resolver(registry: Registry, sessions) -> None:
+    from broadcaster.fleet.targets import TargetError, TargetResolver, resolve
+
     registry.create_zone("z1", "Thôn 1")
     registry.create_zone("z2", "Thôn 2")
     for i, zone in enumerate(["z1", "z1", "z2", None]):
         registry.create_speaker(f"s{i}", f"Loa {i}", zone=zone)
     registry.update_speaker("s1", enabled=False)
     with sessions() as session:
-        assert resolve_targets(session, ["all"]) == ["s0", "s2", "s3"]
-        assert resolve_targets(session, ["z1"]) == ["s0"]
-        assert resolve_targets(session, ["z2", "s3", "s0"]) == ["s0", "s2", "s3"]
-        assert resolve_targets(session, ["z1"], enabled_only=False) == ["s0", "s1"]
-        with pytest.raises(RegistryError, match="nope, z9"):
-            resolve_targets(session, ["z1", "nope", "z9"])
+        assert resolve(session, ["all"]).speakers == ("s0", "s2", "s3")
+        assert resolve(session, ["all"]).whole_zones == {"z1", "z2"}
+        assert resolve(session, ["z1"]).speakers == ("s0",)
+        assert resolve(session, ["z2", "s3", "s0"]).speakers == ("s0", "s2", "s3")
+        assert resolve(session, ["z2", "s3", "s0"]).whole_zones == {"z2"}
+        assert resolve(session, ["z1"], enabled_only=False).speakers == ("s0", "s1")
+        with pytest.raises(TargetError, match="nope, z9"):
+            resolve(session, ["z1", "nope", "z9"])
+        with pytest.raises(TargetError, match="Tất cả loa"):
+            resolve(session, ["all", "z1"])  # "all" does not mix with anything else
+        with pytest.raises(TargetError, match="không có cụm loa nào|Không có cụm loa nào"):
+            resolve(session, ["s1"])  # only a disabled cluster
         assert session.scalars(select(Speaker.id)).all() == ["s0", "s1", "s2", "s3"]
-    assert registry.known_targets() == {"all", "z1", "z2", "s0", "s1", "s2", "s3"}
+    resolver = TargetResolver(sessions)
+    assert resolver.known() == {"all", "z1", "z2", "s0", "s1", "s2", "s3"}
+    assert resolver.describe(["z1"]) == "1 cụm loa ở Thôn 1"
+    assert resolver.describe(["z2", "s3"]) == "2 cụm loa ở Thôn 2 và Loa 3"
+    assert resolver.describe(["all"]) == "tất cả 3 cụm loa"
+
+
+def test_zone_and_cluster_ids_share_one_namespace(registry: Registry) -> None:
+    """A speaker id equal to a zone id made a broadcast to ["thon-3"] reach the zone and that speaker."""
+    registry.create_zone("thon-1", "Thôn 1")
+    registry.create_zone("thon-3", "Thôn 3")
+    with pytest.raises(RegistryError, match="khu vực") as err:
+        registry.create_speaker("thon-3", "Loa lạc", zone="thon-1")
+    assert err.value.code == "conflict" and err.value.field == "id"
+    registry.create_speaker("loa-9", "Loa 9", zone="thon-1")
+    with pytest.raises(RegistryError, match="cụm loa") as err:
+        registry.create_zone("loa-9", "Khu mới")
+    assert err.value.code == "conflict"
 
 
 def test_zones_and_speakers_named_by_a_schedule_cannot_be_deleted(registry: Registry, sessions) -> None:

@@ -58,3 +58,53 @@ def test_lease_lock_refuses_a_second_holder_until_released_or_expired(sessions) 
             assert s.get(Setting, LEASE_KEY) is None
     finally:
         first.release()  # not the owner any more: leaves the row alone
+
+
+def test_a_lease_taken_over_tells_its_old_holder_once(sessions) -> None:
+    """When another process took the lease over (after ours expired, e.g. a long pause), the old
+    holder is told at its next renewal and stops renewing: it must stop firing jobs."""
+    import threading
+
+    lost: list[str] = []
+    told = threading.Event()
+
+    def on_lost(holder: str) -> None:
+        lost.append(holder)
+        told.set()
+
+    first = LeaseLock(sessions, lease_s=1, on_lost=on_lost)
+    first.acquire()
+    try:
+        with sessions.begin() as s:  # what another process does once our lease has expired
+            row = s.get(Setting, LEASE_KEY)
+            row.value = {"owner": "other:42", "expires": (datetime.now(UTC) + timedelta(hours=1)).isoformat()}
+        assert told.wait(10)
+        assert lost == ["other:42"] and first.lost.is_set()
+        with sessions() as s:
+            assert s.get(Setting, LEASE_KEY).value["owner"] == "other:42"  # not taken back
+    finally:
+        first.release()
+
+
+def test_a_scheduler_that_lost_its_lease_fires_nothing(tmp_path: Path) -> None:
+    from tests.test_scheduling import Env, once, wait_clock_past
+
+    env = Env(tmp_path)
+    try:
+        service = env.new()
+        service.start()
+        at = (datetime.now(UTC) + timedelta(seconds=2)).replace(microsecond=0)
+        sid = service.create_schedule(once(at))
+        service._lease_lost("other:42")  # what the lease lock calls (previous test)
+        assert service.fire_schedule(sid) is None
+        wait_clock_past(at + timedelta(seconds=1))  # its air time passes: the paused clock fires nothing
+        assert env.manager.list() == []
+        with env.sessions() as s:
+            from sqlalchemy import select
+
+            from broadcaster.models import LogEntry
+
+            kinds = s.scalars(select(LogEntry.kind)).all()
+        assert "scheduler_lease_lost" in kinds
+    finally:
+        env.close()

@@ -18,6 +18,7 @@ from sqlalchemy import func, select
 from broadcaster.domain import Tier
 from broadcaster.models import Broadcast, Delivery, LexiconEntry, Setting, User
 from broadcaster.web.auth import CSRF_MESSAGE, LIMITER_KEY
+from tests.fixtures_controller import wait_until
 from tests.fixtures_web import PASSWORD, csrf, login
 
 TZ = ZoneInfo("Asia/Ho_Chi_Minh")
@@ -186,9 +187,9 @@ def test_login_form_needs_csrf_too(client: Any) -> None:
 def test_stop_all_needs_csrf(client: Any, web_services: Any) -> None:
     login(client, "approver")
     assert client.post("/stop-all").status_code == 400
-    assert web_services.broadcasts.stopped == []
+    assert web_services.log("stop_all") == []
     assert post(client, "/stop-all").status_code == 302
-    assert web_services.broadcasts.stopped[0][0] == "approver"
+    assert web_services.log("stop_all")[0].startswith("Dừng tất cả bởi approver")
 
 
 # --- roles -------------------------------------------------------------------------------------
@@ -200,7 +201,7 @@ def test_editor_cannot_broadcast_emergency(client: Any, web_services: Any) -> No
         reply = post(client, "/compose", compose_form(tier=tier))
         assert reply.status_code == 403
         assert "Biên tập viên chỉ được soạn tin thông thường" in reply.get_data(as_text=True)
-    assert web_services.broadcasts.submitted == []
+    assert web_services.submitted() == []
 
 
 def test_admin_pages_are_for_admins_only(client: Any, web_services: Any) -> None:
@@ -221,9 +222,9 @@ def test_editor_item_waits_for_approval_then_airs(client: Any, web_app: Any, web
     assert "Gửi duyệt để phát ngay" in page
     reply = post(client, "/compose", compose_form(title="Tiêm phòng"))
     assert reply.status_code == 302 and reply.headers["Location"] == "/approvals"
-    ann, kwargs = web_services.broadcasts.submitted[0]
-    assert kwargs["approved"] is False and ann.author == "editor" and ann.tier == Tier.NORMAL
-    broadcast_id = kwargs["id"]
+    item = web_services.submitted()[0]
+    assert item.approved is False and item.author == "editor" and item.tier == Tier.NORMAL
+    broadcast_id = item.id
     pending = client.get("/approvals").get_data(as_text=True)
     assert "Tiêm phòng" in pending and "Duyệt và phát" not in pending  # an editor cannot approve
     assert post(client, f"/approvals/{broadcast_id}/approve").status_code == 403
@@ -234,14 +235,16 @@ def test_editor_item_waits_for_approval_then_airs(client: Any, web_app: Any, web
     html = approver.get("/approvals").get_data(as_text=True)
     assert "Tiêm phòng" in html and "Duyệt và phát" in html
     assert post(approver, f"/approvals/{broadcast_id}/approve").status_code == 302
-    assert web_services.broadcasts.get(broadcast_id)["state"] == "sending"
+    assert web_services.broadcasts.get(broadcast_id)["approval"] == "approved"
+    # Rendered, then queued for its clusters (none is online in this test).
+    wait_until(lambda: web_services.broadcasts.get(broadcast_id)["state"] == "sending", what="queued")
     assert "Không có tin nào đang chờ duyệt." in approver.get("/approvals").get_data(as_text=True)
 
 
 def test_rejection_keeps_item_off_air(client: Any, web_services: Any) -> None:
     login(client, "editor")
     post(client, "/compose", compose_form())
-    broadcast_id = web_services.broadcasts.submitted[0][1]["id"]
+    broadcast_id = web_services.submitted()[0].id
     post(client, "/logout")
     login(client, "approver")
     post(client, f"/approvals/{broadcast_id}/reject", {"reason": "Sai ngày"})
@@ -257,16 +260,16 @@ def test_approval_can_be_turned_off_by_admin(client: Any, web_app: Any, web_serv
     login(editor, "editor")
     assert "Phát ngay" in editor.get("/compose").get_data(as_text=True)
     post(editor, "/compose", compose_form())
-    assert web_services.broadcasts.submitted[0][1]["approved"] is True
+    assert web_services.submitted()[0].approved is True
 
 
 def test_approver_broadcasts_emergency_at_once(client: Any, web_services: Any) -> None:
     login(client, "approver")
     reply = post(client, "/compose", compose_form(tier="emergency", targets=["thon-1", "loa-1a", "loa-2a"]))
     assert reply.status_code == 302 and reply.headers["Location"].startswith("/?b=")
-    ann, kwargs = web_services.broadcasts.submitted[0]
-    assert kwargs["approved"] is True and ann.tier == Tier.EMERGENCY and ann.at is None
-    assert ann.targets == ("thon-1", "loa-2a")  # loa-1a is in thôn 1 already
+    item = web_services.submitted()[0]
+    assert item.approved is True and item.tier == Tier.EMERGENCY and item.at is None
+    assert item.targets == ("thon-1", "loa-2a")  # loa-1a is in thôn 1 already
     assert "Đã bắt đầu phát «Họp thôn» tới Thôn 1, Loa nhà văn hóa." in client.get("/").get_data(as_text=True)
 
 
@@ -282,14 +285,14 @@ def test_errors_are_shown_next_to_fields_and_text_is_kept(client: Any, web_servi
     assert "Vui lòng chọn nơi phát" in html and 'id="err-targets"' in html
     assert "Số lần phát từ 1 đến 5." in html and 'aria-invalid="true"' in html
     assert "Thông báo: sáng mai &lt;b&gt;cắt điện&lt;/b&gt; từ 7 giờ." in html  # kept, escaped
-    assert web_services.broadcasts.submitted == []
+    assert web_services.submitted() == []
 
 
 def test_unknown_target_is_refused(client: Any, web_services: Any) -> None:
     login(client, "approver")
     reply = post(client, "/compose", compose_form(targets=["thon-99"]))
     assert reply.status_code == 400 and "thon-99" in reply.get_data(as_text=True)
-    assert web_services.broadcasts.submitted == []
+    assert web_services.submitted() == []
 
 
 def test_one_off_schedule_submits_with_local_time(client: Any, web_services: Any) -> None:
@@ -299,8 +302,8 @@ def test_one_off_schedule_submits_with_local_time(client: Any, web_services: Any
         client, "/compose", compose_form(action="schedule", when="once", date=day.isoformat(), time="06:30")
     )
     assert reply.status_code == 302 and reply.headers["Location"].startswith("/schedule")
-    ann, _ = web_services.broadcasts.submitted[0]
-    assert ann.at == datetime(day.year, day.month, day.day, 6, 30, tzinfo=TZ).astimezone(UTC)
+    item = web_services.submitted()[0]
+    assert item.at == datetime(day.year, day.month, day.day, 6, 30, tzinfo=TZ).astimezone(UTC)
 
 
 def test_past_time_is_refused(client: Any, web_services: Any) -> None:
@@ -310,7 +313,7 @@ def test_past_time_is_refused(client: Any, web_services: Any) -> None:
         client, "/compose", compose_form(action="schedule", when="once", date=yesterday, time="06:30")
     )
     assert reply.status_code == 400 and "Thời điểm phát phải ở tương lai." in reply.get_data(as_text=True)
-    assert web_services.broadcasts.submitted == []
+    assert web_services.submitted() == []
 
 
 def test_weekly_schedule_in_week_view_edit_and_delete(client: Any, web_services: Any) -> None:
@@ -373,12 +376,12 @@ def test_preview_highlights_changes_and_renders_audio(client: Any, web_services:
 
 def test_lexicon_entry_applies_at_next_preview(client: Any, web_services: Any) -> None:
     login(client, "editor")
-    before = post(client, "/compose/preview", {"text": "HTX họp", "repeat": "1"}).get_json()
-    assert before["changed"] == 0
-    assert post(client, "/lexicon", {"term": "HTX", "reading": "hợp tác xã"}).status_code == 302
-    after = post(client, "/compose/preview", {"text": "HTX họp", "repeat": "1"}).get_json()
-    assert after["normalized_text"] == "hợp tác xã họp"
-    assert {"text": "hợp tác xã", "original": "HTX"} in after["segments"]
+    before = post(client, "/compose/preview", {"text": "Chợ Đình họp", "repeat": "1"}).get_json()
+    assert before["changed"] == 0 and before["normalized_text"] == "chợ đình họp"
+    assert post(client, "/lexicon", {"term": "Chợ Đình", "reading": "chợ đình làng"}).status_code == 302
+    after = post(client, "/compose/preview", {"text": "Chợ Đình họp", "repeat": "1"}).get_json()
+    assert after["normalized_text"] == "chợ đình làng họp"
+    assert any(s["original"] == "Chợ Đình" and s["text"] == "chợ đình làng" for s in after["segments"])
     wait_job(client, after["status_url"])
     wait_job(client, before["status_url"])
 
@@ -419,7 +422,7 @@ def test_user_text_is_escaped_everywhere(client: Any, web_services: Any) -> None
     evil = '<script>alert("xss")</script><img src=x onerror=alert(1)>'
     post(client, "/compose", compose_form(title=evil, text=evil))
     post(client, "/lexicon", {"term": "<b>X</b>", "reading": evil})
-    broadcast_id = web_services.broadcasts.submitted[0][1]["id"]
+    broadcast_id = web_services.submitted()[0].id
     for path in ("/approvals", f"/broadcasts/{broadcast_id}", "/log", "/lexicon", "/"):
         html = client.get(path).get_data(as_text=True)
         assert "<script>alert" not in html and "<img src=x" not in html, path
@@ -462,18 +465,23 @@ def test_dashboard_shows_live_cluster_state(client: Any, web_services: Any) -> N
 
 
 def _finished_broadcast(web_services: Any, client: Any) -> int:
-    post(client, "/compose", compose_form(title="Tin đã phát"))
-    broadcast_id = web_services.broadcasts.submitted[-1][1]["id"]
+    """A broadcast that ended a few minutes ago, as the ledger leaves it (rows written here)."""
+    from broadcaster.models import Announcement as AnnouncementRow
+
     start = datetime.now(UTC) - timedelta(minutes=5)
     with web_services.sessions.begin() as session:
-        row = session.get(Broadcast, broadcast_id)
-        row.state, row.start_at, row.finished_at = "partial", start, start + timedelta(seconds=90)
+        ann = AnnouncementRow(title="Tin đã phát", text="Thông báo đã phát.", author="approver", source="web")
+        row = Broadcast(announcement=ann, tier="normal", targets=["all"], state="partial")
+        session.add(row)
+        row.start_at, row.finished_at = start, start + timedelta(seconds=90)
         row.deliveries = [
             Delivery(speaker_id="loa-1a", state="done", started_at=start, seconds_played=90.0),
             Delivery(speaker_id="loa-1b", state="preempted", started_at=start, seconds_played=30.0,
                      reason="Bị ngắt bởi tin khẩn cấp"),
             Delivery(speaker_id="loa-2a", state="missed", reason="Loa mất kết nối"),
         ]  # fmt: skip
+        session.flush()
+        broadcast_id = row.id
     return broadcast_id
 
 

@@ -48,11 +48,11 @@ def test_cancel_back_field_cannot_send_the_officer_elsewhere(client: Any, web_se
     form = {"title": "Họp", "text": "Mời bà con họp.", "tier": "normal", "targets": ["all"], "repeat": "1",
             "action": "now", "when": "once"}  # fmt: skip
     assert post(client, "/compose", form).status_code == 302
-    broadcast_id = web_services.broadcasts.submitted[0][1]["id"]
+    broadcast_id = web_services.submitted()[0].id
     evil = post(client, f"/broadcasts/{broadcast_id}/cancel", {"back": "https://evil.example/phish"})
     assert evil.status_code == 302
     assert evil.headers["Location"] == f"/broadcasts/{broadcast_id}"
-    assert web_services.broadcasts.cancelled == [broadcast_id]
+    assert web_services.cancelled() == [broadcast_id]
     local = post(client, f"/broadcasts/{broadcast_id}/cancel", {"back": "/log"})
     assert local.headers["Location"] == "/log"
 

@@ -28,10 +28,10 @@ def test_approver_sets_volume_of_a_zone_and_of_all(client: Any, web_services: An
     )
     reply = post(client, "/volume", {"target": "thon-1", "volume": "40"})
     assert reply.status_code == 302 and reply.headers["Location"] == "/"
-    assert web_services.broadcasts.volume_calls == [(["thon-1"], 40, "approver")]
+    assert web_services.log("volume") == ["Đặt âm lượng 40% cho 2 cụm loa (thon-1) bởi approver"]
     assert "Đã gửi lệnh đặt âm lượng 40% tới 2 cụm loa (Thôn 1)." in client.get("/").get_data(as_text=True)
     post(client, "/volume", {"target": "all", "volume": "100"})
-    assert web_services.broadcasts.volume_calls[-1] == (["all"], 100, "approver")
+    assert web_services.log("volume")[-1] == "Đặt âm lượng 100% cho 3 cụm loa (all) bởi approver"
 
 
 def test_admin_may_set_volume_editor_may_not(client: Any, web_app: Any, web_services: Any) -> None:
@@ -42,14 +42,14 @@ def test_admin_may_set_volume_editor_may_not(client: Any, web_app: Any, web_serv
     admin = web_app.test_client()
     login(admin, "admin")
     assert post(admin, "/volume", {"target": "all", "volume": "0"}).status_code == 302
-    assert web_services.broadcasts.volume_calls == [(["all"], 0, "admin")]
+    assert web_services.log("volume") == ["Đặt âm lượng 0% cho 3 cụm loa (all) bởi admin"]
 
 
 def test_volume_form_needs_csrf(client: Any, web_services: Any) -> None:
     login(client, "approver")
     reply = client.post("/volume", data={"target": "all", "volume": "50"})
     assert reply.status_code == 400
-    assert web_services.broadcasts.volume_calls == []
+    assert web_services.log("volume") == []
 
 
 @pytest.mark.parametrize(
@@ -71,7 +71,7 @@ def test_bad_volume_input_is_explained_and_kept(
     html = reply.get_data(as_text=True)
     assert reply.status_code == 400 and message in html
     assert f'value="{form["volume"]}"' in html  # what was typed is still there
-    assert web_services.broadcasts.volume_calls == []
+    assert web_services.log("volume") == []
 
 
 def test_a_manager_refusal_is_shown_in_vietnamese(client: Any, web_services: Any) -> None:
@@ -104,7 +104,7 @@ def test_api_sets_volume_and_names_the_clusters(
         "targets": ["thon-1", "loa-2a"],
         "speakers": ["loa-1a", "loa-1b", "loa-2a"],
     }
-    assert web_services.broadcasts.volume_calls == [(["thon-1", "loa-2a"], 65, "api:tram-xa")]
+    assert web_services.log("volume") == ["Đặt âm lượng 65% cho 3 cụm loa (thon-1, loa-2a) bởi api:tram-xa"]
 
 
 @pytest.mark.parametrize(
@@ -127,7 +127,7 @@ def test_api_volume_refuses_bad_input_with_json_errors(
     reply = client.post("/api/volume", json=body, headers=bearer)
     assert reply.status_code == 422 and reply.is_json
     assert reply.get_json()["error"]["field"] == field
-    assert web_services.broadcasts.volume_calls == []
+    assert web_services.log("volume") == []
 
 
 def test_api_volume_needs_a_token_and_json(client: Any, web_services: Any, bearer: dict[str, str]) -> None:
@@ -135,13 +135,13 @@ def test_api_volume_needs_a_token_and_json(client: Any, web_services: Any, beare
     not_json = client.post("/api/volume", data="targets=all", headers=bearer,
                            content_type="application/x-www-form-urlencoded")  # fmt: skip
     assert not_json.status_code == 415 and not_json.get_json()["error"]["code"] == "unsupported_media_type"
-    assert web_services.broadcasts.volume_calls == []
+    assert web_services.log("volume") == []
 
 
 def test_api_volume_reports_a_broker_failure_as_503(
     client: Any, web_services: Any, bearer: dict[str, str]
 ) -> None:
-    web_services.broadcasts.volume_broker_down = True
+    web_services.transport.fail_publishes = 100  # the broker refuses every command
     reply = client.post("/api/volume", json={"targets": ["all"], "volume": 50}, headers=bearer)
     assert reply.status_code == 503 and reply.get_json()["error"]["code"] == "unavailable"
     assert "Không gửi được lệnh âm lượng" in reply.get_json()["error"]["message"]

@@ -8,12 +8,16 @@ import threading
 import time
 from typing import Any
 
-from broadcaster.web import max_repeat, shutdown_app
-from broadcaster.web.engines import engine_choices, unknown_engine
+import pytest
+
+from broadcaster.broadcasts import Limits
+from broadcaster.web import create_app, shutdown_app
+from broadcaster.web.engines import engine_choices
 from broadcaster.web.tokens import create_token
 from broadcaster.web.ui.jobs import JOBS_KEY
-from tests.fakes import FakeSpeechService, RenderAllRecorder
-from tests.fixtures_web import csrf, login
+from tests.fakes import FakeSpeech
+from tests.fixtures_controller import unit_settings
+from tests.fixtures_web import close_web_services, csrf, login, make_web_services
 
 
 def post(client: Any, path: str, data: dict[str, Any] | None = None) -> Any:
@@ -23,9 +27,31 @@ def post(client: Any, path: str, data: dict[str, Any] | None = None) -> Any:
 # --- lexicon -> scheduled bulletins ---------------------------------------------------------------
 
 
-def test_lexicon_save_and_delete_rerender_schedules_on_a_worker(client: Any, web_services: Any) -> None:
-    recorder = RenderAllRecorder(web_services.scheduler)
-    web_services.services.scheduler = recorder
+class RenderAllSpy:
+    """Records the calls of the scheduler's ``render_all`` (and the thread each ran on), then
+    passes them on."""
+
+    def __init__(self, scheduler: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+        self.inner = scheduler.render_all
+        self.threads: list[str] = []
+        self.called = threading.Condition()
+        monkeypatch.setattr(scheduler, "render_all", self)
+
+    def __call__(self) -> None:
+        with self.called:
+            self.threads.append(threading.current_thread().name)
+            self.called.notify_all()
+        self.inner()
+
+    def wait_calls(self, count: int, timeout: float = 10.0) -> bool:
+        with self.called:
+            return self.called.wait_for(lambda: len(self.threads) >= count, timeout)
+
+
+def test_lexicon_save_and_delete_rerender_schedules_on_a_worker(
+    client: Any, web_services: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    recorder = RenderAllSpy(web_services.scheduler, monkeypatch)
     login(client, "editor")
     saved = post(client, "/lexicon", {"term": "HTX", "reading": "hợp tác xã"})
     assert saved.status_code == 302
@@ -43,9 +69,10 @@ def test_lexicon_save_and_delete_rerender_schedules_on_a_worker(client: Any, web
     assert recorder.wait_calls(2), "render_all was not called after a lexicon delete"
 
 
-def test_a_refused_lexicon_entry_renders_nothing(client: Any, web_services: Any, web_app: Any) -> None:
-    recorder = RenderAllRecorder(web_services.scheduler)
-    web_services.services.scheduler = recorder
+def test_a_refused_lexicon_entry_renders_nothing(
+    client: Any, web_services: Any, web_app: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    recorder = RenderAllSpy(web_services.scheduler, monkeypatch)
     login(client, "editor")
     assert post(client, "/lexicon", {"term": "", "reading": "x"}).status_code == 400
     shutdown_app(web_app)  # joins the workers: anything submitted has run
@@ -94,35 +121,46 @@ def test_cmd_serve_stops_the_web_workers_before_the_services() -> None:
 # --- one source for repeat and engines ---------------------------------------------------------------
 
 
-def test_repeat_limit_follows_the_broadcasts_setting(web_app: Any, web_services: Any) -> None:
-    web_services.settings.broadcasts.max_repeat = 3
-    assert max_repeat(web_services.settings) == 3
-    client = web_app.test_client()
-    login(client, "approver")
-    form = {"title": "Họp", "text": "Mời bà con họp.", "tier": "normal", "targets": ["all"], "repeat": "4",
-            "action": "now", "when": "once"}  # fmt: skip
-    refused = post(client, "/compose", form)
-    assert refused.status_code == 400 and "Số lần phát từ 1 đến 3." in refused.get_data(as_text=True)
-    page = client.get("/compose").get_data(as_text=True)
-    assert "3 lần (lặp lại)" in page and "4 lần (lặp lại)" not in page
-    token = create_token(web_services.sessions, "kiem-tra")
-    api = client.post("/api/broadcasts", json={"text": "Mời họp.", "targets": ["all"], "repeat": 4},
-                      headers={"Authorization": f"Bearer {token}"})  # fmt: skip
-    assert api.status_code == 422 and api.get_json()["error"]["field"] == "repeat"
-    assert "từ 1 đến 3" in api.get_json()["error"]["message"]
-    assert web_services.broadcasts.submitted == []
-    # The renderer's own limit caps it too: a value accepted here never fails at render time.
-    web_services.settings.broadcasts.max_repeat = 10
-    web_services.settings.audio.max_repeat = 4
-    assert max_repeat(web_services.settings) == 4
+def test_repeat_limit_follows_the_broadcasts_setting(tmp_path: Any) -> None:
+    web = make_web_services(tmp_path, broadcasts={"max_repeat": 3})
+    app = create_app(web.settings, web.services, {"TESTING": True})
+    try:
+        assert web.services.validator.limits.max_repeat == 3
+        client = app.test_client()
+        login(client, "approver")
+        form = {"title": "Họp", "text": "Mời bà con họp.", "tier": "normal", "targets": ["all"], "repeat": "4",
+                "action": "now", "when": "once"}  # fmt: skip
+        refused = post(client, "/compose", form)
+        assert refused.status_code == 400 and "Số lần phát từ 1 đến 3." in refused.get_data(
+            as_text=True
+        )
+        page = client.get("/compose").get_data(as_text=True)
+        assert "3 lần (lặp lại)" in page and "4 lần (lặp lại)" not in page
+        token = create_token(web.sessions, "kiem-tra")
+        api = client.post("/api/broadcasts", json={"text": "Mời họp.", "targets": ["all"], "repeat": 4},
+                          headers={"Authorization": f"Bearer {token}"})  # fmt: skip
+        assert api.status_code == 422 and api.get_json()["error"]["field"] == "repeat"
+        assert "từ 1 đến 3" in api.get_json()["error"]["message"]
+        assert web.submitted() == []
+    finally:
+        shutdown_app(app)
+        close_web_services(web)
 
 
-def test_engine_check_is_shared_and_reads_every_shape() -> None:
-    speech = FakeSpeechService()  # engines() gives names
-    assert [e["name"] for e in engine_choices(speech)] == ["gtts", "espeak-ng"]
-    assert unknown_engine(speech, "espeak-ng") is None and unknown_engine(speech, None) is None
-    assert unknown_engine(speech, "robot") == ["espeak-ng", "gtts"]
-    assert unknown_engine(None, "robot") is None  # nothing to check against: the service decides
+def test_the_renderers_own_limit_caps_the_repeat_limit(tmp_path: Any) -> None:
+    """A value accepted at the edge never fails at render time."""
+    settings = unit_settings(tmp_path, broadcasts={"max_repeat": 10}, audio={"max_repeat": 4})
+    assert Limits.from_settings(settings).max_repeat == 4
+
+
+def test_the_form_reads_the_engines_in_the_real_shape(tmp_path: Any) -> None:
+    from broadcaster.speech import SpeechService
+
+    real = engine_choices(SpeechService.from_settings(unit_settings(tmp_path)))
+    fake = engine_choices(FakeSpeech())
+    assert [e["name"] for e in real] == ["espeak-ng"] and real[0]["voices"]
+    assert [e["name"] for e in fake] == ["fake", "espeak-ng"]
+    assert {frozenset(e) for e in real} == {frozenset(e) for e in fake}  # one shape
 
 
 def test_ui_and_api_refuse_the_same_unknown_engine(client: Any, web_services: Any) -> None:
@@ -138,4 +176,4 @@ def test_ui_and_api_refuse_the_same_unknown_engine(client: Any, web_services: An
                       headers={"Authorization": f"Bearer {token}"})  # fmt: skip
     assert api.status_code == 422 and api.get_json()["error"]["field"] == "engine"
     assert "espeak-ng" in api.get_json()["error"]["message"]
-    assert web_services.broadcasts.submitted == []
+    assert web_services.submitted() == []

@@ -171,7 +171,9 @@ def _quiet_end(snapshot: Snapshot, speaker: str, now: float) -> tuple[str | None
     return zone, (until.timestamp() if until is not None else None)
 
 
-def _timeouts(snapshot: Snapshot, now: float) -> tuple[list[Decision], dict[int, set[str]], set[tuple[int, str]]]:
+def _timeouts(
+    snapshot: Snapshot, now: float
+) -> tuple[list[Decision], dict[int, set[str]], set[tuple[int, str]]]:
     """Expired waits and missing receipts; returns them with the pending sets and the active
     slots that remain once they are applied."""
     decisions: list[Decision] = []

@@ -62,12 +62,19 @@ class CommandSender:
         remaining = set(speakers)
         for zone, members in sorted(zones.members.items()):
             attempts = {airing.attempts.get(s, 0) for s in members}
-            if len(members) >= 2 and members <= remaining and zone in airing.whole_zones and len(attempts) == 1:
+            if (
+                len(members) >= 2
+                and members <= remaining
+                and zone in airing.whole_zones
+                and len(attempts) == 1
+            ):
                 stop = StopCommand(broadcast_id=wire_id(airing.id, attempts.pop()), reason=reason)
                 self.transport.publish(topics.zone_cmd(zone), stop.encode(), qos=1, expiry_s=STOP_EXPIRY_S)
                 remaining -= members
         for speaker in sorted(remaining):
-            stop = StopCommand(broadcast_id=wire_id(airing.id, airing.attempts.get(speaker, 0)), reason=reason)
+            stop = StopCommand(
+                broadcast_id=wire_id(airing.id, airing.attempts.get(speaker, 0)), reason=reason
+            )
             self.transport.publish(topics.cmd(speaker), stop.encode(), qos=1, expiry_s=STOP_EXPIRY_S)
 
     def stop_everything(self, reason: str, zones: ZoneMap) -> None:

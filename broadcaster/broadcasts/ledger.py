@@ -164,7 +164,9 @@ class Ledger:
         for speaker in new.speakers:
             session.add(Delivery(broadcast_id=bc.id, speaker_id=speaker, state=first.value))
         if not missed:
-            who = f"lịch #{new.schedule_id}" if new.schedule_id is not None else (ann.author or str(ann.source))
+            who = (
+                f"lịch #{new.schedule_id}" if new.schedule_id is not None else (ann.author or str(ann.source))
+            )
             when = ""
             if new.state is BroadcastState.SCHEDULED and new.at is not None:
                 when = f", phát lúc {self.local(new.at)}"
@@ -307,7 +309,9 @@ class Ledger:
 
     # ------------------------------------------------------------------ finishing
 
-    def finish(self, session: Session, bc: Broadcast, state: BroadcastState, reason: str, *, now: float) -> None:
+    def finish(
+        self, session: Session, bc: Broadcast, state: BroadcastState, reason: str, *, now: float
+    ) -> None:
         bc.state = state.value
         bc.reason = reason
         bc.finished_at = utc(now)
@@ -354,7 +358,9 @@ class Ledger:
         try:
             self.store.unpin(key, pin_owner(broadcast_id))
         except Exception:
-            _LOGGER.warning("could not release the pin of broadcast %s on %s", broadcast_id, key, exc_info=True)
+            _LOGGER.warning(
+                "could not release the pin of broadcast %s on %s", broadcast_id, key, exc_info=True
+            )
 
 
 def outcome(bc: Broadcast) -> tuple[BroadcastState, str]:
@@ -362,7 +368,9 @@ def outcome(bc: Broadcast) -> tuple[BroadcastState, str]:
     states = [DeliveryState(d.state) for d in bc.deliveries]
     total = len(states)
     done = sum(1 for s in states if s is DeliveryState.DONE)
-    others = sorted(f"{d.speaker_id}: {d.state}" for d in bc.deliveries if d.state != DeliveryState.DONE.value)
+    others = sorted(
+        f"{d.speaker_id}: {d.state}" for d in bc.deliveries if d.state != DeliveryState.DONE.value
+    )
     detail = f"{done}/{total} cụm loa phát trọn" + (f"; {', '.join(others[:20])}" if others else "")
     if total and done == total:
         return BroadcastState.DONE, detail

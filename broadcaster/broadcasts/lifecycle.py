@@ -213,7 +213,9 @@ class Lifecycle:
         audio = AudioRef.for_bytes(data, duration_s=duration)
         zones = self.targets.zone_map(session)
         targets = set(bc.targets or [])
-        valid_until = bc.valid_until.timestamp() if bc.valid_until else self.clock() + self.config.normal_valid_s
+        valid_until = (
+            bc.valid_until.timestamp() if bc.valid_until else self.clock() + self.config.normal_valid_s
+        )
         airing = Airing(
             id=bc.id,
             tier=Tier(bc.tier),
@@ -295,14 +297,21 @@ class Lifecycle:
             elif isinstance(decision, Queued):
                 key = f"{decision.speaker}:{decision.blocker}"
                 if self._once(airing, "queued", key):
-                    message = f"Bản tin #{airing.id}: xếp hàng sau #{decision.blocker} trên {decision.speaker}"
+                    message = (
+                        f"Bản tin #{airing.id}: xếp hàng sau #{decision.blocker} trên {decision.speaker}"
+                    )
                     self.ledger.log(session, "queued", message, airing.id, decision.speaker, now=now)
             elif isinstance(decision, Expire):
                 self._expire(session, airing, decision, now)
             elif isinstance(decision, NoReceipt):
                 airing.active.pop(decision.speaker, None)
                 self.ledger.set_delivery(
-                    session, airing.id, decision.speaker, DeliveryState.FAILED, reason=NO_RECEIPT, only_open=True
+                    session,
+                    airing.id,
+                    decision.speaker,
+                    DeliveryState.FAILED,
+                    reason=NO_RECEIPT,
+                    only_open=True,
                 )
                 message = f"Bản tin #{airing.id}: {decision.speaker} không báo đã phát xong"
                 self.ledger.log(session, "no_receipt", message, airing.id, decision.speaker, now=now)
@@ -383,7 +392,9 @@ class Lifecycle:
         if self._once(airing, "held", wait.speaker):
             end = utc(wait.until or now).astimezone(self.policy.tz).strftime("%H:%M")
             reason = f"tạm giữ: giờ yên lặng {wait.zone} đến {end}"
-            self.ledger.log(session, "held", f"Bản tin #{airing.id}: {reason}", airing.id, wait.speaker, now=now)
+            self.ledger.log(
+                session, "held", f"Bản tin #{airing.id}: {reason}", airing.id, wait.speaker, now=now
+            )
             self.ledger.set_delivery(session, airing.id, wait.speaker, DeliveryState.PENDING, reason=reason)
 
     def _expire(self, session: Session, airing: Airing, expire: Expire, now: float) -> None:

@@ -80,7 +80,9 @@ class Receipts:
             ledger.set_delivery(session, bid, speaker, DeliveryState.SCHEDULED, only_open=True)
         elif state == "playing":
             started = self._trusted_start(airing, speaker, event.started_at or event.ts)
-            ledger.set_delivery(session, bid, speaker, DeliveryState.PLAYING, only_open=True, started_at=started)
+            ledger.set_delivery(
+                session, bid, speaker, DeliveryState.PLAYING, only_open=True, started_at=started
+            )
             if airing is not None and speaker in airing.active:
                 airing.active[speaker] = (started, started + airing.duration)
             ledger.mark_playing(session, bid)
@@ -103,7 +105,9 @@ class Receipts:
         elif state == "preempted":
             self._preempted(session, airing, bid, speaker, event)
         elif state in _ENDINGS:
-            reason = event.reason or (airing.cancel_reason if airing is not None and airing.cancelled else None)
+            reason = event.reason or (
+                airing.cancel_reason if airing is not None and airing.cancelled else None
+            )
             ledger.set_delivery(
                 session,
                 bid,
@@ -142,7 +146,9 @@ class Receipts:
             )
         return clamped
 
-    def _preempted(self, session: Session, airing: Airing | None, bid: int, speaker: str, event: Event) -> None:
+    def _preempted(
+        self, session: Session, airing: Airing | None, bid: int, speaker: str, event: Event
+    ) -> None:
         now = self.clock()
         by = airing.preempted_by.pop(speaker, None) if airing is not None else None
         cause = f"bản tin khẩn cấp #{by}" if by is not None else (event.reason or "bản tin ưu tiên cao hơn")
@@ -186,7 +192,9 @@ class Receipts:
             seconds_played=event.seconds_played,
             only_open=True,
         )
-        self.ledger.log(session, "preempted", f"Bản tin #{bid} bị ngắt bởi {cause} trên {speaker}", bid, speaker, now=now)
+        self.ledger.log(
+            session, "preempted", f"Bản tin #{bid} bị ngắt bởi {cause} trên {speaker}", bid, speaker, now=now
+        )
 
 
 __all__ = ["START_TOLERANCE_S", "Receipts"]

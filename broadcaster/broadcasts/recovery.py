@@ -39,7 +39,9 @@ def load(lifecycle: Lifecycle, session: Session, *, reloaded: bool = False) -> N
             lifecycle.renderer.request(bc.id, Tier(bc.tier), air=True)
             continue
         open_ = [
-            d for d in bc.deliveries if DeliveryState(d.state) in PROGRESS and d.state != DeliveryState.PENDING.value
+            d
+            for d in bc.deliveries
+            if DeliveryState(d.state) in PROGRESS and d.state != DeliveryState.PENDING.value
         ]
         airing = lifecycle.start_airing(session, bc)
         if airing is None:

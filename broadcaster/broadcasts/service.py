@@ -99,7 +99,9 @@ class BroadcastManager:
         )
         self.ledger = Ledger(speech.store, self.tz)
         self.sender = CommandSender(transport, clock, self.config.volume)
-        self.chunks = ChunkServer(transport, speech.store, self._recent_audio_keys, self.config.audio_dedupe_s)
+        self.chunks = ChunkServer(
+            transport, speech.store, self._recent_audio_keys, self.config.audio_dedupe_s
+        )
         self.renderer = Renderer(
             sessions, speech, lambda result: self.dispatcher.post_rendered(result), self.config.render_workers
         )
@@ -179,7 +181,9 @@ class BroadcastManager:
                 if schedule_id is not None and fire_time is not None:
                     existing = self.ledger.existing(session, schedule_id, fire_time)
                     if existing is not None:
-                        _LOGGER.info("schedule %s at %s already aired as #%s", schedule_id, fire_time, existing)
+                        _LOGGER.info(
+                            "schedule %s at %s already aired as #%s", schedule_id, fire_time, existing
+                        )
                         return existing
                 speakers = self._resolve(session, ann.targets)
                 base = at if future and at is not None else now
@@ -223,7 +227,9 @@ class BroadcastManager:
                 except BroadcastError:
                     speakers = ()
                 at = fire_time.timestamp()
-                new = NewBroadcast(ann, tier, BroadcastState.MISSED, True, at, at, speakers, schedule_id, fire_time)
+                new = NewBroadcast(
+                    ann, tier, BroadcastState.MISSED, True, at, at, speakers, schedule_id, fire_time
+                )
                 return self.ledger.record_missed(session, new, reason, now=now)
         except IntegrityError:
             return None  # aired or recorded by someone else in the meantime
@@ -243,7 +249,9 @@ class BroadcastManager:
         """Cancel: stop it where it plays, drop what is queued, unschedule it if deferred.
         Returns False when it had already finished (or does not exist)."""
         reason = "Hủy" + (f" bởi {by}" if by else "")
-        return bool(self.dispatcher.call(lambda session: self.lifecycle.cancel(session, broadcast_id, reason)))
+        return bool(
+            self.dispatcher.call(lambda session: self.lifecycle.cancel(session, broadcast_id, reason))
+        )
 
     def stop_all(self, by: str | None = None, reason: str = "") -> None:
         """Stop everything now: a stop command to every zone and cluster, every airing cancelled."""
@@ -253,8 +261,12 @@ class BroadcastManager:
     def set_volume(self, targets: list[str], volume: int, by: str | None = None) -> list[str]:
         """See ``volume.set_volume``."""
         if isinstance(targets, str) or not targets:
-            raise BroadcastError("Hãy chọn nơi đặt âm lượng: tất cả, mã khu vực hoặc mã cụm loa.", field="targets")
-        return set_volume(self.sessions, self.transport, self.ledger, targets, volume, by=by, clock=self.clock)
+            raise BroadcastError(
+                "Hãy chọn nơi đặt âm lượng: tất cả, mã khu vực hoặc mã cụm loa.", field="targets"
+            )
+        return set_volume(
+            self.sessions, self.transport, self.ledger, targets, volume, by=by, clock=self.clock
+        )
 
     # ------------------------------------------------------------------ reads
 

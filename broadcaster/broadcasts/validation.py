@@ -39,8 +39,11 @@ class Limits:
     max_title: int = MAX_TITLE
 
     @classmethod
-    def from_settings(cls, settings: Any) -> Limits:
-        repeat = min(settings.broadcasts.max_repeat, settings.audio.max_repeat)
+    def from_settings(cls, settings: Any, broadcasts: Any = None) -> Limits:
+        """``broadcasts``: the broadcasts config in use (default the settings' own section). The
+        repeat limit is capped by the renderer's, so an accepted value never fails at render time."""
+        config = broadcasts if broadcasts is not None else settings.broadcasts
+        repeat = min(config.max_repeat, settings.audio.max_repeat)
         return cls(max_chars=settings.textnorm.max_chars, max_repeat=repeat)
 
 
@@ -142,8 +145,16 @@ class AnnouncementValidator:
         self.tz = tz
         self.clock = clock
 
-    def check(self, draft: Draft, *, need_text: bool = True, check_time: bool = True) -> Checked:
-        """Every field of ``draft``; AnnouncementInvalid listing every problem."""
+    def check(
+        self,
+        draft: Draft,
+        *,
+        need_text: bool = True,
+        check_time: bool = True,
+        only: frozenset[str] | None = None,
+    ) -> Checked:
+        """Every field of ``draft``; AnnouncementInvalid listing every problem. ``only``: report
+        problems of these fields alone (the preview checks the text before any target is chosen)."""
         errors: dict[str, str] = {}
         audio_key = self._audio(draft.audio_key, errors)
         text = self._text(draft.text, errors, need=need_text and not draft.audio_key)
@@ -156,10 +167,11 @@ class AnnouncementValidator:
         if engine is not None and "engine" not in errors:
             self._engine(engine, errors)
         at = self._at(draft.at, errors, check_time)
+        if only is not None:
+            errors = {f: m for f, m in errors.items() if f in only}
         if errors:
             raise AnnouncementInvalid({f: errors[f] for f in FIELDS if f in errors})
-        assert tier is not None and repeat is not None
-        return Checked(text, title, tier, targets, repeat, engine, voice, audio_key, at)
+        return Checked(text, title, tier or Tier.NORMAL, targets, repeat or 1, engine, voice, audio_key, at)
 
     def check_targets(self, value: Any) -> tuple[str, ...]:
         """Only the targets (volume commands, filters): AnnouncementInvalid on a bad list."""
@@ -180,7 +192,9 @@ class AnnouncementValidator:
         text = nfc(value).strip()
         if not text:
             if need:
-                errors["text"] = "Nội dung thông báo đang trống: vui lòng nhập nội dung (hoặc tải lên một bản ghi âm)."
+                errors["text"] = (
+                    "Nội dung thông báo đang trống: vui lòng nhập nội dung (hoặc tải lên một bản ghi âm)."
+                )
             return ""
         if len(text) > self.limits.max_chars:
             errors["text"] = (
@@ -231,7 +245,7 @@ class AnnouncementValidator:
         if isinstance(value, str) and value.strip().isdigit():
             value = int(value.strip())
         if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= most:
-            errors["repeat"] = f"Số lần đọc phải là số nguyên từ 1 đến {most}."
+            errors["repeat"] = f"Số lần phát từ 1 đến {most}."
             return None
         return value
 
@@ -253,7 +267,7 @@ class AnnouncementValidator:
             errors["engine"] = "Không kiểm tra được giọng đọc lúc này; hãy thử lại hoặc để giọng mặc định."
             return
         if engine not in names:
-            errors["engine"] = "Giọng đọc không có trên máy chủ này."
+            errors["engine"] = f"Giọng đọc không có trên máy chủ này. Có: {', '.join(sorted(names))}."
 
     def _audio(self, value: Any, errors: dict[str, str]) -> str | None:
         if value is None or value == "":

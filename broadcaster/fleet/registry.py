@@ -190,12 +190,23 @@ def get_zone(session: Session, zone_id: str) -> Zone:
     return zone
 
 
+def _check_id_free(session: Session, new_id: str) -> None:
+    """Zone ids and cluster ids share one namespace: a broadcast target names one thing only."""
+    if session.get(Zone, new_id) is not None:
+        raise RegistryError(
+            f"Mã '{new_id}' đã có: đó là một khu vực. Hãy chọn mã khác.", code="conflict", field="id"
+        )
+    if session.get(Speaker, new_id) is not None:
+        raise RegistryError(
+            f"Mã '{new_id}' đã có: đó là một cụm loa. Hãy chọn mã khác.", code="conflict", field="id"
+        )
+
+
 def create_zone(
     session: Session, id: str, name: str, quiet_start: str | None = None, quiet_end: str | None = None
 ) -> Zone:
     zone_id = _check_id(id, "khu vực")
-    if session.get(Zone, zone_id) is not None:
-        raise RegistryError(f"Khu vực '{zone_id}' đã có.", code="conflict", field="id")
+    _check_id_free(session, zone_id)
     zone = Zone(
         id=zone_id,
         name=_check_name(name),
@@ -288,8 +299,7 @@ def create_speaker(
 ) -> tuple[Speaker, str]:
     """Add a cluster; returns it with its MQTT password (shown once, only the hash is stored)."""
     speaker_id = _check_id(id, "cụm loa")
-    if session.get(Speaker, speaker_id) is not None:
-        raise RegistryError(f"Cụm loa '{speaker_id}' đã có.", code="conflict", field="id")
+    _check_id_free(session, speaker_id)
     password = generate_password()
     speaker = Speaker(
         id=speaker_id,
@@ -341,34 +351,6 @@ def list_speakers(session: Session, zone: str | None = None) -> list[Speaker]:
     if zone is not None:
         query = query.where(Speaker.zone_id == zone)
     return list(session.scalars(query))
-
-
-def resolve_targets(session: Session, targets: Iterable[str], *, enabled_only: bool = True) -> list[str]:
-    """Speaker ids meant by ``targets`` (``"all"``, zone ids, speaker ids), sorted, no duplicates.
-
-    Raises RegistryError naming every target that is neither a zone nor a speaker.
-    """
-    targets = list(targets)
-    query = select(Speaker.id, Speaker.zone_id, Speaker.enabled)
-    rows = session.execute(query).all()
-    zones = set(session.scalars(select(Zone.id)))
-    known_speakers = {r.id for r in rows}
-    unknown = [t for t in targets if t != ALL_TARGETS and t not in zones and t not in known_speakers]
-    if unknown:
-        raise RegistryError(
-            f"Không có khu vực hay cụm loa: {', '.join(map(str, unknown))}.", field="targets", code="invalid"
-        )
-    chosen: set[str] = set()
-    for row in rows:
-        if enabled_only and not row.enabled:
-            continue
-        if (
-            ALL_TARGETS in targets
-            or row.id in targets
-            or (row.zone_id is not None and row.zone_id in targets)
-        ):
-            chosen.add(row.id)
-    return sorted(chosen)
 
 
 # ------------------------------------------------------------------ Registry facade
@@ -488,15 +470,6 @@ class Registry:
         self._notify(RegistryChange("speaker_password", id, zone_id, password_hash=hashed, password=password))
         return password
 
-    def resolve_targets(self, targets: Iterable[str]) -> list[str]:
-        with self.sessions() as session:
-            return resolve_targets(session, targets)
-
-    def known_targets(self) -> set[str]:
-        """Every zone and speaker id (plus ``"all"``), to validate a broadcast's targets at the edge."""
-        with self.sessions() as session:
-            return {ALL_TARGETS, *session.scalars(select(Zone.id)), *session.scalars(select(Speaker.id))}
-
 
 __all__ = [
     "Registry",
@@ -513,7 +486,6 @@ __all__ = [
     "list_speakers",
     "list_zones",
     "mosquitto_hash",
-    "resolve_targets",
     "reset_speaker_password",
     "speaker_dict",
     "update_speaker",

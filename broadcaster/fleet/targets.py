@@ -68,7 +68,7 @@ def check_target_list(value: Any) -> tuple[str, ...]:
     if isinstance(value, str):
         value = [value]
     if not isinstance(value, list | tuple) or not value:
-        raise TargetError("Hãy chọn nơi phát: tất cả loa, một khu vực hoặc từng cụm loa.")
+        raise TargetError("Vui lòng chọn nơi phát: tất cả loa, một khu vực hoặc từng cụm loa.")
     if not all(isinstance(t, str) and t.strip() for t in value):
         raise TargetError("Nơi phát phải là danh sách mã khu vực hoặc mã cụm loa.")
     if len(value) > MAX_TARGETS:

@@ -112,7 +112,9 @@ class RenderAhead:
                 inputs[0], engine=inputs[1], voice=inputs[2], repeat=inputs[3], chime=True, lexicon=lexicon
             )
         except Exception as exc:
-            _LOGGER.warning("render ahead of schedule %s failed (it renders at air time): %s", schedule_id, exc)
+            _LOGGER.warning(
+                "render ahead of schedule %s failed (it renders at air time): %s", schedule_id, exc
+            )
             reason = getattr(exc, "message_vi", None) or str(exc)
             self.log(
                 "render_failed",

@@ -21,6 +21,7 @@ from apscheduler.executors.pool import ThreadPoolExecutor as JobThreadPool
 from apscheduler.jobstores.base import JobLookupError
 from apscheduler.jobstores.sqlalchemy import SQLAlchemyJobStore
 from apscheduler.schedulers.background import BackgroundScheduler
+from apscheduler.schedulers.base import STATE_STOPPED
 from apscheduler.triggers.base import BaseTrigger
 from apscheduler.triggers.cron import CronTrigger
 from apscheduler.triggers.date import DateTrigger
@@ -64,7 +65,11 @@ def build_trigger(timing: Timing, zone: tzinfo) -> Trigger:
             if timing.at is None:
                 raise TriggerError("kind 'once' needs 'at'", "at")
             return DateTrigger(run_date=timing.at.astimezone(zone), timezone=zone)
-        common: dict[str, Any] = {"timezone": zone, "start_date": timing.valid_from, "end_date": timing.valid_to}
+        common: dict[str, Any] = {
+            "timezone": zone,
+            "start_date": timing.valid_from,
+            "end_date": timing.valid_to,
+        }
         if kind == "cron":
             if not timing.cron:
                 raise TriggerError("kind 'cron' needs 'cron'", "cron")
@@ -121,6 +126,18 @@ def due_runs(job: JobInfo, now: datetime, limit: int = 10_000) -> list[datetime]
     return due
 
 
+class _Scheduler(BackgroundScheduler):
+    """APScheduler 3.11's loop runs one more pass of due jobs after ``shutdown()`` (its wake-up
+    ends the wait, then it processes before checking the state), against job stores and executors
+    already shut down: a job due while the scheduler was paused then fails with JobLookupError in
+    its thread. A stopped scheduler processes nothing."""
+
+    def _process_jobs(self) -> float | None:
+        if self.state == STATE_STOPPED:
+            return None
+        return super()._process_jobs()
+
+
 class JobClock:
     """A paused-at-start ``BackgroundScheduler`` with its job store in the database.
 
@@ -131,7 +148,7 @@ class JobClock:
         self, engine: Engine, zone: tzinfo, grace_s: int, on_missed: Callable[[str, datetime], None]
     ) -> None:
         self._on_missed = on_missed
-        self._scheduler = BackgroundScheduler(
+        self._scheduler = _Scheduler(
             jobstores={"default": SQLAlchemyJobStore(engine=engine, tablename=JOBSTORE_TABLE)},
             executors={"default": JobThreadPool(JOB_THREADS)},
             job_defaults={"coalesce": True, "misfire_grace_time": grace_s, "max_instances": 1},
@@ -161,7 +178,8 @@ class JobClock:
 
     def jobs(self) -> dict[str, JobInfo]:
         return {
-            job.id: JobInfo(job.id, job.name, job.next_run_time, job.trigger) for job in self._scheduler.get_jobs()
+            job.id: JobInfo(job.id, job.name, job.next_run_time, job.trigger)
+            for job in self._scheduler.get_jobs()
         }
 
     def job(self, job_id: str) -> JobInfo | None:

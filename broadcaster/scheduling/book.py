@@ -222,7 +222,9 @@ class ScheduleBook:
             for name, spec in good.items():
                 row = rows.get(name)
                 if row is None:
-                    row = Schedule(source_file=name, author=f"schedules/{name}", approval=Approval.APPROVED.value)
+                    row = Schedule(
+                        source_file=name, author=f"schedules/{name}", approval=Approval.APPROVED.value
+                    )
                     apply_spec(row, spec)
                     session.add(row)
                     session.flush()
@@ -319,4 +321,12 @@ def _utcnow() -> datetime:
     return datetime.now(UTC)
 
 
-__all__ = ["AUDIO_FIELDS", "PAST_TOLERANCE", "ScheduleBook", "apply_spec", "row_data", "timing_of", "trigger_of"]
+__all__ = [
+    "AUDIO_FIELDS",
+    "PAST_TOLERANCE",
+    "ScheduleBook",
+    "apply_spec",
+    "row_data",
+    "timing_of",
+    "trigger_of",
+]

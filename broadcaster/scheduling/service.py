@@ -316,7 +316,9 @@ class SchedulerService:
                 return None
             fire_time = self._latest_fire_time(self.build_trigger(row), now)
             if fire_time is None:
-                _LOGGER.warning("schedule %s fired with no fire time within the grace; using now", schedule_id)
+                _LOGGER.warning(
+                    "schedule %s fired with no fire time within the grace; using now", schedule_id
+                )
                 fire_time = now.replace(microsecond=0)
             if now - fire_time > self.grace:
                 self._record_missed(schedule_id, fire_time, self._late_reason(fire_time))
@@ -326,13 +328,21 @@ class SchedulerService:
                 audio_key = None  # the store was emptied: render at air time
             ann = self._announcement(row, audio_key)
         try:
-            broadcast_id = self.broadcasts.submit(ann, approved=True, schedule_id=schedule_id, fire_time=fire_time)
+            broadcast_id = self.broadcasts.submit(
+                ann, approved=True, schedule_id=schedule_id, fire_time=fire_time
+            )
         except Exception as exc:
-            _LOGGER.exception("schedule %s: submitting the %s airing failed", schedule_id, fire_time.isoformat())
+            _LOGGER.exception(
+                "schedule %s: submitting the %s airing failed", schedule_id, fire_time.isoformat()
+            )
             reason = getattr(exc, "message", None) or str(exc)
-            self._log("schedule_failed", f"Lịch «{ann.title}» ({self._local(fire_time)}) không phát được: {reason}")
+            self._log(
+                "schedule_failed", f"Lịch «{ann.title}» ({self._local(fire_time)}) không phát được: {reason}"
+            )
             return None
-        _LOGGER.info("schedule %s fired for %s: broadcast %s", schedule_id, fire_time.isoformat(), broadcast_id)
+        _LOGGER.info(
+            "schedule %s fired for %s: broadcast %s", schedule_id, fire_time.isoformat(), broadcast_id
+        )
         return broadcast_id
 
     def _late_reason(self, fire_time: datetime) -> str:

@@ -19,7 +19,9 @@ def _window(value: datetime, zone: tzinfo) -> datetime:
     return (value.replace(tzinfo=zone) if value.tzinfo is None else value).astimezone(UTC)
 
 
-def upcoming(session: Session, zone: tzinfo, start: datetime, end: datetime, limit: int) -> list[dict[str, Any]]:
+def upcoming(
+    session: Session, zone: tzinfo, start: datetime, end: datetime, limit: int
+) -> list[dict[str, Any]]:
     """Airings between ``start`` and ``end`` (naive = ``zone``), sorted by time.
 
     Each: ``{schedule_id, broadcast_id, title, name, tier, targets, at, state, approval, kind}``.

@@ -17,8 +17,6 @@ from flask.sessions import SecureCookieSessionInterface
 from werkzeug.exceptions import HTTPException
 from werkzeug.wrappers import Response
 
-from broadcaster.models import Announcement as AnnouncementRow
-
 if TYPE_CHECKING:
     from broadcaster.services import Services
     from broadcaster.settings import Settings
@@ -26,16 +24,6 @@ if TYPE_CHECKING:
 _LOGGER = logging.getLogger(__name__)
 
 EXTENSION_KEY = "loa"
-# Longest title the UI and the API accept: what the database column holds.
-MAX_TITLE: int = int(AnnouncementRow.__table__.c.title.type.length)  # type: ignore[attr-defined]
-
-
-def max_repeat(settings: Settings) -> int:
-    """Highest "repeat N times" the UI and the API accept: the broadcasts setting, capped by the
-    audio renderer's own limit so an accepted value never fails later at render time."""
-    return min(settings.broadcasts.max_repeat, settings.audio.max_repeat)
-
-
 _CSP = (
     "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; "
     "media-src 'self' blob:; connect-src 'self'; object-src 'none'; base-uri 'self'; "

@@ -37,7 +37,7 @@ from broadcaster.reports import (
 )
 from broadcaster.scheduling.spec import ScheduleError
 from broadcaster.transport import TransportError
-from broadcaster.web import max_repeat, services_of
+from broadcaster.web import services_of
 from broadcaster.web.tokens import verify_token
 
 _LOGGER = logging.getLogger(__name__)
@@ -288,7 +288,7 @@ def health() -> Response:
 def openapi() -> Response:
     from broadcaster.web.openapi import build_spec
 
-    return jsonify(build_spec(max_repeat=max_repeat(_services().settings)))
+    return jsonify(build_spec(max_repeat=_services().validator.limits.max_repeat))
 
 
 # ------------------------------------------------------------------ broadcasts

@@ -11,10 +11,10 @@ import copy
 from typing import Any
 
 from broadcaster import __version__ as _version
+from broadcaster.broadcasts.validation import MAX_TITLE
 from broadcaster.domain import Tier
 from broadcaster.models import Approval, BroadcastState, DeliveryState
 from broadcaster.scheduling.spec import KINDS
-from broadcaster.web import MAX_TITLE
 
 
 def _ref(name: str) -> dict[str, str]:

@@ -40,6 +40,9 @@ class FakeFleet:
     def add_event_listener(self, callback: Callable[[str, Event], None]) -> None:
         self._event_listeners.append(callback)
 
+    def registry_changed(self, *_: Any) -> None:
+        """Registry hook; the fake reads the registry at every snapshot anyway."""
+
     # -- what a test does
 
     def set_online(self, speaker_id: str, online: bool = True) -> None:

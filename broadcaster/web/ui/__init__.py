@@ -21,9 +21,9 @@ imported at the bottom: importing one registers its routes on ``bp`` (endpoint n
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable
 from datetime import UTC, date, datetime
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import TYPE_CHECKING, Any
 from zoneinfo import ZoneInfo
 
 from flask import Blueprint, abort, current_app
@@ -31,12 +31,13 @@ from flask import Blueprint, abort, current_app
 from broadcaster.broadcasts import BroadcastError
 from broadcaster.broadcasts.views import BroadcastViews
 from broadcaster.domain import ALL_TARGETS, Tier
+from broadcaster.fleet.registry import Registry
 from broadcaster.lexicon import Lexicon
 from broadcaster.models import Role
 from broadcaster.reports import Reports
 from broadcaster.runtime_settings import RuntimeSettings
 from broadcaster.scheduling import ScheduleError
-from broadcaster.web import max_repeat, services_of
+from broadcaster.web import services_of
 from broadcaster.web.auth import current_user, has_role
 from broadcaster.web.engines import engine_choices as engines_of
 
@@ -81,46 +82,25 @@ def scheduler() -> Any:
     return found
 
 
-_T = TypeVar("_T")
-
-
-def _service(key: str, build: Callable[[Services], _T]) -> _T:
-    """A read service the ``Services`` do not carry (yet), built once per app over its sessions."""
-    found = current_app.extensions.get(key)
-    if found is None:
-        found = current_app.extensions.setdefault(key, build(services()))
-    return found
-
-
 def broadcast_views() -> BroadcastViews:
-    return _service("loa_broadcast_views", lambda s: BroadcastViews(s.sessions))
+    return services().views
 
 
 def officer_lexicon() -> Lexicon:
-    return _service("loa_lexicon", lambda s: Lexicon(s.sessions))
+    return services().lexicon
 
 
 def runtime_settings() -> RuntimeSettings:
-    return _service(
-        "loa_runtime_settings",
-        lambda s: RuntimeSettings(s.sessions, approval_required=s.settings.web.approval_required),
-    )
+    return services().runtime
 
 
 def report_service() -> Reports:
-    return _service("loa_reports", lambda s: Reports(s.sessions, s.settings.timezone))
+    return services().reports
 
 
-def registry() -> Any:
-    """The services' Registry facade (its change hooks tell the managed broker about new
-    credentials); a bare one over the same database when the services carry none."""
-    found = getattr(services(), "registry", None)
-    if found is not None:
-        return found
-    from broadcaster.fleet.registry import Registry
-
-    _LOGGER.warning("services have no registry: speaker changes will not reach the broker until restart")
-    return _service("loa_registry", lambda s: Registry(s.sessions))
+def registry() -> Registry:
+    """The services' Registry facade (its change hooks tell the managed broker about new credentials)."""
+    return services().registry
 
 
 # --- time, people, errors ------------------------------------------------------------------------
@@ -205,7 +185,7 @@ def needs_approval(tier: str) -> bool:
 
 
 def repeat_limit() -> int:
-    return max_repeat(services().settings)
+    return services().validator.limits.max_repeat
 
 
 def engine_choices() -> list[dict[str, Any]]:

@@ -8,6 +8,7 @@ from typing import Any
 
 from flask import abort, current_app, flash, jsonify, redirect, render_template, request, send_file, url_for
 
+from broadcaster.broadcasts.validation import AUDIO_KEY_RE, AnnouncementInvalid
 from broadcaster.broadcasts.views import tier_label
 from broadcaster.domain import ALL_TARGETS, Announcement, Source, Tier
 from broadcaster.models import Approval
@@ -32,7 +33,7 @@ from broadcaster.web.ui import (
     zones_with_speakers,
 )
 from broadcaster.web.ui.forms import (
-    AUDIO_KEY_RE,
+    announcement_draft,
     collapsed_targets,
     form_values,
     schedule_data,
@@ -198,9 +199,9 @@ def compose() -> Any:
 def compose_preview() -> Any:
     """Normalized text at once; the audio on a worker (poll ``/jobs/<id>``)."""
     values = form_values(request.form)
-    errors: dict[str, str] = {}
     text = values["text"].strip()
-    max_chars = services().settings.textnorm.max_chars
+    if not text and not values["audio_key"]:
+        return jsonify(errors={"text": "Vui lòng nhập nội dung để xem trước."}), 400
     if values["audio_key"] and not text:
         if not AUDIO_KEY_RE.match(values["audio_key"]) or not services().speech.store.has(
             values["audio_key"]
@@ -209,17 +210,13 @@ def compose_preview() -> Any:
         return jsonify(
             segments=[], normalized_text="", audio_url=url_for("ui.audio", key=values["audio_key"])
         )
-    if not text:
-        errors["text"] = "Vui lòng nhập nội dung để xem trước."
-    elif len(text) > max_chars:
-        errors["text"] = f"Nội dung dài {len(text):,} ký tự, tối đa {max_chars:,} ký tự.".replace(",", ".")
     try:
-        repeat = max(1, min(repeat_limit(), int(values["repeat"] or 1)))
-    except ValueError:
-        errors["repeat"] = f"Số lần phát từ 1 đến {repeat_limit()}."
-        repeat = 1
-    if errors:
-        return jsonify(errors=errors), 400
+        checked = services().validator.check(
+            announcement_draft(values), only=frozenset({"text", "repeat", "engine", "voice"})
+        )
+    except AnnouncementInvalid as exc:
+        return jsonify(errors=exc.errors), 400
+    repeat = checked.repeat
     overrides = officer_lexicon().overrides()
     try:
         normalized, segments = preview_segments(text, overrides)

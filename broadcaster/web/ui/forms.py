@@ -7,20 +7,17 @@ import re
 from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
+from broadcaster.broadcasts.validation import AnnouncementInvalid, Draft
 from broadcaster.domain import ALL_TARGETS, Tier, nfc
-from broadcaster.web import MAX_TITLE
-from broadcaster.web.engines import unknown_engine
 from broadcaster.web.ui import (
     WEEKDAY_KEYS,
     now,
     parse_time,
-    repeat_limit,
     services,
     tz,
     zones_with_speakers,
 )
 
-AUDIO_KEY_RE = re.compile(r"^[0-9a-f]{64}$")
 ID_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
 TIME_RE = re.compile(r"^([01]\d|2[0-3]):[0-5]\d$")
 
@@ -96,40 +93,28 @@ def valid_targets() -> tuple[set[str], dict[str, set[str]]]:
     return ids, members
 
 
+def announcement_draft(values: dict[str, Any]) -> Draft:
+    """The announcement fields of the compose or schedule form, as typed."""
+    return Draft(
+        text=values["text"],
+        title=values["title"],
+        tier=values["tier"],
+        targets=[t for t in values["targets"] if t] or None,
+        repeat=values["repeat"],
+        engine=values["engine"] or None,
+        voice=values["voice"] or None,
+        audio_key=values.get("audio_key") or None,
+    )
+
+
 def validate_announcement(values: dict[str, Any], errors: dict[str, str], *, need_text: bool = True) -> None:
-    """Server-side checks of the fields every announcement has; messages go next to the field."""
-    found = services()
-    title = values["title"].strip()
-    if len(title) > MAX_TITLE:
-        errors["title"] = f"Tiêu đề dài tối đa {MAX_TITLE} ký tự."
-    text = values["text"].strip()
-    max_chars = found.settings.textnorm.max_chars
-    if need_text and not text and not values.get("audio_key"):
-        errors["text"] = "Vui lòng nhập nội dung thông báo (hoặc tải lên một bản ghi âm)."
-    elif len(text) > max_chars:
-        errors["text"] = f"Nội dung dài {len(text):,} ký tự, tối đa {max_chars:,} ký tự.".replace(",", ".")
-    if values["tier"] not in {t.value for t in Tier}:
-        errors["tier"] = "Vui lòng chọn mức độ ưu tiên."
-    targets = [t for t in values["targets"] if t]
-    if not targets:
-        errors["targets"] = "Vui lòng chọn nơi phát: tất cả loa, một khu vực hoặc từng cụm loa."
-    elif ALL_TARGETS not in targets:
-        known, _ = valid_targets()
-        unknown = [t for t in targets if t not in known]
-        if unknown:
-            errors["targets"] = "Nơi phát không còn tồn tại: " + ", ".join(unknown) + ". Vui lòng chọn lại."
-    most = repeat_limit()
+    """The fields every announcement has, checked by the one announcement validator (the same
+    check as the API, the schedules and the preview); messages go next to their field."""
     try:
-        repeat = int(values["repeat"])
-        if not 1 <= repeat <= most:
-            raise ValueError
-    except (TypeError, ValueError):
-        errors["repeat"] = f"Số lần phát từ 1 đến {most}."
-    if unknown_engine(found.speech, values["engine"]) is not None:
-        errors["engine"] = "Giọng đọc không có trên máy chủ này."
-    key = values.get("audio_key") or ""
-    if key and (not AUDIO_KEY_RE.match(key) or not found.speech.store.has(key)):
-        errors["audio"] = "Bản ghi âm đã tải lên không còn trên máy chủ. Vui lòng tải lên lại."
+        services().validator.check(announcement_draft(values), need_text=need_text, check_time=False)
+    except AnnouncementInvalid as exc:
+        for field, message in exc.errors.items():
+            errors.setdefault(field, message)
 
 
 def collapsed_targets(values: dict[str, Any]) -> tuple[str, ...]:

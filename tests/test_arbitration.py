@@ -1,0 +1,224 @@
+"""Arbitration as a pure function: plain values in, decisions out. No database, no broker, no threads,
+no clock (``now`` is an argument)."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from zoneinfo import ZoneInfo
+
+from broadcaster.broadcasts.arbitration import (
+    DISPATCH_SLACK_S,
+    Expire,
+    Interrupt,
+    NoReceipt,
+    Play,
+    Policy,
+    Queued,
+    Snapshot,
+    Wait,
+    arbitrate,
+    validity_end,
+)
+from broadcaster.broadcasts.state import Airing, Hold
+from broadcaster.domain import Tier
+from broadcaster.fleet.targets import ZoneMap
+from speakers.protocol import AudioRef
+
+HCM = ZoneInfo("Asia/Ho_Chi_Minh")
+# 10:00 local on a weekday: outside the quiet hours used below.
+NOW = datetime(2026, 3, 16, 10, 0, tzinfo=HCM).timestamp()
+POLICY = Policy(
+    lead_s=2.0, emergency_lead_s=0.5, lead_per_1000_s=0.0, gap_s=1.0, receipt_grace_s=30.0, tz=HCM
+)
+ZONES = ZoneMap(
+    speaker_zone={"a1": "thon-1", "a2": "thon-1", "b1": "thon-2", "b2": "thon-2"},
+    members={"thon-1": frozenset({"a1", "a2"}), "thon-2": frozenset({"b1", "b2"})},
+    quiet={"thon-1": (None, None), "thon-2": (None, None)},
+)
+EVERYONE = frozenset({"a1", "a2", "b1", "b2"})
+
+
+def airing(
+    id: int,
+    tier: Tier = Tier.NORMAL,
+    pending: set[str] | None = None,
+    active: dict[str, tuple[float, float]] | None = None,
+    duration: float = 10.0,
+    valid_until: float = NOW + 3600,
+) -> Airing:
+    return Airing(
+        id=id,
+        tier=tier,
+        order=id,
+        title=f"tin {id}",
+        audio_key="k" * 64,
+        audio=AudioRef.for_bytes(bytes([id]) * 100, duration_s=duration),
+        duration=duration,
+        valid_until=valid_until,
+        whole_zones=set(),
+        pending=set(pending or ()),
+        active=dict(active or {}),
+    )
+
+
+def snap(
+    *airings: Airing, online=EVERYONE, zones: ZoneMap = ZONES, holds=(), policy: Policy = POLICY
+) -> Snapshot:
+    return Snapshot(
+        airings=list(airings), holds=list(holds), online=frozenset(online), zones=zones, policy=policy
+    )
+
+
+def plays(decisions) -> list[Play]:  # type: ignore[no-untyped-def]
+    return [d for d in decisions if isinstance(d, Play)]
+
+
+# ------------------------------------------------------------------ synchronized start
+
+
+def test_a_free_item_starts_everywhere_at_one_instant_after_the_lead() -> None:
+    decisions = arbitrate(snap(airing(1, pending={"a1", "a2", "b1"})), NOW)
+    assert decisions == [Play(1, ("a1", "a2", "b1"), NOW + 2.0)]
+
+
+def test_a_large_dispatch_gets_a_longer_lead() -> None:
+    policy = Policy(lead_s=2.0, lead_per_1000_s=3.0, tz=HCM)
+    (play,) = plays(arbitrate(snap(airing(1, pending={"a1", "a2"}), policy=policy), NOW))
+    assert play.start == NOW + 2.0 + 3.0 * 2 / 1000
+
+
+# ------------------------------------------------------------------ tiers and order
+
+
+def test_priority_goes_before_an_earlier_normal_item_on_the_same_clusters() -> None:
+    normal = airing(1, Tier.NORMAL, pending={"a1"})
+    priority = airing(2, Tier.PRIORITY, pending={"a1"})
+    decisions = arbitrate(snap(normal, priority), NOW)
+    (play,) = plays(decisions)
+    assert play.airing == 2
+    assert Queued(1, "a1", 2) in decisions  # the normal one waits for it, named in the log
+
+
+def test_two_normal_items_never_overlap_and_keep_their_order() -> None:
+    first = airing(1, pending={"a1", "a2"}, duration=20)
+    second = airing(2, pending={"a1"})
+    decisions = arbitrate(snap(first, second), NOW)
+    assert [p.airing for p in plays(decisions)] == [1]
+    assert Queued(2, "a1", 1) in decisions
+
+
+def test_a_waiting_item_reserves_its_clusters_so_a_later_one_cannot_slip_in() -> None:
+    busy = airing(1, active={"a1": (NOW - 1, NOW + 60)})
+    waiting = airing(2, pending={"a1", "a2"})  # must wait for a1, so a2 is reserved too
+    later = airing(3, pending={"a2"})
+    decisions = arbitrate(snap(busy, waiting, later), NOW)
+    assert plays(decisions) == []
+    assert Queued(2, "a1", 1) in decisions
+
+
+def test_an_item_starts_once_its_last_cluster_is_free_if_that_is_soon() -> None:
+    busy = airing(1, active={"a1": (NOW - 9, NOW + 1.0 + DISPATCH_SLACK_S)})  # a1 free in 1.25 s
+    waiting = airing(2, pending={"a1", "a2"})
+    (play,) = plays(arbitrate(snap(busy, waiting), NOW))
+    assert play.airing == 2 and play.start == NOW + 1.0 + DISPATCH_SLACK_S + POLICY.gap_s
+
+
+def test_an_item_still_rendering_keeps_its_place() -> None:
+    hold = Hold(1, Tier.NORMAL, frozenset({"a1"}))
+    later = airing(2, pending={"a1", "a2"})
+    assert plays(arbitrate(snap(later, holds=[hold]), NOW)) == []
+    # A higher tier is not held back by a rendering normal item.
+    urgent = airing(3, Tier.PRIORITY, pending={"a1"})
+    assert [p.airing for p in plays(arbitrate(snap(urgent, holds=[hold]), NOW))] == [3]
+
+
+# ------------------------------------------------------------------ emergencies
+
+
+def test_an_emergency_interrupts_what_plays_and_stops_what_has_not_started() -> None:
+    playing = airing(1, active={"a1": (NOW - 5, NOW + 5)})
+    sent = airing(2, Tier.PRIORITY, active={"a2": (NOW + 1, NOW + 11)})
+    emergency = airing(3, Tier.EMERGENCY, pending={"a1", "a2"})
+    decisions = arbitrate(snap(playing, sent, emergency), NOW)
+    takeover = NOW + POLICY.emergency_lead_s
+    assert Interrupt(1, "a1", 3, started=True, until=takeover) in decisions
+    assert Interrupt(2, "a2", 3, started=False, until=takeover) in decisions
+    assert Play(3, ("a1", "a2"), NOW + POLICY.emergency_lead_s) in decisions
+    # The interrupted items are decided before the emergency's play (stops go out first).
+    assert decisions.index(Play(3, ("a1", "a2"), takeover)) > max(
+        i for i, d in enumerate(decisions) if isinstance(d, Interrupt)
+    )
+
+
+def test_an_emergency_follows_a_running_emergency_instead_of_cutting_it() -> None:
+    first = airing(1, Tier.EMERGENCY, active={"a1": (NOW - 1, NOW + 20)})
+    second = airing(2, Tier.EMERGENCY, pending={"a1"})
+    decisions = arbitrate(snap(first, second), NOW)
+    assert not any(isinstance(d, Interrupt) for d in decisions)
+    assert Play(2, ("a1",), NOW + 20 + POLICY.gap_s) in decisions
+    assert Queued(2, "a1", 1) in decisions
+
+
+def test_an_item_interrupted_before_it_started_waits_behind_the_emergency() -> None:
+    sent = airing(1, active={"a1": (NOW + 1, NOW + 11)})
+    emergency = airing(2, Tier.EMERGENCY, pending={"a1"}, duration=30)
+    decisions = arbitrate(snap(sent, emergency), NOW)
+    # Put back in the queue on a1 in the same pass: it waits for the emergency, it does not replay.
+    assert [p.airing for p in plays(decisions)] == [2]
+    assert Queued(1, "a1", 2) in decisions
+
+
+# ------------------------------------------------------------------ quiet hours and offline
+
+
+def test_quiet_hours_hold_normal_items_but_not_priority_or_emergency() -> None:
+    zones = ZoneMap(ZONES.speaker_zone, ZONES.members, {"thon-1": ("09:00", "11:00"), "thon-2": (None, None)})
+    normal = airing(1, pending={"a1", "b1"})
+    decisions = arbitrate(snap(normal, zones=zones), NOW)
+    end = datetime(2026, 3, 16, 11, 0, tzinfo=HCM).timestamp()
+    assert Wait(1, "a1", "quiet", "thon-1", end) in decisions
+    assert [p.speakers for p in plays(decisions)] == [("b1",)]
+    for tier in (Tier.PRIORITY, Tier.EMERGENCY):
+        assert plays(arbitrate(snap(airing(2, tier, pending={"a1"}), zones=zones), NOW))[0].speakers == (
+            "a1",
+        )
+
+
+def test_an_offline_cluster_waits_and_the_others_go_ahead() -> None:
+    decisions = arbitrate(snap(airing(1, pending={"a1", "b1"}), online={"b1"}), NOW)
+    assert Wait(1, "a1", "offline") in decisions
+    assert plays(decisions) == [Play(1, ("b1",), NOW + 2.0)]
+
+
+# ------------------------------------------------------------------ validity and receipts
+
+
+def test_waiting_past_validity_expires_and_is_not_dispatched() -> None:
+    late = airing(1, pending={"a1"}, valid_until=NOW - 1)
+    decisions = arbitrate(snap(late), NOW)
+    assert decisions == [Expire(1, ("a1",))]
+
+
+def test_a_silent_cluster_after_the_planned_end_is_a_missing_receipt_and_frees_it() -> None:
+    silent = airing(1, active={"a1": (NOW - 100, NOW - 31)})
+    waiting = airing(2, pending={"a1"})
+    decisions = arbitrate(snap(silent, waiting), NOW)
+    assert NoReceipt(1, "a1") in decisions
+    assert Play(2, ("a1",), NOW + 2.0) in decisions
+
+
+def test_validity_of_a_normal_item_extends_past_the_quiet_hours_that_hold_it() -> None:
+    zones = ZoneMap(ZONES.speaker_zone, ZONES.members, {"thon-1": ("21:00", "05:00"), "thon-2": (None, None)})
+    at_22 = datetime(2026, 3, 16, 22, 0, tzinfo=HCM).timestamp()
+    five = datetime(2026, 3, 17, 5, 0, tzinfo=HCM).timestamp()
+    assert validity_end(Tier.NORMAL, at_22, ["a1"], zones, POLICY, 3600) == five + 3600
+    assert validity_end(Tier.PRIORITY, at_22, ["a1"], zones, POLICY, 3600) == at_22 + 3600
+    assert validity_end(Tier.NORMAL, at_22, ["b1"], zones, POLICY, 3600) == at_22 + 3600
+
+
+def test_arbitration_reads_the_airings_and_never_changes_them() -> None:
+    a = airing(1, active={"a1": (NOW - 5, NOW + 5)})
+    e = airing(2, Tier.EMERGENCY, pending={"a1"})
+    before = (dict(a.active), set(a.pending), dict(e.active), set(e.pending))
+    arbitrate(snap(a, e), NOW)
+    assert (dict(a.active), set(a.pending), dict(e.active), set(e.pending)) == before
