@@ -37,6 +37,7 @@ class _Breaker:
     open_until: float = 0.0
     reason: str = ""
     kind: str = "error"
+    day: date | None = None  # a daily cap holds for this local date only
 
 
 def _safe_available(engine: TtsEngine) -> bool:
@@ -128,18 +129,22 @@ class EngineChain:
 
     # --- circuit breaker and caps -----------------------------------------------------------
 
+    def _open(self, name: str) -> _Breaker | None:
+        """The engine's breaker while it is open (a cap's ends with its local day)."""
+        with self._lock:
+            breaker = self._breakers[name]
+        if breaker.day is not None:
+            return breaker if breaker.day == self.today() else None
+        return breaker if breaker.open_until > self._clock() else None
+
     def cooling(self, name: str) -> str | None:
         """The reason an engine is in cool-down, or None."""
-        with self._lock:
-            breaker = self._breakers[name]
-            if breaker.open_until > self._clock():
-                return breaker.reason
-            return None
+        breaker = self._open(name)
+        return breaker.reason if breaker else None
 
     def _cooling_kind(self, name: str) -> str | None:
-        with self._lock:
-            breaker = self._breakers[name]
-            return breaker.kind if breaker.open_until > self._clock() else None
+        breaker = self._open(name)
+        return breaker.kind if breaker else None
 
     def capped(self, name: str) -> tuple[int, int] | None:
         """``(used, cap)`` when the engine reached its daily cap today, else None."""
@@ -182,8 +187,9 @@ class EngineChain:
         on the failure (``error``'s kind; a plain reason is a transient failure)."""
         seconds = self.cooldown_for(error)
         kind = str(getattr(error, "kind", "error"))
+        day = self.today() if kind == "cap" else None
         with self._lock:
-            self._breakers[name] = _Breaker(self._clock() + seconds, reason, kind)
+            self._breakers[name] = _Breaker(self._clock() + seconds, reason, kind, day)
         _LOGGER.warning("TTS engine %s failed (%s); skipped for %.0f s", name, reason, seconds)
 
     def reset(self, name: str) -> None:
@@ -193,13 +199,10 @@ class EngineChain:
     def status(self) -> list[EngineStatus]:
         """Per engine, for a dashboard notice: skipped or not, until when, and why (Vietnamese)."""
         out = []
-        now = self._clock()
         for engine in self.engines():
             label = short_name_vi(engine)
             available = _safe_available(engine)
-            with self._lock:
-                breaker = self._breakers[engine.name]
-                open_for = breaker.open_until - now
+            breaker = self._open(engine.name)
             capped = self.capped(engine.name) if available else None
             if not available:
                 kind = "no_key" if _metered(engine) else "not_installed"
@@ -212,8 +215,9 @@ class EngineChain:
                         f"daily cap of {capped[1]} characters reached",
                     )
                 )  # fmt: skip
-            elif open_for > 0:
-                until = self.now_local() + timedelta(seconds=open_for)
+            elif breaker is not None:
+                left = self._seconds_to_midnight() if breaker.day else breaker.open_until - self._clock()
+                until = self.now_local() + timedelta(seconds=left)
                 out.append(
                     EngineStatus(
                         engine.name, label, True, True, until, breaker.kind,
