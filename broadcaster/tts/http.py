@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import json
 import logging
-import socket
 import time
 import urllib.error
 import urllib.parse
@@ -88,8 +87,8 @@ class HttpClient:
         self.what = what  # the provider, in messages: "FPT.AI"
         self.timeout_s = timeout_s
         self.secrets = tuple(s for s in secrets if s)
-        # No proxy handler from the environment for loopback test servers is needed: urllib honours
-        # no_proxy; redirects are followed (audio links may redirect to a CDN).
+        # urllib's defaults: proxies from the environment (no_proxy honoured), redirects followed
+        # (an audio link may redirect to a CDN).
         self._opener = urllib.request.build_opener()
 
     def redact(self, text: str) -> str:
@@ -128,7 +127,7 @@ class HttpClient:
             raise TtsTimeout(f"{self.what} did not answer within {timeout:g} s") from exc
         except urllib.error.URLError as exc:
             reason = exc.reason
-            if isinstance(reason, TimeoutError | socket.timeout):
+            if isinstance(reason, TimeoutError):
                 raise TtsTimeout(f"{self.what} did not answer within {timeout:g} s") from exc
             raise TtsError(f"{self.what} cannot be reached: {self.redact(str(reason))}") from exc
         except (OSError, ValueError) as exc:  # connection reset, bad URL, TLS trouble
