@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import unicodedata
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 
 import pytest
 
-from broadcaster.alerts.config import AlertsConfig, AlertsConfigError
+from broadcaster.alerts.config import AlertsConfig, AlertsConfigError, channels_reference_markdown
 from broadcaster.alerts.messages import Formatter, duration_vi
 from broadcaster.alerts.policy import AlertPolicy, ChannelRule, Entry, Outgoing
 from broadcaster.fleet.alerting import AlertChange
@@ -202,3 +203,12 @@ def test_secret_from_an_environment_variable() -> None:
     assert channel.resolve_password({"LOA_SMTP_PW": "s3cret"}) == "s3cret"  # type: ignore[union-attr]
     with pytest.raises(AlertsConfigError, match="LOA_SMTP_PW"):
         channel.resolve_password({})  # type: ignore[union-attr]
+
+
+def test_configuration_document_lists_every_channel_key() -> None:
+    document = (Path(__file__).resolve().parent.parent / "docs" / "configuration.md").read_text(
+        encoding="utf-8"
+    )
+    assert channels_reference_markdown() in document, (
+        "docs/configuration.md is stale: paste broadcaster.alerts.config.channels_reference_markdown()"
+    )

@@ -61,7 +61,7 @@ class _Channel(BaseModel):
 class SmtpChannelConfig(_Channel):
     """E-mail through an SMTP server (stdlib smtplib)."""
 
-    type: Literal["smtp"] = "smtp"
+    type: Literal["smtp"] = Field("smtp", description="This channel sends e-mail.")
     host: str = Field(description="SMTP server name or address.")
     port: int | None = Field(
         None, ge=1, le=65535, description="Port; default 587 (starttls), 465 (ssl) or 25 (plain)."
@@ -97,7 +97,7 @@ class SmtpChannelConfig(_Channel):
 class WebhookChannelConfig(_Channel):
     """An HTTP POST of one JSON object per message (a Zalo OA or Telegram bot relay)."""
 
-    type: Literal["webhook"] = "webhook"
+    type: Literal["webhook"] = Field("webhook", description="This channel posts JSON.")
     url: SecretStr = Field(
         description="http(s) URL the JSON is posted to (kept secret: it may hold a token)."
     )
@@ -182,3 +182,21 @@ class AlertsConfig(BaseModel):
     retry_backoff_s: float = Field(
         5.0, gt=0, description="Wait before the first retry; doubles each time, at most 5 minutes."
     )
+
+
+def channels_reference_markdown() -> str:
+    """The keys of each channel type as Markdown tables (docs/configuration.md, "Alert channels")."""
+    parts = []
+    for model in (SmtpChannelConfig, WebhookChannelConfig):
+        kind = model.model_fields["type"].default
+        rows = [f"### `type: {kind}`", "", "| key | default | meaning |", "|---|---|---|"]
+        for name, info in model.model_fields.items():
+            if info.is_required():
+                default = "required"
+            else:
+                value = info.default_factory() if info.default_factory is not None else info.default  # type: ignore[call-arg]
+                default = f"`{value}`"
+            description = (info.description or "").replace("|", "\\|")
+            rows.append(f"| `{info.alias or name}` | {default} | {description} |")
+        parts.append("\n".join(rows))
+    return "\n\n".join(parts) + "\n"
