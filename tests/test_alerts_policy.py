@@ -212,3 +212,19 @@ def test_configuration_document_lists_every_channel_key() -> None:
     assert channels_reference_markdown() in document, (
         "docs/configuration.md is stale: paste broadcaster.alerts.config.channels_reference_markdown()"
     )
+
+
+def test_the_notifier_refuses_a_channel_whose_secret_variable_is_missing() -> None:
+    from broadcaster.alerts import AlertNotifier
+
+    config = AlertsConfig.model_validate(
+        {
+            "channels": [
+                {"type": "webhook", "url": "https://relay.example/loa", "secret_env": "LOA_HOOK_SECRET"}
+            ]
+        }
+    )
+    with pytest.raises(AlertsConfigError, match="LOA_HOOK_SECRET"):
+        AlertNotifier(config, None, environ={})
+    notifier = AlertNotifier(config, None, environ={"LOA_HOOK_SECRET": "x" * 16})
+    assert list(notifier.metrics()["channels"]) == ["webhook:https://relay.example"]  # no secret in a name

@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Protocol
 from urllib.parse import urlsplit
 
-from broadcaster.alerts.config import SmtpChannelConfig, WebhookChannelConfig
+from broadcaster.alerts.config import AlertsConfigError, SmtpChannelConfig, WebhookChannelConfig
 from broadcaster.alerts.messages import Notice
 
 _LOGGER = logging.getLogger(__name__)
@@ -81,7 +81,7 @@ class SmtpChannel:
         self._password = config.resolve_password(environ)
         self._redact = _Redactor([self._password])
         if config.username and self._password is None:
-            raise ValueError(f"alert channel {self.name}: username given without a password")
+            raise AlertsConfigError(f"alert channel {self.name}: username given without a password")
         if config.security == "plain" and config.username:
             _LOGGER.warning("alert channel %s sends its password unencrypted (security: plain)", self.name)
 

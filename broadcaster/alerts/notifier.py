@@ -126,7 +126,10 @@ class AlertNotifier:
         if self._thread is None:
             return
         self._stopping.set()
-        self._put(None)
+        try:
+            self._inbox.put(None, timeout=_JOIN_TIMEOUT_S)  # behind what is queued; waits if it is full
+        except queue.Full:
+            _LOGGER.error("alert notifier: queue full at stop; its thread is left to end with the process")
         self._thread.join(timeout=_JOIN_TIMEOUT_S)
         self._thread = None
         for courier in self._couriers.values():
