@@ -36,7 +36,7 @@ from flask import (
 )
 from sqlalchemy import select
 
-from broadcaster import reports
+from broadcaster import documents, reports
 from broadcaster.broadcasts import BroadcastError
 from broadcaster.domain import ALL_TARGETS, Announcement, Source, Tier, nfc
 from broadcaster.fleet.registry import RegistryError
@@ -64,7 +64,6 @@ from broadcaster.web.auth import (
     roles_required,
     safe_next,
 )
-from broadcaster.web.documents import DocumentError, extract_text
 from broadcaster.web.engines import engine_choices as engines_of
 from broadcaster.web.engines import unknown_engine
 from broadcaster.web.users import (
@@ -90,7 +89,6 @@ _AUDIO_KEY_RE = re.compile(r"^[0-9a-f]{64}$")
 _ID_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
 _TIME_RE = re.compile(r"^([01]\d|2[0-3]):[0-5]\d$")
 RECORDING_EXTS = (".mp3", ".wav", ".webm", ".ogg", ".oga", ".m4a")
-DOCUMENT_EXTS = (".docx", ".pdf", ".txt")
 
 BROADCAST_STATE_VI = {
     BroadcastState.SCHEDULED.value: "Đã hẹn giờ",
@@ -1184,30 +1182,41 @@ def _uploaded(field_name: str, exts: tuple[str, ...], kind: str) -> tuple[bytes,
 @bp.route("/compose/import", methods=["POST"])
 @login_required
 def compose_import() -> Any:
-    """Text of an uploaded document into the editor (JSON for the page script, or the page)."""
-    got = _uploaded("document", DOCUMENT_EXTS, "tệp văn bản (.docx, .pdf, .txt)")
+    """Text of an uploaded document into the editor (JSON for the page script, or the page).
+    A scan or a photo is read by text recognition on a worker: the JSON reply is then a job to
+    poll (``/jobs/<id>``), whose result has the text and the words to check, or ``errors``."""
+    got = _uploaded("document", documents.EXTENSIONS, documents.KIND_LABEL)
     wants_page = "text/html" in (request.accept_mimetypes.best or "") and not request.headers.get(
         "X-CSRFToken"
     )
     error = got if isinstance(got, str) else None
-    text = ""
+    result = None
     if not error:
         data, filename = got  # type: ignore[misc]
         try:
-            text = extract_text(data, filename)
-        except DocumentError as exc:
+            result = documents.extract(data, filename) if not wants_page else documents.read(data, filename)
+        except documents.NeedsOcr:
+            user = current_user()
+            assert user is not None
+            job_id = jobs().submit(user.id, "ocr", lambda: documents.recognize_json(data, filename))
+            return jsonify(job=job_id, status_url=url_for("ui.job_status", job_id=job_id)), 202
+        except documents.DocumentError as exc:
             error = str(exc)
-    if wants_page:
+    if wants_page:  # without the page script: read it all now (bounded by the recognition time limit)
         values = _form_values(request.form)
         values["targets"] = values["targets"] or [ALL_TARGETS]
-        if error:
-            return _compose_page(values, {"document": error}, 400)
-        values["text"] = text
+        if error or result is None:
+            return _compose_page(values, {"document": error or ""}, 400)
+        values["text"] = result.text
         flash("Đã lấy nội dung từ tệp. Vui lòng đọc lại và sửa trước khi phát.", "ok")
+        if result.uncertain:
+            flash(
+                "Từ cần kiểm tra (máy đọc chưa chắc): " + ", ".join(w.text for w in result.uncertain), "warn"
+            )
         return _compose_page(values, {})
-    if error:
+    if error or result is None:
         return jsonify(errors={"document": error}), 400
-    return jsonify(text=text, chars=len(text))
+    return jsonify(result.to_json())
 
 
 @bp.route("/compose/recording", methods=["POST"])
