@@ -171,6 +171,20 @@ def test_scanned_page_is_read_accurately(
         assert result.text[word.start : word.end] == word.text
 
 
+def test_large_phone_photo_stored_sideways_with_exif_orientation() -> None:
+    """A 24-megapixel phone photo whose pixels lie sideways, upright only by its EXIF tag."""
+    upright = render_scan(PAGE_1, angle=-1.5, seed=8, uneven_light=True)
+    big = upright.resize((upright.width * 5 // 2, upright.height * 5 // 2), Image.Resampling.BICUBIC)
+    exif = Image.Exif()
+    exif[0x0112] = 6  # "rotate 90 degrees clockwise to display"
+    out = io.BytesIO()
+    big.rotate(90, expand=True).save(out, "JPEG", quality=85, exif=exif)
+    result = documents.recognize(out.getvalue(), "IMG_2025.JPG")
+    score = similarity("\n".join(PAGE_1), result.text)
+    print(f"OCR 24 MP phone photo, EXIF orientation 6: {score:.4f} of characters right")
+    assert score >= MIN_SIMILARITY, result.text
+
+
 def test_two_page_scanned_pdf() -> None:
     pages = [render_scan(PAGE_1, angle=-2.5, seed=1), render_scan(PAGE_2, angle=2.0, seed=2)]
     data = scanned_pdf(pages)
@@ -263,3 +277,36 @@ def test_missing_tesseract_gets_a_message_for_the_administrator(monkeypatch: pyt
     monkeypatch.setenv("PATH", "/nonexistent")
     with pytest.raises(documents.DocumentError, match="chưa cài phần mềm nhận dạng chữ"):
         documents.recognize(encode(render_scan(PAGE_2[:1]), "PNG"), "a.png")
+
+
+# --- pieces without tesseract -------------------------------------------------------------------
+
+
+def test_tsv_words_become_paragraphs_with_offsets_of_unsure_words() -> None:
+    header = "level\tpage_num\tblock_num\tpar_num\tline_num\tword_num\tleft\ttop\twidth\theight\tconf\ttext"
+    rows = [
+        "1\t1\t0\t0\t0\t0\t0\t0\t100\t100\t-1\t",
+        "5\t1\t1\t1\t1\t1\t0\t0\t1\t1\t96.5\tTHÔNG",
+        "5\t1\t1\t1\t1\t2\t0\t0\t1\t1\t95.0\tBÁO",
+        "5\t1\t2\t1\t1\t1\t0\t0\t1\t1\t91.0\t" + unicodedata.normalize("NFD", "Tiêm"),
+        "5\t1\t2\t1\t2\t1\t0\t0\t1\t1\t41.2\tph0ng",  # next line, same paragraph: joined by a space
+        "5\t1\t2\t1\t2\t2\t0\t0\t1\t1\t12.0\t ",  # an empty word is dropped
+    ]
+    paragraphs = ocr.parse_tsv("\n".join([header, *rows]))
+    builder = ocr.TextBuilder()
+    builder.add_text("Trang có lớp chữ.")
+    builder.add_recognized(paragraphs, page=2)
+    result = builder.result(pages=2, ocr_pages=[2])
+    assert result.text == "Trang có lớp chữ.\n\nTHÔNG BÁO\n\nTiêm ph0ng"
+    (word,) = result.uncertain
+    assert (word.text, word.confidence, word.page) == ("ph0ng", 41, 2)
+    assert result.text[word.start : word.end] == "ph0ng"
+    assert result.confidence == round((96.5 + 95.0 + 91.0 + 41.2) / 4, 1)
+    assert documents.Extracted.from_json(result.to_json()) == result
+
+
+def test_render_resolution_is_lowered_for_huge_pages() -> None:
+    assert ocr.render_dpi(595, 842) == 300  # A4
+    assert ocr.render_dpi(72 * 40, 72 * 40) < 300  # a 40-inch poster stays under the pixel limit
+    with pytest.raises(documents.DocumentError, match="kích thước bất thường"):
+        ocr.render_dpi(72 * 10_000, 72 * 10_000)

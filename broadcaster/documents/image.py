@@ -49,9 +49,10 @@ def load_page(data: bytes) -> tuple[Page, int]:
         width, height = image.size
         if width * height > MAX_IMAGE_PIXELS:
             raise DocumentError(_too_large(f"{width} x {height} điểm ảnh"))
+        dpi = _dpi(image)
         if image.format == "JPEG":  # decode at 1/2, 1/4... scale directly when the photo is huge
             image.draft("L", (MAX_OCR_SIDE, MAX_OCR_SIDE))
-        dpi = _dpi(image)
+            dpi = max(70, round(dpi * image.width / width))
         image = ImageOps.exif_transpose(image)
         image = _grey(image)
     except DocumentError:
@@ -61,7 +62,7 @@ def load_page(data: bytes) -> tuple[Page, int]:
     except (UnidentifiedImageError, OSError, ValueError, SyntaxError) as exc:
         _LOGGER.info("unreadable image: %s", exc)
         raise DocumentError(IMAGE_BROKEN_MESSAGE) from exc
-    return _bounded(image), dpi
+    return _bounded(image, dpi)
 
 
 def _too_large(size: str) -> str:
@@ -72,7 +73,7 @@ def load_rendered(path: Path, dpi: int) -> tuple[Image.Image, int]:
     """A page pdftoppm rendered (grey PGM), bounded like a photo."""
     with Image.open(path) as image:
         image.load()
-        return _bounded(_grey(image)), dpi
+        return _bounded(_grey(image), dpi)
 
 
 def _grey(image: Image.Image) -> Image.Image:
@@ -83,13 +84,14 @@ def _grey(image: Image.Image) -> Image.Image:
     return image.convert("L")
 
 
-def _bounded(image: Image.Image) -> Image.Image:
+def _bounded(image: Image.Image, dpi: int) -> tuple[Image.Image, int]:
+    """At most MAX_OCR_SIDE on the longest side; the resolution follows the scaling."""
     longest = max(image.size)
     if longest <= MAX_OCR_SIDE:
-        return image
+        return image, dpi
     scale = MAX_OCR_SIDE / longest
     size = (max(1, round(image.width * scale)), max(1, round(image.height * scale)))
-    return image.resize(size, Image.Resampling.LANCZOS)
+    return image.resize(size, Image.Resampling.LANCZOS), max(70, round(dpi * scale))
 
 
 def _dpi(image: Image.Image) -> int:
