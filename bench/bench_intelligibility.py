@@ -13,7 +13,10 @@ show what our rendering costs or gains. WER is
 (substitutions + deletions + insertions) / reference words, over all ten.
 
 gTTS needs the network; it is skipped unless --with-gtts is given. Piper needs a Vietnamese voice
-file (--piper-voice); none can be installed offline here, so it is skipped by default.
+file (--piper-voice); none can be installed offline here, so it is skipped by default. The cloud
+engines (FPT.AI, Viettel AI, Zalo AI, Google Cloud, Azure) are measured when their key is set
+(``BROADCASTER_TTS__FPT__API_KEY``... or the settings file in ``BROADCASTER_CONFIG``) and their
+endpoint can be reached; otherwise the line says why they are not measurable.
 """
 
 from __future__ import annotations
@@ -21,10 +24,13 @@ from __future__ import annotations
 import argparse
 import logging
 import re
+import socket
 import subprocess
 import sys
 import tempfile
+import threading
 import time
+import urllib.parse
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -32,12 +38,15 @@ sys.path.insert(0, str(ROOT))
 
 from broadcaster.audio.config import AudioConfig  # noqa: E402
 from broadcaster.audio.store import AudioStore  # noqa: E402
+from broadcaster.settings import SettingsError, load_settings  # noqa: E402
 from broadcaster.speech import SpeechError, SpeechService  # noqa: E402
 from broadcaster.textnorm import Normalizer  # noqa: E402
 from broadcaster.textnorm.config import TextnormConfig  # noqa: E402
-from broadcaster.tts import EngineChain, TtsConfig, build_engine  # noqa: E402
+from broadcaster.tts import CLOUD_ENGINES, EngineChain, TtsConfig, build_engine  # noqa: E402
 
 TEXT_FILE = ROOT / "bench" / "data" / "intelligibility.txt"
+# How long to wait for a cloud endpoint to accept a TCP connection before calling it offline.
+REACH_TIMEOUT_S = 5.0
 
 
 def words(text: str) -> list[str]:
@@ -75,6 +84,48 @@ def to_asr_wav(source: Path, wav: Path) -> None:
     )  # fmt: skip
 
 
+def reachable(url: str, timeout_s: float = REACH_TIMEOUT_S) -> bool:
+    """Whether a TCP connection to the URL's host opens in time (name lookup included)."""
+    parts = urllib.parse.urlsplit(url)
+    port = parts.port or (443 if parts.scheme == "https" else 80)
+    result: list[bool] = []
+
+    def attempt() -> None:
+        try:
+            socket.create_connection((parts.hostname or "", port), timeout=timeout_s).close()
+            result.append(True)
+        except OSError:
+            result.append(False)
+
+    probe = threading.Thread(target=attempt, daemon=True)  # getaddrinfo has no timeout of its own
+    probe.start()
+    probe.join(timeout_s + 1)
+    return bool(result and result[0])
+
+
+def cloud_configs() -> list[tuple[str, TtsConfig]]:
+    """The cloud engines with a key and a reachable endpoint; prints why the others are skipped."""
+    try:
+        tts = load_settings().tts
+    except SettingsError as exc:
+        print(f"cloud engines: not measurable: {exc}")
+        return []
+    out = []
+    for name in CLOUD_ENGINES:
+        engine = build_engine(name, tts)
+        if not engine.available():
+            print(f"{name}: not measurable offline: no key")
+            continue
+        url = getattr(engine, "url", None) or getattr(tts, name.replace("-", "_")).url
+        if not reachable(url):
+            print(
+                f"{name}: not measurable offline: no network ({urllib.parse.urlsplit(url).hostname} unreachable)"
+            )
+            continue
+        out.append((name, tts.model_copy(update={"order": [name]})))
+    return out
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -89,10 +140,6 @@ def main() -> int:
     normalizer = Normalizer.from_config(TextnormConfig())
     references = [normalizer.normalize(s) for s in sentences]
 
-    asr = load_asr()
-    if asr is None:
-        return 1
-
     configs: list[tuple[str, TtsConfig]] = [("espeak-ng", TtsConfig(order=["espeak-ng"]))]
     if args.with_gtts:
         configs.insert(0, ("gtts", TtsConfig(order=["gtts"])))
@@ -102,6 +149,11 @@ def main() -> int:
         configs.append(("piper", TtsConfig(order=["piper"], piper={"voices": [args.piper_voice]})))
     else:
         print("piper: skipped (no Vietnamese piper voice installed; --piper-voice FILE.onnx to include one)")
+    configs.extend(cloud_configs())
+
+    asr = load_asr()
+    if asr is None:
+        return 1
 
     rows = []
     started = time.perf_counter()

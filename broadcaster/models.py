@@ -7,12 +7,13 @@ State columns hold the string values of the enums below so the log reads plainly
 from __future__ import annotations
 
 import enum
-from datetime import UTC, datetime
+from datetime import UTC, date, datetime
 from typing import Any
 
 from sqlalchemy import (
     JSON,
     Boolean,
+    Date,
     DateTime,
     Float,
     ForeignKey,
@@ -309,3 +310,14 @@ class Setting(Base):
     __tablename__ = "settings"
     key: Mapped[str] = mapped_column(String(100), primary_key=True)
     value: Mapped[Any] = mapped_column(JSON)
+
+
+class TtsUsage(Base):
+    """Characters sent to a metered (cloud) speech engine on one local day: cost, and the daily
+    cap (``broadcaster.tts.usage``). Counts only, never text or keys."""
+
+    __tablename__ = "tts_usage"
+    engine: Mapped[str] = mapped_column(String(50), primary_key=True)
+    day: Mapped[date] = mapped_column(Date, primary_key=True)  # local date (settings.timezone)
+    chars: Mapped[int] = mapped_column(Integer, default=0)
+    requests: Mapped[int] = mapped_column(Integer, default=0)

@@ -15,6 +15,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from broadcaster.alerts.config import AlertsConfig
 from broadcaster.audio.config import AudioConfig
 from broadcaster.broadcasts.config import BroadcastsConfig
 from broadcaster.fleet.config import FleetConfig
@@ -59,6 +60,10 @@ class Settings(BaseModel):
         description="Fleet monitor; the demo uses a 10 s health interval unless set.",
     )
     broadcasts: BroadcastsConfig = Field(default_factory=BroadcastsConfig)
+    alerts: AlertsConfig = Field(
+        default_factory=AlertsConfig,
+        description="Fleet alerts sent by e-mail and webhook (docs/configuration.md, 'Alert channels').",
+    )
 
     @property
     def db_url(self) -> str:

@@ -28,6 +28,8 @@ from broadcaster.audio.script import Pause, split_pieces
 from broadcaster.audio.store import AudioStore
 from broadcaster.domain import AudioKey, nfc
 from broadcaster.tts import EngineChain, EngineUnavailable, TtsEngine, TtsError, build_chain
+from broadcaster.tts.base import voice_info_of
+from broadcaster.tts.usage import UsageCounter, UsageRow
 
 if TYPE_CHECKING:
     from broadcaster.settings import Settings
@@ -43,6 +45,11 @@ ENGINE_LABELS_VI = {
     "gtts": "Google (cần Internet)",
     "piper": "Piper (ngoại tuyến)",
     "espeak-ng": "eSpeak NG (ngoại tuyến, dự phòng)",
+    "fpt": "FPT.AI (cần Internet, trả phí)",
+    "viettel": "Viettel AI (cần Internet, trả phí)",
+    "zalo": "Zalo AI (cần Internet, trả phí)",
+    "google-cloud": "Google Cloud (cần Internet, trả phí)",
+    "azure": "Microsoft Azure (cần Internet, trả phí)",
     RECORDING_ENGINE: "Bản ghi âm",
 }
 
@@ -136,8 +143,16 @@ class SpeechService:
         self._lock = threading.Lock()
 
     @classmethod
-    def from_settings(cls, settings: Settings) -> SpeechService:
+    def from_settings(cls, settings: Settings, *, usage: UsageCounter | None = None) -> SpeechService:
+        """The service of ``settings``. ``usage`` counts characters sent to the cloud engines;
+        without one, a counter on ``settings.db_url`` is made on first use when a cloud engine is
+        in the order (pass the controller's ``SqlUsageCounter(sessions)`` to share its pool)."""
+        from broadcaster.tts.config import CLOUD_ENGINES
+        from broadcaster.tts.usage import LazySqlUsageCounter
+
         textnorm = settings.textnorm
+        if usage is None and set(settings.tts.order) & set(CLOUD_ENGINES):
+            usage = LazySqlUsageCounter(settings.db_url)
 
         def factory() -> Any:
             from broadcaster.textnorm import Normalizer
@@ -146,7 +161,7 @@ class SpeechService:
 
         store = AudioStore(settings.cache_dir, settings.audio.cache_max_bytes)
         return cls(
-            build_chain(settings.tts),
+            build_chain(settings.tts, usage=usage, timezone=settings.timezone),
             store,
             settings.audio,
             normalizer_factory=factory,
@@ -199,16 +214,20 @@ class SpeechService:
     # --- engines -----------------------------------------------------------------------------
 
     def engines(self) -> list[dict[str, Any]]:
-        """For the web form: every configured engine in order, whether it works here now."""
+        """For the web form: every configured engine in order, whether it works here now.
+        ``voice_info`` describes the voices (accent, gender, Vietnamese label) when the engine
+        does; ``status`` says whether it is skipped, until when and why (Vietnamese)."""
         out = []
+        statuses = {s.name: s.to_dict() for s in self.chain.status()}
         for engine in self.chain.engines():
             try:
                 available = bool(engine.available())
                 voices = list(engine.voices()) if available else []
                 default = engine.default_voice() if available else ""
+                info = voice_info_of(engine) if available else None
             except Exception:  # a broken probe must not break the form
                 _LOGGER.exception("engine %s failed to describe itself", engine.name)
-                available, voices, default = False, [], ""
+                available, voices, default, info = False, [], "", None
             out.append(
                 {
                     "name": engine.name,
@@ -217,9 +236,19 @@ class SpeechService:
                     "voices": voices,
                     "default_voice": default,
                     "cooling_down": self.chain.cooling(engine.name),
+                    "voice_info": [v.to_dict() for v in info or ()],
+                    "status": statuses.get(engine.name),
                 }
             )
         return out
+
+    def engine_status(self) -> list[dict[str, Any]]:
+        """Per engine: skipped or not, until when and why, for the dashboard notice."""
+        return [s.to_dict() for s in self.chain.status()]
+
+    def usage(self) -> list[UsageRow]:
+        """Characters sent today and this month per cloud engine, with the daily caps (settings page)."""
+        return self.chain.usage_report()
 
     def render_settings(self, *, repeat: int, chime: bool) -> dict[str, Any]:
         """Everything besides engine, voice and text that changes the rendered sound."""
@@ -332,7 +361,7 @@ class SpeechService:
             except TtsError as exc:
                 reasons[eng.name] = str(exc)
                 if not isinstance(exc, EngineUnavailable):
-                    self.chain.trip(eng.name, str(exc))
+                    self.chain.trip(eng.name, str(exc), exc)
                 else:
                     _LOGGER.warning("TTS engine %s unavailable: %s", eng.name, exc)
                 continue

@@ -432,6 +432,9 @@ class Health(Message):
     zone: str | None = None
     player: str | None = None  # real | null | file
     agent_version: str | None = None
+    supply_v: float | None = None  # supply voltage of the cluster, volts
+    on_backup: bool | None = None  # running on the backup battery (mains lost)
+    output_dbfs: float | None = None  # level measured at the audio output while playing
 
 
 EVENT_STATES = (

@@ -23,8 +23,9 @@ ALLOWED = {
     "apscheduler": {"broadcaster/scheduling/apsched.py"},
     "waitress": {"broadcaster/__main__.py"},
     "yaml": {"speakers/yamlio.py"},
-    "docx": {"broadcaster/web/documents.py"},
-    "pypdf": {"broadcaster/web/documents.py"},
+    "docx": {"broadcaster/documents/office.py"},
+    "pypdf": {"broadcaster/documents/office.py"},
+    "PIL": {"broadcaster/documents/image.py"},
 }
 
 

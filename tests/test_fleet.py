@@ -6,6 +6,7 @@ import json
 import time
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 import pytest
 from sqlalchemy import func, select
@@ -104,6 +105,7 @@ def test_snapshot_fields_health_and_amplifier_alert(harness: Harness) -> None:
     node.send_health(volume=65, amplifier_on=True, playing=None)
     h.fleet.flush()
     wait_until(lambda: h.fleet.speaker("loa-02")["alerts"] == [], what="alerts cleared")
+    h.fleet.flush()  # the snapshot changes before the commit: wait for it (this raced)
     assert h.active_alerts() == set()
     assert {s["id"] for s in h.fleet.snapshot()} == {"loa-01", "loa-02", "loa-03"}
 
@@ -352,3 +354,181 @@ def test_non_finite_and_hostile_payloads_are_malformed(harness: Harness) -> None
     )
     assert events == []  # no non-finite figure reached the broadcasts
     assert h.fleet.speaker("loa-01")["volume"] == 44
+
+
+# ---------------------------------------------------------------------------- alert kinds from health
+
+
+def _kinds(h: Harness, speaker: str) -> set[str]:
+    return {a["kind"] for a in (h.fleet.speaker(speaker) or {}).get("alerts", [])}
+
+
+def _messages(h: Harness, speaker: str) -> dict[str, str]:
+    return {a["kind"]: a["message"] for a in (h.fleet.speaker(speaker) or {}).get("alerts", [])}
+
+
+def test_backup_power_low_voltage_and_disk_alerts_clear_past_a_margin(harness: Harness) -> None:
+    h = harness
+    node = h.nodes["loa-01"]
+    node.connect()
+    node.send_health(on_backup=True, supply_v=11.04, disk_free_bytes=100 * 1024**2)
+    h.broker.flush()
+    h.fleet.flush()
+    assert _kinds(h, "loa-01") == {"backup_power", "low_voltage", "disk_low"}
+    messages = _messages(h, "loa-01")
+    assert messages["backup_power"] == "Cụm loa đang chạy bằng nguồn dự phòng (mất điện lưới)"
+    assert messages["low_voltage"] == "Điện áp nguồn thấp: 11,0 V (ngưỡng 11,5 V)"
+    assert messages["disk_low"] == "Bộ nhớ cụm loa sắp đầy: chỉ còn trống 100 MB"
+    assert {k for s, k in h.active_alerts() if s == "loa-01"} == {"backup_power", "low_voltage", "disk_low"}
+    # Mains back; voltage and disk just above their thresholds but inside the margins: they stay, with
+    # the text they were raised with (a new reading is not a new alert).
+    node.send_health(on_backup=False, supply_v=11.6, disk_free_bytes=210 * 1024**2)
+    h.broker.flush()
+    h.fleet.flush()
+    assert _kinds(h, "loa-01") == {"low_voltage", "disk_low"}
+    assert _messages(h, "loa-01")["low_voltage"] == messages["low_voltage"]
+    # A report without the fields (an older agent, a sensor that failed) changes nothing.
+    node.send_health()
+    h.broker.flush()
+    h.fleet.flush()
+    assert _kinds(h, "loa-01") == {"low_voltage", "disk_low"}
+    node.send_health(on_backup=False, supply_v=12.6, disk_free_bytes=2 * 1024**3)
+    h.broker.flush()
+    h.fleet.flush()
+    assert _kinds(h, "loa-01") == set() and h.active_alerts() == set()
+    with h.sessions() as s:
+        rows = s.scalars(select(Alert).where(Alert.speaker_id == "loa-01")).all()
+    assert sorted(a.kind for a in rows) == ["backup_power", "disk_low", "low_voltage"]  # one row each
+
+
+def test_thresholds_are_configurable_and_can_be_switched_off(tmp_path: Path) -> None:
+    h = Harness(
+        tmp_path, thresholds={"supply_v_min": 22.0, "disk_free_min_bytes": None, "output_dbfs_min": None}
+    )
+    try:
+        node = h.nodes["loa-01"]
+        node.connect()
+        node.send_health(supply_v=21.5, disk_free_bytes=1, playing="3", output_dbfs=-99.0)
+        h.broker.flush()
+        h.fleet.flush()
+        assert _kinds(h, "loa-01") == {"low_voltage"}
+        assert "ngưỡng 22,0 V" in _messages(h, "loa-01")["low_voltage"]
+    finally:
+        h.close()
+
+
+def test_no_sound_from_health_and_receipts_clears_only_when_sound_is_heard(harness: Harness) -> None:
+    h = harness
+    node = h.nodes["loa-01"]
+    node.connect()
+    # Quiet output while idle is not a fault.
+    node.send_health(playing=None, output_dbfs=-90.0)
+    h.broker.flush()
+    h.fleet.flush()
+    assert _kinds(h, "loa-01") == set()
+    node.send_health(playing="7", output_dbfs=-80.0)
+    h.broker.flush()
+    h.fleet.flush()
+    assert _kinds(h, "loa-01") == {"no_sound"}
+    assert _messages(h, "loa-01")["no_sound"] == "Cụm loa không phát ra tiếng khi đang phát bản tin"
+    # Playback ended: nothing was fixed, the alert stays.
+    node.send_health(playing=None, output_dbfs=-90.0)
+    h.broker.flush()
+    h.fleet.flush()
+    assert _kinds(h, "loa-01") == {"no_sound"}
+    # A receipt with a normal level: sound was heard.
+    node._event("done", broadcast_id="8", seconds_played=3.0, rms_dbfs=-20.0)
+    h.broker.flush()
+    h.fleet.flush()
+    assert _kinds(h, "loa-01") == set()
+    # A silent receipt raises it; a report while playing with sound clears it.
+    node._event("done", broadcast_id="9", seconds_played=3.0, rms_dbfs=-95.0)
+    h.broker.flush()
+    h.fleet.flush()
+    assert _kinds(h, "loa-01") == {"no_sound"}
+    node.send_health(playing="10", output_dbfs=-18.0)
+    h.broker.flush()
+    h.fleet.flush()
+    assert _kinds(h, "loa-01") == set()
+
+
+def test_no_sound_is_not_raised_when_the_volume_is_zero(harness: Harness) -> None:
+    h = harness
+    node = h.nodes["loa-02"]
+    node.connect()
+    node.send_health(volume=0, playing="4", output_dbfs=-120.0)
+    node._event("done", broadcast_id="4", seconds_played=3.0, rms_dbfs=-120.0)
+    h.broker.flush()
+    h.fleet.flush()
+    assert _kinds(h, "loa-02") == set()
+
+
+def test_health_alerts_hold_while_the_cluster_is_offline(harness: Harness) -> None:
+    """A battery that runs flat takes the cluster offline: that must not 'resolve' the backup-power
+    alert, nor may the old report raise anything again when the cluster is back."""
+    h = harness
+    changes: list[object] = []
+    h.fleet.add_alert_listener(changes.append)
+    node = h.nodes["loa-03"]
+    node.connect()
+    node.send_health(on_backup=True, playing="5", amplifier_on=False)
+    h.broker.flush()
+    h.fleet.flush()
+    assert _kinds(h, "loa-03") == {"backup_power", "amplifier"}
+    node.disconnect()
+    h.broker.flush()
+    h.fleet.flush()
+    assert _kinds(h, "loa-03") == {"backup_power", "amplifier", "offline"}
+    node.reconnect()
+    h.broker.flush()
+    h.fleet.flush()
+    assert _kinds(h, "loa-03") == {"backup_power", "amplifier"}
+    node.send_health(on_backup=False, playing=None, amplifier_on=True)
+    h.broker.flush()
+    h.fleet.flush()
+    assert _kinds(h, "loa-03") == set()
+    summary = sorted((c.kind, c.state) for c in changes)  # type: ignore[attr-defined]
+    assert summary == [
+        ("amplifier", "raised"),
+        ("amplifier", "resolved"),
+        ("backup_power", "raised"),
+        ("backup_power", "resolved"),
+        ("offline", "raised"),
+        ("offline", "resolved"),
+    ]
+
+
+def test_alert_listener_gets_committed_changes_with_names(harness: Harness) -> None:
+    h = harness
+    seen: list[tuple[object, bool]] = []
+
+    def listener(change: Any) -> None:
+        with h.sessions() as s:  # the row is committed when the listener is told
+            row = s.get(Alert, change.alert_id)
+            seen.append(
+                (change, row is not None and (row.cleared_at is not None) == (change.state == "resolved"))
+            )
+
+    def broken(change: Any) -> None:
+        raise RuntimeError("a listener bug")
+
+    h.fleet.add_alert_listener(broken)  # must not stop the fleet or the next listener
+    h.fleet.add_alert_listener(listener)
+    node = h.nodes["loa-01"]
+    node.connect()
+    node.disconnect()
+    h.broker.flush()
+    h.fleet.flush()
+    node.reconnect()
+    h.broker.flush()
+    h.fleet.flush()
+    assert [ok for _, ok in seen] == [True, True]
+    raised, resolved = (c for c, _ in seen)
+    assert (raised.state, resolved.state) == ("raised", "resolved")  # type: ignore[attr-defined]
+    for change in (raised, resolved):
+        assert change.speaker == "loa-01" and change.kind == "offline"  # type: ignore[attr-defined]
+        assert change.speaker_name == "Loa 1" and change.zone == "thon-1"  # type: ignore[attr-defined]
+        assert change.zone_name == "Thôn Đông" and change.message == "Cụm loa mất kết nối"  # type: ignore[attr-defined]
+    assert raised.alert_id == resolved.alert_id  # type: ignore[attr-defined]
+    assert resolved.raised_at == raised.raised_at and resolved.cleared_at >= raised.raised_at  # type: ignore[attr-defined]
+    assert h.fleet.is_online("loa-01")

@@ -356,6 +356,18 @@ def test_engines_describe_themselves_for_the_form(make_speech) -> None:
             "voices": ["vi"],
             "default_voice": "vi",
             "cooling_down": None,
+            "voice_info": [],
+            "status": {
+                "name": "gtts",
+                "label_vi": "Google Dịch",
+                "available": True,
+                "skipped": False,
+                "until": None,
+                "until_vi": None,
+                "kind": None,
+                "reason_vi": None,
+                "reason": None,
+            },
         },
         {
             "name": "piper",
@@ -364,6 +376,18 @@ def test_engines_describe_themselves_for_the_form(make_speech) -> None:
             "voices": [],
             "default_voice": "",
             "cooling_down": None,
+            "voice_info": [],
+            "status": {
+                "name": "piper",
+                "label_vi": "Piper",
+                "available": False,
+                "skipped": True,
+                "until": None,
+                "until_vi": None,
+                "kind": "not_installed",
+                "reason_vi": "Piper chưa sẵn sàng trên máy này",
+                "reason": None,
+            },
         },
     ]
 

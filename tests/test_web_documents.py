@@ -1,6 +1,7 @@
 """Importing an official document into the editor (.docx, .pdf with a text layer, .txt in several
-encodings, a scanned PDF) and uploading a recording (WAV and MP3 made by ffmpeg, converted and
-loudness-normalized by the real speech service)."""
+encodings, a scanned PDF and a photo read by text recognition on a worker) and uploading a
+recording (WAV and MP3 made by ffmpeg, converted and loudness-normalized by the real speech
+service)."""
 
 from __future__ import annotations
 
@@ -13,7 +14,8 @@ from typing import Any
 
 import pytest
 
-from broadcaster.web.documents import SCANNED_PDF_MESSAGE, DocumentError, decode_text, extract_text
+from broadcaster.documents import SCANNED_PDF_MESSAGE, DocumentError, NeedsOcr, decode_text, extract_text
+from broadcaster.documents.base import NO_TEXT_IN_SCAN_MESSAGE
 from tests.fixtures_speech import make_audio
 from tests.fixtures_web import csrf, login
 
@@ -135,11 +137,23 @@ def test_pdf_text_layer_is_read() -> None:
     assert NOTICE in text and SECOND in text
 
 
-def test_scanned_pdf_gets_a_clear_message() -> None:
-    with pytest.raises(DocumentError) as err:
+def test_scanned_pdf_needs_recognition() -> None:
+    with pytest.raises(NeedsOcr) as err:
         extract_text(scanned_pdf(), "scan.pdf")
     assert str(err.value) == SCANNED_PDF_MESSAGE
     assert str(err.value).startswith("Tệp PDF không có lớp chữ (có thể là bản scan)")
+
+
+def test_blank_page_without_marks_is_no_text_not_a_scan() -> None:
+    blank = _pdf([
+        b"<< /Type /Catalog /Pages 2 0 R >>",
+        b"<< /Type /Pages /Kids [3 0 R] /Count 1 >>",
+        b"<< /Type /Page /Parent 2 0 R /MediaBox [0 0 595 842] /Contents 4 0 R >>",
+        _stream(b"BT ET"),
+    ])  # fmt: skip
+    with pytest.raises(DocumentError, match="Không tìm thấy chữ nào") as err:
+        extract_text(blank, "trang.pdf")
+    assert not isinstance(err.value, NeedsOcr)
 
 
 @pytest.mark.parametrize(
@@ -192,8 +206,58 @@ def test_import_endpoint_fills_the_editor(client: Any) -> None:
     reply = _upload(client, "/compose/import", "document", docx_bytes(), "cong-van.docx")
     assert reply.status_code == 200
     assert NOTICE in reply.get_json()["text"]
+    assert reply.get_json()["ocr"] is False and reply.get_json()["uncertain"] == []
+    # A PDF without a text layer goes to recognition on a worker; this one has only a drawing.
     scanned = _upload(client, "/compose/import", "document", scanned_pdf(), "scan.pdf")
-    assert scanned.status_code == 400 and scanned.get_json()["errors"]["document"] == SCANNED_PDF_MESSAGE
+    assert scanned.status_code == 202
+    done = _wait_job(client, scanned.get_json()["status_url"])
+    assert done["state"] == "done" and done["kind"] == "ocr"
+    assert done["errors"]["document"] == NO_TEXT_IN_SCAN_MESSAGE
+    wrong = _upload(client, "/compose/import", "document", b"MZ", "virus.exe")
+    assert wrong.status_code == 400 and "Loại tệp không được hỗ trợ" in wrong.get_json()["errors"]["document"]
+
+
+@pytest.mark.integration
+def test_photo_of_a_document_is_read_on_a_worker(client: Any) -> None:
+    from tests.test_documents_ocr import PAGE_1, encode, render_scan, similarity
+
+    login(client, "editor")
+    photo = encode(render_scan(PAGE_1, angle=-2.5, seed=11, smudge="phòng"), "JPEG")
+    reply = _upload(client, "/compose/import", "document", photo, "cong-van.jpg")
+    assert reply.status_code == 202
+    done = _wait_job(client, reply.get_json()["status_url"])
+    assert done["state"] == "done" and "errors" not in done, done
+    score = similarity("\n".join(PAGE_1), done["text"])
+    print(f"photo through /compose/import: {score:.4f} of characters right")
+    # The blurred word costs a few characters; the rest is read right.
+    assert score >= 0.97
+    assert done["ocr"] is True and done["chars"] == len(done["text"])
+    assert done["uncertain"], "the blurred word is listed for checking"
+    for word in done["uncertain"]:
+        assert done["text"][word["start"] : word["end"]] == word["text"] and word["page"] == 1
+    # Another officer cannot read the job.
+    client.post("/logout", data={"csrf_token": csrf(client, "/")})
+    login(client, "approver")
+    assert client.get(reply.get_json()["status_url"]).status_code == 404
+
+
+@pytest.mark.integration
+def test_photo_import_without_script_fills_the_form_and_lists_words_to_check(client: Any) -> None:
+    from tests.test_documents_ocr import PAGE_1, encode, render_scan
+
+    login(client, "editor")
+    photo = encode(render_scan(PAGE_1[2:4], angle=1.5, seed=3, smudge="phòng"), "PNG")
+    reply = client.post(
+        "/compose/import",
+        data={"csrf_token": csrf(client, "/"), "title": "Tiêm phòng", "targets": ["all"], "tier": "normal",
+              "repeat": "1", "text": "", "document": (io.BytesIO(photo), "anh.png")},
+        headers={"Accept": "text/html"},
+        content_type="multipart/form-data",
+    )  # fmt: skip
+    html = reply.get_data(as_text=True)
+    assert reply.status_code == 200
+    assert "xã tổ chức tiêm" in html and 'value="Tiêm phòng"' in html
+    assert "Từ cần kiểm tra (máy đọc chưa chắc):" in html
 
 
 def test_import_without_script_keeps_the_form(client: Any) -> None:

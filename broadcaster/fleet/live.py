@@ -7,8 +7,9 @@ plus staleness: a node that sent nothing for ``stale_factor`` health intervals i
 One worker thread owns the state. It drains the ingest queue, updates the live state, raises and
 clears alerts, and writes health samples in batches (one commit per ``health_batch_size`` samples or
 ``health_batch_interval_s``, whichever comes first); samples older than the retention are deleted
-hourly. Alerts (kind ``offline``, ``stale``, ``amplifier``, ``error``) live in the ``alerts`` table
-and in the snapshot; raising and clearing one is also written to the decision log.
+hourly. Alerts (kinds and rules in ``alerting.py``) live in the ``alerts`` table and in the
+snapshot; raising and clearing one is also written to the decision log, and once committed, handed
+to the alert listeners (the notifier) as an :class:`AlertChange`.
 """
 
 from __future__ import annotations
@@ -18,16 +19,25 @@ import queue
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from sqlalchemy import delete, insert, select
 from sqlalchemy.orm import Session, sessionmaker
 
+from broadcaster.fleet.alerting import (
+    ALERT_MESSAGES,
+    AlertChange,
+    AlertOp,
+    LiveState,
+    evaluate,
+    note_health,
+    note_receipt,
+)
 from broadcaster.fleet.config import FleetConfig
 from broadcaster.fleet.ingest import Ingest
-from broadcaster.models import Alert, HealthSample, LogEntry, Speaker
+from broadcaster.models import Alert, HealthSample, LogEntry, Speaker, Zone
 from broadcaster.queues import drain
 from broadcaster.transport import Transport
 from speakers.protocol import Event, Health, Status
@@ -41,14 +51,6 @@ _IDLE_STATES = {"done", "failed", "preempted", "stopped", "expired"}
 _REGISTRY_TTL_S = 2.0
 _MIN_PENDING = 20_000
 
-ALERT_MESSAGES = {
-    "offline": "Cụm loa mất kết nối",
-    "never": "Cụm loa chưa kết nối từ khi bộ điều khiển khởi động",
-    "stale": "Cụm loa không gửi tình trạng quá {s:.0f} giây",
-    "amplifier": "Âm ly đang tắt trong khi cụm loa phát bản tin",
-    "error": "Lỗi báo từ cụm loa: {e}",
-}
-
 
 def _ts(epoch: float | None) -> datetime | None:
     return None if epoch is None else datetime.fromtimestamp(epoch, UTC)
@@ -57,22 +59,6 @@ def _ts(epoch: float | None) -> datetime | None:
 def _iso(epoch: float | None) -> str | None:
     value = _ts(epoch)
     return None if value is None else value.isoformat()
-
-
-@dataclass
-class _Live:
-    status_online: bool | None = None  # None: no status seen yet
-    status_at: float | None = None
-    last_seen: float | None = None
-    health: dict[str, Any] | None = None
-    health_at: float | None = None
-    playing: str | None = None  # broadcast id (str, as on the wire)
-    zone_reported: str | None = None
-    stale: bool = False
-    alerts: dict[str, tuple[int | None, str]] = field(default_factory=dict)  # kind -> (alert id, message)
-
-    def online(self) -> bool:
-        return bool(self.status_online) and not self.stale
 
 
 class Fleet:
@@ -95,15 +81,17 @@ class Fleet:
         self.ingest = Ingest(transport, self._enqueue, clock)
         self.titles = titles
         self._queue: queue.Queue[tuple[str, str, Any, float] | None] = queue.Queue()
-        self._live: dict[str, _Live] = {}
+        self._live: dict[str, LiveState] = {}
         self._lock = threading.RLock()
         self._online_listeners: list[Callable[[str, bool], None]] = []
+        self._alert_listeners: list[Callable[[AlertChange], None]] = []
         self._thread: threading.Thread | None = None
         self._stopping = threading.Event()
         self._started_at = clock()
         self._pending_health: list[dict[str, Any]] = []
         self._pending_since: float | None = None
         self._registry: dict[str, tuple[str, str | None, bool]] = {}  # id -> (name, zone, enabled)
+        self._zone_names: dict[str, str] = {}
         self._registry_at = -1e9
         self._last_retention = -1e9
         # Unwritten samples kept while the database fails: ten batches, and at least a few minutes
@@ -208,6 +196,11 @@ class Fleet:
         """``callback(speaker_id, online)`` (fleet worker thread) when a cluster comes or goes."""
         self._online_listeners.append(callback)
 
+    def add_alert_listener(self, callback: Callable[[AlertChange], None]) -> None:
+        """``callback(change)`` for each alert raised or resolved, on the fleet worker thread once the
+        change is committed; it must only enqueue (a slow listener holds up the whole fleet)."""
+        self._alert_listeners.append(callback)
+
     def add_event_listener(self, callback: Callable[[str, Event], None]) -> None:
         """``callback(speaker_id, event)`` on the network thread for every receipt; must only enqueue."""
         self.ingest.event_listeners.append(callback)
@@ -237,14 +230,14 @@ class Fleet:
     def _process(self, items: list[tuple[str, str, Any, float]], final: bool = False) -> None:
         online_changes: list[tuple[str, bool]] = []
         flushes: list[threading.Event] = []
-        alert_ops: list[tuple[str, str, str, bool]] = []  # (speaker, kind, message, raise?)
+        alert_ops: list[AlertOp] = []  # (speaker, kind, message, raise?)
         now = self.clock()
         for kind, speaker, message, received_at in items:
             if kind == "flush":
                 flushes.append(message)
                 continue
             with self._lock:
-                live = self._live.setdefault(speaker, _Live())
+                live = self._live.setdefault(speaker, LiveState())
                 was_online = live.online()
                 live.last_seen = received_at
                 if isinstance(message, Status):
@@ -261,6 +254,7 @@ class Fleet:
                     data.pop("type", None)
                     live.health = data
                     live.health_at = received_at
+                    note_health(live, data, self.config.thresholds)
                     live.stale = False
                     if live.status_online is None:
                         live.status_online = True  # health implies a live link; status may come later
@@ -271,12 +265,13 @@ class Fleet:
                         if self._pending_since is None:
                             self._pending_since = time.monotonic()
                 elif isinstance(message, Event):
+                    note_receipt(live, message, self.config.thresholds)
                     if message.state in _PLAYING_STATES:
                         live.playing = message.broadcast_id
                     elif message.state in _IDLE_STATES and live.playing == message.broadcast_id:
                         live.playing = None
                 is_online = live.online()
-                alert_ops.extend(self._evaluate_alerts(speaker, live))
+                alert_ops.extend(evaluate(speaker, live, self.config))
             if is_online != was_online:
                 online_changes.append((speaker, is_online))
         # Staleness and never-seen clusters.
@@ -295,39 +290,8 @@ class Fleet:
         for done in flushes:
             done.set()
 
-    def _evaluate_alerts(self, speaker: str, live: _Live) -> list[tuple[str, str, str, bool]]:
-        ops: list[tuple[str, str, str, bool]] = []
-        want: dict[str, str] = {}
-        if live.status_online is False:
-            want["offline"] = ALERT_MESSAGES["offline"]
-        if live.stale:
-            want["stale"] = ALERT_MESSAGES["stale"].format(s=self.config.stale_after_s)
-        if live.online() and live.health is not None:
-            # Judge the amplifier only by one report: "playing" and "amplifier_on" taken at the same
-            # instant. A report from before playback (amplifier still off) read against a later
-            # "playing" receipt raised a false alarm on every cluster.
-            if live.health.get("playing") and live.health.get("amplifier_on") is False:
-                want["amplifier"] = ALERT_MESSAGES["amplifier"]
-            error = live.health.get("last_error")
-            if error:
-                want["error"] = ALERT_MESSAGES["error"].format(e=error)
-        for kind in ("offline", "stale", "amplifier", "error"):
-            current = live.alerts.get(kind)
-            wanted = want.get(kind)
-            if wanted is not None and (current is None or current[1] != wanted):
-                if current is not None:
-                    ops.append((speaker, kind, current[1], False))
-                live.alerts[kind] = (None, wanted)
-                ops.append((speaker, kind, wanted, True))
-            elif wanted is None and current is not None:
-                if kind == "offline" and current[1] == ALERT_MESSAGES["never"] and live.status_online is None:
-                    continue
-                del live.alerts[kind]
-                ops.append((speaker, kind, current[1], False))
-        return ops
-
-    def _check_staleness(self, now: float) -> tuple[list[tuple[str, str, str, bool]], list[tuple[str, bool]]]:
-        ops: list[tuple[str, str, str, bool]] = []
+    def _check_staleness(self, now: float) -> tuple[list[AlertOp], list[tuple[str, bool]]]:
+        ops: list[AlertOp] = []
         changes: list[tuple[str, bool]] = []
         limit = self.config.stale_after_s
         with self._lock:
@@ -338,7 +302,7 @@ class Fleet:
                 if now - fresh > limit:
                     live.stale = True
                     live.playing = None
-                    ops.extend(self._evaluate_alerts(speaker, live))
+                    ops.extend(evaluate(speaker, live, self.config))
                     changes.append((speaker, False))
         # Registered clusters never heard of since start-up.
         if now - self._started_at > limit:
@@ -347,12 +311,12 @@ class Fleet:
                 for speaker, (_, _, enabled) in registry.items():
                     if not enabled or speaker in self._live:
                         continue
-                    live = self._live.setdefault(speaker, _Live())
+                    live = self._live.setdefault(speaker, LiveState())
                     live.alerts["offline"] = (None, ALERT_MESSAGES["never"])
                     ops.append((speaker, "offline", ALERT_MESSAGES["never"], True))
         return ops, changes
 
-    def _write(self, alert_ops: list[tuple[str, str, str, bool]], force_flush: bool) -> None:
+    def _write(self, alert_ops: list[AlertOp], force_flush: bool) -> None:
         """Commit alert changes and the due health samples (and the hourly retention).
 
         A failed commit is retried once. When the retry fails too, the alert changes are written on
@@ -403,14 +367,13 @@ class Fleet:
         if rows:
             self._write_one_by_one(retry=False)
 
-    def _commit(
-        self, rows: list[dict[str, Any]], alert_ops: list[tuple[str, str, str, bool]], retention: bool
-    ) -> None:
+    def _commit(self, rows: list[dict[str, Any]], alert_ops: list[AlertOp], retention: bool) -> None:
+        changes: list[AlertChange] = []
         with self.sessions.begin() as session:
             if rows:
                 session.execute(insert(HealthSample), rows)
             for speaker, kind, message, raise_it in alert_ops:
-                self._apply_alert(session, speaker, kind, message, raise_it)
+                self._apply_alert(session, speaker, kind, message, raise_it, changes)
             if retention:
                 cutoff = datetime.now(UTC) - timedelta(days=self.config.health_retention_days)
                 result = session.execute(delete(HealthSample).where(HealthSample.ts < cutoff))
@@ -419,6 +382,26 @@ class Fleet:
         if retention:
             self._last_retention = time.monotonic()
         self.stats["commits"] += 1
+        if changes:
+            self._tell_alert_listeners(changes)
+
+    def _tell_alert_listeners(self, changes: list[AlertChange]) -> None:
+        """Committed alert changes, with the cluster's name and zone, to every alert listener."""
+        if not self._alert_listeners:
+            return
+        try:
+            registry = self._registry_rows()
+        except Exception:
+            _LOGGER.exception("fleet: registry unreadable; alerts told without names")
+            registry = self._registry
+        for change in changes:
+            name, zone, _ = registry.get(change.speaker, (None, None, True))
+            named = replace(change, speaker_name=name, zone=zone, zone_name=self._zone_names.get(zone or ""))
+            for listener in list(self._alert_listeners):
+                try:
+                    listener(named)
+                except Exception:
+                    _LOGGER.exception("alert listener failed")
 
     def _written(self, count: int) -> None:
         """The first ``count`` pending samples are in the database."""
@@ -465,12 +448,21 @@ class Fleet:
             self.stats["health_dropped"] += excess
             _LOGGER.error("fleet: %s unwritten health samples dropped (database unavailable?)", excess)
 
-    def _apply_alert(self, session: Session, speaker: str, kind: str, message: str, raise_it: bool) -> None:
+    def _apply_alert(
+        self,
+        session: Session,
+        speaker: str,
+        kind: str,
+        message: str,
+        raise_it: bool,
+        changes: list[AlertChange],
+    ) -> None:
         now = datetime.now(UTC)
         if raise_it:
             alert = Alert(speaker_id=speaker, kind=kind, message=message, raised_at=now)
             session.add(alert)
             session.flush()
+            changes.append(AlertChange("raised", alert.id, speaker, kind, message, now))
             with self._lock:
                 live = self._live.get(speaker)
                 if live is not None and kind in live.alerts and live.alerts[kind][1] == message:
@@ -484,6 +476,9 @@ class Fleet:
                 )
             ):
                 alert.cleared_at = now
+                changes.append(
+                    AlertChange("resolved", alert.id, speaker, kind, alert.message, alert.raised_at, now)
+                )
             session.add(
                 LogEntry(
                     ts=now,
@@ -501,7 +496,7 @@ class Fleet:
             for alert in rows:
                 if alert.speaker_id is None:
                     continue
-                live = self._live.setdefault(alert.speaker_id, _Live())
+                live = self._live.setdefault(alert.speaker_id, LiveState())
                 live.alerts[alert.kind] = (alert.id, alert.message)
 
     # ------------------------------------------------------------------ helpers
@@ -512,13 +507,15 @@ class Fleet:
                 rows = session.execute(
                     select(Speaker.id, Speaker.name, Speaker.zone_id, Speaker.enabled)
                 ).all()
+                zones = session.execute(select(Zone.id, Zone.name)).all()
             self._registry = {r.id: (r.name, r.zone_id, r.enabled) for r in rows}
+            self._zone_names = {z.id: z.name for z in zones}
             self._registry_at = time.monotonic()
         return self._registry
 
     def _speaker_dict(self, speaker: str, row: tuple[str, str | None, bool]) -> dict[str, Any]:
         name, zone, enabled = row
-        live = self._live.get(speaker) or _Live()
+        live = self._live.get(speaker) or LiveState()
         health = dict(live.health) if live.health is not None else None
         playing_id = live.playing or (health.get("playing") if health else None)
         playing = None

@@ -137,38 +137,146 @@
     });
   }
 
-  /* document import (the button also works without this script: it posts the whole form) */
+  /* document import (the button also works without this script: it posts the whole form).
+     A scan or a photo is read on the server's worker: the reply is a job to poll. Words the
+     machine was unsure of are listed under the text box, each with its context, for checking. */
   var importBtn = $("import-btn"), docInput = $("document"), importStatus = $("import-status");
+  var review = $("ocr-review"), reviewList = $("ocr-words");
   var undoText = null;
+  var MAX_LISTED = 60; /* a list longer than this is not read; the status line says "and N more" */
+  var LOW_CONFIDENCE = 70; /* mean confidence under this: a blurred or dark photo */
+
+  function hideReview() {
+    if (review) { review.hidden = true; }
+    if (reviewList) { reviewList.textContent = ""; }
+  }
+
+  /* Where a listed word is now: the occurrence nearest to where the machine put it (the officer
+     may have edited the text since). */
+  function locate(word) {
+    var value = text.value, best = -1, from = 0, at;
+    while ((at = value.indexOf(word.text, from)) !== -1) {
+      if (best < 0 || Math.abs(at - word.start) < Math.abs(best - word.start)) { best = at; }
+      from = at + 1;
+    }
+    return best;
+  }
+
+  function selectWord(word, button) {
+    var at = locate(word);
+    button.classList.add("seen");
+    if (at < 0) { setStatus(importStatus, "Không còn thấy từ “" + word.text + "” trong ô nội dung (có thể đã sửa)."); return; }
+    text.focus();
+    text.setSelectionRange(at, at); /* scroll the box to the word, then select it */
+    text.blur();
+    text.focus();
+    text.setSelectionRange(at, at + word.text.length);
+  }
+
+  /* Up to three words before (side < 0) or after the listed word, to find it on the paper. */
+  function contextOf(result, word, side) {
+    var span = 40, words;
+    if (side < 0) {
+      words = result.text.slice(Math.max(0, word.start - span), word.start).split(/\s+/);
+      if (word.start > span) { words.shift(); } /* cut in the middle of a word */
+      words = words.filter(function (w) { return w; });
+      return words.slice(-3).join(" ");
+    }
+    words = result.text.slice(word.end, word.end + span).split(/\s+/);
+    if (word.end + span < result.text.length) { words.pop(); }
+    return words.filter(function (w) { return w; }).slice(0, 3).join(" ");
+  }
+
+  function showReview(result) {
+    hideReview();
+    var words = result.uncertain || [];
+    if (!review || !reviewList || !words.length) { return; }
+    var manyPages = (result.ocr_pages || []).length > 1;
+    words.slice(0, MAX_LISTED).forEach(function (word) {
+      var item = document.createElement("li");
+      var button = document.createElement("button");
+      button.type = "button";
+      button.className = "ocr-word";
+      var before = contextOf(result, word, -1), after = contextOf(result, word, 1);
+      if (before) { button.appendChild(document.createTextNode("…" + before + " ")); }
+      var mark = document.createElement("mark");
+      mark.textContent = word.text;
+      button.appendChild(mark);
+      if (after) { button.appendChild(document.createTextNode(" " + after + "…")); }
+      if (manyPages) {
+        var page = document.createElement("small");
+        page.textContent = " (trang " + word.page + ")";
+        button.appendChild(page);
+      }
+      button.setAttribute("aria-label", "Tìm từ “" + word.text + "” trong ô nội dung" + (manyPages ? ", trang " + word.page : ""));
+      button.addEventListener("click", function () { selectWord(word, button); });
+      item.appendChild(button);
+      reviewList.appendChild(item);
+    });
+    review.hidden = false;
+  }
+
+  function importSummary(result) {
+    var chars = result.chars.toLocaleString("vi-VN");
+    if (!result.ocr) { return "Đã lấy " + chars + " ký tự vào ô nội dung. Vui lòng đọc lại và sửa trước khi phát."; }
+    var words = (result.uncertain || []).length;
+    var message = "Máy đã đọc chữ từ ảnh: " + chars + " ký tự. ";
+    if (result.confidence !== null && result.confidence < LOW_CONFIDENCE) {
+      message += "Ảnh mờ hoặc tối nên máy có thể đọc sai nhiều chỗ: vui lòng so kỹ với bản giấy. ";
+    }
+    if (words) {
+      message += "Có " + words + " từ cần kiểm tra (tô màu dưới ô nội dung)" +
+        (words > MAX_LISTED ? ", danh sách hiện " + MAX_LISTED + " từ đầu" : "") + ". ";
+    }
+    return message + "Vui lòng đọc lại toàn bộ và sửa trước khi phát.";
+  }
+
+  function fillEditor(result) {
+    undoText = text.value;
+    text.value = result.text;
+    updateCount();
+    docInput.value = "";
+    showReview(result);
+    setStatus(importStatus, importSummary(result));
+    if (undoText) {
+      var undo = document.createElement("button");
+      undo.type = "button";
+      undo.className = "btn small";
+      undo.textContent = "Hoàn tác";
+      undo.addEventListener("click", function () {
+        text.value = undoText; updateCount(); hideReview();
+        setStatus(importStatus, "Đã khôi phục nội dung trước đó.");
+      });
+      importStatus.appendChild(document.createTextNode(" "));
+      importStatus.appendChild(undo);
+    }
+    text.focus();
+  }
+
   if (importBtn && docInput) {
     importBtn.addEventListener("click", function (ev) {
       ev.preventDefault();
-      if (!docInput.files || !docInput.files.length) { setStatus(importStatus, "Vui lòng chọn tệp văn bản.", true); return; }
+      if (!docInput.files || !docInput.files.length) { setStatus(importStatus, "Vui lòng chọn tệp văn bản hoặc ảnh chụp.", true); return; }
       var data = new FormData();
       data.append("document", docInput.files[0]);
       importBtn.disabled = true;
       setStatus(importStatus, "Đang đọc tệp…");
       Loa.post(form.getAttribute("data-import-url"), data).then(function (r) {
+        if (!r.ok) { throw new Error(Loa.firstError(r.data)); }
+        if (!r.data.status_url) { return r.data; }
+        setStatus(importStatus, "Đang đọc chữ từ ảnh (bản scan hoặc ảnh chụp), mất khoảng vài giây mỗi trang…");
+        return Loa.pollJob(r.data.status_url, function (s) {
+          setStatus(importStatus, "Đang đọc chữ từ ảnh… " + Math.round(s.elapsed_s) + " giây");
+        }).then(function (done) {
+          if (done.errors) { throw new Error(Loa.firstError(done)); }
+          return done;
+        });
+      }).then(function (result) {
         importBtn.disabled = false;
-        if (!r.ok) { setStatus(importStatus, Loa.firstError(r.data), true); return; }
-        undoText = text.value;
-        text.value = r.data.text;
-        updateCount();
-        docInput.value = "";
-        setStatus(importStatus, "Đã lấy " + r.data.chars.toLocaleString("vi-VN") + " ký tự vào ô nội dung. Vui lòng đọc lại và sửa trước khi phát.");
-        if (undoText) {
-          var undo = document.createElement("button");
-          undo.type = "button";
-          undo.className = "btn small";
-          undo.textContent = "Hoàn tác";
-          undo.addEventListener("click", function () { text.value = undoText; updateCount(); setStatus(importStatus, "Đã khôi phục nội dung trước đó."); });
-          importStatus.appendChild(document.createTextNode(" "));
-          importStatus.appendChild(undo);
-        }
-        text.focus();
-      }, function () {
+        fillEditor(result);
+      }, function (err) {
         importBtn.disabled = false;
-        setStatus(importStatus, "Không kết nối được tới máy chủ. Vui lòng thử lại.", true);
+        setStatus(importStatus, (err && err.message && err.message !== "Failed to fetch") ? err.message : "Không kết nối được tới máy chủ. Vui lòng thử lại.", true);
       });
     });
   }
