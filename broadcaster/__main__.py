@@ -83,6 +83,7 @@ def cmd_tts(args: argparse.Namespace) -> int:
 def cmd_serve(args: argparse.Namespace) -> int:
     import waitress
 
+    from broadcaster.alerts import AlertsConfigError
     from broadcaster.broker import BrokerError
     from broadcaster.demo import Demo
     from broadcaster.scheduling.lock import SchedulerLockedError
@@ -94,7 +95,11 @@ def cmd_serve(args: argparse.Namespace) -> int:
         args, host=args.host, port=args.port, mqtt_url=args.mqtt_url, db=args.db, demo=args.demo or None
     )
     settings.ensure_instance()
-    services = build_services(settings)
+    try:
+        services = build_services(settings)
+    except AlertsConfigError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
     app = create_app(settings, services)
     demo = Demo(services) if settings.demo else None
     # SIGTERM (systemd, docker stop) must stop the managed broker and the workers too.

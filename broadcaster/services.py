@@ -32,6 +32,7 @@ from broadcaster.db import create_schema, make_engine, make_session_factory
 from broadcaster.settings import Settings
 
 if TYPE_CHECKING:
+    from broadcaster.alerts import AlertNotifier
     from broadcaster.broadcasts import AnnouncementValidator, BroadcastManager, BroadcastsConfig
     from broadcaster.broadcasts.views import BroadcastTitles, BroadcastViews
     from broadcaster.broker import ManagedBroker
@@ -89,6 +90,7 @@ class Services:
     normalizer: Normalizer | None = None
     fleet_config: FleetConfig | None = None
     broadcasts_config: BroadcastsConfig | None = None
+    alerts: AlertNotifier | None = None  # fleet alerts by e-mail and webhook
     broker: ManagedBroker | None = None  # the managed Mosquitto, while it runs
     broker_sync: BrokerSync | None = None
     started: bool = False
@@ -117,6 +119,8 @@ class Services:
         if hasattr(transport, "url") and getattr(transport, "url", None) is None:
             transport.url = url  # type: ignore[attr-defined]
         self.fleet.start()
+        if self.alerts is not None:
+            self.alerts.start()
         self.broadcasts.start()
         transport.start()
         wait = getattr(transport, "wait_connected", None)
@@ -135,6 +139,7 @@ class Services:
             ("scheduler", self.scheduler.shutdown if self.scheduler is not None else None),
             ("broadcasts", self.broadcasts.stop),
             ("transport", self.transport.stop),
+            ("alerts", self.alerts.stop if self.alerts is not None else None),
             ("fleet", self.fleet.stop),
             ("broker", self._stop_managed_broker if self.broker is not None else None),
         ]
@@ -324,6 +329,7 @@ def build_services(
     tests inject their parts: ``transport``, ``speech`` and ``fleet`` (tests/fakes) and ``database``
     (an engine and a session factory over it, e.g. one that fails commits).
     """
+    from broadcaster.alerts import AlertNotifier
     from broadcaster.broadcasts import AnnouncementValidator, BroadcastManager, Limits
     from broadcaster.broadcasts.views import BroadcastTitles, BroadcastViews
     from broadcaster.fleet import Fleet, FleetConfig
@@ -335,6 +341,7 @@ def build_services(
     from broadcaster.speech import SpeechService
     from broadcaster.textnorm import Normalizer
     from broadcaster.transport.mqtt import MqttTransport
+    from broadcaster.tts.usage import SqlUsageCounter
     from speakers.protocol import Topics
 
     settings.ensure_instance()
@@ -344,7 +351,7 @@ def build_services(
         database = (engine, make_session_factory(engine))
     engine, sessions = database
     if speech is None:
-        speech = SpeechService.from_settings(settings)
+        speech = SpeechService.from_settings(settings, usage=SqlUsageCounter(sessions))
     normalizer = Normalizer.from_config(settings.textnorm)
     if fleet_config is None:
         if settings.demo and "fleet" not in settings.model_fields_set:
@@ -384,6 +391,7 @@ def build_services(
     )
     registry.on_change.append(fleet.registry_changed)
     registry.on_change.append(targets.invalidate)
+    alerts = AlertNotifier(settings.alerts, fleet, timezone=settings.timezone) if isinstance(fleet, Fleet) else None
     scheduler_service = None
     if scheduler:
         from broadcaster.scheduling import SchedulerService
@@ -407,6 +415,7 @@ def build_services(
         runtime=RuntimeSettings(sessions, approval_required=settings.web.approval_required),
         reports=Reports(sessions, settings.timezone),
         normalizer=normalizer,
+        alerts=alerts,
         fleet_config=fleet_config,
         broadcasts_config=broadcasts_config,
     )

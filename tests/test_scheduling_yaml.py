@@ -58,7 +58,6 @@ def test_repository_examples_are_valid() -> None:
         ("name: x\nkind: daily\ntime: '06:00'\ntext: a\ncolour: red\n", "colour: unknown field"),
         ("name: x\nkind: daily\ntext: a\n", "time: kind 'daily' needs 'time'"),
         ("name: x\nkind: weekly\ntime: '06:00'\ndays: [someday]\ntext: a\n", "days:"),
-        ("name: x\nkind: daily\ntime: '06:00'\ntext: a\nrepeat: 99\n", "repeat:"),
         ("name: [unclosed\n", "invalid YAML (line"),
         ("- just\n- a list\n", "one mapping of fields"),
     ],
@@ -70,6 +69,21 @@ def test_a_bad_file_names_the_file_and_field(tmp_path: Path, body: str, expected
         load_file(path, HCM)
     assert err.value.message.startswith("bad.yaml: ")
     assert expected in err.value.message
+
+
+def test_a_bulletin_over_the_limits_is_reported_by_file_and_field(env: Env) -> None:
+    """The bulletin fields of a file go through the one announcement validator (limits from the
+    settings); the file is named, the other files still load."""
+    d = folder(env)
+    (d / "bad.yaml").write_text(
+        "name: x\nkind: daily\ntime: '06:00'\ntext: a\nrepeat: 99\n", encoding="utf-8"
+    )
+    (d / "sang.yaml").write_text(MORNING, encoding="utf-8")
+    service = env.new()
+    service.start()
+    report = service.last_reload
+    assert report["created"] == ["sang.yaml"]
+    assert report["errors"]["bad.yaml"].startswith("bad.yaml: Số lần phát từ 1 đến")
 
 
 def test_reload_is_idempotent_and_keyed_by_file(env: Env) -> None:
