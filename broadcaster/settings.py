@@ -17,6 +17,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from broadcaster.audio.config import AudioConfig
 from broadcaster.broadcasts.config import BroadcastsConfig
+from broadcaster.broker.config import BrokerConfig
 from broadcaster.fleet.config import FleetConfig
 from broadcaster.scheduling.config import SchedulingConfig
 from broadcaster.textnorm.config import TextnormConfig
@@ -59,6 +60,10 @@ class Settings(BaseModel):
         description="Fleet monitor; the demo uses a 10 s health interval unless set.",
     )
     broadcasts: BroadcastsConfig = Field(default_factory=BroadcastsConfig)
+    broker: BrokerConfig = Field(
+        default_factory=BrokerConfig,
+        description="The managed broker's TLS listener for clusters (unused with mqtt_url).",
+    )
 
     @property
     def db_url(self) -> str:
