@@ -519,7 +519,7 @@ class ManagedBroker:
                 self._do_restart(False, _START_TIMEOUT_S)
             except BrokerError as exc:
                 _LOGGER.error("broker restart after certificate renewal failed: %s", exc)
-                self._sup.schedule_recovery()
+                self._sup.schedule_recovery(str(exc))
 
     def crash(self) -> None:
         """SIGKILL mosquitto without telling the supervisor (to test recovery)."""

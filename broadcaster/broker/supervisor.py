@@ -126,12 +126,18 @@ class Supervisor:
             try:
                 item = self._requests.get(timeout=timeout)
             except queue.Empty:
-                self._on_timer()
+                try:
+                    self._on_timer()
+                except Exception:  # the supervisor thread must survive anything
+                    _LOGGER.exception("%s: timer failed", self.name)
                 continue
             if item[0] == "quit":
                 return
             if item[0] == "exited":
-                self._on_exit(item[1], item[2])
+                try:
+                    self._on_exit(item[1], item[2])
+                except Exception:  # the supervisor thread must survive anything
+                    _LOGGER.exception("%s: handling an exit failed", self.name)
                 continue
             _, fn, args, future = item
             if future.set_running_or_notify_cancel():
@@ -159,20 +165,16 @@ class Supervisor:
             return
         if time.monotonic() - self._started_at >= STABLE_AFTER_S:
             self._failures = 0  # it ran well for a while: a fresh series
-        _LOGGER.error(
-            "%s: the process exited unexpectedly (code %s): %s", self.name, rc, self._describe()[-500:]
-        )
+        output = self._describe()[-800:]
+        _LOGGER.error("%s: the process exited unexpectedly (code %s): %s", self.name, rc, output)
         self.current = None
-        self.schedule_recovery()
+        self.schedule_recovery(f"exited with code {rc}: {output}")
 
-    def schedule_recovery(self) -> None:
+    def schedule_recovery(self, reason: str) -> None:
         """Count a failure and retry after the backoff, or give up after too many."""
         self._failures += 1
         if self._failures > MAX_CONSECUTIVE_FAILURES:
-            self.failure = (
-                f"failed {self._failures - 1} times in a row and is no longer restarted; last output: "
-                f"{self._describe()[-800:]}"
-            )
+            self.failure = f"failed {self._failures - 1} times in a row and is no longer restarted: {reason}"
             _LOGGER.error("%s %s. Fix the cause and restart the controller.", self.name, self.failure)
             return
         backoff = min(BACKOFF_MIN_S * 2 ** (self._failures - 1), BACKOFF_MAX_S)
@@ -187,4 +189,4 @@ class Supervisor:
             self.restarts += 1
         except Exception as exc:
             _LOGGER.error("%s: restart failed: %s", self.name, exc)
-            self.schedule_recovery()
+            self.schedule_recovery(str(exc))
