@@ -305,3 +305,24 @@ def test_restarts_are_bounded_and_end_in_a_clear_error(mosquitto, monkeypatch, c
     # An explicit start afterwards is a fresh series and works once the port is free again.
     b.start()
     assert b.running and b.failure is None
+
+
+def test_back_to_back_reloads_are_never_lost(mosquitto_factory) -> None:
+    """mosquitto logs "Reloading config" when it starts re-reading its files and forgets a SIGHUP
+    that arrives before it is done (with 2,000 accounts that takes long enough to hit): reload()
+    returns only once mosquitto is done, so the next batch's reload is never lost."""
+    hashed = hash_password("pw")
+    nodes = [f"loa-{i:04d}" for i in range(2000)]
+    fx: BrokerFixture = mosquitto_factory(
+        tls=True,
+        password_hashes=dict.fromkeys(nodes, hashed),
+        node_zones={n: f"thon-{i % 50}" for i, n in enumerate(nodes)},
+    )
+    b = fx.broker
+    for _ in range(5):
+        b.reload()  # raised "mosquitto did not confirm the reload" at the second call
+    b.add_or_update_user("loa-0007", "pw-moi", zone="thon-1")
+    b.reload()
+    assert probe_login(b.host, b.port, "loa-0007", "pw-moi") == ACCEPTED
+    assert probe_login(b.host, b.port, "loa-0007", "pw") != ACCEPTED
+    assert b.reloads == 6

@@ -559,6 +559,12 @@ class ManagedBroker:
             if time.monotonic() > deadline:
                 raise BrokerError("mosquitto did not confirm the reload")
             time.sleep(0.005)
+        # mosquitto logs that line when it *starts* re-reading its files and forgets any SIGHUP
+        # that arrives before it is done, so one login round trip: mosquitto is single-threaded
+        # and answers it only after the reload, so the next reload's signal is never lost.
+        password = self.accounts.plain[self.controller_user]
+        if probe_login(self.host, self.port, self.controller_user, password, timeout=timeout) != 0:
+            raise BrokerError("mosquitto did not accept the controller's login after the reload")
         self.reloads += 1
         if kicks:
             self._kick(kicks)
