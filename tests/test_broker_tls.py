@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import logging
+import socket
 import ssl
 import warnings
 from datetime import UTC, datetime, timedelta
@@ -109,13 +110,25 @@ def test_renewal_keeps_the_ca_that_nodes_pinned(tls_broker: BrokerFixture) -> No
     now = datetime.now(UTC)
     material.issue_server_cert(now - timedelta(days=340), now + timedelta(days=10))  # 10 days left
     assert material.needs_renewal() is not None and "expires" in material.needs_renewal()
-    old_pid = b.pid
-    b._sup.call(b._check_certificate)  # what the supervisor runs twice a day
-    assert b.pid != old_pid and b.running
+    node = Node(b.tls_port, "loa-02", node_password("loa-02"), material.ca_cert_path)
+    try:
+        assert node.connected.wait(10)
+        old_pid, reloads = b.pid, b.reloads
+        b._sup.call(b._check_certificate)  # what the supervisor runs twice a day
+        assert b.pid == old_pid and b.reloads == reloads + 1  # a reload, not a restart
+        assert node.client.is_connected() and not node.disconnected.is_set()
+    finally:
+        node.close()
     assert material.ca_cert_path.read_bytes() == ca_before
     assert cert_info(material.server_cert_path).not_after > now + timedelta(days=300)
     assert material.needs_renewal() is None
     assert probe_login("127.0.0.1", b.tls_port, "loa-01", node_password("loa-01"), ssl_context=pinned) == 0
+    with (
+        socket.create_connection(("127.0.0.1", b.tls_port)) as raw,
+        pinned.wrap_socket(raw, server_hostname="127.0.0.1") as tls,
+    ):
+        served = datetime.strptime(tls.getpeercert()["notAfter"], "%b %d %H:%M:%S %Y %Z").replace(tzinfo=UTC)
+    assert served > now + timedelta(days=300)  # the renewed certificate is the one served
 
 
 def test_certificate_names_public_host_and_is_reissued_when_it_changes(tmp_path: Path) -> None:
@@ -202,3 +215,32 @@ def test_node_listener_on_every_interface_is_reached_by_address_and_the_plain_on
     )
     assert probe_login(address, b.port, "controller", "x", timeout=2) is None  # not listening there
     assert probe_login("127.0.0.1", b.port, "loa-01", node_password("loa-01")) == ACCEPTED
+
+
+def _served_not_after(port: int, ctx: ssl.SSLContext) -> datetime:
+    with (
+        socket.create_connection(("127.0.0.1", port)) as raw,
+        ctx.wrap_socket(raw, server_hostname="127.0.0.1") as tls,
+    ):
+        return datetime.strptime(tls.getpeercert()["notAfter"], "%b %d %H:%M:%S %Y %Z").replace(tzinfo=UTC)
+
+
+def test_an_operators_renewed_certificate_is_taken_in_without_a_restart(
+    mosquitto_factory, tmp_path: Path
+) -> None:  # type: ignore[no-untyped-def]
+    issuer = TlsMaterial(tmp_path / "issuer", "127.0.0.1")  # stands in for Let's Encrypt + certbot
+    issuer.ensure()
+    now = datetime.now(UTC)
+    issuer.issue_server_cert(now - timedelta(days=80), now + timedelta(days=10))
+    fx: BrokerFixture = mosquitto_factory(tls=True)
+    b = fx.broker
+    b.stop()
+    b.tls.material.cert_file, b.tls.material.key_file = issuer.server_cert_path, issuer.server_key_path
+    b.start()
+    ctx = fx.tls_context(issuer.ca_cert_path)
+    assert _served_not_after(b.tls_port, ctx) < now + timedelta(days=11)
+    assert b.ca_pem is None  # nodes trust the public CA: nothing to pin
+    issuer.issue_server_cert(now, now + timedelta(days=90))  # certbot renewed the files
+    pid = b.pid
+    b._sup.call(b._check_certificate)
+    assert b.pid == pid and _served_not_after(b.tls_port, ctx) > now + timedelta(days=80)

@@ -83,7 +83,8 @@ DEFAULT_AUTOSAVE_S = 5
 
 _START_TIMEOUT_S = 15.0
 _STOP_TIMEOUT_S = 10.0
-# Twice a day is plenty for a certificate renewed 30 days before it expires.
+# Twice a day is plenty for a certificate renewed 30 days before it expires, and picks up an
+# operator's renewed certificate (certbot) the same day.
 _CERT_CHECK_INTERVAL_S = 12 * 3600.0
 # Ports below this need root to bind: as root, mosquitto then starts as root and drops
 # privileges itself (the parent-death signal is lost; the take-over at start still applies).
@@ -168,7 +169,7 @@ class ManagedBroker:
             lambda: self._spawn(_START_TIMEOUT_S),
             lambda: self.files.output_since(self._stderr_start, None),
             restart=supervise,
-            tick=self._check_certificate if tls is not None and not tls.material.operator else None,
+            tick=self._check_certificate if tls is not None else None,
             tick_interval_s=_CERT_CHECK_INTERVAL_S,
         )
         self._set_up = False  # files written once by write_files()
@@ -511,15 +512,13 @@ class ManagedBroker:
         self._spawn(timeout)
 
     def _check_certificate(self) -> None:
+        """Renew the local certificate when due, or take in an operator's renewed files (certbot);
+        mosquitto re-reads certificates on SIGHUP, so no cluster is disconnected."""
         assert self.tls is not None
-        reason = self.tls.material.needs_renewal()
-        if reason is not None:
-            _LOGGER.info("renewing the broker's certificate (%s): restarting the broker", reason)
-            try:
-                self._do_restart(False, _START_TIMEOUT_S)
-            except BrokerError as exc:
-                _LOGGER.error("broker restart after certificate renewal failed: %s", exc)
-                self._sup.schedule_recovery(str(exc))
+        if self.tls.material.ensure():
+            _LOGGER.info("the broker's server certificate changed: reloading it")
+            self._hand_over()
+            self._do_reload(5.0)
 
     def crash(self) -> None:
         """SIGKILL mosquitto without telling the supervisor (to test recovery)."""

@@ -9,13 +9,14 @@ Without operator files, the controller creates once, in ``<instance>/mosquitto/t
   ``public_host``, the listen address, the machine's own name and addresses, and loopback.
   It is reissued when it is missing, not signed by the current CA, no longer names
   ``public_host``, or has less than ``renew_before_days`` left (checked at every broker start and
-  by the broker's supervisor twice a day).
+  by the broker's supervisor twice a day; mosquitto re-reads it on SIGHUP, so no cluster is
+  disconnected).
 
 With ``cert_file``/``key_file`` (for example Let's Encrypt's ``fullchain.pem``/``privkey.pem``)
 those are checked (the key must match) and copied to ``server.crt``/``server.key`` at each start,
 so the broker, which runs as the ``mosquitto`` user, can read them; nodes then trust the public CA
-of their system and there is no CA to pin. After a renewal by certbot, restart the controller
-(e.g. a certbot ``--deploy-hook``).
+of their system and there is no CA to pin. A renewal by certbot is taken in within twelve hours
+(the supervisor's check), or at once by restarting the controller (e.g. a certbot ``--deploy-hook``).
 
 Private keys are written 0600. The ``openssl`` command does the cryptography (Debian's
 ``openssl`` package), so no Python cryptography library is needed.
