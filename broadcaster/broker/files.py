@@ -18,12 +18,15 @@ import logging
 import os
 import pwd
 import secrets
+import signal
 import stat
+import subprocess
+import time
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
-from broadcaster.broker.base import atomic_write, read_from
+from broadcaster.broker.base import BrokerError, atomic_write, read_from
 
 _LOGGER = logging.getLogger(__name__)
 
@@ -161,6 +164,24 @@ class BrokerFiles:
     def rotate_log_if_big(self) -> None:
         if self.log_size() > self.log_max_bytes:
             self.rotate_log()
+
+    def sighup_and_wait(self, proc: subprocess.Popen[bytes], timeout: float) -> None:
+        """Make mosquitto re-read its files (SIGHUP) and wait until it logs that it does so."""
+        needle = b"Reloading config"
+        offset = self.log_size()
+        rotated = offset > self.log_max_bytes
+        if rotated:
+            # mosquitto writes "Reloading config" to the old file, then reopens the log.
+            self.rotate_log()
+        proc.send_signal(signal.SIGHUP)
+        deadline = time.monotonic() + timeout
+        # Only what was written since the signal is read, never the whole log again.
+        old_path = self.rotated_log_path if rotated else self.log_path
+        scans = [[old_path, offset]] + ([[self.log_path, 0]] if rotated else [])
+        while not self.found_since(scans, needle):
+            if time.monotonic() > deadline:
+                raise BrokerError("mosquitto did not confirm the reload")
+            time.sleep(0.005)
 
     @staticmethod
     def found_since(scans: list[list[Any]], needle: bytes) -> bool:

@@ -32,9 +32,8 @@ import signal
 import subprocess
 import time
 import urllib.parse
-from collections.abc import Iterator, Mapping
-from contextlib import contextmanager, suppress
-from dataclasses import dataclass
+from collections.abc import Mapping
+from contextlib import suppress
 from pathlib import Path
 from typing import Any
 
@@ -42,14 +41,10 @@ from broadcaster.broker import orphans
 from broadcaster.broker.accounts import (
     ADMIN_USER,
     Accounts,
-    check_hash,
     check_user,
     hash_password,
     kick_commands,
-    render_acl,
     render_dynsec,
-    render_passwd,
-    verify_password,
 )
 from broadcaster.broker.base import (
     BrokerError,
@@ -64,7 +59,8 @@ from broadcaster.broker.base import (
 from broadcaster.broker.conffile import Limits, NodeListener, render_config
 from broadcaster.broker.files import BrokerFiles
 from broadcaster.broker.supervisor import Supervisor
-from broadcaster.broker.tls import TlsMaterial, node_url
+from broadcaster.broker.tls import TlsListener, node_url
+from broadcaster.broker.users import UserAdmin
 from broadcaster.broker.wire import dynsec_control, probe_login
 from speakers.protocol import DEFAULT_PREFIX, valid_id
 
@@ -91,17 +87,7 @@ _CERT_CHECK_INTERVAL_S = 12 * 3600.0
 _PRIVILEGED_PORTS = 1024
 
 
-@dataclass
-class TlsListener:
-    """The node listener: address, port (None: a free one at the first start), name and files."""
-
-    material: TlsMaterial
-    listen: str = "127.0.0.1"
-    port: int | None = None
-    public_host: str = "127.0.0.1"
-
-
-class ManagedBroker:
+class ManagedBroker(UserAdmin):
     """One mosquitto subprocess with its generated files in ``workdir``.
 
     ``users`` maps user name -> password (plain text, hashed here); ``password_hashes`` maps user
@@ -172,10 +158,7 @@ class ManagedBroker:
             tick=self._check_certificate if tls is not None else None,
             tick_interval_s=_CERT_CHECK_INTERVAL_S,
         )
-        self._set_up = False  # files written once by write_files()
         self._stderr_start = 0
-        self._deferred = 0
-        self._write_pending = False
         self.reloads = 0  # SIGHUPs confirmed by mosquitto
         self.kicked = 0  # connections ended through the dynamic security plugin
 
@@ -262,94 +245,7 @@ class ManagedBroker:
         """Why the supervisor gave up restarting mosquitto, or None."""
         return self._sup.failure
 
-    # ------------------------------------------------------------------------ users
-
-    def add_or_update_user(
-        self,
-        username: str,
-        password: str | None = None,
-        *,
-        password_hash: str | None = None,
-        zone: str | None = None,
-        node: bool = True,
-    ) -> None:
-        """Add or change a user (plain password or ``$7$`` hash) and, for a node, its zone.
-
-        Writes the files when the broker runs; call :meth:`reload` to apply them (a changed
-        password also ends the user's live connections then)."""
-        if (password is None) == (password_hash is None):
-            raise ValueError("give exactly one of password or password_hash")
-        if node:
-            self.accounts.refuse_protected(username)
-        with self.accounts.lock:
-            if password is not None:
-                self.accounts.set_password(username, password)
-            else:
-                self.accounts.set_hash(username, check_hash(password_hash or ""))
-            if node:
-                self.accounts.set_zone(username, zone)
-            self._write_files_if_set_up()
-
-    def remove_user(self, username: str, *, node: bool = True) -> None:
-        """Remove a node's account (``node=False`` for another account; never the controller's
-        through the node path); its live connections end at the next :meth:`reload`."""
-        if node:
-            self.accounts.refuse_protected(username)
-        with self.accounts.lock:
-            self.accounts.remove(username)
-            self._write_files_if_set_up()
-
-    def set_node_zone(self, speaker_id: str, zone: str | None) -> None:
-        self.accounts.refuse_protected(speaker_id)
-        with self.accounts.lock:
-            self.accounts.set_zone(speaker_id, zone)
-            self._write_files_if_set_up()
-
-    def users(self) -> list[str]:
-        return sorted(self.accounts.hashes)
-
-    def node_zones(self) -> dict[str, str | None]:
-        return dict(self.accounts.zones)
-
-    @contextmanager
-    def batch(self) -> Iterator[None]:
-        """Many user changes, the files written once at the end (then call :meth:`reload`)."""
-        with self.accounts.lock:
-            self._deferred += 1
-            try:
-                yield
-            finally:
-                self._deferred -= 1
-                if not self._deferred and self._write_pending:
-                    self._write_pending = False
-                    self._write_files_if_set_up()
-
     # ------------------------------------------------------------------------ files
-
-    def _ensure_controller_password(self) -> None:
-        user = self.controller_user
-        if user in self.accounts.plain:
-            return
-        if user in self.accounts.hashes and not (self.workdir / "controller.secret").exists():
-            return  # a hash was given by the caller: its password is theirs to keep
-        password = self.files.secret("controller.secret")
-        current = self.accounts.hashes.get(user)
-        if current is None or not verify_password(password, current):
-            self.accounts.hashes[user] = hash_password(password)
-        self.accounts.plain[user] = password
-
-    def _write_files_if_set_up(self) -> None:
-        if self._deferred:
-            self._write_pending = True
-            return
-        if self._set_up:
-            self._write_users_and_acl()
-
-    def _write_users_and_acl(self) -> None:
-        hashes, zones = self.accounts.snapshot()
-        atomic_write(self.passwd_path, render_passwd(hashes), mode=0o600)
-        atomic_write(self.acl_path, render_acl(self.prefix, [self.controller_user], zones), mode=0o600)
-        self._hand_over()
 
     def _hand_over(self) -> None:
         self.files.hand_over(self.tls.material.broker_files() if self.tls is not None else ())
@@ -543,21 +439,7 @@ class ManagedBroker:
         proc = self._sup.current
         if proc is None or proc.poll() is not None:
             return
-        needle = b"Reloading config"
-        offset = self.files.log_size()
-        rotated = offset > self.log_max_bytes
-        if rotated:
-            # mosquitto writes "Reloading config" to the old file, then reopens the log.
-            self.files.rotate_log()
-        proc.send_signal(signal.SIGHUP)
-        deadline = time.monotonic() + timeout
-        # Only what was written since the signal is read, never the whole log again.
-        old_path = self.files.rotated_log_path if rotated else self.log_path
-        scans = [[old_path, offset]] + ([[self.log_path, 0]] if rotated else [])
-        while not self.files.found_since(scans, needle):
-            if time.monotonic() > deadline:
-                raise BrokerError("mosquitto did not confirm the reload")
-            time.sleep(0.005)
+        self.files.sighup_and_wait(proc, timeout)
         # mosquitto logs that line when it *starts* re-reading its files and forgets any SIGHUP
         # that arrives before it is done, so one login round trip: mosquitto is single-threaded
         # and answers it only after the reload, so the next reload's signal is never lost.

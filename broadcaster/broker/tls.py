@@ -361,6 +361,16 @@ class TlsMaterial:
         return [self.server_cert_path, self.server_key_path]
 
 
+@dataclass
+class TlsListener:
+    """The node listener: address, port (None: a free one at the first start), name and files."""
+
+    material: TlsMaterial
+    listen: str = "127.0.0.1"
+    port: int | None = None
+    public_host: str = "127.0.0.1"
+
+
 def format_host(host: str) -> str:
     """``host`` for a URL (IPv6 addresses in brackets)."""
     try:
@@ -379,4 +389,12 @@ def default_public_host(listen: str) -> str:
     return socket.gethostname() if is_wildcard(listen) else listen
 
 
-__all__ = ["CertInfo", "TlsMaterial", "cert_info", "default_public_host", "node_url", "server_names"]
+__all__ = [
+    "CertInfo",
+    "TlsListener",
+    "TlsMaterial",
+    "cert_info",
+    "default_public_host",
+    "node_url",
+    "server_names",
+]
