@@ -22,11 +22,13 @@ __all__ = [
     "BrokerError",
     "BrokerSync",
     "ManagedBroker",
+    "NodeEndpoint",
     "PortInUseError",
     "TlsListener",
     "find_mosquitto",
     "free_port",
     "hash_password",
+    "node_endpoint",
     "probe_login",
     "render_acl",
     "verify_password",
@@ -35,9 +37,9 @@ __all__ = [
 
 def __getattr__(name: str) -> object:
     # sync.py needs the database models; the registry imports this package for its hashes, so
-    # BrokerSync is loaded on first use to keep that import light and free of cycles.
-    if name == "BrokerSync":
-        from broadcaster.broker.sync import BrokerSync
+    # sync.py is loaded on first use to keep that import light and free of cycles.
+    if name in ("BrokerSync", "NodeEndpoint", "node_endpoint"):
+        from broadcaster.broker import sync
 
-        return BrokerSync
+        return getattr(sync, name)
     raise AttributeError(name)
