@@ -6,6 +6,7 @@ broadcaster [--instance DIR] serve [--demo] [--host H] [--port P] [--mqtt-url UR
 broadcaster [--instance DIR] settings [--reference]
 broadcaster [--instance DIR] token create NAME | list | revoke NAME
 broadcaster [--instance DIR] user add USERNAME --role admin|editor|approver [--password-stdin]
+broadcaster [--instance DIR] broker export DIR
 """
 
 from __future__ import annotations
@@ -209,6 +210,31 @@ def cmd_user(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_broker_export(args: argparse.Namespace) -> int:
+    from broadcaster.broker import BrokerError
+    from broadcaster.broker.export import export_broker_files
+    from broadcaster.fleet.registry import Registry
+    from broadcaster.services import CONTROLLER_USER, open_database
+
+    settings = _settings(args)
+    settings.ensure_instance()
+    try:
+        result = export_broker_files(
+            settings, Registry(open_database(settings)), args.directory, CONTROLLER_USER
+        )
+    except BrokerError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    print(
+        f"{result.clusters} cluster(s) exported to {result.directory}: passwd, acl, loa-xa.conf, README.txt"
+    )
+    if result.generated_password is not None:
+        print(
+            f"controller account '{result.controller_user}': password in {result.directory / 'controller.secret'}"
+        )
+    return 0
+
+
 def cmd_settings(args: argparse.Namespace) -> int:
     from broadcaster.settings import reference_markdown
 
@@ -271,6 +297,12 @@ def build_parser() -> argparse.ArgumentParser:
     ua.add_argument("--name", default=None, help="display name")
     ua.add_argument("--password-stdin", action="store_true")
     ua.set_defaults(func=cmd_user)
+
+    p = sub.add_parser("broker", help="the MQTT broker")
+    bsub = p.add_subparsers(dest="broker_command", required=True)
+    be = bsub.add_parser("export", help="password file, ACL and config snippet for your own mosquitto")
+    be.add_argument("directory", type=Path)
+    be.set_defaults(func=cmd_broker_export)
     return parser
 
 

@@ -6,21 +6,14 @@ the transport), the MQTT link and the scheduler. ``stop()`` stops them in revers
 their threads. The demo (``serve --demo``) is not wired here: ``broadcaster.demo`` seeds and runs it
 around ``start()``/``stop()``.
 
-The managed broker (``broadcaster.broker.ManagedBroker``) lives in ``<instance>/mosquitto/``; its
-users are the controller (password generated once and kept there) and every enabled speaker of the
-registry with its stored mosquitto hash. Registry changes (a speaker added, moved, disabled, its
-password reset) are applied to the broker's password file and ACL by a worker thread that
-coalesces a burst of changes (an import of thousands of speakers) into one reload within
-``BROKER_SYNC_WINDOW_S``. Its port is chosen
-once and kept in ``<instance>/mosquitto/port`` so nodes find it again after a restart.
+The managed broker lives in ``<instance>/mosquitto/``: ``broadcaster.broker.sync`` starts it with
+the registry's accounts and keeps it in step with registry changes (``_broker_sync``).
 """
 
 from __future__ import annotations
 
 import hashlib
 import logging
-import threading
-import time
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 from zoneinfo import ZoneInfo
@@ -35,7 +28,7 @@ if TYPE_CHECKING:
     from broadcaster.alerts import AlertNotifier
     from broadcaster.broadcasts import AnnouncementValidator, BroadcastManager, BroadcastsConfig
     from broadcaster.broadcasts.views import BroadcastTitles, BroadcastViews
-    from broadcaster.broker import ManagedBroker
+    from broadcaster.broker import BrokerSync, ManagedBroker
     from broadcaster.fleet import Fleet, FleetConfig
     from broadcaster.fleet.registry import Registry, RegistryChange
     from broadcaster.fleet.targets import TargetResolver
@@ -160,155 +153,28 @@ class Services:
     # ------------------------------------------------------------------ managed broker
 
     def _start_managed_broker(self) -> str:
-        from broadcaster.broker import BrokerError, ManagedBroker
+        from broadcaster.broker.sync import start_managed_broker
 
-        workdir = (self.settings.instance / "mosquitto").resolve()
-        workdir.mkdir(parents=True, exist_ok=True)
-        port_file = workdir / "port"
-        port = None
-        if port_file.exists():
-            try:
-                port = int(port_file.read_text().strip())
-            except ValueError:
-                port = None
-        hashes = self.registry.password_hashes()
-        zones = self.registry.zones_of_speakers()
-
-        def make(port: int | None) -> ManagedBroker:
-            return ManagedBroker(
-                workdir,
-                port=port,
-                controller_user=CONTROLLER_USER,
-                prefix=self.settings.mqtt_prefix,
-                password_hashes=hashes,
-                node_zones={sid: zones.get(sid) for sid in hashes},
-            )
-
-        broker = make(port)
-        try:
-            broker.start()
-        except BrokerError:
-            if port is None:
-                raise
-            _LOGGER.warning("managed broker: port %s unusable, choosing another", port)
-            broker = make(None)
-            broker.start()
-        port_file.write_text(f"{broker.port}\n")
+        broker, syncer = start_managed_broker(self.settings, self.registry, self.sessions, CONTROLLER_USER)
         self.broker = broker
-        self.broker_sync = BrokerSync(broker, self.sessions)
+        self.broker_sync = syncer
         if self._broker_sync not in self.registry.on_change:
             self.registry.on_change.append(self._broker_sync)
-        _LOGGER.info("managed broker on 127.0.0.1:%s (%s clusters)", broker.port, len(hashes))
         return broker.controller_url
 
     def _broker_sync(self, change: RegistryChange) -> None:
-        """Registry hook: keep the managed broker's password file and ACL in step (batched)."""
+        """Registry hook: keep the managed broker's accounts in step (batched, see broker/sync.py)."""
         syncer = self.broker_sync
-        if syncer is None or change.speaker_id is None:
-            return
-        syncer.mark(change.speaker_id)
+        if syncer is not None:
+            syncer.registry_changed(change)
 
     def _stop_managed_broker(self) -> None:
-        syncer, self.broker_sync = self.broker_sync, None
-        if syncer is not None:
-            syncer.stop()
-        broker, self.broker = self.broker, None
+        from broadcaster.broker.sync import stop_managed_broker
+
+        broker, syncer = self.broker, self.broker_sync
+        self.broker = self.broker_sync = None
         if broker is not None:
-            broker.stop()
-
-
-# How long the broker-sync worker gathers registry changes before one reload (~0.1 s each).
-BROKER_SYNC_WINDOW_S = 0.1
-
-
-class BrokerSync:
-    """Applies registry changes to the managed broker from a worker thread, a burst at a time:
-    ``mark(speaker_id)`` is instant; within ``window_s`` every marked speaker is read from the
-    database, its account added, changed or removed, the files written once and mosquitto
-    reloaded once."""
-
-    def __init__(
-        self, broker: Any, sessions: sessionmaker[Session], window_s: float = BROKER_SYNC_WINDOW_S
-    ) -> None:
-        self.broker = broker
-        self.sessions = sessions
-        self.window_s = window_s
-        self.batches = 0
-        self._dirty: set[str] = set()
-        self._busy = False
-        self._stopping = False
-        self._cond = threading.Condition()
-        self._thread = threading.Thread(target=self._run, name="broker-sync", daemon=True)
-        self._thread.start()
-
-    def mark(self, speaker_id: str) -> None:
-        with self._cond:
-            self._dirty.add(speaker_id)
-            self._cond.notify_all()
-
-    def flush(self, timeout: float = 10.0) -> bool:
-        """Wait until every marked change is applied; True when it was."""
-        deadline = time.monotonic() + timeout
-        with self._cond:
-            while self._dirty or self._busy:
-                remaining = deadline - time.monotonic()
-                if remaining <= 0 or not self._thread.is_alive():
-                    return False
-                self._cond.wait(remaining)
-            return True
-
-    def stop(self, timeout: float = 10.0) -> None:
-        """Apply what is pending, then end the worker."""
-        with self._cond:
-            self._stopping = True
-            self._cond.notify_all()
-        self._thread.join(timeout)
-
-    def _run(self) -> None:
-        while True:
-            with self._cond:
-                while not self._dirty and not self._stopping:
-                    self._cond.wait()
-                if not self._dirty:
-                    return
-                # Gather the rest of the burst (each mark() notifies: wait out the whole window).
-                deadline = time.monotonic() + self.window_s
-                while not self._stopping and (left := deadline - time.monotonic()) > 0:
-                    self._cond.wait(left)
-                batch, self._dirty = self._dirty, set()
-                self._busy = True
-            try:
-                self._apply(batch)
-            except Exception:
-                _LOGGER.exception("managed broker: applying %s registry change(s) failed", len(batch))
-            finally:
-                with self._cond:
-                    self._busy = False
-                    self._cond.notify_all()
-
-    def _apply(self, speaker_ids: set[str]) -> None:
-        from broadcaster.broker import BrokerError
-        from broadcaster.models import Speaker
-
-        with self.sessions() as session:
-            rows = {sid: session.get(Speaker, sid) for sid in speaker_ids}
-            wanted = {
-                sid: (row.mqtt_password_hash, row.zone_id)
-                for sid, row in rows.items()
-                if row is not None and row.enabled and row.mqtt_password_hash
-            }
-        with self.broker.batch():
-            for sid in sorted(speaker_ids):
-                try:
-                    if sid in wanted:
-                        hashed, zone = wanted[sid]
-                        self.broker.add_or_update_user(sid, password_hash=hashed, zone=zone)
-                    else:
-                        self.broker.remove_user(sid)
-                except (BrokerError, ValueError) as exc:
-                    _LOGGER.error("managed broker: speaker %s not applied: %s", sid, exc)
-        self.broker.reload()
-        self.batches += 1
+            stop_managed_broker(broker, syncer)
 
 
 def build_services(
@@ -421,4 +287,4 @@ def build_services(
     )
 
 
-__all__ = ["BrokerSync", "Services", "build_services", "controller_client_id", "open_database"]
+__all__ = ["Services", "build_services", "controller_client_id", "open_database"]

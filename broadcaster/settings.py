@@ -18,6 +18,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from broadcaster.alerts.config import AlertsConfig
 from broadcaster.audio.config import AudioConfig
 from broadcaster.broadcasts.config import BroadcastsConfig
+from broadcaster.broker.config import BrokerConfig
 from broadcaster.fleet.config import FleetConfig
 from broadcaster.scheduling.config import SchedulingConfig
 from broadcaster.textnorm.config import TextnormConfig
@@ -63,6 +64,10 @@ class Settings(BaseModel):
     alerts: AlertsConfig = Field(
         default_factory=AlertsConfig,
         description="Fleet alerts sent by e-mail and webhook (docs/configuration.md, 'Alert channels').",
+    )
+    broker: BrokerConfig = Field(
+        default_factory=BrokerConfig,
+        description="The managed broker's TLS listener for clusters (unused with mqtt_url).",
     )
 
     @property

@@ -223,3 +223,106 @@ def test_reload_reads_only_the_new_log_and_rotates_a_big_log(mosquitto) -> None:
     b.restart()  # a big log is rotated at start too
     assert b"y" * 4096 in rotated.read_bytes()
     assert b"y" * 4096 not in b.log_path.read_bytes() and b.log_path.stat().st_size < 1024
+
+
+def _controller_password(b: ManagedBroker) -> str:
+    return b.controller_url.split(":")[2].split("@")[0]
+
+
+def test_a_broker_left_by_an_earlier_run_is_taken_over(mosquitto) -> None:
+    """A mosquitto that outlived its controller (started before the parent-death signal existed,
+    or by hand) holds the port: the next start stops it instead of logging in to it."""
+    from broadcaster.broker.orphans import brokers_of
+
+    b = mosquitto.broker
+    port, password = b.port, _controller_password(b)
+    b.stop()
+    left_over = subprocess.Popen(
+        [str(find_mosquitto()), "-c", str(b.conf_path)],
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )
+    try:
+        wait_until(lambda: probe_login(b.host, port, "controller", password) == ACCEPTED, what="left-over up")
+        again = ManagedBroker(b.workdir, port=port)
+        try:
+            again.start()
+            assert left_over.wait(10) is not None  # stopped (SIGTERM: it saved its sessions)
+            assert again.port == port and again.running
+            assert brokers_of(b.conf_path, again.pid_path) == [again.pid]
+            assert again.pid_path.read_text().strip() == str(again.pid)
+            assert probe_login(b.host, port, "controller", password) == ACCEPTED
+        finally:
+            again.stop()
+        assert brokers_of(b.conf_path) == [] and not again.pid_path.exists()
+    finally:
+        if left_over.poll() is None:
+            left_over.kill()
+            left_over.wait()
+
+
+def test_a_port_held_by_another_program_is_a_clear_error(tmp_path: Path) -> None:
+    import socket
+
+    from broadcaster.broker import PortInUseError
+
+    with socket.socket() as holder:
+        holder.bind(("127.0.0.1", 0))
+        holder.listen()
+        port = holder.getsockname()[1]
+        broker = ManagedBroker(tmp_path / "b", port=port)
+        with pytest.raises(PortInUseError, match=f"port {port} on 127.0.0.1 is in use by another program"):
+            broker.start()
+        assert not broker.running and not broker._sup.alive
+
+
+def test_restarts_are_bounded_and_end_in_a_clear_error(mosquitto, monkeypatch, caplog) -> None:
+    """A broker that cannot come back (here: its port taken while it was down) is retried with
+    a growing delay, then given up with the reason, not restarted twice a second for ever."""
+    import logging
+    import socket
+
+    from broadcaster.broker import supervisor
+
+    monkeypatch.setattr(supervisor, "BACKOFF_MIN_S", 0.01)
+    monkeypatch.setattr(supervisor, "BACKOFF_MAX_S", 0.04)
+    monkeypatch.setattr(supervisor, "MAX_CONSECUTIVE_FAILURES", 4)
+    caplog.set_level(logging.WARNING, logger="broadcaster.broker.supervisor")
+    b = mosquitto.broker
+    with socket.socket() as thief:
+        thief.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        b.crash()
+        wait_until(lambda: not b.running, what="crash")
+        thief.bind(("127.0.0.1", b.port))
+        thief.listen()
+        wait_until(lambda: b.failure is not None, what="the supervisor gives up")
+    assert "in use by another program" in b.failure and "4 times in a row" in b.failure
+    delays = [r.args[1] for r in caplog.records if "restarting in" in r.getMessage()]
+    assert delays == [0.01, 0.02, 0.04, 0.04]
+    assert b.restarts == 0 and not b.running and b._sup._restart_at is None
+    # An explicit start afterwards is a fresh series and works once the port is free again.
+    b.start()
+    assert b.running and b.failure is None
+
+
+def test_back_to_back_reloads_are_never_lost(mosquitto_factory) -> None:
+    """mosquitto logs "Reloading config" when it starts re-reading its files and forgets a SIGHUP
+    that arrives before it is done (with 2,000 accounts that takes long enough to hit): reload()
+    returns only once mosquitto is done, so the next batch's reload is never lost."""
+    hashed = hash_password("pw")
+    nodes = [f"loa-{i:04d}" for i in range(2000)]
+    fx: BrokerFixture = mosquitto_factory(
+        tls=True,
+        password_hashes=dict.fromkeys(nodes, hashed),
+        node_zones={n: f"thon-{i % 50}" for i, n in enumerate(nodes)},
+    )
+    b = fx.broker
+    for _ in range(5):
+        b.reload()  # raised "mosquitto did not confirm the reload" at the second call
+    b.add_or_update_user("loa-0007", "pw-moi", zone="thon-1")
+    b.reload()
+    assert probe_login(b.host, b.port, "loa-0007", "pw-moi") == ACCEPTED
+    assert probe_login(b.host, b.port, "loa-0007", "pw") != ACCEPTED
+    assert b.reloads == 6
