@@ -333,13 +333,17 @@ def ui_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[UiStack]:
     """The real controller as ``broadcaster serve --demo`` runs it (managed mosquitto on a free
     loopback port, nine simulated clusters in three zones, SQLite, espeak-ng), the three test
     accounts, and the web app served on loopback. One per test module: starting it takes a second."""
+    from broadcaster.demo import Demo
     from broadcaster.services import build_services
     from broadcaster.web import create_app, shutdown_app
 
     settings = web_settings(tmp_path_factory.mktemp("controller") / "instance", demo=True)
     services = build_services(settings)
     add_accounts(services.sessions)  # before start: the demo then adds no admin of its own
+    demo = Demo(services)  # as `serve --demo` runs it
+    demo.prepare()
     services.start()
+    demo.start()
     server = None
     app = None
     try:
@@ -356,4 +360,5 @@ def ui_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[UiStack]:
             server.stop()
         if app is not None:
             shutdown_app(app)
+        demo.stop()
         services.close()
