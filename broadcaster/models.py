@@ -211,6 +211,11 @@ class Broadcast(Base):
     deliveries: Mapped[list[Delivery]] = relationship(
         back_populates="broadcast", cascade="all, delete-orphan", order_by="Delivery.speaker_id"
     )
+    attempts: Mapped[list[DeliveryAttempt]] = relationship(
+        back_populates="broadcast",
+        cascade="all, delete-orphan",
+        order_by="(DeliveryAttempt.speaker_id, DeliveryAttempt.attempt)",
+    )
 
 
 class Delivery(Base):
@@ -229,6 +234,26 @@ class Delivery(Base):
     rms_dbfs: Mapped[float | None] = mapped_column(Float)
     reason: Mapped[str | None] = mapped_column(Text)
     broadcast: Mapped[Broadcast] = relationship(back_populates="deliveries")
+
+
+class DeliveryAttempt(Base):
+    """One airing of a broadcast on one cluster: the first, and each re-airing after an
+    interruption (attempt 1, 2, ...), with how it ended. A delivery holds the latest state; the
+    attempts keep every airing, so an interrupted first airing stays visible and counted."""
+
+    __tablename__ = "delivery_attempts"
+    __table_args__ = (UniqueConstraint("broadcast_id", "speaker_id", "attempt", name="uq_delivery_attempt"),)
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    broadcast_id: Mapped[int] = mapped_column(ForeignKey("broadcasts.id", ondelete="CASCADE"), index=True)
+    speaker_id: Mapped[str] = mapped_column(String(64))
+    attempt: Mapped[int] = mapped_column(Integer, default=0)
+    started_at: Mapped[datetime | None] = mapped_column(UtcDateTime)
+    ended_at: Mapped[datetime | None] = mapped_column(UtcDateTime)
+    # playing | done | preempted | stopped | failed | expired
+    outcome: Mapped[str] = mapped_column(String(20), default="playing")
+    seconds_played: Mapped[float | None] = mapped_column(Float)
+    reason: Mapped[str | None] = mapped_column(Text)
+    broadcast: Mapped[Broadcast] = relationship(back_populates="attempts")
 
 
 class Schedule(Base):

@@ -21,9 +21,23 @@ from zoneinfo import ZoneInfo
 from sqlalchemy import Select, func, select
 from sqlalchemy.orm import Session, selectinload, sessionmaker
 
-from broadcaster.broadcasts.views import broadcast_state_label, delivery_state_label, source_label, tier_label
+from broadcaster.broadcasts.views import (
+    broadcast_state_label,
+    delivery_state_label,
+    interruptions,
+    source_label,
+    tier_label,
+)
 from broadcaster.domain import Tier
-from broadcaster.models import Announcement, Broadcast, BroadcastState, Delivery, Speaker, Zone
+from broadcaster.models import (
+    Announcement,
+    Broadcast,
+    BroadcastState,
+    Delivery,
+    DeliveryAttempt,
+    Speaker,
+    Zone,
+)
 
 MAX_LIMIT = 1000
 MAX_DAYS = 366
@@ -41,6 +55,7 @@ LOG_CSV_COLUMNS: list[tuple[str, str]] = [
     ("speaker", "Mã cụm loa"),
     ("speaker_name", "Tên cụm loa"),
     ("zone", "Khu vực"),
+    ("airing", "Lần phát"),
     ("delivery_state", "Kết quả tại cụm loa"),
     ("started_at", "Bắt đầu phát"),
     ("finished_at", "Kết thúc"),
@@ -198,7 +213,11 @@ def _log_query(filters: LogFilters) -> Select[Any]:
     when = _when_column()
     query = (
         select(Broadcast)
-        .options(selectinload(Broadcast.deliveries), selectinload(Broadcast.announcement))
+        .options(
+            selectinload(Broadcast.deliveries),
+            selectinload(Broadcast.announcement),
+            selectinload(Broadcast.attempts),
+        )
         .order_by(when.desc(), Broadcast.id.desc())
     )
     if filters.start is not None:
@@ -231,10 +250,15 @@ def broadcast_dict(
     deliveries = []
     counts: dict[str, int] = defaultdict(int)
     total = 0.0
+    attempts: dict[str, list[Any]] = defaultdict(list)
+    for a in broadcast.attempts:
+        attempts[a.speaker_id].append(a)
     for d in broadcast.deliveries:
         name, zone_id = speakers.get(d.speaker_id, (d.speaker_id, None))
         counts[d.state] += 1
-        total += d.seconds_played or 0.0
+        # Every airing counts, an interrupted first one included (older rows: the delivery's own).
+        runs = attempts.get(d.speaker_id)
+        total += sum(a.seconds_played or 0.0 for a in runs) if runs else d.seconds_played or 0.0
         deliveries.append(
             {
                 "speaker": d.speaker_id,
@@ -247,6 +271,17 @@ def broadcast_dict(
                 "seconds_played": d.seconds_played,
                 "rms_dbfs": d.rms_dbfs,
                 "reason": d.reason,
+                "airings": [
+                    {
+                        "attempt": a.attempt,
+                        "started_at": _iso(a.started_at, zone),
+                        "ended_at": _iso(a.ended_at, zone),
+                        "outcome": a.outcome,
+                        "seconds_played": a.seconds_played,
+                        "reason": a.reason,
+                    }
+                    for a in runs or ()
+                ],
             }
         )
     when = broadcast.start_at or broadcast.scheduled_at or broadcast.created
@@ -273,6 +308,7 @@ def broadcast_dict(
         "engine": broadcast.engine_used,
         "duration_s": broadcast.duration_s,
         "reason": broadcast.reason,
+        "interruptions": interruptions(broadcast),
         "seconds_played": round(total, 1),
         "counts": dict(counts),
         "deliveries": deliveries,
@@ -342,12 +378,27 @@ def log_rows(log: Iterable[Mapping[str, Any]]) -> list[dict[str, Any]]:
         if not b["deliveries"]:
             rows.append({**base, "reason": b["reason"]})
         for d in b["deliveries"]:
+            cluster = {**base, "speaker": d["speaker"], "speaker_name": d["speaker_name"], "zone": d["zone"]}
+            airings = d.get("airings") or []
+            if len(airings) > 1 or any(a["outcome"] == "preempted" for a in airings):
+                # Interrupted and aired again: one row per airing, each with how it ended.
+                for a in airings:
+                    rows.append(
+                        {
+                            **cluster,
+                            "airing": a["attempt"] + 1,
+                            "delivery_state": delivery_state_label(a["outcome"]),
+                            "started_at": _plain(a["started_at"]),
+                            "finished_at": _plain(a["ended_at"]),
+                            "seconds_played": a["seconds_played"],
+                            "reason": a["reason"],
+                        }
+                    )
+                continue
             rows.append(
                 {
-                    **base,
-                    "speaker": d["speaker"],
-                    "speaker_name": d["speaker_name"],
-                    "zone": d["zone"],
+                    **cluster,
+                    "airing": 1 if airings else None,
                     "delivery_state": d["state_label"],
                     "started_at": _plain(d["started_at"]),
                     "finished_at": _plain(d["finished_at"]),
@@ -367,6 +418,43 @@ def _plain(iso: str | None) -> str | None:
 # ------------------------------------------------------------------ minutes per day
 
 
+def _airings_in(
+    session: Session, lo: datetime, hi: datetime, speaker: str | None
+) -> list[tuple[str, int, float | None, datetime]]:
+    """(cluster, broadcast, seconds, when it started) of every airing that started in [lo, hi):
+    each attempt (an interrupted first airing and its re-airing both count), and for deliveries
+    recorded before attempts existed, the delivery itself."""
+    attempt_at = func.coalesce(DeliveryAttempt.started_at, DeliveryAttempt.ended_at)
+    query = select(
+        DeliveryAttempt.speaker_id,
+        DeliveryAttempt.broadcast_id,
+        DeliveryAttempt.seconds_played,
+        attempt_at.label("played_at"),
+    ).where(DeliveryAttempt.seconds_played > 0, attempt_at >= lo, attempt_at < hi)
+    played_at = func.coalesce(
+        Delivery.started_at, Delivery.finished_at, Broadcast.start_at, Broadcast.created
+    )
+    has_attempts = (
+        select(DeliveryAttempt.id)
+        .where(
+            DeliveryAttempt.broadcast_id == Delivery.broadcast_id,
+            DeliveryAttempt.speaker_id == Delivery.speaker_id,
+        )
+        .exists()
+    )
+    legacy = (
+        select(
+            Delivery.speaker_id, Delivery.broadcast_id, Delivery.seconds_played, played_at.label("played_at")
+        )
+        .join(Broadcast, Broadcast.id == Delivery.broadcast_id)
+        .where(Delivery.seconds_played > 0, played_at >= lo, played_at < hi, ~has_attempts)
+    )
+    if speaker:
+        query = query.where(DeliveryAttempt.speaker_id == speaker)
+        legacy = legacy.where(Delivery.speaker_id == speaker)
+    return [tuple(row) for row in [*session.execute(query), *session.execute(legacy)]]  # type: ignore[misc]
+
+
 def minutes_per_day(
     session: Session,
     start: date | str,
@@ -380,7 +468,8 @@ def minutes_per_day(
 
     One row per day and registered cluster (zero when it aired nothing: a silent cluster is news
     too), plus clusters since deleted that aired in the range. Seconds are what the nodes
-    measured (``Delivery.seconds_played``), counted on the day playing started."""
+    measured for every airing (an interrupted airing and its re-airing both count), counted on the
+    day playing started."""
     local = _zone_info(tz)
     first, last = parse_day(start, "from"), parse_day(end, "to")
     if last < first:
@@ -389,21 +478,9 @@ def minutes_per_day(
         raise ReportError(f"at most {MAX_DAYS} days per report", "to")
     lo = datetime.combine(first, time(), local).astimezone(UTC)
     hi = datetime.combine(last + timedelta(days=1), time(), local).astimezone(UTC)
-    played_at = func.coalesce(
-        Delivery.started_at, Delivery.finished_at, Broadcast.start_at, Broadcast.created
-    )
-    query = (
-        select(
-            Delivery.speaker_id, Delivery.broadcast_id, Delivery.seconds_played, played_at.label("played_at")
-        )
-        .join(Broadcast, Broadcast.id == Delivery.broadcast_id)
-        .where(Delivery.seconds_played > 0, played_at >= lo, played_at < hi)
-    )
-    if speaker:
-        query = query.where(Delivery.speaker_id == speaker)
     totals: dict[tuple[date, str], float] = defaultdict(float)
     counts: dict[tuple[date, str], set[int]] = defaultdict(set)
-    for speaker_id, broadcast_id, seconds, at in session.execute(query):
+    for speaker_id, broadcast_id, seconds, at in _airings_in(session, lo, hi, speaker):
         if at.tzinfo is None:  # coalesce() of typed columns keeps UtcDateTime; belt and braces
             at = at.replace(tzinfo=UTC)
         day = at.astimezone(local).date()

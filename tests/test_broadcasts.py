@@ -111,6 +111,9 @@ def test_emergency_preempts_and_interrupted_item_is_requeued(unit_controller: Un
         lambda: all(uc.nodes[s]._current for s in ("loa-01", "loa-02", "loa-03")), what="normal playing"
     )
     emergency = uc.manager.submit(Announcement(text="Khẩn cấp: lũ", targets=("thon-1",), tier=Tier.EMERGENCY))
+    # While it waits to be aired again, the interrupted item is not shown as playing.
+    waiting = uc.wait_state(normal, "sending")
+    assert f"Bị ngắt bởi bản tin khẩn cấp #{emergency}" in waiting["reason"]
     e = uc.wait_state(emergency, "done")
     n = uc.wait_state(normal, "done", timeout=20)
     assert all(d["state"] == "done" for d in e["deliveries"])
@@ -124,9 +127,45 @@ def test_emergency_preempts_and_interrupted_item_is_requeued(unit_controller: Un
         assert tl[0]["end"] <= tl[1]["start"] + 0.05  # interrupted when the emergency began
         assert not _overlaps(tl)
     assert all(d["state"] == "done" and d["seconds_played"] >= 2.9 for d in n["deliveries"])
+    # Every airing stays visible, the cut first one included, with why it ended.
+    assert n["interruptions"].startswith("bị ngắt 3 lần (loa-01, loa-02, loa-03)")
+    assert "bị ngắt 3 lần" in n["reason"]
+    by = {(a["speaker"], a["attempt"]): a for a in n["airings"]}
+    for sid in ("loa-01", "loa-02", "loa-03"):
+        cut, again = by[(sid, 0)], by[(sid, 1)]
+        assert (
+            cut["outcome"] == "preempted" and f"#{emergency}" in cut["reason"] and cut["seconds_played"] > 0
+        )
+        assert again["outcome"] == "done" and again["seconds_played"] >= 2.9
+    # The minutes count both airings (before, the cut first airing was missing).
+    from datetime import date
+
+    from broadcaster.reports import log_csv, log_rows, minutes_per_day
+
+    with uc.sessions() as session:
+        minutes = minutes_per_day(session, date.today(), date.today(), tz="UTC")
+        row = next(r for r in minutes if r["speaker"] == "loa-01")
+        assert (
+            row["seconds"] >= by[("loa-01", 0)]["seconds_played"] + by[("loa-01", 1)]["seconds_played"] - 0.01
+        )
+        from broadcaster.reports import broadcast_log
+
+        rows = [r for r in log_rows(broadcast_log(session, tz="UTC")) if r["broadcast_id"] == normal]
+    assert [(r["speaker"], r["airing"], r["delivery_state"]) for r in rows if r["speaker"] == "loa-01"] == [
+        ("loa-01", 1, "Bị ngắt bởi tin ưu tiên hơn"),
+        ("loa-01", 2, "Đã phát xong"),
+    ]
+    assert "Bị ngắt bởi tin ưu tiên hơn" in log_csv(broadcast_log_for(uc, normal))
     log = uc.log(normal)
     assert any(f"bị ngắt bởi bản tin khẩn cấp #{emergency}" in m for m in log)
     assert any("xếp hàng phát lại" in m for m in log)
+
+
+def broadcast_log_for(uc: UnitController, broadcast_id: int) -> list[dict]:
+    from broadcaster.reports import broadcast_log
+
+    with uc.sessions() as session:
+        return [b for b in broadcast_log(session, tz="UTC") if b["id"] == broadcast_id]
 
 
 def test_emergency_preemption_without_requeue_marks_interrupted(tmp_path) -> None:  # type: ignore[no-untyped-def]

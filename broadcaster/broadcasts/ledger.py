@@ -29,6 +29,7 @@ from sqlalchemy.orm import Session
 
 from broadcaster import domain
 from broadcaster.broadcasts.ports import AudioStorePort, pin_owner
+from broadcaster.broadcasts.views import broadcast_state_label, delivery_state_label, interruptions
 from broadcaster.domain import Tier
 from broadcaster.models import (
     Announcement,
@@ -36,6 +37,7 @@ from broadcaster.models import (
     Broadcast,
     BroadcastState,
     Delivery,
+    DeliveryAttempt,
     DeliveryState,
     LogEntry,
 )
@@ -216,6 +218,71 @@ class Ledger:
         if bc is not None and bc.state == BroadcastState.SENDING.value:
             bc.state = BroadcastState.PLAYING.value
 
+    def mark_waiting_again(self, session: Session, broadcast_id: int, reason: str) -> None:
+        """An interruption took the item off every cluster that played it: it waits to be aired
+        again (it is not "playing" any more), and says why."""
+        bc = session.get(Broadcast, broadcast_id)
+        if bc is None or bc.state != BroadcastState.PLAYING.value:
+            return
+        playing = {DeliveryState.PLAYING.value, DeliveryState.SCHEDULED.value, DeliveryState.RECEIVED.value}
+        if any(d.state in playing for d in bc.deliveries):
+            return
+        bc.state = BroadcastState.SENDING.value
+        bc.reason = reason
+
+    # ------------------------------------------------------------------ airings (attempts)
+
+    @staticmethod
+    def end_open_attempts(session: Session, bid: int, speaker: str, outcome: str, reason: str) -> None:
+        """Airings of ``bid`` on ``speaker`` still marked playing end with ``outcome`` (no receipt)."""
+        rows = session.scalars(
+            select(DeliveryAttempt).where(
+                DeliveryAttempt.broadcast_id == bid,
+                DeliveryAttempt.speaker_id == speaker,
+                DeliveryAttempt.outcome == "playing",
+            )
+        )
+        for row in rows:
+            row.outcome, row.reason = outcome, reason
+
+    def record_attempt(
+        self,
+        session: Session,
+        bid: int,
+        speaker: str,
+        attempt: int,
+        *,
+        started_at: float | None = None,
+        outcome: str | None = None,
+        ended_at: float | None = None,
+        seconds_played: float | None = None,
+        reason: str | None = None,
+    ) -> None:
+        """Start or end one airing of ``bid`` on ``speaker`` (attempt 0 is the first airing, n the
+        n-th re-airing). An ending without a start (a lost "playing") still records the airing."""
+        row = session.scalar(
+            select(DeliveryAttempt).where(
+                DeliveryAttempt.broadcast_id == bid,
+                DeliveryAttempt.speaker_id == speaker,
+                DeliveryAttempt.attempt == attempt,
+            )
+        )
+        if row is None:
+            row = DeliveryAttempt(broadcast_id=bid, speaker_id=speaker, attempt=attempt, outcome="playing")
+            session.add(row)
+        elif row.outcome != "playing" and outcome is None:
+            return  # a late "playing" after the end: the ending stands
+        if started_at is not None and row.started_at is None:
+            row.started_at = utc(started_at)
+        if outcome is not None:
+            row.outcome = outcome
+        if ended_at is not None and math.isfinite(ended_at):
+            row.ended_at = utc(ended_at)
+        if seconds_played is not None and math.isfinite(seconds_played):
+            row.seconds_played = seconds_played
+        if reason is not None:
+            row.reason = reason
+
     def set_approval(
         self, ann: Announcement, approval: Approval, by: str, *, now: float, valid_until: float | None = None
     ) -> None:
@@ -316,7 +383,8 @@ class Ledger:
         bc.reason = reason
         bc.finished_at = utc(now)
         self.unpin(bc.audio_key, bc.id)
-        self.log(session, "finished", f"Bản tin #{bc.id}: {state.value} — {reason}", bc.id, now=now)
+        label = broadcast_state_label(state.value)
+        self.log(session, "finished", f"Bản tin #{bc.id}: {label} — {reason}", bc.id, now=now)
 
     def fail(self, session: Session, bc: Broadcast, reason: str, *, now: float) -> None:
         self.end_open_deliveries(bc, DeliveryState.FAILED, reason)
@@ -369,9 +437,14 @@ def outcome(bc: Broadcast) -> tuple[BroadcastState, str]:
     total = len(states)
     done = sum(1 for s in states if s is DeliveryState.DONE)
     others = sorted(
-        f"{d.speaker_id}: {d.state}" for d in bc.deliveries if d.state != DeliveryState.DONE.value
+        f"{d.speaker_id}: {delivery_state_label(d.state).lower()}"
+        for d in bc.deliveries
+        if d.state != DeliveryState.DONE.value
     )
     detail = f"{done}/{total} cụm loa phát trọn" + (f"; {', '.join(others[:20])}" if others else "")
+    cut = interruptions(bc)
+    if cut:
+        detail += f"; {cut}"
     if total and done == total:
         return BroadcastState.DONE, detail
     if done:

@@ -305,6 +305,7 @@ class Lifecycle:
                 self._expire(session, airing, decision, now)
             elif isinstance(decision, NoReceipt):
                 airing.active.pop(decision.speaker, None)
+                self.ledger.end_open_attempts(session, airing.id, decision.speaker, "failed", NO_RECEIPT)
                 self.ledger.set_delivery(
                     session,
                     airing.id,

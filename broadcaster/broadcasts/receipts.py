@@ -18,6 +18,7 @@ from broadcaster.broadcasts.chunks import ChunkServer
 from broadcaster.broadcasts.config import BroadcastsConfig
 from broadcaster.broadcasts.ledger import Ledger
 from broadcaster.broadcasts.state import Airing, parse_wire_id
+from broadcaster.broadcasts.views import delivery_state_label
 from broadcaster.models import DeliveryState
 from speakers.protocol import Event
 
@@ -83,6 +84,7 @@ class Receipts:
             ledger.set_delivery(
                 session, bid, speaker, DeliveryState.PLAYING, only_open=True, started_at=started
             )
+            ledger.record_attempt(session, bid, speaker, attempt, started_at=started)
             if airing is not None and speaker in airing.active:
                 airing.active[speaker] = (started, started + airing.duration)
             ledger.mark_playing(session, bid)
@@ -98,12 +100,21 @@ class Receipts:
                 reason=None,
                 force=True,
             )
+            ledger.record_attempt(
+                session,
+                bid,
+                speaker,
+                attempt,
+                outcome="done",
+                ended_at=event.ts,
+                seconds_played=event.seconds_played,
+            )
             if airing is not None:
                 airing.active.pop(speaker, None)
             else:
                 ledger.refinish(session, bid, now=now)
         elif state == "preempted":
-            self._preempted(session, airing, bid, speaker, event)
+            self._preempted(session, airing, bid, attempt, speaker, event)
         elif state in _ENDINGS:
             reason = event.reason or (
                 airing.cancel_reason if airing is not None and airing.cancelled else None
@@ -118,9 +129,20 @@ class Receipts:
                 seconds_played=event.seconds_played,
                 only_open=True,
             )
+            ledger.record_attempt(
+                session,
+                bid,
+                speaker,
+                attempt,
+                outcome=state,
+                ended_at=event.ts,
+                seconds_played=event.seconds_played,
+                reason=reason,
+            )
             if airing is not None:
                 airing.active.pop(speaker, None)
-            text = f"Bản tin #{bid} trên {speaker}: {state}" + (f" ({reason})" if reason else "")
+            label = delivery_state_label(_ENDINGS[state].value).lower()
+            text = f"Bản tin #{bid} trên {speaker}: {label}" + (f" ({reason})" if reason else "")
             ledger.log(session, "delivery", text, bid, speaker, now=now)
 
     def _trusted_start(self, airing: Airing | None, speaker: str, reported: float) -> float:
@@ -147,11 +169,21 @@ class Receipts:
         return clamped
 
     def _preempted(
-        self, session: Session, airing: Airing | None, bid: int, speaker: str, event: Event
+        self, session: Session, airing: Airing | None, bid: int, attempt: int, speaker: str, event: Event
     ) -> None:
         now = self.clock()
         by = airing.preempted_by.pop(speaker, None) if airing is not None else None
         cause = f"bản tin khẩn cấp #{by}" if by is not None else (event.reason or "bản tin ưu tiên cao hơn")
+        self.ledger.record_attempt(
+            session,
+            bid,
+            speaker,
+            attempt,
+            outcome="preempted",
+            ended_at=event.ts,
+            seconds_played=event.seconds_played,
+            reason=f"bị ngắt bởi {cause}",
+        )
         if airing is not None:
             airing.active.pop(speaker, None)
             count = airing.requeues.get(speaker, 0)
@@ -181,6 +213,7 @@ class Receipts:
                     speaker,
                     now=now,
                 )
+                self.ledger.mark_waiting_again(session, bid, f"Bị ngắt bởi {cause}; sẽ phát lại từ đầu.")
                 return
         self.ledger.set_delivery(
             session,

@@ -221,7 +221,9 @@ def broadcast_view(bc: Broadcast, *, deliveries: bool) -> dict[str, Any]:
         "fire_time": _iso(bc.fire_time),
         "reason": bc.reason,
     }
+    out["interruptions"] = interruptions(bc)
     if deliveries:
+        out["airings"] = airing_views(bc)
         out["deliveries"] = [
             {
                 "speaker": d.speaker_id,
@@ -240,6 +242,33 @@ def broadcast_view(bc: Broadcast, *, deliveries: bool) -> dict[str, Any]:
             counts[d.state] = counts.get(d.state, 0) + 1
         out["delivery_counts"] = counts
     return out
+
+
+def airing_views(bc: Broadcast) -> list[dict[str, Any]]:
+    """Every airing on every cluster, the interrupted ones and the re-airings included."""
+    return [
+        {
+            "speaker": a.speaker_id,
+            "attempt": a.attempt,
+            "started_at": _iso(a.started_at),
+            "ended_at": _iso(a.ended_at),
+            "outcome": a.outcome,
+            "seconds_played": a.seconds_played,
+            "reason": a.reason,
+        }
+        for a in bc.attempts
+    ]
+
+
+def interruptions(bc: Broadcast) -> str:
+    """ "bị ngắt 2 lần (loa-01, loa-02), đã phát lại từ đầu" for a broadcast cut by a higher tier;
+    "" when it was never cut."""
+    cut = [a for a in bc.attempts if a.outcome == "preempted"]
+    if not cut:
+        return ""
+    where = ", ".join(sorted({a.speaker_id for a in cut})[:10])
+    replayed = any(a.attempt > 0 for a in bc.attempts)
+    return f"bị ngắt {len(cut)} lần ({where})" + (", đã phát lại từ đầu" if replayed else "")
 
 
 def get_broadcast(session: Session, broadcast_id: int) -> dict[str, Any] | None:
@@ -296,7 +325,9 @@ class BroadcastTitles:
 __all__ = [
     "APPROVAL_LABELS",
     "BroadcastTitles",
+    "airing_views",
     "broadcast_view",
+    "interruptions",
     "get_broadcast",
     "list_broadcasts",
     "BROADCAST_STATE_LABELS",

@@ -116,6 +116,7 @@ def _recent_view(limit: int = 6) -> list[dict[str, Any]]:
                 "done": done,
                 "playing": playing,
                 "total": sum(counts.values()),
+                "interruptions": b.get("interruptions") or "",
                 "url": url_for("ui.broadcast_detail", broadcast_id=b.get("id")),
             }
         )
