@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import array
 import asyncio
+import collections
 import contextlib
 import json
 import logging
@@ -62,6 +63,8 @@ class PlayItem:
     tier: str = "normal"
     title: str = ""
     speaker_id: str = ""
+    slot: str | None = None  # the scheduled airing (lookahead slot), if any
+    offline: bool = False  # aired by the node on its own, without a play command
     # Filled in by the agent while it plays:
     started_controller: float | None = None
     extra: dict[str, Any] = field(default_factory=dict)
@@ -103,6 +106,18 @@ class Analysis:
             return SILENCE_DBFS
         return max(SILENCE_DBFS, round(10 * math.log10(mean_square), 2))
 
+    def level_between(self, start_s: float, end_s: float, volume: int = 100) -> float:
+        """RMS level in dBFS of the part from ``start_s`` to ``end_s`` played at ``volume``."""
+        first = max(0, int(start_s / self.window_s))
+        last = max(first + 1, math.ceil(end_s / self.window_s - 1e-9))
+        windows = self.mean_squares[first:last]
+        if not windows or volume <= 0:
+            return SILENCE_DBFS
+        mean_square = sum(windows) / len(windows) * (volume / 100.0) ** 2
+        if mean_square <= 0:
+            return SILENCE_DBFS
+        return max(SILENCE_DBFS, round(10 * math.log10(mean_square), 2))
+
     def to_json(self) -> dict[str, Any]:
         return {
             "duration_s": self.duration_s,
@@ -124,11 +139,16 @@ def find_ffmpeg() -> str:
     return found
 
 
-def _mean_squares(pcm: bytes) -> tuple[float, ...]:
+def _samples(pcm: bytes) -> array.array[int]:
     samples = array.array("h")
     samples.frombytes(pcm[: len(pcm) - len(pcm) % 2])
     if sys.byteorder != "little":
         samples.byteswap()
+    return samples
+
+
+def _mean_squares(pcm: bytes) -> tuple[float, ...]:
+    samples = _samples(pcm)
     scale = 1.0 / (32768.0 * 32768.0)
     out = []
     for start in range(0, len(samples), _WINDOW):
@@ -233,6 +253,8 @@ class NullPlayer:
             "start_at": item.start_at,
             "duration": item.duration_s,
             "volume": item.volume,
+            "slot": item.slot,
+            "offline": item.offline,
         }
         item.extra["timeline"] = entry
         self.timeline.append(entry)
@@ -297,16 +319,20 @@ class FilePlayer:
             "volume": item.volume,
             "start_controller": item.started_controller,
             "seconds_played": round(played, 3),
+            "slot": item.slot,
+            "offline": item.offline,
         }
         with (self.directory / "played.jsonl").open("a", encoding="utf-8") as fh:
             fh.write(json.dumps(record, ensure_ascii=False) + "\n")
 
 
-def default_output_command() -> list[str]:
-    """The command that plays raw PCM (s16le, 48 kHz, stereo) from stdin on this host."""
+def default_output_command(device: str | None = None) -> list[str]:
+    """The command that plays raw PCM (s16le, 48 kHz, stereo) from stdin on this host, on the ALSA
+    ``device`` when given (aplay ``-D``; ffplay through SDL's ``AUDIODEV``, see :class:`RealPlayer`)."""
     if shutil.which("aplay"):
         return [
             "aplay",
+            *(["-D", device] if device else []),
             "-q",
             "-t",
             "raw",
@@ -335,7 +361,14 @@ def default_output_command() -> list[str]:
             "-",
         ]
     if shutil.which("paplay"):
-        return ["paplay", "--raw", f"--rate={_OUT_RATE}", f"--channels={_OUT_CHANNELS}", "--format=s16le"]
+        return [
+            "paplay",
+            *([f"--device={device}"] if device else []),
+            "--raw",
+            f"--rate={_OUT_RATE}",
+            f"--channels={_OUT_CHANNELS}",
+            "--format=s16le",
+        ]
     raise PlayerError("no audio output program found: install alsa-utils (aplay) or ffmpeg (ffplay)")
 
 
@@ -343,9 +376,12 @@ class RealPlayer:
     """Plays through the host's sound output (see the module docstring).
 
     ``command``: the output program reading s16le 48 kHz stereo PCM on stdin (default: aplay,
-    else ffplay). ``env``: extra environment (e.g. ``SDL_AUDIODRIVER``, ``AUDIODEV``).
-    ``software_volume``: scale samples by the item's volume (False when a mixer command sets
-    the volume in hardware).
+    else ffplay). ``device``: the ALSA device (aplay ``-D``, or ``AUDIODEV`` for ffplay's SDL).
+    ``env``: extra environment. ``software_volume``: scale samples by the item's volume (False
+    when a mixer command sets the volume in hardware).
+
+    :meth:`output_dbfs` is measured on the samples written to the output program over the last
+    second (after the software volume): what the sound card was given, not what the horn emits.
     """
 
     name = "real"
@@ -355,10 +391,17 @@ class RealPlayer:
         command: Sequence[str] | None = None,
         env: dict[str, str] | None = None,
         software_volume: bool = True,
+        device: str | None = None,
     ) -> None:
-        self.command = list(command) if command else default_output_command()
-        self.env = {**os.environ, **(env or {})}
+        self.command = list(command) if command else default_output_command(device)
+        extra = dict(env or {})
+        if device and not command and Path(self.command[0]).name == "ffplay":
+            extra.setdefault("SDL_AUDIODRIVER", "alsa")
+            extra.setdefault("AUDIODEV", device)
+        self.env = {**os.environ, **extra}
         self.software_volume = software_volume
+        # Per item: mean square of each block written in the last second (output level).
+        self._levels: dict[int, collections.deque[float]] = {}
         # Per item: (decoder, output program, first block of PCM). The file is streamed from the
         # decoder into the output program a block at a time, never decoded whole into memory
         # (20 minutes would be ~230 MB on a Pi).
@@ -424,11 +467,13 @@ class RealPlayer:
         decoder, proc, block = self._prepared[id(item)]
         assert proc.stdin is not None and decoder.stdout is not None
         size = self.block_bytes()
+        levels = self._levels[id(item)] = collections.deque(maxlen=round(1.0 / _OUT_BLOCK_S))
         try:
             while block:
                 if proc.returncode is not None:
                     break
                 proc.stdin.write(block)
+                levels.append(_block_mean_square(block))
                 await proc.stdin.drain()
                 block = await decoder.stdout.read(size)
             proc.stdin.close()
@@ -449,7 +494,16 @@ class RealPlayer:
             err = await decoder.stderr.read() if decoder.stderr is not None else b""
             raise PlayerError(f"audio decoding failed: {err.decode('utf-8', 'replace').strip()[-200:]}")
 
+    def output_dbfs(self, item: PlayItem) -> float | None:
+        """RMS in dBFS of what was written to the output over the last second (None before)."""
+        levels = self._levels.get(id(item))
+        if not levels:
+            return None
+        mean_square = sum(levels) / len(levels)
+        return max(SILENCE_DBFS, round(10 * math.log10(mean_square), 2)) if mean_square > 0 else SILENCE_DBFS
+
     async def release(self, item: PlayItem) -> None:
+        self._levels.pop(id(item), None)
         prepared = self._prepared.pop(id(item), None)
         if prepared is None:
             return
@@ -467,6 +521,15 @@ class RealPlayer:
 _DRAIN_BYTES = 64 * 1024
 
 
+def _block_mean_square(pcm: bytes) -> float:
+    """Mean square of a block of s16le PCM, full scale = 1.0 (every 4th sample: plenty for a level,
+    and cheap enough to run on every block a Pi writes)."""
+    samples = _samples(pcm)[::4]
+    if not samples:
+        return 0.0
+    return sum(x * x for x in samples) / len(samples) / (32768.0 * 32768.0)
+
+
 async def _kill(proc: asyncio.subprocess.Process) -> None:
     if proc.returncode is None:
         with contextlib.suppress(ProcessLookupError):
@@ -482,7 +545,13 @@ async def _kill(proc: asyncio.subprocess.Process) -> None:
     await proc.wait()
 
 
-def make_player(kind: str, *, output_dir: Path | None = None, command: Sequence[str] | None = None) -> Player:
+def make_player(
+    kind: str,
+    *,
+    output_dir: Path | None = None,
+    command: Sequence[str] | None = None,
+    device: str | None = None,
+) -> Player:
     if kind == "null":
         return NullPlayer()
     if kind == "file":
@@ -490,5 +559,5 @@ def make_player(kind: str, *, output_dir: Path | None = None, command: Sequence[
             raise PlayerError("the file player needs an output folder (--output-dir)")
         return FilePlayer(output_dir)
     if kind == "real":
-        return RealPlayer(command)
+        return RealPlayer(command, device=device)
     raise PlayerError(f"unknown player {kind!r} (real, null or file)")

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from speakers.agent import AgentCrashed, SkewedClock, run_agent
+from speakers.agent import AgentCrashed, SkewedClock
 from speakers.mqtt import Link, parse_mqtt_url
 from speakers.protocol import (
     Event,
@@ -22,6 +22,7 @@ from speakers.protocol import (
     decode_node_message,
     sha256_hex,
 )
+from speakers.service import run_agent
 from tests.fakes import FakeAmplifier, FakePlayer
 from tests.mini_controller import SINE_DBFS, MiniController, make_node, make_tone_mp3, run
 
@@ -77,7 +78,7 @@ def test_play_flow_receipts_timing_and_level(mosquitto, tmp_path: Path, tones) -
         await mc.wait_for(lambda: len(amp.switches) == 2 and not amp.is_on, 5, "amplifier off")
         (t_on, on), (t_off, off) = amp.switches
         assert on and not off
-        assert t_on <= node.agent._to_mono(start_at) - node.agent.clock.monotonic() + time.monotonic()
+        assert t_on <= node.agent.sync.to_mono(start_at) - node.agent.clock.monotonic() + time.monotonic()
         await node.stop()
         await mc.close()
 
@@ -207,7 +208,9 @@ def test_broker_restart_in_the_middle_of_a_transfer(mosquitto, tmp_path: Path, t
         await mc.wait_for(lambda: len(mc.need_audio) >= 2, what="both nodes ask for audio")
         half = list(range(ref.chunk_count // 2))
         mc.publish_chunks(ref.id, half)
-        await mc.wait_for(lambda: all(n.agent._fetches[ref.id].transfer.received == len(half) for n in nodes))
+        await mc.wait_for(
+            lambda: all((t := n.agent.fetcher.transfer(ref.id)) and t.received == len(half) for n in nodes)
+        )
         # The broker goes down mid-transfer and comes back; nobody is told to reconnect.
         await asyncio.to_thread(mosquitto.broker.restart)
         mc.serve_audio = True
@@ -772,7 +775,7 @@ def test_leftover_audio_subscription_is_dropped(mosquitto, tmp_path: Path, tones
         node.agent.link.want(mc.topics.audio_filter(ref.id))  # as if restored from the old session
         await node.start()
         mc.publish_chunks(ref.id, [0])
-        await mc.wait_for(lambda: ref.id in node.agent._unwanted_audio, 5, "unwanted chunk seen")
+        await mc.wait_for(lambda: ref.id in node.agent.fetcher.unwanted, 5, "unwanted chunk seen")
         assert not node.agent.link.wants(mc.topics.audio_filter(ref.id))
         assert not node.agent.cache.has(ref.id) and node.timeline == []
         await node.stop()
