@@ -97,6 +97,28 @@ class _Client(aiomqtt.Client):
         self.session_present = False
         self.connect_error: BaseException | None = None  # what paho raised (aiomqtt keeps only text)
         self._acks: dict[int, asyncio.Future[ReasonCode | None]] = {}
+        context = kwargs.get("tls_context")
+        if context is not None:
+            self._client._ssl_wrap_socket = self._tls_wrapper(context)  # type: ignore[method-assign]
+
+    def _tls_wrapper(self, context: ssl.SSLContext) -> Callable[[socket.socket], ssl.SSLSocket]:
+        """paho's TLS wrapping, but closing the socket when the handshake fails (paho leaves it
+        open: one leaked socket per refused attempt, for as long as the node retries). The
+        context checks the host name itself."""
+        client = self._client
+        host = self._hostname
+
+        def wrap(tcp_sock: socket.socket) -> ssl.SSLSocket:
+            ssl_sock = context.wrap_socket(tcp_sock, server_hostname=host, do_handshake_on_connect=False)
+            try:
+                ssl_sock.settimeout(client._connect_timeout)
+                ssl_sock.do_handshake()
+            except BaseException:
+                ssl_sock.close()
+                raise
+            return ssl_sock
+
+        return wrap
 
     def _client_connect(self) -> None:
         try:

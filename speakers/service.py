@@ -68,11 +68,13 @@ class Notifier:
         return cls(address, usec)
 
     def notify(self, message: str) -> bool:
-        """Send one notification (``READY=1``...); False when systemd's socket is not there."""
+        """Send one notification (``READY=1``...); False when it could not be sent. Never blocks:
+        a full socket queue (nobody reading) drops the message instead of freezing the agent."""
         try:
             with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as sock:
+                sock.setblocking(False)
                 sock.sendto(message.encode("utf-8"), self.address)
-        except OSError:
+        except OSError:  # BlockingIOError included
             return False
         self.sent.append(message)
         return True

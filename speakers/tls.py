@@ -19,7 +19,7 @@ from dataclasses import dataclass
 _EXPIRED = 10
 _NOT_YET_VALID = 9
 _UNTRUSTED = frozenset({2, 18, 19, 20, 21, 27})  # unknown issuer, self-signed, untrusted chain
-_HOSTNAME_MISMATCH = 62
+_HOSTNAME_MISMATCH = frozenset({62, 64})  # host name or IP address mismatch
 
 # MQTT 5 CONNACK reason codes (and their MQTT 3.1.1 equivalents) that mean "fix the credentials".
 _BAD_LOGIN = frozenset({4, 134})
@@ -82,8 +82,10 @@ def explain_connect_error(exc: BaseException, host: str, port: int, reason_code:
         if reason_code in _BAD_LOGIN:
             return "login refused: wrong user name or password (re-enroll the cluster to get a new one)"
         if reason_code in _NOT_AUTHORIZED:
+            # mosquitto answers a wrong password with "not authorized" too.
             return (
-                "login refused: not authorized (the cluster is disabled, deleted or its password was reset)"
+                "login refused: not authorized (wrong password, or the cluster was disabled, deleted "
+                "or its password reset on the controller: re-enroll it)"
             )
         if reason_code in _BAD_CLIENT_ID:
             return "login refused: the broker does not accept this client id (the speaker id)"
@@ -99,7 +101,7 @@ def explain_connect_error(exc: BaseException, host: str, port: int, reason_code:
             return f"TLS: the broker's certificate has expired ({detail}); the controller must renew it"
         if code == _NOT_YET_VALID:
             return f"TLS: the broker's certificate is not valid yet ({detail}); check this computer's clock"
-        if code == _HOSTNAME_MISMATCH:
+        if code in _HOSTNAME_MISMATCH:
             return f"TLS: the broker's certificate is not for host {host!r} ({detail}); check mqtt_url"
         if code in _UNTRUSTED:
             return (
