@@ -110,7 +110,8 @@ def explain_connect_error(exc: BaseException, host: str, port: int, reason_code:
             )
         return f"TLS: the broker's certificate was refused ({detail})"
     if isinstance(exc, ssl.SSLError):
-        return f"TLS handshake with {where} failed ({exc.reason or exc}); is it the broker's TLS port?"
+        reason = getattr(exc, "reason", None) or exc
+        return f"TLS handshake with {where} failed ({reason}); is it the broker's TLS port?"
     if isinstance(exc, socket.gaierror):
         return f"cannot resolve the broker's host name {host!r} (DNS, or a typo in mqtt_url)"
     if isinstance(exc, ConnectionRefusedError):

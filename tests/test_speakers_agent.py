@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import math
 import time
 from pathlib import Path
 
@@ -633,11 +634,16 @@ def test_health_reports_the_node(mosquitto, tmp_path: Path, tones) -> None:
     mosquitto.add_nodes({"loa-01": "thon-1"})
     signal_file = tmp_path / "signal"
     signal_file.write_text("rssi: -71 dBm\n")
+    volts = tmp_path / "volts"
+    volts.write_text("11.8\n")
 
     async def scenario() -> None:
         mc = MiniController(mosquitto.url)
         await mc.start()
-        sections = {"health": {"interval_s": 0.2, "signal_file": str(signal_file)}}
+        sections = {
+            "health": {"interval_s": 0.2, "signal_file": str(signal_file)},
+            "power": {"voltage_file": str(volts), "backup_command": "echo battery"},
+        }
         node = await make_node(
             mosquitto, "loa-01", "thon-1", tmp_path / "c", clock=SkewedClock(1.5), sections=sections
         ).start()
@@ -655,6 +661,14 @@ def test_health_reports_the_node(mosquitto, tmp_path: Path, tones) -> None:
         assert health.disk_free_bytes is not None and health.disk_free_bytes > 0
         assert health.amplifier_on is True and health.volume == 80
         assert abs(health.ts - time.time()) < 0.5  # in controller time, not the 1.5 s skewed clock
+        assert health.supply_v == 11.8 and health.on_backup is True  # next to the 4G signal
+        # The level sent to the output over the last second (the null player: the file's level
+        # there), at the volume played (80: 1.9 dB below full scale).
+        assert health.output_dbfs == pytest.approx(SINE_DBFS + 20 * math.log10(0.8), abs=1.0)
+        await mc.wait_state("loa-01", "b1", "done")
+        count = len(mc.health["loa-01"])
+        await mc.wait_for(lambda: len(mc.health["loa-01"]) > count, 5, "health after playing")
+        assert mc.health["loa-01"][-1].output_dbfs is None  # idle: nothing measured
         uptimes = [h.uptime_s for h in mc.health["loa-01"]]
         assert uptimes == sorted(uptimes)
         await node.stop()
