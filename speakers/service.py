@@ -102,15 +102,12 @@ def agent_command() -> list[str]:
 def render_unit(
     config_path: Path = CONFIG_PATH,
     *,
-    cache_dir: Path | None = None,
     user: str | None = None,
     speaker_id: str = "",
     watchdog_s: int = WATCHDOG_S,
 ) -> str:
-    """The systemd unit. ``cache_dir``: passed with ``--cache-dir`` (when the config has none)."""
+    """The systemd unit: ``speaker-agent run --config <config_path>`` and nothing else."""
     command = [*agent_command(), "run", "--config", str(config_path)]
-    if cache_dir is not None:
-        command += ["--cache-dir", str(cache_dir)]
     lines = [
         "# Written by speaker-agent install. Loa xã speaker node agent.",
         "[Unit]",
@@ -163,22 +160,23 @@ def install(
     plan = InstallPlan()
     verb = "would " if dry_run else ""
     config_dst = root / CONFIG_PATH.relative_to("/")
-    cache = config.audio.cache_dir or DEFAULT_CACHE_DIR
-    cache_dst = root / Path(cache).relative_to("/") if Path(cache).is_absolute() else root / cache
+    cache = Path(config.audio.cache_dir or DEFAULT_CACHE_DIR)
+    cache_dst = root / cache.relative_to("/") if cache.is_absolute() else root / cache
     unit_dst = root / "etc/systemd/system" / UNIT_NAME
-    unit = render_unit(
-        CONFIG_PATH,
-        cache_dir=None if config.audio.cache_dir else DEFAULT_CACHE_DIR,
-        user=user,
-        speaker_id=config.id,
-    )
+    unit = render_unit(CONFIG_PATH, user=user, speaker_id=config.id)
+    text = Path(source).read_text(encoding="utf-8")
+    if config.audio.cache_dir is None:
+        # The service's cache goes in the installed file, so `run` and `check` read one setting.
+        text += ("" if text.endswith("\n") else "\n") + (
+            f"# Added by speaker-agent install: where the service keeps its audio.\ncache_dir: {cache}\n"
+        )
+        plan.done.append(f"{verb}add 'cache_dir: {cache}' to the installed copy")
     if not dry_run:
         config_dst.parent.mkdir(parents=True, exist_ok=True)
-        data = Path(source).read_bytes()
         tmp = config_dst.with_name(f".{config_dst.name}.tmp")
         fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(data)
+        with os.fdopen(fd, "w", encoding="utf-8") as fh:
+            fh.write(text)
         os.chmod(tmp, 0o600)
         os.replace(tmp, config_dst)
         cache_dst.mkdir(parents=True, exist_ok=True)

@@ -16,6 +16,7 @@ from pathlib import Path
 
 import pytest
 
+from speakers.config import load_config
 from speakers.service import Notifier, render_unit
 from tests.mini_controller import MiniController, run
 
@@ -49,7 +50,8 @@ def test_install_into_a_root_writes_config_unit_and_cache(tmp_path: Path) -> Non
                             capture_output=True, text=True)  # fmt: skip
     assert result.returncode == 0, result.stderr
     installed = root / "etc/loa/agent.yaml"
-    assert installed.read_bytes() == source.read_bytes()
+    assert installed.read_text().startswith(source.read_text())  # the file as enrolled...
+    assert load_config(installed).cache_dir() == Path("/var/lib/loa/audio")  # ...plus the service's cache
     assert stat.S_IMODE(installed.stat().st_mode) == 0o600  # it holds the cluster's password
     assert (root / "var/lib/loa/audio").is_dir()
     unit = _unit(root / "etc/systemd/system/loa-agent.service")
@@ -59,7 +61,7 @@ def test_install_into_a_root_writes_config_unit_and_cache(tmp_path: Path) -> Non
     assert unit["Install"]["WantedBy"] == "multi-user.target"
     command = shlex.split(service["ExecStart"])
     assert command[:3] == [sys.executable, "-m", "speakers"]
-    assert command[3:] == ["run", "--config", "/etc/loa/agent.yaml", "--cache-dir", "/var/lib/loa/audio"]
+    assert command[3:] == ["run", "--config", "/etc/loa/agent.yaml"]  # needs nothing else
     # What systemd will start is a working command line (checked against the installed copy).
     check = subprocess.run([*command[:3], "check-config", str(installed)], capture_output=True, text=True)
     assert check.returncode == 0 and "loa-07" in check.stdout
@@ -77,8 +79,10 @@ def test_install_dry_run_writes_nothing_and_a_configured_cache_is_kept(tmp_path:
     assert result.returncode == 0, result.stderr
     assert not root.exists()
     assert "would copy" in result.stdout and "would write the systemd unit" in result.stdout
-    unit = render_unit(cache_dir=None, user="loa", speaker_id="loa-07")
-    assert "--cache-dir" not in unit and "User=loa" in unit and "SupplementaryGroups=audio gpio" in unit
+    assert f"create the audio cache folder {root / str(tmp_path / 'my-cache').lstrip('/')}" in result.stdout
+    assert "add 'cache_dir" not in result.stdout  # the file's own cache folder is kept
+    unit = render_unit(user="loa", speaker_id="loa-07")
+    assert "User=loa" in unit and "SupplementaryGroups=audio gpio" in unit
 
 
 def test_install_refuses_a_bad_config(tmp_path: Path) -> None:
@@ -239,3 +243,25 @@ def test_check_reports_a_bad_config(tmp_path: Path) -> None:
     result = subprocess.run([*AGENT, "check", "--config", str(bad)], capture_output=True, text=True)
     assert result.returncode == 2
     assert "✗ configuration" in result.stdout and "is not a valid id" in result.stderr
+
+
+def test_docs_agent_md_names_every_config_key() -> None:
+    """docs/agent.md is the reference of the agent's configuration: no key may be missing."""
+    from pydantic import BaseModel
+
+    from speakers.config import FLAT_KEYS, AgentConfig
+
+    text = (Path(__file__).resolve().parent.parent / "docs" / "agent.md").read_text(encoding="utf-8")
+
+    def keys(model: type[BaseModel], prefix: str = "") -> list[str]:
+        out = []
+        for name, field in model.model_fields.items():
+            sub = field.annotation
+            if isinstance(sub, type) and issubclass(sub, BaseModel) and name != "quiet_hours":
+                out += keys(sub, f"{prefix}{name}.")
+            else:
+                out.append(prefix + name)
+        return out
+
+    missing = [k for k in [*keys(AgentConfig), *FLAT_KEYS] if f"`{k}`" not in text and f" `{k}" not in text]
+    assert missing == []
