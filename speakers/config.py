@@ -285,22 +285,7 @@ class AgentConfig(_Section):
     @model_validator(mode="before")
     @classmethod
     def _flat_keys(cls, data: Any) -> Any:
-        """Move the enrollment file's flat keys (``mqtt_url``...) to their sections."""
-        if not isinstance(data, dict) or not FLAT_KEYS.keys() & data.keys():
-            return data
-        data = dict(data)
-        for flat, (section, key) in FLAT_KEYS.items():
-            if flat not in data:
-                continue
-            value = data.pop(flat)
-            nested = data.get(section)
-            nested = dict(nested) if isinstance(nested, dict) else {}
-            if nested.get(key) is not None and value is not None:
-                raise ValueError(f"'{flat}' and '{section}.{key}' are the same setting: give it once")
-            if value is not None:
-                nested[key] = value
-            data[section] = nested
-        return data
+        return nest_flat_keys(data)
 
     @field_validator("id", "zone")
     @classmethod
@@ -322,6 +307,26 @@ class AgentConfig(_Section):
     def tls_context(self) -> ssl.SSLContext | None:
         """The ``ssl.SSLContext`` of an ``mqtts://`` URL (None for plain MQTT)."""
         return client_context(self.mqtt.ca_pem) if self.broker_url().tls else None
+
+
+def nest_flat_keys(data: Any) -> Any:
+    """Move the enrollment file's flat keys (``mqtt_url``...) into their sections; a setting given
+    both ways is an error."""
+    if not isinstance(data, dict) or not FLAT_KEYS.keys() & data.keys():
+        return data
+    data = dict(data)
+    for flat, (section, key) in FLAT_KEYS.items():
+        if flat not in data:
+            continue
+        value = data.pop(flat)
+        nested = data.get(section)
+        nested = dict(nested) if isinstance(nested, dict) else {}
+        if nested.get(key) is not None and value is not None:
+            raise ValueError(f"'{flat}' and '{section}.{key}' are the same setting: give it once")
+        if value is not None:
+            nested[key] = value
+        data[section] = nested
+    return data
 
 
 def _prune(data: dict[str, Any]) -> dict[str, Any]:
@@ -360,10 +365,15 @@ def load_config(path: Path | None = None, overrides: dict[str, Any] | None = Non
         if not isinstance(loaded, dict):
             raise ConfigError(f"config file {path} must hold a mapping of settings")
         data = loaded
+    flat_used = data.keys() & FLAT_KEYS.keys()
+    try:
+        data = nest_flat_keys(data)  # so that a flag (mqtt.url, audio.cache_dir) overrides a flat key
+    except ValueError as exc:
+        raise ConfigError(f"invalid agent configuration in {path}:\n  {exc}") from exc
     data = deep_merge(data, _prune(overrides or {}))
     try:
         return AgentConfig.model_validate(data)
     except ValidationError as exc:
         source = f" in {path}" if path is not None else ""
-        detail = format_validation_error(exc, data.keys() & FLAT_KEYS.keys())
+        detail = format_validation_error(exc, flat_used)
         raise ConfigError(f"invalid agent configuration{source}:\n{detail}") from exc

@@ -398,6 +398,7 @@ class Link:
                 _LOGGER.exception("%s: unexpected MQTT failure", self.client_id)
             finally:
                 self._went_down()
+                self._last_client = None  # only kept to explain a failed connect
             if self._closing or self._killed:
                 break
             if self.max_attempts is not None and self.attempts >= self.max_attempts:

@@ -234,6 +234,8 @@ async def run_agent(config: AgentConfig, *, agent: Agent | None = None) -> None:
             loop.add_signal_handler(sig, stop.set)
     runner = asyncio.create_task(agent.run())
     _LOGGER.info("agent %s (zone %s) -> %s", agent.id, agent.zone, agent.link.url.redacted())
+    if not agent.link.url.tls and agent.link.url.host not in ("127.0.0.1", "::1", "localhost"):
+        _LOGGER.warning("the link to %s is not encrypted: use mqtts:// (re-enroll)", agent.link.url.host)
     notifier = Notifier.from_env()
     watchdog = asyncio.create_task(notifier.run(agent), name=f"{agent.id}-watchdog") if notifier else None
     stopper = asyncio.create_task(stop.wait(), name=f"{agent.id}-signals")

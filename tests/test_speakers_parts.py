@@ -551,6 +551,18 @@ def test_enrollment_config_errors_are_readable(tmp_path: Path, text: str, expect
     assert expected in str(err.value)
 
 
+def test_flags_override_the_enrollment_keys(tmp_path: Path) -> None:
+    path = tmp_path / "agent.yaml"
+    path.write_text(
+        "id: loa-01\nmqtt_url: mqtts://broker:8883\npassword: pw\ncache_dir: /var/lib/loa/audio\n"
+    )
+    config = load_config(
+        path, {"mqtt": {"url": "mqtt://127.0.0.1:1883"}, "audio": {"cache_dir": str(tmp_path)}}
+    )
+    assert config.broker_url().host == "127.0.0.1" and config.broker_url().password == "pw"
+    assert config.cache_dir() == tmp_path
+
+
 def test_ca_pem_needs_tls(pki_pem: str) -> None:
     with pytest.raises(ValueError, match="ca_pem is set but the URL is not mqtts://"):
         AgentConfig.model_validate({"id": "a", "mqtt_url": "mqtt://h", "ca_pem": pki_pem})
