@@ -19,6 +19,7 @@ The agent wires its parts and runs their loops:
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
 import logging
 import math
@@ -234,7 +235,7 @@ class Agent:
         return self.sync.syncs
 
     @property
-    def events_sent(self) -> Any:
+    def events_sent(self) -> collections.Counter[str]:
         return self.receipts.sent
 
     @property

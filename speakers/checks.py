@@ -19,6 +19,7 @@ import subprocess
 import tempfile
 import time
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -28,7 +29,7 @@ from speakers.config import AgentConfig
 from speakers.health import HostProbe, Source
 from speakers.mqtt import Incoming, Link
 from speakers.player import Player, PlayerError, PlayItem, analyze, find_ffmpeg, make_player
-from speakers.protocol import TIME_EXPIRY_S, ProtocolError, TimeSync, Topics, decode_command
+from speakers.protocol import TIME_EXPIRY_S, ProtocolError, TimeRequest, TimeSync, Topics, decode_command
 from speakers.tls import explain_connect_error, peer_certificate
 
 # Less free space than this where the cache lives and the node cannot take a long bulletin.
@@ -170,13 +171,13 @@ class NodeChecker:
                 ]
             login = Check("login", True, f"accepted as {self.url.username or '(anonymous)'}")
 
-            def send(request: object, on_send: object) -> None:
+            def send(request: TimeRequest, on_send: Callable[[], None]) -> None:
                 link.publish(
                     topics.time_request(speaker),
-                    request.encode(),  # type: ignore[attr-defined]
+                    request.encode(),
                     qos=0,
                     expiry_s=TIME_EXPIRY_S,
-                    on_send=on_send,  # type: ignore[arg-type]
+                    on_send=on_send,
                 )
 
             sync = ClockSync(f"{speaker}-check", SystemClock(), self.config.time_sync, send)
