@@ -152,6 +152,7 @@ class Agent:
         self.receipts = Receipts(
             self.link, self.topics.events(self.id), config.cache_dir() / "receipts-outbox.jsonl"
         )
+        self.receipts.resend_saved()  # first: what the previous run could not send goes out first
         self.fetcher = AudioFetcher(
             self.id,
             self.link,
@@ -201,7 +202,6 @@ class Agent:
             connected=self.link.connected.is_set,
             spawn=self._spawn,
         )
-        self.receipts.resend_saved()
         self.started_mono = self.clock.monotonic()
         self.last_error: str | None = None
         self._tasks: list[asyncio.Task[Any]] = []
@@ -336,6 +336,7 @@ class Agent:
         """Abrupt death (power cut): the TCP connection is cut, the broker sends the last will,
         nothing is said; queued work is lost, the disk cache stays."""
         self._stopping = True
+        self.playout.silence()
         self.link.kill()
         for job in list(self.playout.jobs.values()):
             for task in (job.play_task, job.prepare_task):

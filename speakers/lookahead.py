@@ -140,11 +140,11 @@ class LookaheadKeeper:
                 self._interrupted(record)
 
     def _interrupted(self, record: Aired) -> None:
-        """A slot was playing when the agent stopped (power cut): it counts as aired; an offline
-        airing gets the final receipt it never sent."""
+        """A slot was playing when the agent died (power cut): it counts as aired, and gets the
+        final receipt it never sent."""
         record.state = "stopped"
         events = record.events()
-        if not record.offline or not events:
+        if not events:
             return
         final = dataclasses.replace(
             events[0], state="stopped", ts=self.sync.controller_now(), reason="agent restarted while airing"
@@ -251,6 +251,7 @@ class LookaheadKeeper:
 
     async def run(self) -> None:
         """Decide, slot by slot, whether the node airs it on its own."""
+        self.refresh()  # pin the audio of a lookahead loaded from disk
         while True:
             self.wake.clear()
             delay = self._tick()

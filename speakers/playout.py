@@ -136,6 +136,11 @@ class Playout:
         self.queue: list[Job] = []
         self.current: Job | None = None
         self.wake = asyncio.Event()
+        self._silent = False
+
+    def silence(self) -> None:
+        """From now on nothing is said or recorded (the agent is being killed: a power cut)."""
+        self._silent = True
 
     def watch(self, watcher: PlayoutWatcher) -> None:
         self._watchers.append(watcher)
@@ -163,6 +168,8 @@ class Playout:
         if track:
             job.state = state
             job.last_event = event
+        if self._silent:
+            return event
         if persist is None:
             # Receipts of offline airings, and anything said while the broker is away, must
             # survive a restart of the agent before the broker is back.

@@ -312,3 +312,32 @@ def test_a_slot_without_its_audio_fails_offline_and_a_malformed_lookahead_is_ref
         await mc.close()
 
     run(scenario(), timeout=90)
+
+
+def test_an_airing_cut_by_a_power_cut_counts_as_aired_and_is_reported(tls_broker, tmp_path: Path) -> None:
+    broker = tls_broker(nodes={"loa-01": "thon-1"})
+
+    async def scenario() -> None:
+        mc = MiniController(broker.url)
+        await mc.start()
+        node = await offline_node(broker, tmp_path).start()
+        long = mc.add_audio(make_tone_mp3(tmp_path / "long.mp3", 8.0), chunk_size=8192)
+        start_at = time.time() + 4.0
+        await hold_ahead(mc, node, Slot(slot=SLOT, start_at=start_at, audio=long, valid_until=start_at + 60))
+        await asyncio.to_thread(broker.stop)
+        await until(lambda: node.timeline, 15, "offline airing started")
+        node.kill()  # power cut in the middle of the bulletin
+        await node.task
+        await asyncio.to_thread(broker.start)
+        again = await offline_node(broker, tmp_path).start(synced=False)
+        await all_delivered(mc, again)
+        receipts = [e for e in mc.slot_events("loa-01", SLOT) if e.state != "need_audio"]
+        assert [e.state for e in receipts] == ["playing", "stopped"]
+        assert receipts[1].reason == "agent restarted while airing" and receipts[1].offline
+        assert again.agent.lookahead.aired[SLOT].state == "stopped"
+        # Still inside the slot's window and online: the node does not air the rest again.
+        assert again.timeline == [] and again.agent.lookahead.offline_jobs == {}
+        await again.stop()
+        await mc.close()
+
+    run(scenario(), timeout=90)
