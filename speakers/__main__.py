@@ -120,9 +120,10 @@ def cmd_install(args: argparse.Namespace) -> int:
 def cmd_check(args: argparse.Namespace) -> int:
     from speakers.checks import NodeChecker, failed_essential
 
-    config = _load(args.config)
-    if config is None:
-        print("✗ configuration: see the error above")
+    try:
+        config = load_config(args.config)
+    except ConfigError as exc:
+        print(f"✗ configuration: {exc}")
         return 2
     print(
         f"✓ configuration: speaker {config.id} (zone {config.zone or '-'}), broker {config.broker_url().redacted()}"

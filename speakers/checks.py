@@ -76,16 +76,26 @@ class NodeChecker:
         self.timeout_s = timeout_s
 
     async def run(self) -> list[Check]:
-        results = [await self.tcp()]
-        reachable = results[0].ok is True
-        if reachable:
-            results.append(await self.certificate())
-            if results[-1].ok is not False:
-                results += await self.login_and_clock()
-            else:
-                results.append(Check("login", None, "not tried (the certificate was refused)"))
+        tcp = await self.tcp()
+        no_clock = Check("clock", None, "not measured (no login)", False)
+        if tcp.ok is not True:
+            results = [
+                tcp,
+                Check("certificate", None, "not checked (the broker is not reachable)", False),
+                Check("login", None, "not tried (the broker is not reachable)", False),
+                no_clock,
+            ]
         else:
-            results.append(Check("login", None, "not tried (the broker is not reachable)"))
+            cert = await self.certificate()
+            if cert.ok is False:
+                results = [
+                    tcp,
+                    cert,
+                    Check("login", None, "not tried (the certificate was refused)", False),
+                    no_clock,
+                ]
+            else:
+                results = [tcp, cert, *await self.login_and_clock()]
         amp_check, audio_check = await self.amplifier_and_audio()
         results += [amp_check, audio_check, self.disk(), await self.power()]
         return results

@@ -235,6 +235,11 @@ def test_check_says_what_does_not_work(
     if status:
         assert out.rstrip().endswith("Something essential does not work: see the lines marked ✗.")
     assert _line(out, "audio output").startswith("✓")  # the local checks still ran
+    if stop:
+        assert "– certificate: not checked (the broker is not reachable)" in out
+        assert "– login: not tried (the broker is not reachable)" in out
+    elif cert != "good":
+        assert "– login: not tried (the certificate was refused)" in out
 
 
 def test_check_reports_a_bad_config(tmp_path: Path) -> None:
@@ -242,7 +247,8 @@ def test_check_reports_a_bad_config(tmp_path: Path) -> None:
     bad.write_text("id: loa 01\n")
     result = subprocess.run([*AGENT, "check", "--config", str(bad)], capture_output=True, text=True)
     assert result.returncode == 2
-    assert "✗ configuration" in result.stdout and "is not a valid id" in result.stderr
+    assert result.stdout.startswith("✗ configuration: invalid agent configuration")
+    assert "id: 'loa 01' is not a valid id" in result.stdout
 
 
 def test_docs_agent_md_names_every_config_key() -> None:
