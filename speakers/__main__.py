@@ -1,7 +1,10 @@
 """``speaker-agent``: the node agent and the cluster simulator.
 
+speaker-agent run --config agent.yaml          (the enrollment file needs nothing else)
 speaker-agent run --id ID --zone ZONE --mqtt-url mqtt://user:pass@host:port [--config FILE]
                   [--player real|null|file] [--output-dir DIR] [--cache-dir DIR] [--health-interval 30]
+speaker-agent install --config agent.yaml [--root DIR] [--dry-run] [--user NAME]
+speaker-agent check --config agent.yaml
 speaker-agent simulate --count N --zones Z --mqtt-url URL [--id-prefix sim-] [--clock-skew 2.0]
                   [--drop-rate PER_MIN] [--latency-ms MS] [--health-interval S]
                   [--password-template 'pw-{id}']
@@ -13,11 +16,12 @@ from __future__ import annotations
 import argparse
 import asyncio
 import logging
+import os
 import sys
 from pathlib import Path
 
 from speakers import __version__
-from speakers.config import ConfigError, load_config
+from speakers.config import AgentConfig, ConfigError, load_config
 
 _LOGGER = logging.getLogger("speakers")
 
@@ -41,8 +45,9 @@ def _run_overrides(args: argparse.Namespace) -> dict:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    from speakers.agent import AgentCrashed, run_agent
+    from speakers.agent import AgentCrashed
     from speakers.player import PlayerError
+    from speakers.service import run_agent
 
     try:
         config = load_config(args.config, _run_overrides(args))
@@ -67,6 +72,70 @@ def cmd_check_config(args: argparse.Namespace) -> int:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     print(f"ok: speaker {config.id} (zone {config.zone or '-'}), player {config.player.kind}")
+    return 0
+
+
+def _load(path: Path) -> AgentConfig | None:
+    try:
+        return load_config(path)
+    except ConfigError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return None
+
+
+def cmd_install(args: argparse.Namespace) -> int:
+    from speakers.service import find_systemctl, install
+
+    config = _load(args.config)
+    if config is None:
+        return 2
+    root = Path(args.root) if args.root else Path("/")
+    if root == Path("/") and not args.dry_run and os.geteuid() != 0:
+        print(
+            "error: installing the service needs root: run it with sudo (or use --root DIR)", file=sys.stderr
+        )
+        return 2
+    if not config.broker_url().tls:
+        print(f"warning: {config.broker_url().redacted()} is not TLS: the link will not be encrypted")
+    try:
+        plan = install(
+            args.config,
+            config,
+            root=root,
+            dry_run=args.dry_run,
+            user=args.user,
+            systemctl=find_systemctl(),
+        )
+    except OSError as exc:
+        print(f"error: cannot install: {exc}", file=sys.stderr)
+        return 1
+    print(f"speaker {config.id} (zone {config.zone or '-'}):")
+    for line in plan.done:
+        print(f"  {line}")
+    for line in plan.next_steps:
+        print(f"next: {line}")
+    return 0
+
+
+def cmd_check(args: argparse.Namespace) -> int:
+    from speakers.checks import NodeChecker, failed_essential
+
+    try:
+        config = load_config(args.config)
+    except ConfigError as exc:
+        print(f"✗ configuration: {exc}")
+        return 2
+    print(
+        f"✓ configuration: speaker {config.id} (zone {config.zone or '-'}), broker {config.broker_url().redacted()}"
+    )
+    logging.basicConfig(level=logging.CRITICAL)  # the lines below say it all
+    results = asyncio.run(NodeChecker(config, timeout_s=args.timeout).run())
+    for result in results:
+        print(result.line(), flush=True)
+    if failed_essential(results):
+        print("Something essential does not work: see the lines marked ✗.")
+        return 1
+    print("Everything essential works.")
     return 0
 
 
@@ -130,6 +199,18 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--cache-dir", type=Path, default=None, help="audio cache folder")
     p.add_argument("--health-interval", type=float, default=None, help="seconds between health messages")
     p.set_defaults(func=cmd_run)
+
+    p = sub.add_parser("install", help="install the agent as a systemd service")
+    p.add_argument("--config", type=Path, required=True, help="the cluster's agent.yaml (from enrollment)")
+    p.add_argument("--root", type=Path, default=None, help="install into this folder instead of /")
+    p.add_argument("--dry-run", action="store_true", help="only say what would be done")
+    p.add_argument("--user", default=None, help="run the service as this user (default root)")
+    p.set_defaults(func=cmd_install)
+
+    p = sub.add_parser("check", help="say what works on this node and what does not")
+    p.add_argument("--config", type=Path, required=True, help="the agent config (e.g. /etc/loa/agent.yaml)")
+    p.add_argument("--timeout", type=float, default=10.0, help="seconds to wait for each network check")
+    p.set_defaults(func=cmd_check)
 
     p = sub.add_parser("simulate", help="run N virtual clusters in this process")
     p.add_argument("--mqtt-url", required=True, help="mqtt://[user:password@]host:port")

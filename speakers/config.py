@@ -1,11 +1,21 @@
 """The agent's configuration: one YAML file validated once at start, plus command-line flags.
 
-Unknown keys are errors (a typo is reported, not ignored). Example ``/etc/loa/agent.yaml``::
+Unknown keys are errors (a typo is reported, not ignored). ``docs/agent.md`` documents every key.
+The file written by ``broadcaster speaker enroll`` needs nothing else (flat keys)::
 
     id: loa-01
     zone: thon-1
-    mqtt:
-      url: mqtt://loa-01:secret@10.8.0.1:1883
+    mqtt_url: mqtts://broker.xa-dong-tam.vn:8883
+    password: "s3cr3t"
+    ca_pem: |
+      -----BEGIN CERTIFICATE-----
+      ...
+      -----END CERTIFICATE-----
+
+``mqtt_url``, ``password``, ``ca_pem`` and ``cache_dir`` are the same settings as ``mqtt.url``,
+``mqtt.password``, ``mqtt.ca_pem`` and ``audio.cache_dir`` (give one spelling, not both). A
+hand-written file may tune the rest::
+
     player:
       kind: real
     amplifier:
@@ -18,24 +28,39 @@ Unknown keys are errors (a typo is reported, not ignored). Example ``/etc/loa/ag
       default: 80
       quiet_hours: {start: "21:30", end: "05:30", volume: 40}
     audio:
-      cache_dir: /var/lib/loa/audio
+      device: "plughw:CARD=Device"
       cache_max_mb: 512
     health:
       interval_s: 30
       signal_command: "mmcli -m 0 --signal-get"
+    power:
+      voltage_file: /sys/bus/iio/devices/iio:device0/in_voltage0_input
+      voltage_scale: 0.001
+      backup_command: "cat /run/ups/on_battery"
 """
 
 from __future__ import annotations
 
 import datetime as dt
+import ssl
 import zoneinfo
 from pathlib import Path
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from speakers.mqtturl import MqttUrl, MqttUrlError, parse_mqtt_url
 from speakers.protocol import DEFAULT_PREFIX, DEFAULT_SESSION_EXPIRY_S, valid_id
+from speakers.tls import TlsConfigError, client_context
 from speakers.yamlio import YamlError, deep_merge, parse_yaml
+
+# Flat keys of the enrollment file -> the nested setting they are (section, key).
+FLAT_KEYS = {
+    "mqtt_url": ("mqtt", "url"),
+    "password": ("mqtt", "password"),
+    "ca_pem": ("mqtt", "ca_pem"),
+    "cache_dir": ("audio", "cache_dir"),
+}
 
 
 class ConfigError(Exception):
@@ -48,7 +73,16 @@ class _Section(BaseModel):
 
 class MqttConfig(_Section):
     url: str = Field(
-        "mqtt://127.0.0.1:1883", description="mqtt://user:password@host:port (mqtts:// for TLS)."
+        "mqtt://127.0.0.1:1883",
+        description="mqtts://host:8883 (TLS) or mqtt://host:1883; user and password may be in the URL.",
+    )
+    password: str | None = Field(
+        None, description="MQTT password (user name: the URL's, else the speaker id). Flat key: password."
+    )
+    ca_pem: str | None = Field(
+        None,
+        description="The broker's CA certificate (PEM, inline). Only this CA is trusted; without it the "
+        "system's CAs are. Needs mqtts://. Flat key: ca_pem.",
     )
     prefix: str = Field(DEFAULT_PREFIX, description="Topic prefix of the wire protocol.")
     keepalive_s: int = Field(30, ge=2, le=3600, description="MQTT keepalive; the will fires after 1.5x this.")
@@ -63,13 +97,30 @@ class MqttConfig(_Section):
     @field_validator("url")
     @classmethod
     def _url(cls, value: str) -> str:
-        from speakers.mqtt import MqttUrlError, parse_mqtt_url
-
         try:
             parse_mqtt_url(value)
         except MqttUrlError as exc:
             raise ValueError(str(exc)) from exc
         return value
+
+    @field_validator("ca_pem")
+    @classmethod
+    def _ca(cls, value: str | None) -> str | None:
+        if value is not None:
+            try:
+                client_context(value)
+            except TlsConfigError as exc:
+                raise ValueError(str(exc)) from exc
+        return value
+
+    @model_validator(mode="after")
+    def _consistent(self) -> MqttConfig:
+        url = parse_mqtt_url(self.url)
+        if self.ca_pem and not url.tls:
+            raise ValueError("ca_pem is set but the URL is not mqtts:// (TLS)")
+        if self.password is not None and url.password is not None:
+            raise ValueError("the password is both in the URL and in 'password': give it once")
+        return self
 
 
 class PlayerConfig(_Section):
@@ -153,7 +204,14 @@ class VolumeConfig(_Section):
 
 
 class AudioConfig(_Section):
-    cache_dir: Path | None = Field(None, description="Audio cache folder (default ~/.cache/loa-agent/<id>).")
+    device: str | None = Field(
+        None,
+        description="ALSA device of the loudspeaker output (aplay -D), e.g. 'default' or "
+        "'plughw:CARD=Device'; default: the system's default output.",
+    )
+    cache_dir: Path | None = Field(
+        None, description="Audio cache folder (default ~/.cache/loa-agent/<id>). Flat key: cache_dir."
+    )
     cache_max_mb: float = Field(
         512, gt=0, description="Cache size limit; least recently used files go first."
     )
@@ -183,6 +241,34 @@ class HealthConfig(_Section):
     signal_file: Path | None = Field(None, description="File holding the signal strength in dBm.")
 
 
+class PowerConfig(_Section):
+    voltage_file: Path | None = Field(None, description="File whose first number is the supply voltage.")
+    voltage_command: str | None = Field(None, description="Command printing the supply voltage.")
+    voltage_scale: float = Field(
+        1.0, gt=0, description="Multiply the number read by this to get volts (0.001 for millivolts)."
+    )
+    backup_file: Path | None = Field(
+        None,
+        description="File saying whether the node runs on backup power (1/0, true/false, battery/mains).",
+    )
+    backup_command: str | None = Field(
+        None, description="Command printing the backup-power state (as above)."
+    )
+    backup_invert: bool = Field(False, description="The file/command says 1 when on mains, 0 on backup.")
+
+
+class LookaheadConfig(_Section):
+    enabled: bool = Field(True, description="Hold scheduled bulletins ahead and air them when offline.")
+    offline_after_s: float = Field(
+        5.0,
+        ge=0,
+        description="Air a scheduled slot on its own only after the broker has been unreachable this long.",
+    )
+    refetch_s: float = Field(
+        60.0, gt=0, description="Retry fetching a slot's audio this long after a failure."
+    )
+
+
 class AgentConfig(_Section):
     id: str = Field(..., description="Speaker id; also the MQTT user name and client id.")
     zone: str | None = Field(None, description="Zone (thôn) id; the node also follows its zone's commands.")
@@ -193,6 +279,13 @@ class AgentConfig(_Section):
     audio: AudioConfig = Field(default_factory=AudioConfig)
     time_sync: TimeSyncConfig = Field(default_factory=TimeSyncConfig)
     health: HealthConfig = Field(default_factory=HealthConfig)
+    power: PowerConfig = Field(default_factory=PowerConfig)
+    lookahead: LookaheadConfig = Field(default_factory=LookaheadConfig)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _flat_keys(cls, data: Any) -> Any:
+        return nest_flat_keys(data)
 
     @field_validator("id", "zone")
     @classmethod
@@ -203,6 +296,37 @@ class AgentConfig(_Section):
 
     def cache_dir(self) -> Path:
         return self.audio.cache_dir or Path.home() / ".cache" / "loa-agent" / self.id
+
+    def broker_url(self) -> MqttUrl:
+        """The broker URL with the node's credentials (user: the URL's, else the speaker id)."""
+        url = parse_mqtt_url(self.mqtt.url)
+        if self.mqtt.password is not None:
+            url = url.with_credentials(url.username or self.id, self.mqtt.password)
+        return url
+
+    def tls_context(self) -> ssl.SSLContext | None:
+        """The ``ssl.SSLContext`` of an ``mqtts://`` URL (None for plain MQTT)."""
+        return client_context(self.mqtt.ca_pem) if self.broker_url().tls else None
+
+
+def nest_flat_keys(data: Any) -> Any:
+    """Move the enrollment file's flat keys (``mqtt_url``...) into their sections; a setting given
+    both ways is an error."""
+    if not isinstance(data, dict) or not FLAT_KEYS.keys() & data.keys():
+        return data
+    data = dict(data)
+    for flat, (section, key) in FLAT_KEYS.items():
+        if flat not in data:
+            continue
+        value = data.pop(flat)
+        nested = data.get(section)
+        nested = dict(nested) if isinstance(nested, dict) else {}
+        if nested.get(key) is not None and value is not None:
+            raise ValueError(f"'{flat}' and '{section}.{key}' are the same setting: give it once")
+        if value is not None:
+            nested[key] = value
+        data[section] = nested
+    return data
 
 
 def _prune(data: dict[str, Any]) -> dict[str, Any]:
@@ -217,10 +341,14 @@ def _prune(data: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
-def format_validation_error(exc: ValidationError) -> str:
+def format_validation_error(exc: ValidationError, flat_used: set[str] | frozenset[str] = frozenset()) -> str:
+    """One line per problem; a setting given by its flat key (``mqtt_url``) is named that way."""
+    flat_names = {f"{section}.{key}": flat for flat, (section, key) in FLAT_KEYS.items() if flat in flat_used}
     lines = []
     for err in exc.errors():
         where = ".".join(str(p) for p in err["loc"]) or "(root)"
+        if where in flat_names:
+            where = flat_names[where]
         msg = err["msg"].removeprefix("Value error, ")
         lines.append(f"  {where}: {msg}")
     return "\n".join(lines)
@@ -237,9 +365,15 @@ def load_config(path: Path | None = None, overrides: dict[str, Any] | None = Non
         if not isinstance(loaded, dict):
             raise ConfigError(f"config file {path} must hold a mapping of settings")
         data = loaded
+    flat_used = data.keys() & FLAT_KEYS.keys()
+    try:
+        data = nest_flat_keys(data)  # so that a flag (mqtt.url, audio.cache_dir) overrides a flat key
+    except ValueError as exc:
+        raise ConfigError(f"invalid agent configuration in {path}:\n  {exc}") from exc
     data = deep_merge(data, _prune(overrides or {}))
     try:
         return AgentConfig.model_validate(data)
     except ValidationError as exc:
         source = f" in {path}" if path is not None else ""
-        raise ConfigError(f"invalid agent configuration{source}:\n{format_validation_error(exc)}") from exc
+        detail = format_validation_error(exc, flat_used)
+        raise ConfigError(f"invalid agent configuration{source}:\n{detail}") from exc

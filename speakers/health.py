@@ -1,4 +1,8 @@
-"""Host readings for the health message: CPU temperature, free disk, signal strength.
+"""Host readings for the health message: CPU temperature, free disk, signal strength, power.
+
+Signal strength, supply voltage and backup-power state come from a configured file (sysfs, a
+file a UPS daemon writes) or command (``mmcli``, a HAT's tool); the first number (or word) of
+its output is the reading.
 
 Each reading is None when the host cannot give it. Readings are cached for a few seconds, so a
 simulator with thousands of nodes on one host reads ``/sys`` once per interval, not per node.
@@ -51,16 +55,73 @@ def parse_signal(text: str) -> float | None:
     return float(match.group()) if match else None
 
 
+_BACKUP_WORDS = {
+    **dict.fromkeys(("1", "true", "yes", "on", "battery", "backup", "discharging"), True),
+    **dict.fromkeys(("0", "false", "no", "off", "mains", "ac", "online", "charging", "full"), False),
+}
+
+
+def parse_backup(text: str, invert: bool = False) -> bool | None:
+    """Backup-power state from the first word: ``1``/``true``/``battery``... -> True (on backup),
+    ``0``/``false``/``mains``... -> False; anything else -> None. ``invert`` for a signal that
+    says 1 on mains."""
+    words = text.strip().lower().split()
+    state = _BACKUP_WORDS.get(words[0]) if words else None
+    return None if state is None else state != invert
+
+
 @dataclass
 class HostReadings:
     cpu_temp_c: float | None
     disk_free_bytes: int | None
     signal_dbm: float | None
+    supply_v: float | None = None
+    on_backup: bool | None = None
+
+
+@dataclass(frozen=True)
+class Source:
+    """Where a reading comes from: a file, else a command (shell-like command line)."""
+
+    file: Path | None = None
+    command: str | None = None
+
+    def __bool__(self) -> bool:
+        return self.file is not None or bool(self.command)
+
+
+async def read_source(source: Source, timeout: float = 5.0) -> str | None:
+    """The text of ``source`` (None when unset, unreadable, failing or too slow)."""
+    if source.file is not None:
+        try:
+            return Path(source.file).read_text(encoding="utf-8", errors="replace")
+        except OSError as exc:
+            _LOGGER.debug("cannot read %s: %s", source.file, exc)
+            return None
+    if not source.command:
+        return None
+    try:
+        proc = await asyncio.create_subprocess_exec(
+            *shlex.split(source.command), stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.DEVNULL
+        )
+    except (OSError, ValueError) as exc:
+        _LOGGER.debug("command %r failed: %s", source.command, exc)
+        return None
+    try:
+        out, _ = await asyncio.wait_for(proc.communicate(), timeout)
+    except TimeoutError:
+        proc.kill()
+        await proc.wait()
+        return None
+    if proc.returncode != 0:
+        return None
+    return out.decode("utf-8", "replace")
 
 
 class HostProbe:
     """Reads the host; ``signal_command`` (a shell-like command line printing dBm, e.g.
-    ``mmcli -m 0 --signal-get``) or ``signal_file`` give the signal strength."""
+    ``mmcli -m 0 --signal-get``) or ``signal_file`` give the signal strength; ``voltage`` and
+    ``backup`` the supply voltage (times ``voltage_scale``) and the backup-power state."""
 
     def __init__(
         self,
@@ -69,11 +130,18 @@ class HostProbe:
         signal_command: str | None = None,
         signal_file: Path | None = None,
         thermal_root: Path = Path("/sys/class/thermal"),
+        voltage: Source = Source(),
+        voltage_scale: float = 1.0,
+        backup: Source = Source(),
+        backup_invert: bool = False,
     ) -> None:
         self.disk_path = Path(disk_path)
-        self.signal_command = signal_command
-        self.signal_file = Path(signal_file) if signal_file else None
+        self.signal = Source(Path(signal_file) if signal_file else None, signal_command)
         self.thermal_root = thermal_root
+        self.voltage = voltage
+        self.voltage_scale = voltage_scale
+        self.backup = backup
+        self.backup_invert = backup_invert
         self._cached: HostReadings | None = None
         self._cached_at = 0.0
         self._lock = asyncio.Lock()
@@ -85,32 +153,21 @@ class HostProbe:
             readings = HostReadings(
                 cpu_temp_c=read_cpu_temp_c(self.thermal_root),
                 disk_free_bytes=read_disk_free(self.disk_path),
-                signal_dbm=await self._signal(),
+                signal_dbm=await self._number(self.signal),
+                supply_v=await self.supply_v(),
+                on_backup=await self.on_backup(),
             )
             self._cached, self._cached_at = readings, time.monotonic()
             return readings
 
-    async def _signal(self) -> float | None:
-        if self.signal_file is not None:
-            try:
-                return parse_signal(self.signal_file.read_text(encoding="utf-8", errors="replace"))
-            except OSError:
-                return None
-        if self.signal_command:
-            try:
-                proc = await asyncio.create_subprocess_exec(
-                    *shlex.split(self.signal_command),
-                    stdout=asyncio.subprocess.PIPE,
-                    stderr=asyncio.subprocess.DEVNULL,
-                )
-            except (OSError, ValueError) as exc:
-                _LOGGER.debug("signal command failed: %s", exc)
-                return None
-            try:
-                out, _ = await asyncio.wait_for(proc.communicate(), 5.0)
-            except TimeoutError:
-                proc.kill()
-                await proc.wait()
-                return None
-            return parse_signal(out.decode("utf-8", "replace"))
-        return None
+    async def _number(self, source: Source) -> float | None:
+        text = await read_source(source) if source else None
+        return None if text is None else parse_signal(text)
+
+    async def supply_v(self) -> float | None:
+        value = await self._number(self.voltage)
+        return None if value is None else round(value * self.voltage_scale, 3)
+
+    async def on_backup(self) -> bool | None:
+        text = await read_source(self.backup) if self.backup else None
+        return None if text is None else parse_backup(text, self.backup_invert)

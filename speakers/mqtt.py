@@ -13,6 +13,8 @@ loop (the simulator runs thousands of them in one process). A link
   telemetry is coalesced to the latest value) and go out in order after the reconnect;
 * checks the MQTT 5 PUBACK reason code, so a publish that the broker's ACL refuses is reported
   (under MQTT 3.1.1 mosquitto acknowledges a denied publish as a success);
+* speaks TLS with the context it is given (``speakers.tls``: pinned CA, host name checked) and
+  says in plain words why a connection failed (certificate, login, network);
 * can simulate a slow link (added latency in both directions) and abrupt drops.
 """
 
@@ -24,6 +26,7 @@ import contextlib
 import logging
 import random
 import socket
+import ssl
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
@@ -31,11 +34,13 @@ from typing import Any
 
 import aiomqtt
 import paho.mqtt.client as paho
+from aiomqtt.exceptions import MqttConnectError
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 from paho.mqtt.reasoncodes import ReasonCode
 
 from speakers.mqtturl import MqttUrl, MqttUrlError, parse_mqtt_url
+from speakers.tls import client_context, explain_connect_error
 
 _LOGGER = logging.getLogger(__name__)
 
@@ -65,6 +70,7 @@ class Outgoing:
     coalesce: str | None = None
     queued: float = field(default_factory=time.monotonic)
     on_send: Callable[[], None] | None = None  # called just before the bytes go out
+    on_done: Callable[[], None] | None = None  # called once the broker acknowledged it (any reason code)
 
     def properties(self) -> Properties | None:
         if self.expiry_s is None:
@@ -89,7 +95,37 @@ class _Client(aiomqtt.Client):
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self.session_present = False
+        self.connect_error: BaseException | None = None  # what paho raised (aiomqtt keeps only text)
         self._acks: dict[int, asyncio.Future[ReasonCode | None]] = {}
+        context = kwargs.get("tls_context")
+        if context is not None:
+            self._client._ssl_wrap_socket = self._tls_wrapper(context)  # type: ignore[method-assign]
+
+    def _tls_wrapper(self, context: ssl.SSLContext) -> Callable[[socket.socket], ssl.SSLSocket]:
+        """paho's TLS wrapping, but closing the socket when the handshake fails (paho leaves it
+        open: one leaked socket per refused attempt, for as long as the node retries). The
+        context checks the host name itself."""
+        client = self._client
+        host = self._hostname
+
+        def wrap(tcp_sock: socket.socket) -> ssl.SSLSocket:
+            ssl_sock = context.wrap_socket(tcp_sock, server_hostname=host, do_handshake_on_connect=False)
+            try:
+                ssl_sock.settimeout(client._connect_timeout)
+                ssl_sock.do_handshake()
+            except BaseException:
+                ssl_sock.close()
+                raise
+            return ssl_sock
+
+        return wrap
+
+    def _client_connect(self) -> None:
+        try:
+            super()._client_connect()
+        except Exception as exc:
+            self.connect_error = exc
+            raise
 
     @property
     def paho(self) -> paho.Client:
@@ -192,6 +228,10 @@ class Link:
         latency_s: float = 0.0,
         connect_gate: asyncio.Semaphore | None = None,
         outbox_limit: int = OUTBOX_LIMIT,
+        tls_context: ssl.SSLContext | None = None,
+        clean_start: bool = False,
+        max_attempts: int | None = None,
+        on_disconnect: Callable[[], None] | None = None,
     ) -> None:
         self.client_id = client_id
         self.outbox_limit = outbox_limit
@@ -208,7 +248,14 @@ class Link:
         self.ack_timeout_s = ack_timeout_s
         self.latency_s = latency_s
         self.connect_gate = connect_gate
+        # mqtts:// without a context of the caller's: the system's CAs, TLS 1.2+, host name checked.
+        self.tls_context = tls_context if tls_context is not None or not url.tls else client_context(None)
+        self.clean_start = clean_start
+        self.max_attempts = max_attempts  # None: reconnect for ever; n: give up after n failed attempts
+        self.on_disconnect = on_disconnect
         self.connected = asyncio.Event()
+        self.down_since: float | None = time.monotonic()  # monotonic; None while connected
+        self.attempts = 0  # connection attempts that failed
         self.connections = 0  # successful connects; reconnects = connections - 1
         self.refused: list[PublishRefused] = []
         self.last_error: str | None = None
@@ -216,6 +263,7 @@ class Link:
         self._outbox: collections.deque[Outgoing] = collections.deque()
         self._outbox_ready = asyncio.Event()
         self._client: _Client | None = None
+        self._last_client: _Client | None = None
         self._closing = False
         self._killed = False
         self._last_delivery = 0.0
@@ -264,12 +312,13 @@ class Link:
         expiry_s: int | None = None,
         coalesce: str | None = None,
         on_send: Callable[[], None] | None = None,
+        on_done: Callable[[], None] | None = None,
     ) -> None:
         """Queue a publish; it goes out in order as soon as the link is up.
 
         A message with a ``coalesce`` key replaces a queued one with the same key (telemetry:
-        only the latest value matters)."""
-        out = Outgoing(topic, payload, qos, retain, expiry_s, coalesce, on_send=on_send)
+        only the latest value matters). ``on_done`` runs once the broker acknowledged it."""
+        out = Outgoing(topic, payload, qos, retain, expiry_s, coalesce, on_send=on_send, on_done=on_done)
         if coalesce is not None:
             for i, queued in enumerate(self._outbox):
                 if queued.coalesce == coalesce:
@@ -297,7 +346,7 @@ class Link:
             )
         kwargs: dict[str, Any] = {}
         if self.url.tls:
-            kwargs["tls_params"] = aiomqtt.TLSParameters()
+            kwargs["tls_context"] = self.tls_context
         return _Client(
             self.url.host,
             self.url.port,
@@ -306,7 +355,7 @@ class Link:
             identifier=self.client_id,
             protocol=aiomqtt.ProtocolVersion.V5,
             will=will,
-            clean_start=False,
+            clean_start=self.clean_start,
             keepalive=self.keepalive_s,
             timeout=self.connect_timeout_s,
             properties=props,
@@ -316,46 +365,92 @@ class Link:
         )
 
     async def run(self) -> None:
-        """Stay connected until :meth:`close` or :meth:`kill`; reconnect after anything else."""
+        """Stay connected until :meth:`close` or :meth:`kill`; reconnect after anything else
+        (or give up after ``max_attempts`` failed attempts in a row)."""
         attempt = 0
         while not (self._closing or self._killed):
             before = self.connections
             try:
                 await self._connect_and_serve()
             except aiomqtt.MqttError as exc:
-                if self.connections > before:
+                was_up = self.connections > before
+                if was_up:
                     attempt = 0  # it was up: a fresh streak of failures starts now
-                self.last_error = f"mqtt: {exc}"
+                    self.last_error = f"mqtt: connection lost: {exc}"
+                else:
+                    self.attempts += 1
+                    self.last_error = self._explain(exc)
                 if not (self._closing or self._killed):
-                    # Say it loudly at the first failure of a streak and now and then after.
-                    level = logging.WARNING if attempt % 10 == 0 else logging.DEBUG
-                    _LOGGER.log(level, "%s: MQTT connection lost or refused: %s", self.client_id, exc)
+                    # Say it loudly at the first failure of a streak and now and then after. A
+                    # refused certificate or login does not mend itself: that is an error.
+                    loud = attempt % 10 == 0
+                    refused = not was_up and self.last_error.startswith(("TLS", "login"))
+                    level = (logging.ERROR if refused else logging.WARNING) if loud else logging.DEBUG
+                    _LOGGER.log(
+                        level,
+                        "%s: cannot connect to %s: %s" if not was_up else "%s: MQTT link to %s: %s",
+                        self.client_id,
+                        self.url.redacted(),
+                        self.last_error,
+                    )
             except (OSError, RuntimeError, ValueError) as exc:  # never let the link die
                 self.last_error = f"mqtt: {exc!r}"
                 _LOGGER.exception("%s: unexpected MQTT failure", self.client_id)
             finally:
-                self.connected.clear()
-                self._client = None
+                self._went_down()
+                self._last_client = None  # only kept to explain a failed connect
             if self._closing or self._killed:
                 break
+            if self.max_attempts is not None and self.attempts >= self.max_attempts:
+                return
             # Exponential backoff with jitter: a broker restart must not bring thousands of
             # nodes back in the same millisecond.
             cap = min(self.reconnect_max_s, self.reconnect_min_s * (2**attempt))
             attempt = min(attempt + 1, 30)
             await asyncio.sleep(random.uniform(cap / 2, cap))
 
+    def _explain(self, exc: aiomqtt.MqttError) -> str:
+        """Plain words for a failed connect (the TLS or socket error paho raised, or CONNACK)."""
+        try:
+            client = self._last_client
+            cause = client.connect_error if client is not None and client.connect_error else exc
+            rc = getattr(exc, "rc", None) if isinstance(exc, MqttConnectError) else None
+            code = getattr(rc, "value", rc)
+            return explain_connect_error(
+                cause, self.url.host, self.url.port, code if isinstance(code, int) else None
+            )
+        except Exception:  # never let the explanation break the reconnect loop
+            _LOGGER.exception("%s: cannot explain %r", self.client_id, exc)
+            return f"mqtt: {exc}"
+
+    def _went_down(self) -> None:
+        was_up = self.down_since is None
+        self.connected.clear()
+        self._client = None
+        if was_up:
+            self.down_since = time.monotonic()
+            if self.on_disconnect is not None:
+                try:
+                    self.on_disconnect()
+                except Exception:  # a callback bug must not kill the link
+                    _LOGGER.exception("%s: on_disconnect failed", self.client_id)
+
     async def _connect_and_serve(self) -> None:
         client = self._make_client()
+        self._last_client = client
         gate = self.connect_gate or contextlib.nullcontext()
         async with gate:
             await client.__aenter__()
         try:
             self._client = client
             self.connections += 1
+            self.attempts = 0
             if self._filters:
                 await client.subscribe([(f, q) for f, q in self._filters.items()], timeout=self.ack_timeout_s)
             if self.birth is not None:
                 await self._send(client, self.birth())
+            self.down_since = None
+            self.last_error = None
             self.connected.set()
             if self.on_connect is not None:
                 await self.on_connect(client.session_present)
@@ -442,6 +537,11 @@ class Link:
             del self.refused[:-20]
             self.last_error = str(refused)
             _LOGGER.error("%s: %s", self.client_id, refused)
+        if out.on_done is not None:
+            try:
+                out.on_done()
+            except Exception:
+                _LOGGER.exception("%s: on_done of a publish to %s failed", self.client_id, out.topic)
 
     async def _send_loop(self, client: _Client) -> None:
         while True:

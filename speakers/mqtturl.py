@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import urllib.parse
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 
 class MqttUrlError(ValueError):
@@ -15,7 +15,7 @@ class MqttUrl:
     host: str
     port: int = 1883
     username: str | None = None
-    password: str | None = None
+    password: str | None = field(default=None, repr=False)  # never in logs or reprs
     tls: bool = False
 
     def with_credentials(self, username: str | None, password: str | None) -> MqttUrl:

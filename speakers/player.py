@@ -3,7 +3,7 @@
 A :class:`Player` gets a :class:`PlayItem` twice: ``prepare`` runs shortly before the start
 instant (decode, open the output) so that ``play`` can start on the dot; ``play`` returns when
 the item has finished. Cancelling ``play`` stops the sound at once. The agent measures how long
-an item really played; :func:`analyze` gives the level of what was played.
+an item really played; :func:`speakers.analysis.analyze` gives the level of what was played.
 
 * :class:`RealPlayer`: raw PCM into a subprocess that owns the sound card: ``aplay`` when present,
   else ``ffplay -nodisp -autoexit`` reading PCM from stdin (or a configured command). The file is
@@ -17,36 +17,44 @@ an item really played; :func:`analyze` gives the level of what was played.
 
 from __future__ import annotations
 
-import array
 import asyncio
+import collections
 import contextlib
 import json
 import logging
 import math
 import os
 import shutil
-import sys
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
+from speakers.analysis import SILENCE_DBFS, Analysis, Analyzer, PlayerError, analyze, find_ffmpeg, samples
+
 _LOGGER = logging.getLogger(__name__)
 
-# Analysis: mono 8 kHz is plenty to measure level and duration, and cheap to decode.
-_ANALYSIS_RATE = 8000
-_WINDOW_S = 0.1
-_WINDOW = int(_ANALYSIS_RATE * _WINDOW_S)
-SILENCE_DBFS = -120.0
+__all__ = [
+    "SILENCE_DBFS",
+    "Analysis",
+    "Analyzer",
+    "FilePlayer",
+    "NullPlayer",
+    "Player",
+    "PlayerError",
+    "PlayItem",
+    "RealPlayer",
+    "analyze",
+    "default_output_command",
+    "find_ffmpeg",
+    "make_player",
+]
+
 # Output: what sound cards take without resampling.
 _OUT_RATE = 48000
 _OUT_CHANNELS = 2
 _OUT_BLOCK_S = 0.1
-
-
-class PlayerError(Exception):
-    """Playback could not happen; the message is the reason reported in the ``failed`` event."""
 
 
 @dataclass
@@ -62,6 +70,8 @@ class PlayItem:
     tier: str = "normal"
     title: str = ""
     speaker_id: str = ""
+    slot: str | None = None  # the scheduled airing (lookahead slot), if any
+    offline: bool = False  # aired by the node on its own, without a play command
     # Filled in by the agent while it plays:
     started_controller: float | None = None
     extra: dict[str, Any] = field(default_factory=dict)
@@ -78,128 +88,6 @@ class Player(Protocol):
     async def play(self, item: PlayItem) -> None: ...
 
     async def release(self, item: PlayItem) -> None: ...
-
-
-# ---------------------------------------------------------------------------- analysis
-
-
-@dataclass(frozen=True)
-class Analysis:
-    """Duration and loudness profile of a file (mean square per 100 ms, full scale = 1.0)."""
-
-    duration_s: float
-    window_s: float
-    mean_squares: tuple[float, ...]
-
-    def rms_dbfs(self, seconds: float | None = None, volume: int = 100) -> float:
-        """RMS level in dBFS of the first ``seconds`` (all when None) played at ``volume``."""
-        windows = self.mean_squares
-        if seconds is not None:
-            windows = windows[: max(0, math.ceil(seconds / self.window_s - 1e-9))]
-        if not windows or volume <= 0:
-            return SILENCE_DBFS
-        mean_square = sum(windows) / len(windows) * (volume / 100.0) ** 2
-        if mean_square <= 0:
-            return SILENCE_DBFS
-        return max(SILENCE_DBFS, round(10 * math.log10(mean_square), 2))
-
-    def to_json(self) -> dict[str, Any]:
-        return {
-            "duration_s": self.duration_s,
-            "window_s": self.window_s,
-            "mean_squares": list(self.mean_squares),
-        }
-
-    @classmethod
-    def from_json(cls, data: dict[str, Any]) -> Analysis:
-        return cls(
-            float(data["duration_s"]), float(data["window_s"]), tuple(float(x) for x in data["mean_squares"])
-        )
-
-
-def find_ffmpeg() -> str:
-    found = shutil.which("ffmpeg")
-    if not found:
-        raise PlayerError("ffmpeg is not installed (apt-get install ffmpeg)")
-    return found
-
-
-def _mean_squares(pcm: bytes) -> tuple[float, ...]:
-    samples = array.array("h")
-    samples.frombytes(pcm[: len(pcm) - len(pcm) % 2])
-    if sys.byteorder != "little":
-        samples.byteswap()
-    scale = 1.0 / (32768.0 * 32768.0)
-    out = []
-    for start in range(0, len(samples), _WINDOW):
-        window = samples[start : start + _WINDOW]
-        out.append(sum(x * x for x in window) / len(window) * scale)
-    return tuple(out)
-
-
-async def analyze(path: Path) -> Analysis:
-    """Decode ``path`` with ffmpeg and measure it. Raises PlayerError if it does not decode."""
-    proc = await asyncio.create_subprocess_exec(
-        find_ffmpeg(),
-        "-nostdin",
-        "-v",
-        "error",
-        "-i",
-        str(path),
-        "-f",
-        "s16le",
-        "-ac",
-        "1",
-        "-ar",
-        str(_ANALYSIS_RATE),
-        "-",
-        stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.PIPE,
-    )
-    pcm, err = await proc.communicate()
-    if proc.returncode != 0 or not pcm:
-        detail = err.decode("utf-8", "replace").strip().splitlines()[-1:] or ["no audio"]
-        raise PlayerError(f"audio does not decode: {detail[0]}")
-    loop = asyncio.get_running_loop()
-    squares = await loop.run_in_executor(None, _mean_squares, pcm)
-    return Analysis(duration_s=len(pcm) / 2 / _ANALYSIS_RATE, window_s=_WINDOW_S, mean_squares=squares)
-
-
-class Analyzer:
-    """Memoised :func:`analyze` keyed by audio id: thousands of simulated nodes that receive the
-    same file decode it once; concurrent callers share one ffmpeg run."""
-
-    def __init__(self) -> None:
-        self._done: dict[str, Analysis] = {}
-        self._running: dict[str, asyncio.Future[Analysis]] = {}
-
-    def known(self, audio_id: str) -> Analysis | None:
-        return self._done.get(audio_id)
-
-    def remember(self, audio_id: str, analysis: Analysis) -> None:
-        self._done[audio_id] = analysis
-
-    async def get(self, audio_id: str, path: Path) -> Analysis:
-        found = self._done.get(audio_id)
-        if found is not None:
-            return found
-        running = self._running.get(audio_id)
-        if running is not None:
-            return await asyncio.shield(running)
-        fut: asyncio.Future[Analysis] = asyncio.get_running_loop().create_future()
-        self._running[audio_id] = fut
-        try:
-            result = await analyze(path)
-        except BaseException as exc:
-            self._running.pop(audio_id, None)
-            if not fut.done():
-                fut.set_exception(exc if isinstance(exc, Exception) else PlayerError("cancelled"))
-                fut.exception()  # retrieved: no "never retrieved" noise when nobody waits
-            raise
-        self._running.pop(audio_id, None)
-        self._done[audio_id] = result
-        fut.set_result(result)
-        return result
 
 
 # ------------------------------------------------------------------------------ players
@@ -233,6 +121,8 @@ class NullPlayer:
             "start_at": item.start_at,
             "duration": item.duration_s,
             "volume": item.volume,
+            "slot": item.slot,
+            "offline": item.offline,
         }
         item.extra["timeline"] = entry
         self.timeline.append(entry)
@@ -297,16 +187,20 @@ class FilePlayer:
             "volume": item.volume,
             "start_controller": item.started_controller,
             "seconds_played": round(played, 3),
+            "slot": item.slot,
+            "offline": item.offline,
         }
         with (self.directory / "played.jsonl").open("a", encoding="utf-8") as fh:
             fh.write(json.dumps(record, ensure_ascii=False) + "\n")
 
 
-def default_output_command() -> list[str]:
-    """The command that plays raw PCM (s16le, 48 kHz, stereo) from stdin on this host."""
+def default_output_command(device: str | None = None) -> list[str]:
+    """The command that plays raw PCM (s16le, 48 kHz, stereo) from stdin on this host, on the ALSA
+    ``device`` when given (aplay ``-D``; ffplay through SDL's ``AUDIODEV``, see :class:`RealPlayer`)."""
     if shutil.which("aplay"):
         return [
             "aplay",
+            *(["-D", device] if device else []),
             "-q",
             "-t",
             "raw",
@@ -335,7 +229,14 @@ def default_output_command() -> list[str]:
             "-",
         ]
     if shutil.which("paplay"):
-        return ["paplay", "--raw", f"--rate={_OUT_RATE}", f"--channels={_OUT_CHANNELS}", "--format=s16le"]
+        return [
+            "paplay",
+            *([f"--device={device}"] if device else []),
+            "--raw",
+            f"--rate={_OUT_RATE}",
+            f"--channels={_OUT_CHANNELS}",
+            "--format=s16le",
+        ]
     raise PlayerError("no audio output program found: install alsa-utils (aplay) or ffmpeg (ffplay)")
 
 
@@ -343,9 +244,12 @@ class RealPlayer:
     """Plays through the host's sound output (see the module docstring).
 
     ``command``: the output program reading s16le 48 kHz stereo PCM on stdin (default: aplay,
-    else ffplay). ``env``: extra environment (e.g. ``SDL_AUDIODRIVER``, ``AUDIODEV``).
-    ``software_volume``: scale samples by the item's volume (False when a mixer command sets
-    the volume in hardware).
+    else ffplay). ``device``: the ALSA device (aplay ``-D``, or ``AUDIODEV`` for ffplay's SDL).
+    ``env``: extra environment. ``software_volume``: scale samples by the item's volume (False
+    when a mixer command sets the volume in hardware).
+
+    :meth:`output_dbfs` is measured on the samples written to the output program over the last
+    second (after the software volume): what the sound card was given, not what the horn emits.
     """
 
     name = "real"
@@ -355,10 +259,17 @@ class RealPlayer:
         command: Sequence[str] | None = None,
         env: dict[str, str] | None = None,
         software_volume: bool = True,
+        device: str | None = None,
     ) -> None:
-        self.command = list(command) if command else default_output_command()
-        self.env = {**os.environ, **(env or {})}
+        self.command = list(command) if command else default_output_command(device)
+        extra = dict(env or {})
+        if device and not command and Path(self.command[0]).name == "ffplay":
+            extra.setdefault("SDL_AUDIODRIVER", "alsa")
+            extra.setdefault("AUDIODEV", device)
+        self.env = {**os.environ, **extra}
         self.software_volume = software_volume
+        # Per item: mean square of each block written in the last second (output level).
+        self._levels: dict[int, collections.deque[float]] = {}
         # Per item: (decoder, output program, first block of PCM). The file is streamed from the
         # decoder into the output program a block at a time, never decoded whole into memory
         # (20 minutes would be ~230 MB on a Pi).
@@ -424,11 +335,13 @@ class RealPlayer:
         decoder, proc, block = self._prepared[id(item)]
         assert proc.stdin is not None and decoder.stdout is not None
         size = self.block_bytes()
+        levels = self._levels[id(item)] = collections.deque(maxlen=round(1.0 / _OUT_BLOCK_S))
         try:
             while block:
                 if proc.returncode is not None:
                     break
                 proc.stdin.write(block)
+                levels.append(_block_mean_square(block))
                 await proc.stdin.drain()
                 block = await decoder.stdout.read(size)
             proc.stdin.close()
@@ -449,7 +362,16 @@ class RealPlayer:
             err = await decoder.stderr.read() if decoder.stderr is not None else b""
             raise PlayerError(f"audio decoding failed: {err.decode('utf-8', 'replace').strip()[-200:]}")
 
+    def output_dbfs(self, item: PlayItem) -> float | None:
+        """RMS in dBFS of what was written to the output over the last second (None before)."""
+        levels = self._levels.get(id(item))
+        if not levels:
+            return None
+        mean_square = sum(levels) / len(levels)
+        return max(SILENCE_DBFS, round(10 * math.log10(mean_square), 2)) if mean_square > 0 else SILENCE_DBFS
+
     async def release(self, item: PlayItem) -> None:
+        self._levels.pop(id(item), None)
         prepared = self._prepared.pop(id(item), None)
         if prepared is None:
             return
@@ -467,6 +389,15 @@ class RealPlayer:
 _DRAIN_BYTES = 64 * 1024
 
 
+def _block_mean_square(pcm: bytes) -> float:
+    """Mean square of a block of s16le PCM, full scale = 1.0 (every 4th sample: plenty for a level,
+    and cheap enough to run on every block a Pi writes)."""
+    some = samples(pcm)[::4]
+    if not some:
+        return 0.0
+    return sum(x * x for x in some) / len(some) / (32768.0 * 32768.0)
+
+
 async def _kill(proc: asyncio.subprocess.Process) -> None:
     if proc.returncode is None:
         with contextlib.suppress(ProcessLookupError):
@@ -482,7 +413,13 @@ async def _kill(proc: asyncio.subprocess.Process) -> None:
     await proc.wait()
 
 
-def make_player(kind: str, *, output_dir: Path | None = None, command: Sequence[str] | None = None) -> Player:
+def make_player(
+    kind: str,
+    *,
+    output_dir: Path | None = None,
+    command: Sequence[str] | None = None,
+    device: str | None = None,
+) -> Player:
     if kind == "null":
         return NullPlayer()
     if kind == "file":
@@ -490,5 +427,5 @@ def make_player(kind: str, *, output_dir: Path | None = None, command: Sequence[
             raise PlayerError("the file player needs an output folder (--output-dir)")
         return FilePlayer(output_dir)
     if kind == "real":
-        return RealPlayer(command)
+        return RealPlayer(command, device=device)
     raise PlayerError(f"unknown player {kind!r} (real, null or file)")

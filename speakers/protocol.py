@@ -12,18 +12,14 @@ sha256 is in the topic (``{prefix}/audio/{sha256}/{n}``).
 
 from __future__ import annotations
 
-import dataclasses
-import functools
 import hashlib
-import json
 import math
 import re
-import types
-import typing
 from dataclasses import dataclass
 from typing import Any, ClassVar, Literal
 
-PROTOCOL_VERSION = 1
+from speakers.wire import PROTOCOL_VERSION, Message, ProtocolError, decode_message
+
 DEFAULT_PREFIX = "loa"
 # 64 KiB keeps a chunk well under every broker's default packet limit and lets a
 # node on a weak 4G link make progress chunk by chunk.
@@ -39,10 +35,11 @@ TIER_RANK = {t: i for i, t in enumerate(TIERS)}
 
 _ID_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
 _SHA_RE = re.compile(r"^[0-9a-f]{64}$")
-
-
-class ProtocolError(ValueError):
-    """A payload or topic that does not follow the protocol."""
+# A slot key names one scheduled airing, independent of broadcast ids (docs/protocol.md section 11):
+# printable, no spaces, short enough that "slot:" + key still fits a 128-character broadcast id.
+_SLOT_RE = re.compile(r"^[!-~]{1,120}$")
+# A lookahead is a node's whole schedule for the next hours; this bounds the node's memory.
+MAX_LOOKAHEAD_SLOTS = 1000
 
 
 def valid_id(value: str) -> bool:
@@ -54,6 +51,16 @@ def check_id(value: str, what: str = "id") -> str:
     if not isinstance(value, str) or not valid_id(value):
         raise ProtocolError(f"invalid {what}: {value!r}")
     return value
+
+
+def valid_slot(value: str) -> bool:
+    """Slot keys: 1-120 printable ASCII characters without spaces (``s12@2026-01-05T06:00:00Z``)."""
+    return bool(_SLOT_RE.match(value))
+
+
+def _check_slot(value: str | None) -> None:
+    if value is not None and not valid_slot(value):
+        raise ValueError(f"invalid slot key {value!r} (1-120 printable characters, no spaces)")
 
 
 def sha256_hex(data: bytes) -> str:
@@ -89,6 +96,9 @@ class Topics:
     def time_request(self, speaker: str) -> str:
         return f"{self.prefix}/speakers/{speaker}/time"
 
+    def lookahead(self, speaker: str) -> str:
+        return f"{self.prefix}/speakers/{speaker}/lookahead"
+
     def zone_cmd(self, zone: str) -> str:
         return f"{self.prefix}/zones/{zone}/cmd"
 
@@ -113,12 +123,13 @@ class Topics:
         filters = [self.cmd(speaker)]
         if zone:
             filters.append(self.zone_cmd(zone))
+        filters.append(self.lookahead(speaker))
         return filters
 
     def parse(self, topic: str) -> tuple[str, str, str | None]:
         """Split a topic into ``(kind, ident, extra)``.
 
-        kind is one of ``status health events time cmd zone_cmd audio``; ident is the
+        kind is one of ``status health events time cmd lookahead zone_cmd audio``; ident is the
         speaker, zone or audio id; extra is the chunk index for audio.
         """
         parts = topic.split("/")
@@ -135,113 +146,7 @@ class Topics:
         raise ProtocolError(f"unknown topic: {topic!r}")
 
 
-_SPEAKER_KINDS = frozenset({"status", "health", "cmd", "events", "time"})
-
-
-# ------------------------------------------------------------------ serialisation
-
-
-def _check_type(name: str, value: Any, hint: Any) -> Any:
-    """Validate one JSON value against a simple annotation; return the converted value."""
-    origin = typing.get_origin(hint)
-    if origin in (typing.Union, types.UnionType):
-        args = typing.get_args(hint)
-        if value is None and type(None) in args:
-            return None
-        errors = []
-        for arg in args:
-            if arg is type(None):
-                continue
-            try:
-                return _check_type(name, value, arg)
-            except ProtocolError as exc:
-                errors.append(str(exc))
-        raise ProtocolError("; ".join(errors))
-    if origin is Literal:
-        if value not in typing.get_args(hint):
-            raise ProtocolError(f"{name}: {value!r} not one of {typing.get_args(hint)}")
-        return value
-    if origin in (list, tuple):
-        (item,) = typing.get_args(hint)[:1]
-        if not isinstance(value, list):
-            raise ProtocolError(f"{name}: expected a list")
-        return tuple(_check_type(f"{name}[]", v, item) for v in value)
-    if dataclasses.is_dataclass(hint):
-        if not isinstance(value, dict):
-            raise ProtocolError(f"{name}: expected an object")
-        return _from_dict(hint, value)
-    if hint is bool:
-        if not isinstance(value, bool):
-            raise ProtocolError(f"{name}: expected true/false")
-        return value
-    if hint is int:
-        if isinstance(value, bool) or not isinstance(value, int):
-            raise ProtocolError(f"{name}: expected an integer")
-        return value
-    if hint is float:
-        if isinstance(value, bool) or not isinstance(value, int | float):
-            raise ProtocolError(f"{name}: expected a number")
-        try:
-            number = float(value)
-        except OverflowError as exc:
-            raise ProtocolError(f"{name}: number out of range") from exc
-        if not math.isfinite(number):  # 1e999 parses as inf
-            raise ProtocolError(f"{name}: must be a finite number")
-        return number
-    if hint is str:
-        if not isinstance(value, str):
-            raise ProtocolError(f"{name}: expected a string")
-        return value
-    raise TypeError(f"unsupported annotation {hint!r}")
-
-
-@functools.cache
-def _hints(cls: Any) -> dict[str, Any]:
-    # Resolving the (string) annotations is the slow part of decoding: do it once per class.
-    return typing.get_type_hints(cls)
-
-
-def _from_dict(cls: Any, data: dict[str, Any]) -> Any:
-    hints = _hints(cls)
-    kwargs = {}
-    for f in dataclasses.fields(cls):
-        if not f.init or f.name in ("v", "type"):
-            continue
-        if f.name in data:
-            kwargs[f.name] = _check_type(f.name, data[f.name], hints[f.name])
-        elif f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING:
-            raise ProtocolError(f"{cls.__name__}: missing field {f.name!r}")
-    try:
-        return cls(**kwargs)
-    except (TypeError, ValueError) as exc:
-        raise ProtocolError(f"{cls.__name__}: {exc}") from exc
-
-
-def _to_json_value(value: Any) -> Any:
-    if dataclasses.is_dataclass(value):
-        return {f.name: _to_json_value(getattr(value, f.name)) for f in dataclasses.fields(value)}
-    if isinstance(value, tuple | list):
-        return [_to_json_value(v) for v in value]
-    return value
-
-
-class Message:
-    """Base of every JSON message: ``to_dict``/``from_dict`` are symmetric."""
-
-    TYPE: ClassVar[str]
-
-    def to_dict(self) -> dict[str, Any]:
-        body = _to_json_value(self)
-        return {"v": PROTOCOL_VERSION, "type": self.TYPE, **body}
-
-    def encode(self) -> bytes:
-        return json.dumps(self.to_dict(), ensure_ascii=False, separators=(",", ":")).encode("utf-8")
-
-    @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> Any:
-        if not isinstance(data, dict):
-            raise ProtocolError("message is not a JSON object")
-        return _from_dict(cls, data)
+_SPEAKER_KINDS = frozenset({"status", "health", "cmd", "events", "time", "lookahead"})
 
 
 # ---------------------------------------------------------------------- messages
@@ -318,6 +223,8 @@ class PlayCommand(Message):
 
     ``valid_until``: a node that receives the command later does not play it.
     ``targets``: when sent to a zone topic, the speaker ids meant (empty = all members).
+    ``slot``: the scheduled airing this play is (section 11): a node that already aired the slot
+    on its own answers with its receipts instead of playing it again.
     """
 
     TYPE: ClassVar[str] = "play"
@@ -329,6 +236,7 @@ class PlayCommand(Message):
     valid_until: float | None = None
     title: str = ""
     targets: tuple[str, ...] = ()
+    slot: str | None = None  # added with offline airing (optional)
 
     def __post_init__(self) -> None:
         if not self.broadcast_id or len(self.broadcast_id) > 128:
@@ -340,6 +248,7 @@ class PlayCommand(Message):
         for target in self.targets:
             if not valid_id(target):
                 raise ValueError(f"invalid target speaker id {target!r}")
+        _check_slot(self.slot)
 
 
 @dataclass(frozen=True)
@@ -379,6 +288,59 @@ class TimeSync(Message):
 
 
 COMMANDS: dict[str, type[Message]] = {c.TYPE: c for c in (PlayCommand, StopCommand, VolumeCommand, TimeSync)}
+
+
+@dataclass(frozen=True)
+class Slot(Message):
+    """One scheduled airing in a :class:`Lookahead` (embedded, never sent alone).
+
+    ``slot`` is the stable key of the airing (suggested ``s<schedule id>@<fire time, UTC ISO>``);
+    ``start_at`` and ``valid_until`` are controller time. Only normal and priority items are aired
+    offline: emergencies and live items need the link.
+    """
+
+    TYPE: ClassVar[str] = "slot"
+    slot: str
+    start_at: float
+    audio: AudioRef
+    tier: Literal["normal", "priority"] = "normal"
+    title: str = ""
+    valid_until: float | None = None
+    volume: int | None = None
+
+    def __post_init__(self) -> None:
+        _check_slot(self.slot)
+        _finite("start_at", self.start_at)
+        _finite("valid_until", self.valid_until)
+        if self.valid_until is not None and self.valid_until < self.start_at:
+            raise ValueError("valid_until must not be before start_at")
+        if self.volume is not None and not 0 <= self.volume <= 100:
+            raise ValueError("volume must be 0..100")
+
+
+@dataclass(frozen=True)
+class Lookahead(Message):
+    """Retained on {prefix}/speakers/{id}/lookahead: the node's scheduled airings ahead.
+
+    Each message replaces the previous one entirely (an empty ``slots`` = nothing scheduled).
+    """
+
+    TYPE: ClassVar[str] = "lookahead"
+    generated_at: float
+    slots: tuple[Slot, ...] = ()
+    horizon_s: float | None = None  # informative: how far ahead the controller looked
+
+    def __post_init__(self) -> None:
+        _finite("generated_at", self.generated_at)
+        _finite("horizon_s", self.horizon_s)
+        if len(self.slots) > MAX_LOOKAHEAD_SLOTS:
+            raise ValueError(f"at most {MAX_LOOKAHEAD_SLOTS} slots")
+        keys = [s.slot for s in self.slots]
+        if len(set(keys)) != len(keys):
+            raise ValueError("slot keys must be unique")
+
+
+LOOKAHEAD_MESSAGES: dict[str, type[Message]] = {Lookahead.TYPE: Lookahead}
 
 # Node -> controller.
 
@@ -432,9 +394,10 @@ class Health(Message):
     zone: str | None = None
     player: str | None = None  # real | null | file
     agent_version: str | None = None
-    supply_v: float | None = None  # supply voltage of the cluster, volts
-    on_backup: bool | None = None  # running on the backup battery (mains lost)
-    output_dbfs: float | None = None  # level measured at the audio output while playing
+    # Added with the agent service (optional):
+    supply_v: float | None = None  # supply voltage, from a configured file or command
+    on_backup: bool | None = None  # True while running on the backup battery/UPS
+    output_dbfs: float | None = None  # RMS of the last second sent to the output; None when idle
 
 
 EVENT_STATES = (
@@ -482,18 +445,19 @@ class Event(Message):
     reason: str | None = None
     missing: tuple[int, ...] = ()
     tier: str | None = None  # the broadcast's tier, echoed (optional)
+    # Added with offline airing (optional):
+    slot: str | None = None  # the scheduled airing (lookahead slot) this receipt is about
+    finished_at: float | None = None  # final receipts of a started item: when playback ended
+    offline: bool = False  # True: the node aired it on its own, without a play command
 
     def __post_init__(self) -> None:
         if any(i < 0 for i in self.missing):
             raise ValueError("missing chunk indexes must be >= 0")
+        _check_slot(self.slot)
 
 
 NODE_MESSAGES: dict[str, type[Message]] = {c.TYPE: c for c in (TimeRequest, Status, Health, Event)}
-ALL_MESSAGES: dict[str, type[Message]] = {**COMMANDS, **NODE_MESSAGES}
-
-
-def _reject_constant(name: str) -> Any:
-    raise ValueError(f"{name} is not a finite number")
+ALL_MESSAGES: dict[str, type[Message]] = {**COMMANDS, **LOOKAHEAD_MESSAGES, **NODE_MESSAGES}
 
 
 def decode(payload: bytes | str, allowed: dict[str, type[Message]] | None = None) -> Any:
@@ -502,23 +466,7 @@ def decode(payload: bytes | str, allowed: dict[str, type[Message]] | None = None
     A message of a newer protocol version is still parsed (unknown fields are ignored);
     one without ``type`` or with a type not in ``allowed`` is rejected.
     """
-    allowed = ALL_MESSAGES if allowed is None else allowed
-    try:
-        data = json.loads(payload, parse_constant=_reject_constant)
-    except RecursionError as exc:
-        raise ProtocolError("not JSON: nested too deeply") from exc
-    except ValueError as exc:  # JSONDecodeError, UnicodeDecodeError, int digit limits
-        raise ProtocolError(f"not JSON: {str(exc)[:200]}") from exc
-    if not isinstance(data, dict):
-        raise ProtocolError("message is not a JSON object")
-    version = data.get("v")
-    if not isinstance(version, int) or isinstance(version, bool) or version < 1:
-        raise ProtocolError(f"missing or bad protocol version: {version!r}")
-    kind = data.get("type")
-    cls = allowed.get(kind) if isinstance(kind, str) else None
-    if cls is None:
-        raise ProtocolError(f"unexpected message type: {kind!r}")
-    return cls.from_dict(data)
+    return decode_message(payload, ALL_MESSAGES if allowed is None else allowed)
 
 
 def decode_command(payload: bytes | str) -> Any:
@@ -529,6 +477,14 @@ def decode_node_message(payload: bytes | str) -> Any:
     return decode(payload, NODE_MESSAGES)
 
 
+def decode_lookahead(payload: bytes | str) -> Lookahead:
+    """A lookahead; an empty payload (the retained message cleared) is an empty lookahead."""
+    if not payload:
+        return Lookahead(generated_at=0.0)
+    result: Lookahead = decode(payload, LOOKAHEAD_MESSAGES)
+    return result
+
+
 __all__ = [
     "ALL_MESSAGES",
     "COMMANDS",
@@ -537,6 +493,8 @@ __all__ = [
     "DEFAULT_SESSION_EXPIRY_S",
     "EVENT_EXPIRY_S",
     "EVENT_STATES",
+    "LOOKAHEAD_MESSAGES",
+    "MAX_LOOKAHEAD_SLOTS",
     "NODE_MESSAGES",
     "PROTOCOL_VERSION",
     "TIERS",
@@ -545,9 +503,11 @@ __all__ = [
     "AudioRef",
     "Event",
     "Health",
+    "Lookahead",
     "Message",
     "PlayCommand",
     "ProtocolError",
+    "Slot",
     "Status",
     "StopCommand",
     "TimeRequest",
@@ -557,8 +517,10 @@ __all__ = [
     "check_id",
     "decode",
     "decode_command",
+    "decode_lookahead",
     "decode_node_message",
     "sha256_hex",
     "split_chunks",
     "valid_id",
+    "valid_slot",
 ]

@@ -16,7 +16,7 @@ import subprocess
 import time
 from collections.abc import Callable, Coroutine
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from speakers.agent import Agent, Clock
 from speakers.config import AgentConfig
@@ -26,6 +26,7 @@ from speakers.protocol import (
     AudioRef,
     Event,
     Health,
+    Lookahead,
     Message,
     ProtocolError,
     Status,
@@ -35,6 +36,9 @@ from speakers.protocol import (
     decode_node_message,
 )
 from tests.fixtures_broker import BrokerFixture
+
+if TYPE_CHECKING:  # imported by pytest as a plugin (pytest_plugins), not here
+    from tests.fixtures_tls import TlsBroker
 
 
 class MiniController:
@@ -95,6 +99,14 @@ class MiniController:
 
     def send_zone(self, zone: str, message: Message | bytes, **kw: Any) -> None:
         self.send(self.topics.zone_cmd(zone), message, **kw)
+
+    def send_lookahead(self, speaker_id: str, lookahead: Lookahead | bytes) -> None:
+        """Publish a node's lookahead retained (docs/protocol.md section 11)."""
+        payload = lookahead if isinstance(lookahead, bytes) else lookahead.encode()
+        self.link.publish(self.topics.lookahead(speaker_id), payload, qos=1, retain=True)
+
+    def slot_events(self, speaker: str, slot: str) -> list[Event]:
+        return [e for s, e in self.events if s == speaker and e.slot == slot]
 
     def publish_chunks(self, audio_id: str, indexes: list[int] | None = None) -> None:
         ref, data = self.audio[audio_id]
@@ -228,6 +240,19 @@ def make_tone_mp3(path: Path, seconds: float, freq: int = 440) -> bytes:
     return path.read_bytes()
 
 
+async def until(predicate: Callable[[], Any], timeout: float = 10.0, what: str = "condition") -> Any:
+    """Poll ``predicate`` on the running loop until it is truthy (returned) or fail after ``timeout``
+    (the async twin of tests.fixtures_controller.wait_until, for state that sends no message)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = predicate()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out waiting for {what}")
+        await asyncio.sleep(0.01)
+
+
 def run(coro: Coroutine[Any, Any, Any], timeout: float = 60.0) -> Any:
     """Run one async scenario with an overall deadline."""
 
@@ -238,14 +263,17 @@ def run(coro: Coroutine[Any, Any, Any], timeout: float = 60.0) -> Any:
 
 
 def fast_config(
-    fx: BrokerFixture, speaker_id: str, zone: str | None, cache_dir: Path, **sections: Any
+    fx: BrokerFixture | TlsBroker, speaker_id: str, zone: str | None, cache_dir: Path, **sections: Any
 ) -> AgentConfig:
-    """An agent config with the node's real credentials and short timeouts for tests."""
+    """An agent config with the node's real credentials and short timeouts for tests (over TLS
+    with the pinned CA when ``fx`` is a :class:`TlsBroker`, as an enrolled node has it)."""
+    node_mqtt = getattr(fx, "node_mqtt", None)
+    enrolled = node_mqtt(speaker_id) if node_mqtt is not None else {"mqtt_url": fx.node_url(speaker_id)}
     data: dict[str, Any] = {
         "id": speaker_id,
         "zone": zone,
+        **enrolled,
         "mqtt": {
-            "url": fx.node_url(speaker_id),
             "keepalive_s": 5,
             "reconnect_min_s": 0.05,
             "reconnect_max_s": 0.5,
@@ -308,7 +336,7 @@ class Node:
 
 
 def make_node(
-    fx: BrokerFixture,
+    fx: BrokerFixture | TlsBroker,
     speaker_id: str,
     zone: str | None,
     cache_dir: Path,

@@ -56,6 +56,7 @@ def test_acl_confines_nodes_and_gives_controller_the_prefix() -> None:
     assert "pattern write loa/speakers/%u/events" in lines
     assert "pattern read loa/speakers/%u/cmd" in lines
     assert "pattern read loa/audio/#" in lines
+    assert "pattern read loa/speakers/%u/lookahead" in lines  # docs/protocol.md, offline airing
     i = lines.index("user controller")
     assert lines[i + 1] == "topic readwrite loa/#"
     j = lines.index("user loa-01")

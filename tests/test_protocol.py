@@ -11,13 +11,17 @@ from speakers.protocol import (
     ALL_MESSAGES,
     COMMANDS,
     EVENT_STATES,
+    LOOKAHEAD_MESSAGES,
+    MAX_LOOKAHEAD_SLOTS,
     NODE_MESSAGES,
     PROTOCOL_VERSION,
     AudioRef,
     Event,
     Health,
+    Lookahead,
     PlayCommand,
     ProtocolError,
+    Slot,
     Status,
     StopCommand,
     TimeRequest,
@@ -26,6 +30,7 @@ from speakers.protocol import (
     VolumeCommand,
     decode,
     decode_command,
+    decode_lookahead,
     decode_node_message,
     sha256_hex,
     split_chunks,
@@ -47,6 +52,7 @@ SAMPLES = [
         targets=("loa-01", "loa-02"),
     ),
     PlayCommand(broadcast_id="43", audio=REF, start_at=1.0),
+    PlayCommand(broadcast_id="44", audio=REF, start_at=2.0, slot="s12@2026-01-05T06:00:00Z"),
     StopCommand(broadcast_id="42", reason="Hủy theo yêu cầu của chủ tịch xã"),
     StopCommand(),
     VolumeCommand(volume=0),
@@ -77,10 +83,45 @@ SAMPLES = [
         agent_version="0.1.0",
     ),
     Health(ts=1.0, uptime_s=0.0, volume=0, amplifier_on=False),
+    Health(
+        ts=1.0, uptime_s=9.0, volume=80, amplifier_on=True, supply_v=12.45, on_backup=True, output_dbfs=-23.5
+    ),
+    Lookahead(
+        generated_at=1_800_000_000.0,
+        horizon_s=172_800.0,
+        slots=(
+            Slot(
+                slot="s12@2027-01-15T00:00:00Z",
+                start_at=1_800_003_600.0,
+                audio=REF,
+                title=TITLE,
+                valid_until=1_800_003_900.0,
+            ),
+            Slot(
+                slot="s3@2027-01-15T10:30:00Z",
+                start_at=1_800_041_400.0,
+                audio=REF,
+                tier="priority",
+                volume=60,
+            ),
+        ),
+    ),
+    Lookahead(generated_at=5.0),
     *[Event(state=s, ts=3.0, broadcast_id="42", audio_id=REF.id) for s in EVENT_STATES],
     Event(state="need_audio", ts=3.0, broadcast_id="42", audio_id=REF.id, missing=(0, 2)),
     Event(state="done", ts=3.0, broadcast_id="42", started_at=1.0, seconds_played=61.5, rms_dbfs=-18.25),
     Event(state="failed", ts=3.0, broadcast_id="42", reason="không giải mã được âm thanh", tier="priority"),
+    Event(
+        state="done",
+        ts=9.0,
+        audio_id=REF.id,
+        slot="s12@2027-01-15T00:00:00Z",
+        offline=True,
+        started_at=1.0,
+        finished_at=62.5,
+        seconds_played=61.5,
+        rms_dbfs=-20.0,
+    ),
 ]
 
 
@@ -94,6 +135,8 @@ def test_every_message_round_trips(message) -> None:
     assert json.loads(message.encode()) == data
     if type(message) in COMMANDS.values():
         assert decode_command(message.encode()) == message
+    elif type(message) in LOOKAHEAD_MESSAGES.values():
+        assert decode_lookahead(message.encode()) == message
     else:
         assert decode_node_message(message.encode()) == message
 
@@ -253,9 +296,14 @@ def test_topics_build_and_parse() -> None:
     assert t.zone_cmd("thon-1") == "loa/zones/thon-1/cmd"
     assert t.audio_chunk(REF.id, 3) == f"loa/audio/{REF.id}/3"
     assert t.audio_filter(REF.id) == f"loa/audio/{REF.id}/+"
-    assert t.node_filters("loa-01", "thon-1") == ["loa/speakers/loa-01/cmd", "loa/zones/thon-1/cmd"]
-    assert t.node_filters("loa-01", None) == ["loa/speakers/loa-01/cmd"]
-    for kind in ("status", "health", "cmd", "events", "time"):
+    assert t.lookahead("loa-01") == "loa/speakers/loa-01/lookahead"
+    assert t.node_filters("loa-01", "thon-1") == [
+        "loa/speakers/loa-01/cmd",
+        "loa/zones/thon-1/cmd",
+        "loa/speakers/loa-01/lookahead",
+    ]
+    assert t.node_filters("loa-01", None) == ["loa/speakers/loa-01/cmd", "loa/speakers/loa-01/lookahead"]
+    for kind in ("status", "health", "cmd", "events", "time", "lookahead"):
         assert t.parse(f"loa/speakers/loa-01/{kind}") == (kind, "loa-01", None)
     assert t.parse("loa/zones/thon-1/cmd") == ("zone_cmd", "thon-1", None)
     assert t.parse(f"loa/audio/{REF.id}/12") == ("audio", REF.id, "12")
@@ -282,4 +330,60 @@ def test_topics_build_and_parse() -> None:
 
 def test_message_registries() -> None:
     assert set(COMMANDS) == {"play", "stop", "volume", "time"}
+    assert set(LOOKAHEAD_MESSAGES) == {"lookahead"}
     assert set(NODE_MESSAGES) == {"time_request", "status", "health", "event"}
+
+
+# ---------------------------------------------------------------- offline airing (section 11)
+
+
+def _slot(key: str = "s1@2027-01-15T00:00:00Z", **kw) -> dict:
+    return {"slot": key, "start_at": 100.0, "audio": REF.to_dict(), **kw}
+
+
+def test_lookahead_is_not_a_command_and_an_empty_payload_clears_it() -> None:
+    message = Lookahead(generated_at=1.0, slots=(Slot(slot="a", start_at=1.0, audio=REF),))
+    with pytest.raises(ProtocolError, match="type"):
+        decode_command(message.encode())
+    with pytest.raises(ProtocolError, match="type"):
+        decode_lookahead(PlayCommand(broadcast_id="1", audio=REF, start_at=1.0).encode())
+    assert decode_lookahead(b"") == Lookahead(generated_at=0.0)  # the retained message was cleared
+
+
+@pytest.mark.parametrize(
+    ("slots", "match"),
+    [
+        ([_slot(tier="emergency")], "tier"),  # emergencies need the link: never aired offline
+        ([_slot(), _slot()], "unique"),
+        ([_slot("has space")], "slot key"),
+        ([_slot("")], "slot key"),
+        ([_slot("x" * 121)], "slot key"),
+        ([_slot(valid_until=99.0)], "valid_until"),
+        ([_slot(volume=101)], "volume"),
+        ([_slot(start_at="soon")], "start_at"),
+        ([{"slot": "a", "start_at": 1.0}], "audio"),
+        ([_slot(f"s{i}") for i in range(MAX_LOOKAHEAD_SLOTS + 1)], "at most"),
+    ],
+)
+def test_malformed_lookaheads_raise_protocol_error(slots: list, match: str) -> None:
+    payload = json.dumps({"v": 1, "type": "lookahead", "generated_at": 1.0, "slots": slots})
+    with pytest.raises(ProtocolError, match=match):
+        decode_lookahead(payload)
+
+
+def test_slot_keys_in_play_commands_and_receipts_are_checked() -> None:
+    with pytest.raises(ProtocolError, match="slot key"):
+        decode_command(json.dumps({"v": 1, "type": "play", "broadcast_id": "1", "audio": REF.to_dict(),
+                                   "start_at": 1.0, "slot": "a b"}))  # fmt: skip
+    with pytest.raises(ProtocolError, match="slot key"):
+        decode_node_message(b'{"v": 1, "type": "event", "state": "done", "ts": 1, "slot": ""}')
+    # An older controller's play has no slot; an older node's receipts have no slot or offline.
+    play = decode_command(json.dumps({"v": 1, "type": "play", "broadcast_id": "1", "audio": REF.to_dict(),
+                                      "start_at": 1.0}))  # fmt: skip
+    assert play.slot is None
+    event = decode_node_message(b'{"v": 1, "type": "event", "state": "done", "ts": 1}')
+    assert event.slot is None and event.offline is False and event.finished_at is None
+    health = decode_node_message(
+        b'{"v": 1, "type": "health", "ts": 1, "uptime_s": 1, "volume": 5, "amplifier_on": false}'
+    )
+    assert health.supply_v is None and health.on_backup is None and health.output_dbfs is None

@@ -5,12 +5,13 @@ from __future__ import annotations
 
 import asyncio
 import json
+import math
 import time
 from pathlib import Path
 
 import pytest
 
-from speakers.agent import AgentCrashed, SkewedClock, run_agent
+from speakers.agent import AgentCrashed, SkewedClock
 from speakers.mqtt import Link, parse_mqtt_url
 from speakers.protocol import (
     Event,
@@ -22,6 +23,7 @@ from speakers.protocol import (
     decode_node_message,
     sha256_hex,
 )
+from speakers.service import run_agent
 from tests.fakes import FakeAmplifier, FakePlayer
 from tests.mini_controller import SINE_DBFS, MiniController, make_node, make_tone_mp3, run
 
@@ -77,7 +79,7 @@ def test_play_flow_receipts_timing_and_level(mosquitto, tmp_path: Path, tones) -
         await mc.wait_for(lambda: len(amp.switches) == 2 and not amp.is_on, 5, "amplifier off")
         (t_on, on), (t_off, off) = amp.switches
         assert on and not off
-        assert t_on <= node.agent._to_mono(start_at) - node.agent.clock.monotonic() + time.monotonic()
+        assert t_on <= node.agent.sync.to_mono(start_at) - node.agent.clock.monotonic() + time.monotonic()
         await node.stop()
         await mc.close()
 
@@ -207,7 +209,9 @@ def test_broker_restart_in_the_middle_of_a_transfer(mosquitto, tmp_path: Path, t
         await mc.wait_for(lambda: len(mc.need_audio) >= 2, what="both nodes ask for audio")
         half = list(range(ref.chunk_count // 2))
         mc.publish_chunks(ref.id, half)
-        await mc.wait_for(lambda: all(n.agent._fetches[ref.id].transfer.received == len(half) for n in nodes))
+        await mc.wait_for(
+            lambda: all((t := n.agent.fetcher.transfer(ref.id)) and t.received == len(half) for n in nodes)
+        )
         # The broker goes down mid-transfer and comes back; nobody is told to reconnect.
         await asyncio.to_thread(mosquitto.broker.restart)
         mc.serve_audio = True
@@ -630,11 +634,16 @@ def test_health_reports_the_node(mosquitto, tmp_path: Path, tones) -> None:
     mosquitto.add_nodes({"loa-01": "thon-1"})
     signal_file = tmp_path / "signal"
     signal_file.write_text("rssi: -71 dBm\n")
+    volts = tmp_path / "volts"
+    volts.write_text("11.8\n")
 
     async def scenario() -> None:
         mc = MiniController(mosquitto.url)
         await mc.start()
-        sections = {"health": {"interval_s": 0.2, "signal_file": str(signal_file)}}
+        sections = {
+            "health": {"interval_s": 0.2, "signal_file": str(signal_file)},
+            "power": {"voltage_file": str(volts), "backup_command": "echo battery"},
+        }
         node = await make_node(
             mosquitto, "loa-01", "thon-1", tmp_path / "c", clock=SkewedClock(1.5), sections=sections
         ).start()
@@ -652,6 +661,14 @@ def test_health_reports_the_node(mosquitto, tmp_path: Path, tones) -> None:
         assert health.disk_free_bytes is not None and health.disk_free_bytes > 0
         assert health.amplifier_on is True and health.volume == 80
         assert abs(health.ts - time.time()) < 0.5  # in controller time, not the 1.5 s skewed clock
+        assert health.supply_v == 11.8 and health.on_backup is True  # next to the 4G signal
+        # The level sent to the output over the last second (the null player: the file's level
+        # there), at the volume played (80: 1.9 dB below full scale).
+        assert health.output_dbfs == pytest.approx(SINE_DBFS + 20 * math.log10(0.8), abs=1.0)
+        await mc.wait_state("loa-01", "b1", "done")
+        count = len(mc.health["loa-01"])
+        await mc.wait_for(lambda: len(mc.health["loa-01"]) > count, 5, "health after playing")
+        assert mc.health["loa-01"][-1].output_dbfs is None  # idle: nothing measured
         uptimes = [h.uptime_s for h in mc.health["loa-01"]]
         assert uptimes == sorted(uptimes)
         await node.stop()
@@ -772,7 +789,7 @@ def test_leftover_audio_subscription_is_dropped(mosquitto, tmp_path: Path, tones
         node.agent.link.want(mc.topics.audio_filter(ref.id))  # as if restored from the old session
         await node.start()
         mc.publish_chunks(ref.id, [0])
-        await mc.wait_for(lambda: ref.id in node.agent._unwanted_audio, 5, "unwanted chunk seen")
+        await mc.wait_for(lambda: ref.id in node.agent.fetcher.unwanted, 5, "unwanted chunk seen")
         assert not node.agent.link.wants(mc.topics.audio_filter(ref.id))
         assert not node.agent.cache.has(ref.id) and node.timeline == []
         await node.stop()

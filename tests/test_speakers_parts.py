@@ -1,4 +1,5 @@
-"""The agent's parts on their own: cache, transfer, analysis, players, amplifier, health, config."""
+"""The agent's parts on their own: cache, transfer, analysis, players, amplifier, health, power,
+config, TLS messages, the receipt outbox."""
 
 from __future__ import annotations
 
@@ -6,6 +7,9 @@ import asyncio
 import json
 import os
 import shutil
+import socket
+import ssl
+import subprocess
 import time
 from pathlib import Path
 
@@ -13,8 +17,8 @@ import pytest
 
 from speakers.amplifier import AmplifierControl, AmplifierError, SysfsGpioAmplifier, make_amplifier
 from speakers.cache import AudioCache, CacheError, ChunkPool, Transfer
-from speakers.config import ConfigError, QuietHours, load_config
-from speakers.health import HostProbe, parse_signal, read_cpu_temp_c
+from speakers.config import AgentConfig, ConfigError, QuietHours, load_config
+from speakers.health import HostProbe, Source, parse_backup, parse_signal, read_cpu_temp_c
 from speakers.mqtt import MqttUrlError, parse_mqtt_url
 from speakers.player import (
     Analysis,
@@ -28,6 +32,8 @@ from speakers.player import (
     make_player,
 )
 from speakers.protocol import AudioRef, sha256_hex
+from speakers.receipts import ReceiptOutbox
+from speakers.tls import client_context, explain_connect_error
 from tests.fakes import FakeAmplifier
 from tests.mini_controller import SINE_DBFS, make_tone_mp3, run
 
@@ -37,6 +43,18 @@ def tone(tmp_path_factory: pytest.TempPathFactory) -> Path:
     path = tmp_path_factory.mktemp("tone") / "tone.mp3"
     make_tone_mp3(path, 1.0)
     return path
+
+
+@pytest.fixture(scope="module")
+def pki_pem(tmp_path_factory: pytest.TempPathFactory) -> str:
+    """A real CA certificate (the config loads it into an SSL context)."""
+    folder = tmp_path_factory.mktemp("ca")
+    subprocess.run(
+        ["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes",
+         "-keyout", "ca.key", "-out", "ca.crt", "-days", "2", "-subj", "/CN=Loa test CA"],
+        cwd=folder, check=True, capture_output=True,
+    )  # fmt: skip
+    return (folder / "ca.crt").read_text(encoding="utf-8")
 
 
 @pytest.fixture(scope="module")
@@ -285,6 +303,41 @@ def test_real_player_reports_a_failing_output(long_tone: Path, script: str) -> N
         run(same_item(), timeout=20)
 
 
+def test_real_player_measures_the_level_it_sends_to_the_output(tone: Path) -> None:
+    player = RealPlayer(["sh", "-c", "cat > /dev/null"])  # takes the samples as fast as they come
+
+    async def level(volume: int) -> tuple[float | None, float | None, float | None]:
+        item = _item(tone, volume=volume)
+        before = player.output_dbfs(item)
+        await player.prepare(item)
+        await player.play(item)
+        measured = player.output_dbfs(item)
+        await player.release(item)
+        return before, measured, player.output_dbfs(item)
+
+    before, full, after = run(level(100))
+    assert before is None and after is None  # nothing sent yet / released
+    # The samples sent: the mono tone upmixed to stereo (ffmpeg mixes mono at -3 dB per channel).
+    assert full is not None and SINE_DBFS - 4.5 < full < SINE_DBFS + 0.5
+    assert run(level(50))[1] == pytest.approx(full - 6.02, abs=0.5)
+
+
+def test_level_between_two_instants() -> None:
+    analysis = Analysis(duration_s=2.0, window_s=0.1, mean_squares=(0.25,) * 10 + (0.0,) * 10)
+    assert analysis.level_between(0.0, 1.0) == pytest.approx(-6.02, abs=0.01)
+    assert analysis.level_between(0.5, 1.5) == pytest.approx(-9.03, abs=0.01)
+    assert analysis.level_between(1.0, 2.0) == -120.0
+    assert analysis.level_between(0.0, 1.0, volume=50) == pytest.approx(-12.04, abs=0.01)
+
+
+def test_the_player_uses_the_configured_alsa_device() -> None:
+    command = RealPlayer(device="plughw:CARD=Device").command
+    if command[0] == "aplay":
+        assert command[1:3] == ["-D", "plughw:CARD=Device"]
+    elif command[0] == "ffplay":
+        assert RealPlayer(device="hw:1").env["AUDIODEV"] == "hw:1"
+
+
 def test_make_player() -> None:
     assert make_player("null").name == "null"
     with pytest.raises(PlayerError, match="output folder"):
@@ -362,6 +415,42 @@ def test_host_readings(tmp_path: Path) -> None:
     )
 
 
+def test_power_readings_from_files_and_commands(tmp_path: Path) -> None:
+    volts = tmp_path / "in_voltage0_input"
+    volts.write_text("12450\n")
+    probe = HostProbe(
+        tmp_path,
+        voltage=Source(file=volts),
+        voltage_scale=0.001,
+        backup=Source(command="echo battery"),
+    )
+    readings = run(probe.read())
+    assert readings.supply_v == 12.45 and readings.on_backup is True
+    mains = HostProbe(
+        tmp_path, voltage=Source(command="echo 'Vin: 5.1 V'"), backup=Source(file=tmp_path / "gpio")
+    )
+    (tmp_path / "gpio").write_text("1\n")
+    inverted = HostProbe(tmp_path, backup=Source(file=tmp_path / "gpio"), backup_invert=True)
+    assert run(mains.read()).supply_v == 5.1 and run(mains.read()).on_backup is True
+    assert run(inverted.read()).on_backup is False  # the pin says 1 on mains
+    unset = run(HostProbe(tmp_path).read())
+    assert unset.supply_v is None and unset.on_backup is None
+    broken = HostProbe(
+        tmp_path, voltage=Source(command="sh -c 'exit 2'"), backup=Source(file=tmp_path / "none")
+    )
+    assert run(broken.read()).supply_v is None and run(broken.read()).on_backup is None
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [("1", True), ("battery\n", True), ("Discharging", True), ("0", False), ("mains", False),
+     ("online", False), ("", None), ("maybe", None)],
+)  # fmt: skip
+def test_backup_state_words(text: str, expected: bool | None) -> None:
+    assert parse_backup(text) is expected
+    assert parse_backup(text, invert=True) is (None if expected is None else not expected)
+
+
 # -------------------------------------------------------------------------------- config
 
 
@@ -402,6 +491,144 @@ def test_config_errors_are_readable(tmp_path: Path, text: str, expected: str) ->
     assert "Traceback" not in str(err.value)
 
 
+CA_PEM = """-----BEGIN CERTIFICATE-----
+MIIBcTCCARegAwIBAgIUGKJ7Lzqk5x3VZGn0m1lGgN3kQqQwCgYIKoZIzj0EAwIw
+-----END CERTIFICATE-----
+"""
+
+
+def test_the_enrollment_file_needs_nothing_else(tmp_path: Path, pki_pem: str) -> None:
+    path = tmp_path / "agent.yaml"
+    ca = "\n".join(f"  {line}" for line in pki_pem.strip().splitlines())
+    path.write_text(
+        f"id: loa-01\nzone: thon-1\nmqtt_url: mqtts://broker.xa.vn:8883\npassword: 'p@ss w:rd'\n"
+        f"ca_pem: |\n{ca}\ncache_dir: {tmp_path / 'cache'}\naudio:\n  device: hw:1,0\n"
+        "power:\n  voltage_file: /sys/x\n  backup_command: ups-state\n",
+        encoding="utf-8",
+    )
+    config = load_config(path)
+    url = config.broker_url()
+    assert (url.host, url.port, url.tls, url.username, url.password) == (
+        "broker.xa.vn", 8883, True, "loa-01", "p@ss w:rd",
+    )  # fmt: skip
+    assert config.mqtt.ca_pem == pki_pem and config.cache_dir() == tmp_path / "cache"
+    assert config.audio.device == "hw:1,0" and config.power.backup_command == "ups-state"
+    context = config.tls_context()
+    assert context is not None and context.check_hostname and context.minimum_version.name == "TLSv1_2"
+    assert len(context.get_ca_certs()) == 1  # pinned: only the enrolled CA, not the system's
+    # The nested spellings are the same settings; the URL may carry its own user.
+    nested = AgentConfig.model_validate(
+        {"id": "loa-02", "mqtt": {"url": "mqtts://node7@h", "password": "x", "ca_pem": pki_pem}}
+    )
+    assert nested.broker_url().username == "node7" and nested.broker_url().password == "x"
+    assert AgentConfig.model_validate({"id": "a", "mqtt_url": "mqtt://h"}).tls_context() is None
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        (
+            "id: a\nmqtt_url: mqtt://h\nmqtt: {url: 'mqtt://g'}\n",
+            "'mqtt_url' and 'mqtt.url' are the same setting",
+        ),
+        ("id: a\ncache_dir: /x\naudio: {cache_dir: /y}\n", "'cache_dir' and 'audio.cache_dir'"),
+        ("id: a\nmqtt_url: mqtt://h\nca_pem: CA\n", "ca_pem: ca_pem is not a PEM certificate"),
+        (
+            f"id: a\nmqtt_url: mqtt://h\nca_pem: |\n  {CA_PEM.strip().replace(chr(10), chr(10) + '  ')}\n",
+            "ca_pem",
+        ),
+        ("id: a\nmqtt_url: mqtt://u:p@h\npassword: q\n", "the password is both in the URL and in 'password'"),
+        ("id: a\nmqtt_url: 'http://h'\n", "mqtt_url: MQTT URL must start with mqtt://"),
+        ("id: a\npower: {voltage_scale: 0}\n", "power.voltage_scale"),
+        ("id: a\nlookahead: {offline_after_s: -1}\n", "lookahead.offline_after_s"),
+    ],
+)
+def test_enrollment_config_errors_are_readable(tmp_path: Path, text: str, expected: str) -> None:
+    path = tmp_path / "agent.yaml"
+    path.write_text(text, encoding="utf-8")
+    with pytest.raises(ConfigError) as err:
+        load_config(path)
+    assert expected in str(err.value)
+
+
+def test_flags_override_the_enrollment_keys(tmp_path: Path) -> None:
+    path = tmp_path / "agent.yaml"
+    path.write_text(
+        "id: loa-01\nmqtt_url: mqtts://broker:8883\npassword: pw\ncache_dir: /var/lib/loa/audio\n"
+    )
+    config = load_config(
+        path, {"mqtt": {"url": "mqtt://127.0.0.1:1883"}, "audio": {"cache_dir": str(tmp_path)}}
+    )
+    assert config.broker_url().host == "127.0.0.1" and config.broker_url().password == "pw"
+    assert config.cache_dir() == tmp_path
+
+
+def test_ca_pem_needs_tls(pki_pem: str) -> None:
+    with pytest.raises(ValueError, match="ca_pem is set but the URL is not mqtts://"):
+        AgentConfig.model_validate({"id": "a", "mqtt_url": "mqtt://h", "ca_pem": pki_pem})
+    with pytest.raises(ValueError, match="not a PEM"):
+        client_context("garbage")
+
+
+# ----------------------------------------------------------------------------- TLS words
+
+
+def _verify_error(code: int, message: str) -> ssl.SSLCertVerificationError:
+    exc = ssl.SSLCertVerificationError(1, f"[SSL: CERTIFICATE_VERIFY_FAILED] {message}")
+    exc.verify_code = code
+    exc.verify_message = message
+    return exc
+
+
+@pytest.mark.parametrize(
+    ("exc", "code", "expected"),
+    [
+        (_verify_error(10, "certificate has expired"), None, "TLS: the broker's certificate has expired"),
+        (_verify_error(9, "certificate is not yet valid"), None, "check this computer's clock"),
+        (
+            _verify_error(19, "self-signed certificate in certificate chain"),
+            None,
+            "not signed by the trusted CA",
+        ),
+        (_verify_error(20, "unable to get local issuer certificate"), None, "check ca_pem"),
+        (_verify_error(62, "Hostname mismatch"), None, "is not for host 'h'"),
+        (
+            ssl.SSLError(1, "[SSL: WRONG_VERSION_NUMBER] wrong version number"),
+            None,
+            "is it the broker's TLS port?",
+        ),
+        (ConnectionRefusedError(111, "Connection refused"), None, "refused the connection at h:8883"),
+        (socket.gaierror(-2, "Name or service not known"), None, "cannot resolve the broker's host name 'h'"),
+        (TimeoutError("timed out"), None, "no answer from h:8883"),
+        (OSError(113, "No route to host"), None, "cannot reach h:8883: No route to host"),
+        (RuntimeError("x"), 134, "login refused: wrong user name or password"),
+        (RuntimeError("x"), 135, "login refused: not authorized"),
+        (RuntimeError("x"), 5, "login refused: not authorized"),
+        (RuntimeError("x"), 138, "banned"),
+    ],
+)
+def test_connection_failures_in_plain_words(exc: BaseException, code: int | None, expected: str) -> None:
+    assert expected in explain_connect_error(exc, "h", 8883, code)
+
+
+# ------------------------------------------------------------------------- receipt outbox
+
+
+def test_the_receipt_outbox_survives_a_restart_until_acknowledged(tmp_path: Path) -> None:
+    path = tmp_path / "receipts-outbox.jsonl"
+    outbox = ReceiptOutbox(path)
+    first = outbox.add('{"state":"playing","title":"Bản tin"}'.encode())
+    second = outbox.add(b'{"state":"done"}')
+    outbox.remove(first)
+    path.write_text(path.read_text(encoding="utf-8") + "damaged line\n", encoding="utf-8")
+    again = ReceiptOutbox(path)
+    assert again.pending() == [(second, b'{"state":"done"}')]
+    assert again.add(b'{"state":"x"}') > second  # numbers keep increasing
+    for n, _ in again.pending():
+        again.remove(n)
+    assert not path.exists() and len(ReceiptOutbox(path)) == 0
+
+
 def test_quiet_hours_over_midnight() -> None:
     import datetime as dt
 
@@ -434,7 +661,8 @@ def test_the_agent_needs_nothing_of_the_controller() -> None:
     import sys
 
     code = (
-        "import sys, speakers.__main__, speakers.agent, speakers.simulator, speakers.player;"
+        "import sys, speakers.__main__, speakers.agent, speakers.simulator, speakers.player,"
+        " speakers.service, speakers.checks, speakers.lookahead;"
         "bad = sorted(m for m in sys.modules if m.split('.')[0] in "
         "('broadcaster', 'flask', 'sqlalchemy', 'waitress', 'apscheduler', 'pydub', 'gtts'));"
         "print(','.join(bad))"

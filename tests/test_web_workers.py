@@ -131,9 +131,7 @@ def test_repeat_limit_follows_the_broadcasts_setting(tmp_path: Any) -> None:
         form = {"title": "Họp", "text": "Mời bà con họp.", "tier": "normal", "targets": ["all"], "repeat": "4",
                 "action": "now", "when": "once"}  # fmt: skip
         refused = post(client, "/compose", form)
-        assert refused.status_code == 400 and "Số lần phát từ 1 đến 3." in refused.get_data(
-            as_text=True
-        )
+        assert refused.status_code == 400 and "Số lần phát từ 1 đến 3." in refused.get_data(as_text=True)
         page = client.get("/compose").get_data(as_text=True)
         assert "3 lần (lặp lại)" in page and "4 lần (lặp lại)" not in page
         token = create_token(web.sessions, "kiem-tra")

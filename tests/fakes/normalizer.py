@@ -12,7 +12,9 @@ from broadcaster.textnorm.normalizer import Normalized, Token
 class FakeNormalizer:
     """``builtins``: readings the fake knows without overrides (e.g. {"UBND": "ủy ban nhân dân"})."""
 
-    def __init__(self, overrides: dict[str, str] | None = None, builtins: dict[str, str] | None = None) -> None:
+    def __init__(
+        self, overrides: dict[str, str] | None = None, builtins: dict[str, str] | None = None
+    ) -> None:
         self.overrides = dict(overrides or {})
         self.builtins = dict(builtins or {})
         self.calls = 0
