@@ -26,6 +26,8 @@ from sqlalchemy import (
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 
+from broadcaster import domain
+
 
 def utcnow() -> datetime:
     return datetime.now(UTC)
@@ -284,6 +286,22 @@ class Schedule(Base):
     approval: Mapped[str] = mapped_column(String(20), default=Approval.APPROVED.value)
     author: Mapped[str | None] = mapped_column(String(100))
     created: Mapped[datetime] = mapped_column(UtcDateTime, default=utcnow)
+
+    def announcement(self, audio_key: str | None = None) -> domain.Announcement:
+        """The bulletin of one airing of this schedule."""
+        return domain.Announcement(
+            text=self.text,
+            tier=domain.Tier(self.tier),
+            targets=tuple(self.targets or ("all",)),
+            title=self.title or self.name,
+            repeat=self.repeat,
+            engine=self.engine,
+            voice=self.voice,
+            author=self.author or "lịch phát",
+            source=domain.Source.SCHEDULE,
+            audio_key=domain.AudioKey(audio_key) if audio_key else None,
+            extra={"schedule_id": str(self.id), "schedule_name": self.name},
+        )
 
 
 class HealthSample(Base):

@@ -266,7 +266,9 @@ def build_services(
     if scheduler:
         from broadcaster.scheduling import SchedulerService
 
-        scheduler_service = SchedulerService(settings, sessions, broadcasts, speech, validator)
+        scheduler_service = SchedulerService(settings, sessions, broadcasts, speech, validator, transport)
+        if scheduler_service.lookahead is not None:
+            registry.on_change.append(scheduler_service.lookahead.mark)
     return Services(
         settings=settings,
         db_engine=engine,

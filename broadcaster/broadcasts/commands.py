@@ -44,6 +44,7 @@ class CommandSender:
                 volume=self.volume,
                 valid_until=airing.valid_until,
                 title=airing.title,
+                slot=airing.slot,
             )
             if zone and zone in airing.whole_zones and len(members) >= 2:
                 command = dataclasses.replace(base, targets=tuple(sorted(members)))

@@ -102,12 +102,16 @@ class Dispatcher:
         receipts: Receipts,
         chunks: ChunkServer,
         ledger: Ledger,
+        resolve_slots: Callable[[list[tuple[str, Event]]], None] | None = None,
     ) -> None:
+        """``resolve_slots(receipts)``: called on this thread after a commit with the offline
+        receipts whose airing has no record yet (it creates the record and posts them again)."""
         self.sessions = sessions
         self.lifecycle = lifecycle
         self.receipts = receipts
         self.chunks = chunks
         self.ledger = ledger
+        self.resolve_slots = resolve_slots
         self.stats = DispatcherStats()
         self._inbox: queue.Queue[_Item | None] = queue.Queue()
         self._thread: threading.Thread | None = None
@@ -271,6 +275,12 @@ class Dispatcher:
             else:
                 future.set_result(result)
         self.chunks.publish_due()
+        unmatched = self.receipts.take_unmatched()
+        if unmatched and self.resolve_slots is not None:
+            try:
+                self.resolve_slots(unmatched)
+            except Exception:
+                _LOGGER.exception("dispatcher: %s offline receipts could not be matched", len(unmatched))
 
     def _retry(self, batch: list[_Item], air_before: set[int]) -> None:
         """After a rolled-back batch: rebuild memory from the database, then apply the batch's

@@ -34,7 +34,7 @@ from broadcaster.broadcasts.errors import BroadcastError
 from broadcaster.broadcasts.ledger import NO_RECEIPT, Ledger, utc
 from broadcaster.broadcasts.ports import FleetPort, SpeechPort
 from broadcaster.broadcasts.rendering import Rendered, Renderer
-from broadcaster.broadcasts.state import Airing
+from broadcaster.broadcasts.state import Airing, slot_key
 from broadcaster.domain import ALL_TARGETS, Tier
 from broadcaster.fleet.targets import TargetResolver, ZoneMap
 from broadcaster.models import Announcement, Approval, Broadcast, BroadcastState, DeliveryState
@@ -227,6 +227,7 @@ class Lifecycle:
             valid_until=valid_until,
             whole_zones={z for z in zones.members if ALL_TARGETS in targets or z in targets},
             pending={d.speaker_id for d in bc.deliveries if d.state == DeliveryState.PENDING.value},
+            slot=slot_key(bc.schedule_id, bc.fire_time) if bc.schedule_id and bc.fire_time else None,
         )
         self.airings[bc.id] = airing
         self.chunks.offer(audio.id, data)

@@ -12,14 +12,15 @@ import logging
 import math
 from collections.abc import Callable
 
+from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from broadcaster.broadcasts.chunks import ChunkServer
 from broadcaster.broadcasts.config import BroadcastsConfig
 from broadcaster.broadcasts.ledger import Ledger
-from broadcaster.broadcasts.state import Airing, parse_wire_id
+from broadcaster.broadcasts.state import Airing, parse_slot, parse_wire_id
 from broadcaster.broadcasts.views import delivery_state_label
-from broadcaster.models import DeliveryState
+from broadcaster.models import Broadcast, DeliveryState
 from speakers.protocol import Event
 
 _LOGGER = logging.getLogger(__name__)
@@ -30,6 +31,7 @@ _LOGGER = logging.getLogger(__name__)
 # inside; one second leaves room for the offset estimate's error.
 START_TOLERANCE_S = 1.0
 
+_FINAL = frozenset({"done", "preempted", "stopped", "failed", "expired"})
 _ENDINGS = {
     "stopped": DeliveryState.STOPPED,
     "failed": DeliveryState.FAILED,
@@ -54,6 +56,9 @@ class Receipts:
         self.config = config
         self.clock = clock
         self.events = 0
+        # Offline receipts (docs/protocol.md 11.4) of an airing the controller has no record of yet:
+        # resolved after the batch commits (the airing is created), then applied again.
+        self.unmatched: list[tuple[str, Event]] = []
 
     def handle(self, session: Session, speaker: str, event: Event) -> None:
         self.events += 1
@@ -67,10 +72,19 @@ class Receipts:
             message = f"{speaker} báo lỗi: {event.reason or ''}".strip()
             self.ledger.log(session, "node_error", message, bid, speaker, now=now)
             return
+        from_slot = False
+        if bid is None and event.slot:
+            bid = self._slot_broadcast(session, event.slot)
+            if bid is None:
+                self.unmatched.append((speaker, event))
+                return
+            from_slot = True  # the node aired the slot on its own (offline): attempt 0, its record
         if bid is None:
             return
         airing = self.airings.get(bid)
-        if airing is not None and attempt != airing.attempts.setdefault(speaker, attempt):
+        if from_slot and airing is not None and event.state in _FINAL:
+            airing.pending.discard(speaker)  # it aired: no play command for it any more
+        if not from_slot and airing is not None and attempt != airing.attempts.setdefault(speaker, attempt):
             _LOGGER.debug("stale receipt %s of %s from %s ignored", event.state, event.broadcast_id, speaker)
             return
         state = event.state
@@ -80,7 +94,11 @@ class Receipts:
         elif state == "scheduled":
             ledger.set_delivery(session, bid, speaker, DeliveryState.SCHEDULED, only_open=True)
         elif state == "playing":
-            started = self._trusted_start(airing, speaker, event.started_at or event.ts)
+            reported = event.started_at or event.ts
+            if from_slot:  # aired long ago, on the node's clock estimate: bounded by now only
+                started = min(reported, now) if math.isfinite(reported) else now
+            else:
+                started = self._trusted_start(airing, speaker, reported)
             ledger.set_delivery(
                 session, bid, speaker, DeliveryState.PLAYING, only_open=True, started_at=started
             )
@@ -144,6 +162,20 @@ class Receipts:
             label = delivery_state_label(_ENDINGS[state].value).lower()
             text = f"Bản tin #{bid} trên {speaker}: {label}" + (f" ({reason})" if reason else "")
             ledger.log(session, "delivery", text, bid, speaker, now=now)
+
+    @staticmethod
+    def _slot_broadcast(session: Session, slot: str) -> int | None:
+        """The airing recorded for a slot (its schedule and fire time), or None."""
+        parsed = parse_slot(slot)
+        if parsed is None:
+            return None
+        return session.scalar(
+            select(Broadcast.id).where(Broadcast.schedule_id == parsed[0], Broadcast.fire_time == parsed[1])
+        )
+
+    def take_unmatched(self) -> list[tuple[str, Event]]:
+        items, self.unmatched = self.unmatched, []
+        return items
 
     def _trusted_start(self, airing: Airing | None, speaker: str, reported: float) -> float:
         """The node's reported start, clamped to [command sent - tolerance, now + lead]."""

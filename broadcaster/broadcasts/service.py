@@ -35,18 +35,20 @@ from broadcaster.broadcasts.commands import CommandSender
 from broadcaster.broadcasts.config import BroadcastsConfig
 from broadcaster.broadcasts.dispatcher import Dispatcher
 from broadcaster.broadcasts.errors import BroadcastError
-from broadcaster.broadcasts.ledger import Ledger, NewBroadcast
+from broadcaster.broadcasts.ledger import Ledger, NewBroadcast, utc
 from broadcaster.broadcasts.lifecycle import Lifecycle
 from broadcaster.broadcasts.ports import FleetPort, SpeechPort
 from broadcaster.broadcasts.receipts import Receipts
 from broadcaster.broadcasts.rendering import Renderer
+from broadcaster.broadcasts.state import parse_slot
 from broadcaster.broadcasts.validation import AnnouncementValidator, Draft, Limits
 from broadcaster.broadcasts.views import BroadcastTitles, get_broadcast, list_broadcasts
 from broadcaster.broadcasts.volume import set_volume
 from broadcaster.domain import Tier
 from broadcaster.fleet.targets import TargetError, TargetResolver, resolve
-from broadcaster.models import Broadcast, BroadcastState
+from broadcaster.models import Broadcast, BroadcastState, Schedule
 from broadcaster.transport import Transport
+from speakers.protocol import Event
 
 _LOGGER = logging.getLogger(__name__)
 
@@ -119,7 +121,10 @@ class BroadcastManager:
             clock=clock,
         )
         self.receipts = Receipts(self.ledger, self.lifecycle.airings, self.chunks, self.config, clock)
-        self.dispatcher = Dispatcher(sessions, self.lifecycle, self.receipts, self.chunks, self.ledger)
+        self.dispatcher = Dispatcher(
+            sessions, self.lifecycle, self.receipts, self.chunks, self.ledger, self._resolve_slots
+        )
+        self.deferred_grace_s = deferred_grace_s
         self._started = False
 
     # ------------------------------------------------------------------ lifecycle
@@ -300,6 +305,44 @@ class BroadcastManager:
             "reloads": d.reloads,
         }
 
+    # ------------------------------------------------------------------ offline airings
+
+    def _resolve_slots(self, receipts: list[tuple[str, Event]]) -> None:
+        """Offline receipts (docs/protocol.md 11.4) of a scheduled airing the controller has no
+        record of (it was down at that time, or is just back): create the airing's record — aired
+        now to the clusters that did not air it, if still within the grace, else recorded missed —
+        then apply the receipts to it. Dispatcher thread, after its commit."""
+        for key in sorted({event.slot for _, event in receipts if event.slot}):
+            parsed = parse_slot(key)
+            if parsed is None:
+                continue
+            schedule_id, fire_time = parsed
+            with self.sessions() as session:
+                row = session.get(Schedule, schedule_id)
+                if row is None:
+                    _LOGGER.warning("offline receipts for slot %s of a deleted schedule ignored", key)
+                    continue
+                audio_key = row.audio_key if row.audio_key and self.speech.store.has(row.audio_key) else None
+                ann = row.announcement(audio_key)
+            deadline = fire_time.timestamp() + self.deferred_grace_s
+            try:
+                if self.clock() <= deadline:
+                    self.submit(
+                        ann,
+                        approved=True,
+                        schedule_id=schedule_id,
+                        fire_time=fire_time,
+                        valid_until=utc(deadline),
+                    )
+                else:
+                    reason = "Bộ điều khiển không chạy vào giờ phát; các cụm loa còn lại không phát."
+                    self.record_missed(ann, schedule_id=schedule_id, fire_time=fire_time, reason=reason)
+            except BroadcastError as exc:
+                _LOGGER.warning("offline receipts for slot %s: %s", key, exc.message)
+                continue
+        for speaker, event in receipts:
+            self.dispatcher.post_receipt(speaker, event)
+
     # ------------------------------------------------------------------ helpers
 
     def _resolve(self, session: Session, targets: tuple[str, ...] | list[str]) -> tuple[str, ...]:
@@ -314,15 +357,19 @@ class BroadcastManager:
         return validity_end(tier, base, speakers, zones, self.policy, valid_s)
 
     def _recent_audio_keys(self) -> list[str]:
+        """Audio a node may ask for: recent broadcasts' (a node catching up) and the schedules'
+        rendered ahead (named in the nodes' lookahead, docs/protocol.md 11.1), newest first."""
         with self.sessions() as session:
-            return list(
-                session.scalars(
-                    select(Broadcast.audio_key)
-                    .where(Broadcast.audio_key.is_not(None))
-                    .order_by(Broadcast.id.desc())
-                    .limit(_RECENT_AUDIO)
-                )
+            recent = session.scalars(
+                select(Broadcast.audio_key)
+                .where(Broadcast.audio_key.is_not(None))
+                .order_by(Broadcast.id.desc())
+                .limit(_RECENT_AUDIO)
             )
+            scheduled = session.scalars(
+                select(Schedule.audio_key).where(Schedule.audio_key.is_not(None), Schedule.enabled.is_(True))
+            )
+            return [*recent, *scheduled]
 
 
 __all__ = ["DEFAULT_DEFERRED_GRACE_S", "BroadcastManager"]

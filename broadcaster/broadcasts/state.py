@@ -8,6 +8,7 @@ reads them (never writes) and returns decisions that the dispatcher applies.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 
 from broadcaster.domain import Tier
 from speakers.protocol import AudioRef
@@ -36,6 +37,26 @@ def parse_wire_id(value: str | None) -> tuple[int, int] | None:
     return bid, attempt
 
 
+def slot_key(schedule_id: int, fire_time: datetime) -> str:
+    """The key of one scheduled airing (docs/protocol.md section 11): ``s12@2027-01-15T00:00:00Z``."""
+    return f"s{schedule_id}@{fire_time.astimezone(UTC).strftime('%Y-%m-%dT%H:%M:%SZ')}"
+
+
+def parse_slot(value: str | None) -> tuple[int, datetime] | None:
+    """``"s12@2027-01-15T00:00:00Z"`` -> (12, that instant, aware UTC); None for anything else."""
+    if not value or not value.startswith("s") or "@" not in value:
+        return None
+    head, _, when = value[1:].partition("@")
+    try:
+        schedule_id = int(head)
+        fire_time = datetime.strptime(when, "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=UTC)
+    except ValueError:
+        return None
+    if not 0 < schedule_id < 2**63:
+        return None
+    return schedule_id, fire_time
+
+
 @dataclass
 class Airing:
     """A broadcast being aired (see the module docstring)."""
@@ -60,6 +81,7 @@ class Airing:
     started: bool = False
     cancelled: bool = False
     cancel_reason: str = ""
+    slot: str | None = None  # a scheduled airing: nodes that aired it offline answer from their record
 
 
 @dataclass(frozen=True)
@@ -71,4 +93,4 @@ class Hold:
     targets: frozenset[str]
 
 
-__all__ = ["Airing", "Hold", "parse_wire_id", "wire_id"]
+__all__ = ["Airing", "Hold", "parse_slot", "parse_wire_id", "slot_key", "wire_id"]

@@ -38,12 +38,15 @@ class RenderAhead:
         enabled: bool,
         next_run: Callable[[Schedule], datetime | None],
         log: Callable[[str, str], None],
+        rendered: Callable[[], None] | None = None,
     ) -> None:
+        """``rendered()``: called after a schedule got new audio (its lookahead changes)."""
         self.sessions = sessions
         self.speech = speech
         self.enabled = enabled
         self.next_run = next_run
         self.log = log
+        self.rendered = rendered
         self._pool: ThreadPoolExecutor | None = None
         self._renders: dict[int, Future[str | None]] = {}
 
@@ -132,6 +135,8 @@ class RenderAhead:
             old, row.audio_key = row.audio_key, key
         if old and old != key:
             self.unpin(old, schedule_id)
+        if old != key and self.rendered is not None:
+            self.rendered()
         _LOGGER.info("schedule %s rendered ahead: %s (%.1f s)", schedule_id, key[:12], result.duration_s)
         return key
 

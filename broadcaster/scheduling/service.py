@@ -29,15 +29,16 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from broadcaster.broadcasts.ports import SpeechPort
 from broadcaster.broadcasts.validation import AnnouncementValidator
-from broadcaster.domain import Announcement, AudioKey, Source, Tier
 from broadcaster.models import Approval, Broadcast, LogEntry, Schedule
 from broadcaster.scheduling import jobs
 from broadcaster.scheduling.ahead import RenderAhead
 from broadcaster.scheduling.apsched import JobClock, Trigger, due_runs, fire_times, next_fire
 from broadcaster.scheduling.book import ScheduleBook, trigger_of
 from broadcaster.scheduling.lock import SchedulerLock, lock_for
+from broadcaster.scheduling.lookahead import LookaheadPublisher
 from broadcaster.scheduling.spec import SPEC_FIELDS, ScheduleError, ScheduleFields
 from broadcaster.scheduling.upcoming import upcoming
+from broadcaster.transport import Transport
 
 if TYPE_CHECKING:
     from broadcaster.broadcasts import BroadcastManager
@@ -62,7 +63,9 @@ class SchedulerService:
         broadcasts: BroadcastManager,
         speech: SpeechPort | None,
         validator: AnnouncementValidator,
+        transport: Transport | None = None,
     ) -> None:
+        """``transport``: where each node's lookahead is published (offline airing); None: not."""
         self.settings = settings
         self.sessions = sessions
         self.broadcasts = broadcasts
@@ -84,8 +87,18 @@ class SchedulerService:
             removed=self._after_removal,
             next_run=self.next_run,
         )
+        self.lookahead: LookaheadPublisher | None = None
+        if transport is not None and speech is not None:
+            self.lookahead = LookaheadPublisher(
+                sessions, speech.store, transport, self.zone, grace_s=self.grace.total_seconds()
+            )
         self.ahead = RenderAhead(
-            sessions, speech, enabled=cfg.render_ahead, next_run=self.next_run, log=self._log
+            sessions,
+            speech,
+            enabled=cfg.render_ahead,
+            next_run=self.next_run,
+            log=self._log,
+            rendered=self.lookahead.mark if self.lookahead is not None else None,
         )
         self._clock: JobClock | None = None
         self._lock: SchedulerLock | None = None
@@ -145,6 +158,8 @@ class SchedulerService:
         self.sync_jobs()
         self.ahead.render_all()
         clock.resume()
+        if self.lookahead is not None:
+            self.lookahead.start()
         _LOGGER.info("scheduler running: %d job(s), grace %s", len(clock.jobs()), self.grace)
 
     def shutdown(self) -> None:
@@ -155,6 +170,8 @@ class SchedulerService:
                 self._lock = None
 
     def _stop_clock(self) -> None:
+        if self.lookahead is not None:
+            self.lookahead.stop()
         clock, self._clock = self._clock, None
         if clock is not None:
             try:
@@ -267,12 +284,16 @@ class SchedulerService:
             clock.remove(job_id)
 
     def _after_change(self, schedule_id: int, audio_changed: bool) -> None:
+        if self.lookahead is not None:
+            self.lookahead.mark()
         with self._state:
             self._sync_one(schedule_id)
         if audio_changed or self.ahead.needs_render(schedule_id):
             self.ahead.render(schedule_id)
 
     def _after_removal(self, schedule_id: int, audio_key: str | None) -> None:
+        if self.lookahead is not None:
+            self.lookahead.mark()
         if self._clock is not None:
             self._clock.remove(SCHEDULE_JOB.format(schedule_id))
         if audio_key:
@@ -283,22 +304,6 @@ class SchedulerService:
     def fire_broadcast(self, broadcast_id: int) -> None:
         """A deferred-broadcast job of an earlier version fired before sync_jobs removed it."""
         self.broadcasts.air(broadcast_id)
-
-    @staticmethod
-    def _announcement(row: Schedule, audio_key: str | None = None) -> Announcement:
-        return Announcement(
-            text=row.text,
-            tier=Tier(row.tier),
-            targets=tuple(row.targets or ("all",)),
-            title=row.title or row.name,
-            repeat=row.repeat,
-            engine=row.engine,
-            voice=row.voice,
-            author=row.author or "lịch phát",
-            source=Source.SCHEDULE,
-            audio_key=AudioKey(audio_key) if audio_key else None,
-            extra={"schedule_id": str(row.id), "schedule_name": row.name},
-        )
 
     def fire_schedule(self, schedule_id: int) -> int | None:
         """Air one fire time of a schedule; returns the broadcast id (None when nothing aired)."""
@@ -326,7 +331,7 @@ class SchedulerService:
             audio_key = row.audio_key
             if audio_key and self.speech is not None and not self.speech.store.has(audio_key):
                 audio_key = None  # the store was emptied: render at air time
-            ann = self._announcement(row, audio_key)
+            ann = row.announcement(audio_key)
         try:
             broadcast_id = self.broadcasts.submit(
                 ann, approved=True, schedule_id=schedule_id, fire_time=fire_time
@@ -385,7 +390,7 @@ class SchedulerService:
             row = session.get(Schedule, schedule_id)
             if row is None:
                 return None
-            ann = self._announcement(row)
+            ann = row.announcement()
         broadcast_id = self.broadcasts.record_missed(
             ann, schedule_id=schedule_id, fire_time=fire_time.astimezone(UTC), reason=reason
         )
