@@ -71,18 +71,16 @@ class Draft:
     at: Any = None
 
     @classmethod
-    def of(cls, ann: Announcement) -> Draft:
-        return cls(
-            text=ann.text,
-            title=ann.title,
-            tier=ann.tier,
-            targets=list(ann.targets),
-            repeat=ann.repeat,
-            engine=ann.engine,
-            voice=ann.voice,
-            audio_key=ann.audio_key,
-            at=ann.at,
-        )
+    def of(cls, item: Any) -> Draft:
+        """The bulletin fields of an Announcement, a schedule spec, or anything with those names."""
+        return cls(**{f: _listed(getattr(item, f, None)) for f in _DRAFT_FIELDS})
+
+
+_DRAFT_FIELDS = ("text", "title", "tier", "targets", "repeat", "engine", "voice", "audio_key", "at")
+
+
+def _listed(value: Any) -> Any:
+    return list(value) if isinstance(value, tuple) else value
 
 
 @dataclass(frozen=True)

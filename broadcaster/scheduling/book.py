@@ -96,17 +96,8 @@ class ScheduleBook:
 
     def check_bulletin(self, spec: ScheduleFields) -> None:
         """The bulletin fields, by the one announcement validator."""
-        draft = Draft(
-            text=spec.text,
-            title=spec.title,
-            tier=spec.tier,
-            targets=list(spec.targets),
-            repeat=spec.repeat,
-            engine=spec.engine,
-            voice=spec.voice,
-        )
         try:
-            self.validator.check(draft, check_time=False)
+            self.validator.check(Draft.of(spec), check_time=False)
         except AnnouncementInvalid as exc:
             raise ScheduleError(exc.message, field=exc.field) from exc
 
