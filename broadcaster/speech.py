@@ -427,9 +427,10 @@ class SpeechService:
             Pause.PARAGRAPH: a.paragraph_pause_ms,
         }
         _LOGGER.info("synthesizing %d piece(s) with %s (%s)", len(pieces), engine.name, voice)
-        parts = [
-            (self.chain.call(engine, piece.text, voice or None), pause_ms[piece.pause]) for piece in pieces
-        ]
+        # Pieces are synthesized in parallel where the engine allows it (``max_parallel``): a slow
+        # cloud engine costs about one request's time for a short bulletin, not one per sentence.
+        clips = self.chain.call_many(engine, [piece.text for piece in pieces], voice or None)
+        parts = [(clip, pause_ms[piece.pause]) for clip, piece in zip(clips, pieces, strict=True)]
         body = render.speech_track(parts)
         connector = None
         if repeat > 1 and self._connector_text():

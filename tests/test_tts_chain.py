@@ -88,3 +88,43 @@ def test_duplicate_or_missing_engines_are_rejected() -> None:
         EngineChain([FakeEngine("a"), FakeEngine("a")])
     with pytest.raises(ValueError, match="at least one"):
         EngineChain([])
+
+
+def test_call_many_synthesizes_in_parallel_up_to_the_engines_limit_in_order() -> None:
+    """A slow engine answers a 9-piece bulletin in about three requests' time, not nine: after the
+    first piece (alone, so a dead engine is asked once), up to ``max_parallel`` calls are in flight
+    together. Proven without clocks: four calls meet at a barrier that only four concurrent calls
+    can pass; more than four never run at once; the clips come back in text order."""
+    import threading
+
+    class Slow(FakeEngine):
+        max_parallel = 4
+
+        def __init__(self) -> None:
+            super().__init__("slow")
+            self.barrier = threading.Barrier(4, timeout=10)
+            self.active = 0
+            self.most = 0
+            self.lock = threading.Lock()
+
+        def synthesize(self, text: str, voice: str | None = None):  # type: ignore[no-untyped-def]
+            with self.lock:
+                self.active += 1
+                self.most = max(self.most, self.active)
+            try:
+                if 1 <= int(text.split()[1]) <= 4:
+                    self.barrier.wait()  # the first four after the probe must run together
+                return super().synthesize(text, voice)
+            finally:
+                with self.lock:
+                    self.active -= 1
+
+    engine = Slow()
+    chain = EngineChain([engine])
+    texts = [f"câu {i} " + "a" * i for i in range(9)]
+    clips = chain.call_many(engine, texts, None)
+    assert len(clips) == 9 and engine.most == 4
+    assert [t for t, _ in engine.calls][0] == "câu 0 "  # the probe went first, alone
+    # In text order: each clip's length grows with its text the way FakeEngine makes it.
+    lengths = [len(c.data) for c in clips]
+    assert all(a < b for a, b in zip(lengths, lengths[1:], strict=False))

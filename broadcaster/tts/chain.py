@@ -14,6 +14,7 @@ import logging
 import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
 from zoneinfo import ZoneInfo
@@ -258,6 +259,20 @@ class EngineChain:
             self.usage.add(engine.name, self.today(), len(text))
         except Exception:  # counting must not lose a render that already happened
             _LOGGER.exception("cannot count %d characters sent to %s", len(text), engine.name)
+
+    def call_many(self, engine: TtsEngine, texts: Sequence[str], voice: str | None) -> list[AudioClip]:
+        """``call`` for each text, in order, up to ``engine.max_parallel`` at a time (an engine
+        without the attribute is called one text at a time). The first text goes alone: a dead
+        engine is asked once, not once per sentence, and the breaker opens before the rest. The
+        first failure, in text order, is raised once every started call has ended."""
+        limit = max(1, int(getattr(engine, "max_parallel", 1) or 1))
+        if limit == 1 or len(texts) < 3:
+            return [self.call(engine, text, voice) for text in texts]
+        first = self.call(engine, texts[0], voice)
+        rest = texts[1:]
+        with ThreadPoolExecutor(min(limit, len(rest)), thread_name_prefix=f"tts-{engine.name}-many") as pool:
+            futures = [pool.submit(self.call, engine, text, voice) for text in rest]
+            return [first, *(future.result() for future in futures)]
 
     def call(self, engine: TtsEngine, text: str, voice: str | None) -> AudioClip:
         """``engine.synthesize`` with a hard deadline. A call that does not return in time is

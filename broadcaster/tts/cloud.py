@@ -62,6 +62,9 @@ class CloudEngine:
     VOICES: Sequence[VoiceInfo] = ()
     # Longest text the provider takes in one request (characters); pieces are sentences, far shorter.
     MAX_CHARS = 2000
+    # Requests in flight at once for one bulletin: a provider answers each in ~1 s; four keep a
+    # commune's bulletin near one request's time without tripping the providers' rate limits.
+    max_parallel = 4
 
     def __init__(self, options: CloudOptions) -> None:
         self._opts = options

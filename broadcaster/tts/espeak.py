@@ -48,6 +48,8 @@ class EspeakEngine:
     """espeak-ng through a subprocess. Thread-safe: each call is its own process."""
 
     name = "espeak-ng"
+    # One process per call; the controller's machine has about two cores.
+    max_parallel = 2
 
     def __init__(self, options: EspeakOptions | None = None) -> None:
         self._opts = options or EspeakOptions()

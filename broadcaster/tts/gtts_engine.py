@@ -36,6 +36,8 @@ class GttsEngine:
     """gTTS over HTTP with timeout and retries. Thread-safe (a session per call)."""
 
     name = "gtts"
+    # A few requests at once; more would look like abuse to the service.
+    max_parallel = 3
 
     def __init__(self, options: GttsOptions | None = None) -> None:
         self._opts = options or GttsOptions()
