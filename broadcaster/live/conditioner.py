@@ -3,8 +3,7 @@
 Both apply the high-pass, loudness target and true-peak ceiling of rendered announcements
 (``broadcaster/audio/config.py``), continuously, and write s16le mono PCM at the frame rate:
 
-- a **relay** (Icecast/Shoutcast MP3 or AAC, HLS .m3u8) is read at its native rate (``-re``) and
-  normalised by ``loudnorm`` in its one-pass (dynamic) mode, which looks 3 s ahead: a relay can
+- a **relay** (Icecast/Shoutcast MP3 or AAC, HLS .m3u8) is paced by the pump and normalised by ``loudnorm`` in its one-pass (dynamic) mode, which looks 3 s ahead: a relay can
   afford that, its playout delay absorbs it;
 - **live speech** (PCM from the browser on stdin) cannot: 3 s would make the speaker hear the horns
   long after speaking. It goes through a compressor with make-up gain towards the same target and a
@@ -26,7 +25,17 @@ def _ceiling(audio: AudioConfig) -> float:
 
 
 def _highpass(audio: AudioConfig) -> list[str]:
-    return [f"highpass=f={audio.highpass_hz}"] if audio.highpass_hz else []
+    # Mono first (a stereo source is averaged), so every filter after it sees one channel.
+    return ["aformat=channel_layouts=mono"] + (
+        [f"highpass=f={audio.highpass_hz}"] if audio.highpass_hz else []
+    )
+
+
+def _limiter(audio: AudioConfig) -> list[str]:
+    return [
+        "aformat=sample_fmts=dbl:channel_layouts=mono",
+        f"alimiter=limit={_ceiling(audio)}:level=disabled",
+    ]
 
 
 def relay_filters(audio: AudioConfig, rate: int) -> str:
@@ -34,7 +43,7 @@ def relay_filters(audio: AudioConfig, rate: int) -> str:
         *_highpass(audio),
         f"loudnorm=I={audio.target_lufs}:TP={audio.true_peak_dbtp}:LRA=11",
         f"aresample={rate}",
-        f"alimiter=limit={_ceiling(audio)}:level=disabled",
+        *_limiter(audio),
     ]
     return ",".join(steps)
 
@@ -46,7 +55,7 @@ def live_filters(audio: AudioConfig, rate: int) -> str:
         *_highpass(audio),
         "acompressor=threshold=0.0316:ratio=4:attack=5:release=250:makeup=3.16",
         f"aresample={rate}",
-        f"alimiter=limit={_ceiling(audio)}:level=disabled",
+        *_limiter(audio),
     ]
     return ",".join(steps)
 
@@ -55,13 +64,20 @@ def _output(rate: int) -> list[str]:
     return ["-vn", "-ac", "1", "-ar", str(rate), "-f", "s16le", "-flush_packets", "1", "pipe:1"]
 
 
-def relay_command(ffmpeg: str, url: str, audio: AudioConfig, rate: int) -> list[str]:
-    """Pull ``url`` once, at its native rate, conditioned (see the module docstring)."""
-    network = ["-rw_timeout", str(_RW_TIMEOUT_US)]
-    if url.split("?")[0].lower().endswith((".m3u8", ".m3u")):
+def relay_command(
+    ffmpeg: str, url: str, audio: AudioConfig, rate: int, demuxer: str | None = None
+) -> list[str]:
+    """Pull ``url`` once, conditioned (see the module docstring); ``demuxer`` from the probe."""
+    # Probe little (a live source is one known stream): ffmpeg's default 5 s of analysis would delay
+    # the start by as much. No -re: a radio server sends at its own pace, and the pump paces a
+    # source that bursts (HLS segments, Icecast's burst on connect) by the frames' clock.
+    network = ["-rw_timeout", str(_RW_TIMEOUT_US), "-probesize", "32768", "-analyzeduration", "500000"]
+    if demuxer == "hls" or url.split("?")[0].lower().endswith((".m3u8", ".m3u")):
         network += ["-live_start_index", "-3"]
+    if demuxer is not None:
+        network += ["-f", demuxer]
     return [
-        ffmpeg, "-nostdin", "-hide_banner", "-loglevel", "error", "-re", *network,
+        ffmpeg, "-nostdin", "-hide_banner", "-loglevel", "error", *network,
         "-user_agent", "LoaXa-relay/1", "-i", url, "-af", relay_filters(audio, rate), *_output(rate),
     ]  # fmt: skip
 

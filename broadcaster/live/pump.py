@@ -161,9 +161,10 @@ class Pump:
     def _stderr_tail(proc: subprocess.Popen[bytes], tail: list[str]) -> threading.Thread:
         def read() -> None:
             assert proc.stderr is not None
-            for line in proc.stderr:
-                tail.append(line.decode("utf-8", "replace").strip())
-                del tail[:-5]
+            with proc.stderr:
+                for line in proc.stderr:
+                    tail.append(line.decode("utf-8", "replace").strip())
+                    del tail[:-5]
 
         thread = threading.Thread(target=read, daemon=True)
         thread.start()
@@ -175,6 +176,10 @@ class Pump:
             proc.kill()
         with contextlib.suppress(subprocess.TimeoutExpired):
             proc.wait(timeout=5)
+        for pipe in (proc.stdin, proc.stdout):
+            if pipe is not None:
+                with contextlib.suppress(OSError):
+                    pipe.close()
 
     def _run_relay(self, url: str) -> None:
         config = self.config
@@ -182,14 +187,14 @@ class Pump:
         while not self._stop.is_set():
             first_try = not self.started
             try:
-                probe(url, config.connect_timeout_s)
+                demuxer = probe(url, config.connect_timeout_s)
             except SourceError as exc:
                 if first_try:
                     self.events.on_failed(str(exc))
                     return
                 outcome, detail = "unreachable", str(exc)
             else:
-                outcome, detail = self._pull(url, first_try)
+                outcome, detail = self._pull(url, first_try, demuxer)
                 if outcome == "failed":
                     self.events.on_failed(detail)
                     return
@@ -218,10 +223,12 @@ class Pump:
             seconds = self.clock() - since
             self.events.on_gap(f"Nguồn «{self.name}» có lại âm thanh sau {seconds:.0f} giây gián đoạn")
 
-    def _pull(self, url: str, first_try: bool) -> tuple[str, str]:
+    def _pull(self, url: str, first_try: bool, demuxer: str | None) -> tuple[str, str]:
         """Run ffmpeg on ``url`` until it stalls or ends: ("failed" | "stopped" | "stalled", detail)."""
         config = self.config
-        proc = self._spawn(conditioner.relay_command(self.ffmpeg, url, self.audio, config.sample_rate), False)
+        proc = self._spawn(
+            conditioner.relay_command(self.ffmpeg, url, self.audio, config.sample_rate, demuxer), False
+        )
         tail: list[str] = []
         reader = self._stderr_tail(proc, tail)
         assert proc.stdout is not None
