@@ -209,6 +209,13 @@ class Broadcast(Base):
     reason: Mapped[str | None] = mapped_column(Text)
     created_by: Mapped[str | None] = mapped_column(String(100))
     created: Mapped[datetime] = mapped_column(UtcDateTime, default=utcnow)
+    # --- live audio (issue 10, migration live_0006): relays and live speech are broadcasts too.
+    # kind: announcement | relay | live; a relay names its channel (and keeps its name, for the log
+    # and reports even after the channel is deleted); end_at is the planned end of a stream item.
+    kind: Mapped[str] = mapped_column(String(20), default="announcement", server_default="announcement")
+    channel_id: Mapped[int | None] = mapped_column(ForeignKey("channels.id", ondelete="SET NULL"))
+    source_name: Mapped[str | None] = mapped_column(String(200))
+    end_at: Mapped[datetime | None] = mapped_column(UtcDateTime)
     announcement: Mapped[Announcement] = relationship(back_populates="broadcasts")
     deliveries: Mapped[list[Delivery]] = relationship(
         back_populates="broadcast", cascade="all, delete-orphan", order_by="Delivery.speaker_id"
@@ -286,6 +293,10 @@ class Schedule(Base):
     approval: Mapped[str] = mapped_column(String(20), default=Approval.APPROVED.value)
     author: Mapped[str | None] = mapped_column(String(100))
     created: Mapped[datetime] = mapped_column(UtcDateTime, default=utcnow)
+    # --- live audio (issue 10, migration live_0006): a schedule may relay a channel for a duration
+    # (e.g. VOV1 news every day 6:00-6:30) instead of reading a text.
+    channel_id: Mapped[int | None] = mapped_column(ForeignKey("channels.id", ondelete="SET NULL"))
+    duration_s: Mapped[float | None] = mapped_column(Float)
 
     def announcement(self, audio_key: str | None = None) -> domain.Announcement:
         """The bulletin of one airing of this schedule."""
@@ -302,6 +313,21 @@ class Schedule(Base):
             audio_key=domain.AudioKey(audio_key) if audio_key else None,
             extra={"schedule_id": str(self.id), "schedule_name": self.name},
         )
+
+
+# --- live audio (issue 10, migration live_0006) -------------------------------------------------
+
+
+class Channel(Base):
+    """A relay channel the admin defined: a named HTTP(S) audio stream (Icecast/Shoutcast, HLS)."""
+
+    __tablename__ = "channels"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    name: Mapped[str] = mapped_column(String(100), unique=True)
+    url: Mapped[str] = mapped_column(String(1000))
+    enabled: Mapped[bool] = mapped_column(Boolean, default=True)
+    created_by: Mapped[str | None] = mapped_column(String(100))
+    created: Mapped[datetime] = mapped_column(UtcDateTime, default=utcnow)
 
 
 class HealthSample(Base):

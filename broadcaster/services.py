@@ -243,12 +243,18 @@ def build_services(
     )
     if fleet is None:
         fleet = Fleet(sessions, transport, fleet_config, titles=titles.lookup)
+    from broadcaster.live import StreamHub
+
+    live_dir = settings.instance / "live"
+    live_dir.mkdir(parents=True, exist_ok=True)
+    hub = StreamHub(transport, settings.live, settings.audio, workdir=live_dir)
     broadcasts = BroadcastManager(
         sessions,
         speech,
         transport,
         fleet,
         broadcasts_config,
+        hub=hub,
         targets=targets,
         validator=validator,
         titles=titles,

@@ -20,6 +20,7 @@ from broadcaster.audio.config import AudioConfig
 from broadcaster.broadcasts.config import BroadcastsConfig
 from broadcaster.broker.config import BrokerConfig
 from broadcaster.fleet.config import FleetConfig
+from broadcaster.live.config import LiveConfig
 from broadcaster.scheduling.config import SchedulingConfig
 from broadcaster.textnorm.config import TextnormConfig
 from broadcaster.tts.config import TtsConfig
@@ -61,6 +62,9 @@ class Settings(BaseModel):
         description="Fleet monitor; the demo uses a 10 s health interval unless set.",
     )
     broadcasts: BroadcastsConfig = Field(default_factory=BroadcastsConfig)
+    live: LiveConfig = Field(
+        default_factory=LiveConfig, description="Relays (tiếp sóng) and live speech from the browser."
+    )
     alerts: AlertsConfig = Field(
         default_factory=AlertsConfig,
         description="Fleet alerts sent by e-mail and webhook (docs/configuration.md, 'Alert channels').",

@@ -50,6 +50,7 @@ from speakers.protocol import (
     Topics,
 )
 from speakers.receipts import Receipts
+from speakers.stream import StreamFrames
 
 _LOGGER = logging.getLogger(__name__)
 
@@ -164,6 +165,7 @@ class Agent:
             spawn=self._spawn,
             chunk_pool=chunk_pool,
         )
+        self.streams = StreamFrames(self.id, self.link, self.topics, self.clock)
         self.playout = Playout(
             self.id,
             config,
@@ -179,6 +181,7 @@ class Agent:
             refetch=lambda job: self.commands.need_audio(job),
             spawn=self._spawn,
             spin=spin,
+            streams=self.streams,
         )
         self.lookahead = LookaheadKeeper(
             self.id,
@@ -407,6 +410,8 @@ class Agent:
             return
         if kind == "audio":
             self.fetcher.on_chunk(ident, int(extra or 0), msg.payload)
+        elif kind == "stream":
+            self.streams.on_frame(ident, msg.payload)
         elif kind == "lookahead":
             if ident == self.id and self.config.lookahead.enabled:
                 try:

@@ -25,6 +25,7 @@ from speakers.protocol import (
     PlayCommand,
     ProtocolError,
     StopCommand,
+    StreamCommand,
     TimeSync,
     VolumeCommand,
     decode_command,
@@ -89,6 +90,8 @@ class Commands:
             return
         if isinstance(cmd, PlayCommand):
             self.on_play(cmd, via_zone, expiry_s)
+        elif isinstance(cmd, StreamCommand):
+            self.on_stream(cmd, via_zone, expiry_s)
         elif isinstance(cmd, StopCommand):
             self.on_stop(cmd)
         elif isinstance(cmd, VolumeCommand):
@@ -153,6 +156,32 @@ class Commands:
             self.slots.claim(job)
         if playout.add(job):
             self.get_audio(job)
+
+    def on_stream(self, cmd: StreamCommand, via_zone: bool, expiry_s: float | None) -> None:
+        """A live stream (section 12): a job like a play, whose audio arrives as frames. One that
+        arrives after ``start_at`` joins at the live point; a duplicate is answered as for a play."""
+        playout = self.playout
+        if via_zone and cmd.targets and self.name not in cmd.targets:
+            return
+        known = playout.jobs.get(cmd.broadcast_id) or playout.known.get(cmd.broadcast_id)
+        if known is not None and not (known.cmd == cmd):
+            playout.known.pop(cmd.broadcast_id, None)
+            if playout.active(known):
+                playout.drop(known, "broadcast id reused")
+            known = None
+        if known is not None:
+            if known.state in TERMINAL_STATES and known.last_event is not None:
+                playout.receipts.send(known.last_event, count=False)
+            return
+        now = self.sync.controller_now()
+        valid_until = cmd.valid_until if cmd.valid_until is not None else cmd.end_at
+        if valid_until is None:
+            valid_until = cmd.start_at + self.config.player.max_late_s
+        if expiry_s is not None and cmd.end_at is None:
+            valid_until = min(valid_until, now + expiry_s)
+        job = Job(cmd=cmd, seq=playout.next_seq(), valid_until=valid_until, via_zone=via_zone)
+        if playout.add(job):
+            self.spawn(playout.ready_stream(job), f"stream-{job.key}")
 
     def get_audio(self, job: Job) -> None:
         """Queue ``job`` now if its audio is cached (and verifies), else fetch it first."""

@@ -32,6 +32,7 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from speakers.analysis import SILENCE_DBFS, Analysis, Analyzer, PlayerError, analyze, find_ffmpeg, samples
+from speakers.streamsinks import FileStreamSink, NullStreamSink, RealStreamSink
 
 _LOGGER = logging.getLogger(__name__)
 
@@ -89,6 +90,8 @@ class Player(Protocol):
 
     async def release(self, item: PlayItem) -> None: ...
 
+    def stream_sink(self, meta: dict[str, Any], volume: int) -> Any: ...
+
 
 # ------------------------------------------------------------------------------ players
 
@@ -131,6 +134,10 @@ class NullPlayer:
     async def release(self, item: PlayItem) -> None:
         return None
 
+    def stream_sink(self, meta: dict[str, Any], volume: int) -> NullStreamSink:
+        """Live streams: one timeline entry per chunk (``kind: "stream"``, ``out`` = when it sounds)."""
+        return NullStreamSink(self.timeline, {**meta, "volume": volume})
+
 
 class FilePlayer:
     """Writes what it plays to ``directory``: ``<time>-<broadcast>-<audio>.wav`` and ``played.jsonl``."""
@@ -144,6 +151,10 @@ class FilePlayer:
 
     async def prepare(self, item: PlayItem) -> None:
         return None
+
+    def stream_sink(self, meta: dict[str, Any], volume: int) -> FileStreamSink:
+        """Live streams: what was played, as a WAV file and a line in played.jsonl."""
+        return FileStreamSink(self.directory, meta, volume)
 
     async def play(self, item: PlayItem) -> None:
         started = time.monotonic()
@@ -267,6 +278,7 @@ class RealPlayer:
             extra.setdefault("SDL_AUDIODRIVER", "alsa")
             extra.setdefault("AUDIODEV", device)
         self.env = {**os.environ, **extra}
+        self.device = device
         self.software_volume = software_volume
         # Per item: mean square of each block written in the last second (output level).
         self._levels: dict[int, collections.deque[float]] = {}
@@ -274,6 +286,10 @@ class RealPlayer:
         # decoder into the output program a block at a time, never decoded whole into memory
         # (20 minutes would be ~230 MB on a Pi).
         self._prepared: dict[int, tuple[asyncio.subprocess.Process, asyncio.subprocess.Process, bytes]] = {}
+
+    def stream_sink(self, meta: dict[str, Any], volume: int) -> RealStreamSink:
+        """Live streams: decoded PCM into aplay at the stream's rate (see speakers/streamsinks.py)."""
+        return RealStreamSink(volume if self.software_volume else 100, None, self.device, {})
 
     @staticmethod
     def block_bytes() -> int:

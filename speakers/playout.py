@@ -21,14 +21,16 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
+from speakers import streamjobs
 from speakers.amplifier import AmplifierControl
 from speakers.cache import AudioCache
 from speakers.clocksync import ClockSync
 from speakers.config import AgentConfig
 from speakers.fetcher import AudioFetcher
 from speakers.player import Analysis, Analyzer, Player, PlayerError, PlayItem
-from speakers.protocol import TIER_RANK, Event, PlayCommand
+from speakers.protocol import TIER_RANK, Event, PlayCommand, StreamCommand
 from speakers.receipts import Receipts
+from speakers.stream import Progress, StreamEnded, StreamFrames
 
 _LOGGER = logging.getLogger(__name__)
 
@@ -51,7 +53,7 @@ class Job:
     broadcast ids of play commands for the same slot, answered with copies of its receipts.
     """
 
-    cmd: PlayCommand
+    cmd: PlayCommand | StreamCommand
     seq: int
     valid_until: float
     via_zone: bool = False
@@ -68,6 +70,15 @@ class Job:
     last_event: Event | None = None
     pinned: bool = False
     aliases: list[str] = field(default_factory=list)
+    progress: Progress | None = None  # a stream job (section 12): how far it got
+
+    @property
+    def stream(self) -> StreamCommand | None:
+        return self.cmd if isinstance(self.cmd, StreamCommand) else None
+
+    @property
+    def audio_id(self) -> str | None:
+        return None if isinstance(self.cmd, StreamCommand) else self.cmd.audio.id
 
     @property
     def key(self) -> str:
@@ -112,8 +123,10 @@ class Playout:
         refetch: Callable[[Job], None],
         spawn: Callable[[Any, str], asyncio.Task[Any]],
         spin: bool = True,
+        streams: StreamFrames | None = None,
     ) -> None:
         self.name = name
+        self.streams = streams
         self.config = config
         self.sync = sync
         self.clock = sync.clock
@@ -159,7 +172,7 @@ class Playout:
             state=state,  # type: ignore[arg-type]
             ts=self.sync.controller_now(),
             broadcast_id=job.broadcast_id,
-            audio_id=job.cmd.audio.id,
+            audio_id=job.audio_id,
             tier=job.cmd.tier,
             slot=job.slot,
             offline=job.offline,
@@ -239,9 +252,9 @@ class Playout:
         if job.item is not None and job.prepare_task is not None and job is not self.current:
             self.spawn(self.player.release(job.item), f"release-{job.key}")
         if job.pinned:
-            self.cache.unpin(job.cmd.audio.id)
+            self.cache.unpin(job.cmd.audio.id)  # type: ignore[union-attr]
             job.pinned = False
-        self.fetcher.drop(job.cmd.audio.id, job.key)
+        self._drop_source(job)
         self.wake.set()
 
     def cut(self, job: Job, state: str, detail: str | None) -> None:
@@ -256,7 +269,19 @@ class Playout:
             self.spawn(self.player.release(job.item), f"release-{job.key}")
         if self.active(job):
             self.finish(job, state, reason=detail, seconds_played=0.0)
-        self.fetcher.drop(job.cmd.audio.id, job.key)
+        self._drop_source(job)
+
+    def _drop_source(self, job: Job) -> None:
+        """The job no longer needs its audio: stop fetching its file, or receiving its stream."""
+        stream = job.stream
+        if stream is None:
+            self.fetcher.drop(job.cmd.audio.id, job.key)  # type: ignore[union-attr]
+        elif self.streams is not None:
+            self.spawn(self.streams.release(stream.stream, job.key), f"release-stream-{job.key}")
+
+    async def ready_stream(self, job: Job) -> None:
+        """A stream job (section 12): receive its frames from now on, then queue it."""
+        await streamjobs.ready(self, job)
 
     def cut_all(self, state: str, detail: str | None) -> None:
         for job in list(self.jobs.values()):
@@ -343,7 +368,8 @@ class Playout:
         await self.amp.ensure_on()
         assert job.item is not None
         job.item.volume = self.effective_volume(job)
-        await self.player.prepare(job.item)
+        if job.stream is None:
+            await self.player.prepare(job.item)
 
     async def run(self) -> None:
         """The scheduler: expire, prepare and start queued jobs, for ever."""
@@ -419,14 +445,17 @@ class Playout:
         job.play_task = self.spawn(self._play(job), f"play-{job.key}")
 
     async def _play(self, job: Job) -> None:
-        assert job.item is not None and job.analysis is not None
+        assert job.item is not None and (job.analysis is not None or job.progress is not None)
         item = job.item
         state, reason = "done", None
         try:
-            await self.player.play(item)
+            if job.stream is not None:
+                await streamjobs.play(self, job)
+            else:
+                await self.player.play(item)
         except asyncio.CancelledError:
             state, reason = job.cut_reason or "stopped", job.cut_detail
-        except PlayerError as exc:
+        except (PlayerError, StreamEnded, OSError) as exc:
             state, reason = "failed", str(exc)
             self.last_error = str(exc)
         except Exception as exc:  # a player bug must not kill the node
@@ -434,7 +463,13 @@ class Playout:
             self.last_error = reason
             _LOGGER.exception("%s: player failed", self.name)
         played = max(0.0, min(item.duration_s, self.clock.monotonic() - (job.started_mono or 0.0)))
-        rms = job.analysis.rms_dbfs(played, item.volume)
+        if job.progress is not None:
+            played = job.progress.written_s
+            rms = streamjobs.overall_level(item)
+            self._drop_source(job)
+        else:
+            assert job.analysis is not None
+            rms = job.analysis.rms_dbfs(played, item.volume)
         with contextlib.suppress(Exception):
             await asyncio.shield(self.player.release(item))
         entry = item.extra.get("timeline")
@@ -456,6 +491,10 @@ class Playout:
         job = self.current
         if job is None or job.item is None or job.started_mono is None or job.play_task is None:
             return None
+        sink = job.item.extra.get("sink")
+        if sink is not None:
+            level: float | None = sink.level()
+            return level
         measure = getattr(self.player, "output_dbfs", None)
         if measure is not None:
             level: float | None = measure(job.item)

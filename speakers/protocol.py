@@ -15,6 +15,7 @@ from __future__ import annotations
 import hashlib
 import math
 import re
+import struct
 from dataclasses import dataclass
 from typing import Any, ClassVar, Literal
 
@@ -108,6 +109,10 @@ class Topics:
     def audio_filter(self, audio_id: str) -> str:
         return f"{self.prefix}/audio/{audio_id}/+"
 
+    def stream(self, stream_id: str) -> str:
+        """Frames of one live stream (section 12): published once, read by every node playing it."""
+        return f"{self.prefix}/streams/{stream_id}/audio"
+
     # Subscriptions of the controller.
     def controller_filters(self) -> list[str]:
         p = self.prefix
@@ -129,8 +134,8 @@ class Topics:
     def parse(self, topic: str) -> tuple[str, str, str | None]:
         """Split a topic into ``(kind, ident, extra)``.
 
-        kind is one of ``status health events time cmd lookahead zone_cmd audio``; ident is the
-        speaker, zone or audio id; extra is the chunk index for audio.
+        kind is one of ``status health events time cmd lookahead zone_cmd audio stream``; ident is
+        the speaker, zone, audio or stream id; extra is the chunk index for audio.
         """
         parts = topic.split("/")
         pre = self.prefix.split("/")
@@ -143,6 +148,8 @@ class Topics:
             return "zone_cmd", check_id(rest[1], "zone id"), None
         if len(rest) == 3 and rest[0] == "audio" and _SHA_RE.match(rest[1]) and rest[2].isdigit():
             return "audio", rest[1], rest[2]
+        if len(rest) == 3 and rest[0] == "streams" and rest[2] == "audio":
+            return "stream", check_id(rest[1], "stream id"), None
         raise ProtocolError(f"unknown topic: {topic!r}")
 
 
@@ -287,7 +294,126 @@ class TimeSync(Message):
         _finite("t_controller", self.t_controller)
 
 
-COMMANDS: dict[str, type[Message]] = {c.TYPE: c for c in (PlayCommand, StopCommand, VolumeCommand, TimeSync)}
+@dataclass(frozen=True)
+class StreamCommand(Message):
+    """Play the live stream ``stream`` (a relay or live speech, section 12) from ``start_at`` to
+    ``end_at`` (controller time). ``end_at`` null: until the stream's last frame (live speech).
+
+    A node that gets it after ``start_at`` (it connected or restarted mid-stream) joins at the live
+    point: it plays from the next frame it receives. The other fields mean what they mean in
+    :class:`PlayCommand`; ``valid_until`` defaults to ``end_at``.
+    """
+
+    TYPE: ClassVar[str] = "stream"
+    broadcast_id: str
+    stream: str
+    start_at: float
+    end_at: float | None = None
+    tier: Literal["normal", "priority", "emergency"] = "normal"
+    volume: int | None = None
+    valid_until: float | None = None
+    title: str = ""
+    targets: tuple[str, ...] = ()
+    kind: Literal["relay", "live"] = "relay"
+
+    def __post_init__(self) -> None:
+        if not self.broadcast_id or len(self.broadcast_id) > 128:
+            raise ValueError("broadcast_id must be 1..128 characters")
+        if not valid_id(self.stream):
+            raise ValueError(f"invalid stream id {self.stream!r}")
+        _finite("start_at", self.start_at)
+        _finite("end_at", self.end_at)
+        _finite("valid_until", self.valid_until)
+        if self.end_at is not None and self.end_at < self.start_at:
+            raise ValueError("end_at must not be before start_at")
+        if self.volume is not None and not 0 <= self.volume <= 100:
+            raise ValueError("volume must be 0..100")
+        for target in self.targets:
+            if not valid_id(target):
+                raise ValueError(f"invalid target speaker id {target!r}")
+
+    @property
+    def slot(self) -> None:
+        """Streams are never lookahead slots (live items need the link, section 11)."""
+        return None
+
+
+COMMANDS: dict[str, type[Message]] = {
+    c.TYPE: c for c in (PlayCommand, StopCommand, VolumeCommand, TimeSync, StreamCommand)
+}
+
+
+# --------------------------------------------------------------------- stream frames (binary)
+
+FRAME_MAGIC = b"LXA1"
+# magic, seq, t (controller time of the first sample), samples, rate, codec, flags, ADPCM predictor
+# and step index at the first sample: 29 bytes, network order.
+_FRAME_HEADER = struct.Struct("!4sIdIIBBhB")
+FRAME_HEADER_SIZE = _FRAME_HEADER.size
+CODEC_SILENCE = 0  # no payload: ``samples`` of silence (a stalled source keeps the clock going)
+CODEC_IMA_ADPCM = 1  # 4-bit IMA ADPCM, mono, low nibble first (speakers/adpcm.py)
+FLAG_LAST = 1  # the stream ends after this frame
+# A frame longer than this is not a live frame (bounds a node's decode work per message).
+MAX_FRAME_SAMPLES = 48_000 * 2
+
+
+@dataclass(frozen=True)
+class StreamFrame:
+    """One frame of a stream on ``{prefix}/streams/{stream}/audio`` (binary, section 12)."""
+
+    seq: int
+    t: float  # controller time at which the first sample sounds
+    samples: int
+    rate: int
+    payload: bytes = b""
+    codec: int = CODEC_IMA_ADPCM
+    last: bool = False
+    predictor: int = 0
+    index: int = 0
+
+    @property
+    def duration(self) -> float:
+        return self.samples / self.rate
+
+    @property
+    def end(self) -> float:
+        return self.t + self.duration
+
+    def encode(self) -> bytes:
+        flags = FLAG_LAST if self.last else 0
+        header = _FRAME_HEADER.pack(
+            FRAME_MAGIC,
+            self.seq & 0xFFFFFFFF,
+            self.t,
+            self.samples,
+            self.rate,
+            self.codec,
+            flags,
+            self.predictor,
+            self.index,
+        )
+        return header + self.payload
+
+    @classmethod
+    def decode(cls, data: bytes) -> StreamFrame:
+        """Parse a frame; ProtocolError on anything malformed."""
+        if len(data) < FRAME_HEADER_SIZE:
+            raise ProtocolError("stream frame shorter than its header")
+        magic, seq, t, samples, rate, codec, flags, predictor, index = _FRAME_HEADER.unpack_from(data)
+        if magic != FRAME_MAGIC:
+            raise ProtocolError("not a stream frame (bad magic)")
+        payload = bytes(data[FRAME_HEADER_SIZE:])
+        if not math.isfinite(t) or not 8000 <= rate <= 48000 or not 0 < samples <= MAX_FRAME_SAMPLES:
+            raise ProtocolError("stream frame with a bad time, rate or length")
+        if codec == CODEC_IMA_ADPCM:
+            if len(payload) != (samples + 1) // 2 or not 0 <= index <= 88:
+                raise ProtocolError("ADPCM frame length does not match its sample count")
+        elif codec == CODEC_SILENCE:
+            if payload:
+                raise ProtocolError("a silence frame has no payload")
+        else:
+            raise ProtocolError(f"unknown stream codec {codec}")
+        return cls(seq, t, samples, rate, payload, codec, bool(flags & FLAG_LAST), predictor, index)
 
 
 @dataclass(frozen=True)
@@ -510,6 +636,11 @@ __all__ = [
     "Slot",
     "Status",
     "StopCommand",
+    "StreamCommand",
+    "StreamFrame",
+    "FRAME_HEADER_SIZE",
+    "CODEC_IMA_ADPCM",
+    "CODEC_SILENCE",
     "TimeRequest",
     "TimeSync",
     "Topics",

@@ -222,3 +222,111 @@ def test_arbitration_reads_the_airings_and_never_changes_them() -> None:
     before = (dict(a.active), set(a.pending), dict(e.active), set(e.pending))
     arbitrate(snap(a, e), NOW)
     assert (dict(a.active), set(a.pending), dict(e.active), set(e.pending)) == before
+
+
+# ------------------------------------------------------------------ stream items (relays, live)
+
+
+def stream(
+    id: int,
+    end_at: float | None,
+    tier: Tier = Tier.NORMAL,
+    pending: set[str] | None = None,
+    active: dict[str, tuple[float, float]] | None = None,
+    min_lead: float = 0.0,
+) -> Airing:
+    return Airing(
+        id=id,
+        tier=tier,
+        order=id,
+        title=f"tiếp sóng {id}",
+        audio_key="",
+        audio=None,
+        duration=0.0,
+        valid_until=end_at if end_at is not None else NOW + 3600,
+        whole_zones=set(),
+        pending=set(pending or ()),
+        active=dict(active or {}),
+        stream=f"ch{id}",
+        kind="relay",
+        end_at=end_at,
+        min_lead=min_lead,
+    )
+
+
+def test_a_relay_holds_its_clusters_until_its_fixed_end_and_waits_for_its_frames() -> None:
+    relay = stream(1, end_at=NOW + 1800, pending={"a1", "b1"}, min_lead=2.3)
+    (play,) = plays(arbitrate(snap(relay), NOW))
+    assert play.start == NOW + 2.3  # its playout delay, not the shorter lead
+    # A normal item after it waits for the relay's end, not for a duration from its start.
+    after = arbitrate(
+        snap(stream(1, NOW + 1800, active={"a1": (NOW, NOW + 1800)}), airing(2, pending={"a1"})), NOW
+    )
+    assert [d for d in after if isinstance(d, Queued)] == [Queued(2, "a1", 1)]
+    later = arbitrate(
+        snap(stream(1, NOW + 1800, active={"a1": (NOW, NOW + 1800)}), airing(2, pending={"a1"})), NOW + 1800
+    )
+    assert plays(later)[0].start == NOW + 1800 + POLICY.lead_s
+
+
+def test_an_emergency_interrupts_a_relay_which_then_resumes_at_the_live_point_for_what_remains() -> None:
+    end = NOW + 600
+    relay = stream(1, end_at=end, active={"a1": (NOW - 60, end), "a2": (NOW - 60, end)})
+    alarm = airing(2, tier=Tier.EMERGENCY, pending={"a1", "a2"}, duration=30.0)
+    decisions = arbitrate(snap(relay, alarm), NOW)
+    cuts = [d for d in decisions if isinstance(d, Interrupt)]
+    assert {(c.airing, c.speaker, c.started) for c in cuts} == {(1, "a1", True), (1, "a2", True)}
+    # The nodes report it preempted: the relay is pending again on both clusters, the emergency plays.
+    emergency_end = cuts[0].until + 30.0
+    resumed = stream(1, end_at=end, pending={"a1", "a2"})
+    playing = airing(
+        2,
+        tier=Tier.EMERGENCY,
+        active={"a1": (cuts[0].until, emergency_end), "a2": (cuts[0].until, emergency_end)},
+    )
+    waiting = arbitrate(snap(resumed, playing), NOW + 10)
+    assert not plays(waiting)  # nothing slips in under the emergency
+    (again,) = plays(arbitrate(snap(resumed, airing(2, tier=Tier.EMERGENCY)), emergency_end + 0.5))
+    # It starts again after the emergency (gap and lead), with the same fixed end: the live point.
+    assert again.airing == 1 and emergency_end < again.start < end
+    assert resumed.end_for(again.start) == end and resumed.remaining(again.start) < 600 - 30
+
+
+def test_a_relay_with_less_than_the_gap_left_is_not_aired_again_and_expires() -> None:
+    end = NOW + 1.5
+    relay = stream(1, end_at=end, pending={"a1"})
+    assert not plays(arbitrate(snap(relay), NOW))  # 1.5 s left, starts at NOW + 2: nothing to air
+    assert arbitrate(snap(relay), end + 0.1) == [Expire(1, ("a1",))]
+
+
+def test_a_live_item_without_an_end_holds_its_clusters_until_it_ends() -> None:
+    live = stream(1, end_at=None, active={"a1": (NOW, NOW + 4 * 3600)})
+    assert live.end_for(NOW) == NOW + 4 * 3600
+    queued = arbitrate(snap(live, airing(2, pending={"a1"})), NOW + 100)
+    assert [d for d in queued if isinstance(d, Queued)] == [Queued(2, "a1", 1)]
+
+
+# ------------------------------------------------------------------ emergency lead from measurements
+
+
+def test_the_emergency_lead_follows_the_slowest_measured_cluster_above_a_floor() -> None:
+    policy = Policy(lead_s=2.0, emergency_lead_s=0.8, lead_per_1000_s=0.0, tz=HCM, emergency_lead_floor_s=0.3)
+    clusters = ["a1", "a2"]
+    # A LAN: every cluster answers in a few ms -> the floor.
+    assert policy.emergency_lead(clusters, {"a1": 0.004, "a2": 0.006}) == 0.3
+    # A slow 4G cluster: 1.5 x its delivery time + the margin.
+    assert policy.emergency_lead(clusters, {"a1": 0.004, "a2": 0.9}) == 0.9 * 1.5 + 0.1
+    # A cluster never measured: the configured emergency lead stands in for it.
+    assert policy.emergency_lead(clusters, {"a1": 0.004}) == 0.8
+    decisions = arbitrate(
+        Snapshot(
+            airings=[airing(1, tier=Tier.EMERGENCY, pending={"a1", "a2"})],
+            holds=[],
+            online=EVERYONE,
+            zones=ZONES,
+            policy=policy,
+            delivery_s={"a1": 0.01, "a2": 0.02},
+        ),
+        NOW,
+    )
+    assert plays(decisions) == [Play(1, ("a1", "a2"), NOW + 0.3)]

@@ -24,6 +24,8 @@ from speakers.protocol import (
     Slot,
     Status,
     StopCommand,
+    StreamCommand,
+    StreamFrame,
     TimeRequest,
     TimeSync,
     Topics,
@@ -107,6 +109,17 @@ SAMPLES = [
         ),
     ),
     Lookahead(generated_at=5.0),
+    StreamCommand(
+        broadcast_id="77",
+        stream="ch3",
+        start_at=1_800_000_002.5,
+        end_at=1_800_001_802.5,
+        tier="priority",
+        volume=70,
+        title="Tiếp sóng VOV1: thời sự",
+        targets=("loa-01", "loa-02"),
+    ),
+    StreamCommand(broadcast_id="78-r1", stream="live78", start_at=5.0, kind="live"),
     *[Event(state=s, ts=3.0, broadcast_id="42", audio_id=REF.id) for s in EVENT_STATES],
     Event(state="need_audio", ts=3.0, broadcast_id="42", audio_id=REF.id, missing=(0, 2)),
     Event(state="done", ts=3.0, broadcast_id="42", started_at=1.0, seconds_played=61.5, rms_dbfs=-18.25),
@@ -329,7 +342,7 @@ def test_topics_build_and_parse() -> None:
 
 
 def test_message_registries() -> None:
-    assert set(COMMANDS) == {"play", "stop", "volume", "time"}
+    assert set(COMMANDS) == {"play", "stop", "volume", "time", "stream"}
     assert set(LOOKAHEAD_MESSAGES) == {"lookahead"}
     assert set(NODE_MESSAGES) == {"time_request", "status", "health", "event"}
 
@@ -387,3 +400,65 @@ def test_slot_keys_in_play_commands_and_receipts_are_checked() -> None:
         b'{"v": 1, "type": "health", "ts": 1, "uptime_s": 1, "volume": 5, "amplifier_on": false}'
     )
     assert health.supply_v is None and health.on_backup is None and health.output_dbfs is None
+
+
+# ---------------------------------------------------------------- live streams (section 12)
+
+
+def test_stream_frames_round_trip_and_decode_to_the_samples() -> None:
+    import array
+    import math
+
+    from speakers import adpcm
+
+    rate = 12_000
+    tone = array.array("h", (int(12_000 * math.sin(2 * math.pi * 1000 * n / rate)) for n in range(3000)))
+    payload, predictor, index = adpcm.encode(tone, 0, 0)
+    frame = StreamFrame(seq=7, t=1_800_000_000.125, samples=3000, rate=rate, payload=payload)
+    raw = frame.encode()
+    assert len(raw) == 29 + 1500  # 4 bits a sample: 48 kbps at 12 kHz
+    back = StreamFrame.decode(raw)
+    assert back == frame and back.end == pytest.approx(1_800_000_000.375)
+    decoded = adpcm.decode(back.payload, back.samples, back.predictor, back.index)
+    error = max(abs(a - b) for a, b in zip(decoded[200:], tone[200:], strict=True))
+    assert error < 1500  # ADPCM follows the tone closely once its step has adapted
+    # The next frame starts from the state the encoder reached: decodable on its own.
+    second, _, _ = adpcm.encode(tone, predictor, index)
+    alone = adpcm.decode(second, 3000, predictor, index)
+    assert max(abs(a - b) for a, b in zip(alone, tone, strict=True)) < 1500
+    last = StreamFrame(seq=8, t=2.0, samples=10, rate=rate, codec=0, last=True)
+    assert StreamFrame.decode(last.encode()).last
+
+
+@pytest.mark.parametrize(
+    "raw",
+    [
+        b"",
+        b"LXA1",
+        b"XXXX" + bytes(25),
+        StreamFrame(seq=1, t=1.0, samples=10, rate=12000, payload=bytes(5)).encode()[:-1],
+        StreamFrame(seq=1, t=1.0, samples=10, rate=12000, payload=bytes(5), codec=9).encode(),
+        StreamFrame(seq=1, t=1.0, samples=10, rate=12000, payload=b"x", codec=0).encode(),
+        StreamFrame(seq=1, t=float("nan"), samples=10, rate=12000, payload=bytes(5)).encode(),
+        StreamFrame(seq=1, t=1.0, samples=10, rate=100, payload=bytes(5)).encode(),
+    ],
+)
+def test_malformed_stream_frames_raise_protocol_error(raw: bytes) -> None:
+    with pytest.raises(ProtocolError):
+        StreamFrame.decode(raw)
+
+
+def test_stream_commands_are_checked() -> None:
+    base = {"v": 1, "type": "stream", "broadcast_id": "1", "stream": "ch1", "start_at": 10.0}
+    assert decode_command(json.dumps(base)).end_at is None
+    for bad in ({"stream": "a/b"}, {"end_at": 5.0}, {"kind": "music"}, {"volume": 101}, {"stream": None}):
+        with pytest.raises(ProtocolError):
+            decode_command(json.dumps({**base, **bad}))
+
+
+def test_stream_topics_build_and_parse() -> None:
+    topics = Topics("loa")
+    assert topics.stream("ch3") == "loa/streams/ch3/audio"
+    assert topics.parse("loa/streams/ch3/audio") == ("stream", "ch3", None)
+    with pytest.raises(ProtocolError):
+        topics.parse("loa/streams/+/audio")

@@ -14,7 +14,13 @@ Policy, per cluster:
   free, then starts on all of them together after ``gap_s`` of silence. While it waits its clusters
   are reserved: a later item of the same or a lower tier cannot slip in before it. An earlier item
   that is due but still rendering (a :class:`Hold`) keeps its place the same way.
-- **Emergency preempts.** An emergency is dispatched at once (``emergency_lead_s``): nodes interrupt
+- **Stream items** (relays, live speech) hold their clusters from their start to their fixed end
+  (``Airing.end_for``), whatever their start; they start no sooner than their frames are on the
+  wire (``Airing.min_lead``). One interrupted by an emergency is re-aired afterwards at the live
+  point for the time that remains; once less than ``gap_s`` remains it is not re-aired.
+- **Emergency preempts.** An emergency is dispatched at once, with a lead derived from the
+  measured delivery time of its clusters (``Snapshot.delivery_s``: round trips and past deliveries,
+  see :meth:`Policy.emergency_lead`) above a floor: nodes interrupt
   whatever non-emergency item plays when it starts (:class:`Interrupt` with ``started=True``); items
   sent but not yet started on those clusters are stopped and put back in the queue
   (``started=False``). A second emergency follows a running one: nodes never cut an emergency.
@@ -27,7 +33,7 @@ Policy, per cluster:
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Literal
@@ -53,6 +59,19 @@ class Policy:
     gap_s: float = 1.0
     receipt_grace_s: float = 30.0
     tz: ZoneInfo = field(default_factory=lambda: ZoneInfo("Asia/Ho_Chi_Minh"))
+    emergency_lead_floor_s: float = 0.3
+    delivery_factor: float = 1.5
+    delivery_margin_s: float = 0.1
+
+    def emergency_lead(self, clusters: Sequence[str], delivery_s: Mapping[str, float]) -> float:
+        """Lead of an emergency to ``clusters``: the slowest measured delivery among them (times
+        ``delivery_factor``, plus ``delivery_margin_s``), at least ``emergency_lead_floor_s``; a
+        cluster never measured counts as ``emergency_lead_s``. Plus ``lead_extra`` for big fleets."""
+        measured = [delivery_s[c] for c in clusters if c in delivery_s]
+        need = max(measured, default=0.0) * self.delivery_factor + self.delivery_margin_s
+        if len(measured) < len(clusters):
+            need = max(need, self.emergency_lead_s)
+        return max(self.emergency_lead_floor_s, need) + self.lead_extra(len(clusters))
 
     def lead_extra(self, clusters: int) -> float:
         """More clusters need longer to receive the command and fetch the audio before the common
@@ -67,6 +86,9 @@ class Snapshot:
     online: frozenset[str]
     zones: ZoneMap
     policy: Policy
+    # Measured seconds for a command to reach each cluster and the cluster to be ready (round trips
+    # from its health, deliveries of earlier items); clusters never measured are absent.
+    delivery_s: Mapping[str, float] = field(default_factory=dict)
 
 
 # ------------------------------------------------------------------ decisions
@@ -229,7 +251,8 @@ def arbitrate(snapshot: Snapshot, now: float) -> list[Decision]:
         if not group:
             continue
         if airing.tier is Tier.EMERGENCY:
-            decisions.extend(_emergency(airing, group, now, policy, board, started_on, pending))
+            lead = policy.emergency_lead(group, snapshot.delivery_s)
+            decisions.extend(_emergency(airing, group, now, lead, policy, board, started_on, pending))
             continue
         if reserved.intersection(group):
             # An earlier item waits for (or renders for) some of these clusters: wait for it, all
@@ -242,12 +265,14 @@ def arbitrate(snapshot: Snapshot, now: float) -> list[Decision]:
             if until > now - policy.gap_s and blocker is not None:
                 blockers[speaker] = blocker
             free = max(free, until)
-        earliest = now + policy.lead_s + policy.lead_extra(len(group))
+        earliest = now + max(policy.lead_s, airing.min_lead) + policy.lead_extra(len(group))
         start = max(earliest, free + policy.gap_s) if free else earliest
+        if airing.stream is not None and airing.remaining(start) < policy.gap_s:
+            continue  # what remains of a stream is too short to air; its validity ends it
         if start - earliest <= DISPATCH_SLACK_S:
             decisions.append(Play(airing.id, tuple(group), start))
             for speaker in group:
-                board.take(speaker, airing.id, start, start + airing.duration, airing.tier)
+                board.take(speaker, airing.id, start, airing.end_for(start), airing.tier)
         else:
             # Wait for all of them together; meanwhile nobody later may slip in before it.
             reserved.update(group)
@@ -259,6 +284,7 @@ def _emergency(
     airing: Airing,
     group: list[str],
     now: float,
+    lead: float,
     policy: Policy,
     board: _Board,
     started_on: dict[int, dict[str, float]],
@@ -266,14 +292,14 @@ def _emergency(
 ) -> list[Decision]:
     """Interrupt everything but another emergency, which it follows (nodes do the same)."""
     out: list[Decision] = []
-    start = now + policy.emergency_lead_s + policy.lead_extra(len(group))
+    start = now + lead
     for speaker in group:
         until, blocker = board.busy(speaker, airing.id, emergencies_only=True)
         if until + policy.gap_s > start:
             start = until + policy.gap_s
             if blocker is not None:
                 out.append(Queued(airing.id, speaker, blocker))
-    takeover = now + policy.emergency_lead_s
+    takeover = now + lead
     for speaker in group:
         for other_id, (slot_start, _, tier) in sorted(board.slots.get(speaker, {}).items()):
             if other_id == airing.id or tier is Tier.EMERGENCY:
@@ -287,7 +313,7 @@ def _emergency(
                 pending.setdefault(other_id, set()).add(speaker)
     out.append(Play(airing.id, tuple(group), start))
     for speaker in group:
-        board.take(speaker, airing.id, start, start + airing.duration, airing.tier)
+        board.take(speaker, airing.id, start, airing.end_for(start), airing.tier)
     return out
 
 

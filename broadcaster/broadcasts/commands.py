@@ -12,7 +12,7 @@ from collections.abc import Callable, Iterable
 from broadcaster.broadcasts.state import Airing, wire_id
 from broadcaster.fleet.targets import ZoneMap
 from broadcaster.transport import Transport
-from speakers.protocol import PlayCommand, StopCommand
+from speakers.protocol import PlayCommand, StopCommand, StreamCommand
 
 # A stop that could not be delivered within a minute is pointless: the item has ended anyway.
 STOP_EXPIRY_S = 60
@@ -36,6 +36,7 @@ class CommandSender:
             by_zone.setdefault(key, []).append(speaker)
         expiry = max(1.0, airing.valid_until - self.clock())
         for (zone, attempt), members in sorted(by_zone.items()):
+            assert airing.audio is not None
             base = PlayCommand(
                 broadcast_id=wire_id(airing.id, attempt),
                 audio=airing.audio,
@@ -45,6 +46,39 @@ class CommandSender:
                 valid_until=airing.valid_until,
                 title=airing.title,
                 slot=airing.slot,
+            )
+            if zone and zone in airing.whole_zones and len(members) >= 2:
+                command = dataclasses.replace(base, targets=tuple(sorted(members)))
+                self.transport.publish(topics.zone_cmd(zone), command.encode(), qos=1, expiry_s=expiry)
+                self.plays_published += 1
+                continue
+            payload = base.encode()
+            for speaker in members:
+                self.transport.publish(topics.cmd(speaker), payload, qos=1, expiry_s=expiry)
+                self.plays_published += 1
+
+    def stream(
+        self, airing: Airing, group: Iterable[str], start: float, zones: ZoneMap, *, lone: bool = False
+    ) -> None:
+        """Send a stream item (docs/protocol.md section 12) on ``group`` to start at ``start``
+        (``lone``: one publish per cluster, e.g. a cluster that came back)."""
+        assert airing.stream is not None
+        topics = self.transport.topics
+        by_zone: dict[tuple[str, int], list[str]] = {}
+        for speaker in group:
+            zone = "" if lone else (zones.zone_of(speaker) or "")
+            by_zone.setdefault((zone, airing.attempts.setdefault(speaker, 0)), []).append(speaker)
+        expiry = max(1.0, (airing.end_at or airing.valid_until) - self.clock())
+        for (zone, attempt), members in sorted(by_zone.items()):
+            base = StreamCommand(
+                broadcast_id=wire_id(airing.id, attempt),
+                stream=airing.stream,
+                start_at=start,
+                end_at=airing.end_at,
+                tier=airing.tier.value,  # type: ignore[arg-type]
+                volume=self.volume,
+                title=airing.title,
+                kind="live" if airing.kind == "live" else "relay",
             )
             if zone and zone in airing.whole_zones and len(members) >= 2:
                 command = dataclasses.replace(base, targets=tuple(sorted(members)))

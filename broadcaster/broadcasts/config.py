@@ -18,6 +18,14 @@ class BroadcastsConfig(BaseModel):
         le=10,
         description="Lead of an emergency: short, nodes interrupt what plays when it starts.",
     )
+    emergency_lead_floor_s: float = Field(
+        0.3,
+        gt=0,
+        le=10,
+        description="Shortest emergency lead: the lead is derived from the measured delivery time of the "
+        "clusters targeted (round trips, earlier deliveries), never below this; "
+        "emergency_lead_s stands in for a cluster never measured.",
+    )
     lead_per_1000_s: float = Field(
         3.0,
         ge=0,

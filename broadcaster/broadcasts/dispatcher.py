@@ -127,6 +127,11 @@ class Dispatcher:
     def post_online(self, speaker: str) -> None:
         self._inbox.put(_Online(speaker))
 
+    def post(self, fn: Callable[[Session], Any]) -> None:
+        """Run ``fn(session)`` in the next batch without waiting for it (callbacks from other
+        threads, e.g. the stream hub's, which must never block on the dispatcher)."""
+        self._put(_Call(fn, Future()))
+
     def post_air(self, broadcast_id: int) -> None:
         self._put(_Air(broadcast_id))
 
@@ -251,7 +256,9 @@ class Dispatcher:
                             lifecycle.renderer.request(item.broadcast_id, item.tier, air=item.air)
                         elif isinstance(item, _Defer):
                             lifecycle.defer(item.broadcast_id, item.at)
-                        # _Online: the tick below serves the reconnected cluster.
+                        elif isinstance(item, _Online):
+                            lifecycle.rejoin(session, item.speaker)  # stream items it should play
+                        # The tick below serves the reconnected cluster's waiting items.
                     except Exception:
                         _LOGGER.exception("dispatcher: %s failed", type(item).__name__)
                 try:

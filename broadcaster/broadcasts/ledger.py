@@ -84,6 +84,11 @@ class NewBroadcast:
     speakers: tuple[str, ...]
     schedule_id: int | None = None
     fire_time: datetime | None = None
+    # Stream items (relay, live): the kind, the channel and its name, the planned end.
+    kind: str = "announcement"
+    channel_id: int | None = None
+    source_name: str | None = None
+    end_at: float | None = None
 
 
 class Ledger:
@@ -159,6 +164,10 @@ class Ledger:
             fire_time=new.fire_time,
             created_by=ann.author,
             finished_at=utc(now) if missed else None,
+            kind=new.kind,
+            channel_id=new.channel_id,
+            source_name=new.source_name,
+            end_at=utc(new.end_at) if new.end_at is not None else None,
         )
         session.add(bc)
         session.flush()
@@ -172,10 +181,13 @@ class Ledger:
             when = ""
             if new.state is BroadcastState.SCHEDULED and new.at is not None:
                 when = f", phát lúc {self.local(new.at)}"
+            what = {"relay": f"Tiếp sóng «{new.source_name}»", "live": "Phát trực tiếp"}.get(
+                new.kind, "Bản tin"
+            )
             self.log(
                 session,
                 "submitted",
-                f"Bản tin #{bc.id} ({new.tier.label_vi}) tới {len(new.speakers)} cụm loa, từ {who}{when}",
+                f"{what} #{bc.id} ({new.tier.label_vi}) tới {len(new.speakers)} cụm loa, từ {who}{when}",
                 bc.id,
                 now=now,
             )

@@ -35,6 +35,7 @@ from broadcaster.broadcasts.ledger import NO_RECEIPT, Ledger, utc
 from broadcaster.broadcasts.ports import FleetPort, SpeechPort
 from broadcaster.broadcasts.rendering import Rendered, Renderer
 from broadcaster.broadcasts.state import Airing, slot_key
+from broadcaster.broadcasts.streams import StreamItems
 from broadcaster.domain import ALL_TARGETS, Tier
 from broadcaster.fleet.targets import TargetResolver, ZoneMap
 from broadcaster.models import Announcement, Approval, Broadcast, BroadcastState, DeliveryState
@@ -60,6 +61,7 @@ class Lifecycle:
         policy: Policy,
         deferred_grace_s: float,
         clock: Callable[[], float],
+        streams: StreamItems | None = None,
     ) -> None:
         self.ledger = ledger
         self.speech = speech
@@ -76,6 +78,10 @@ class Lifecycle:
         self.deferred: dict[int, float] = {}  # scheduled broadcasts: id -> when due
         self.titles: dict[int, str] = {}
         self.stopping = False  # set at stop(): nothing new goes on air
+        self.streams = streams or StreamItems(ledger, None, clock)
+        # Measured seconds from a command's publish to the cluster being ready (its "scheduled"
+        # receipt): a moving average per cluster, for the emergency lead (arbitration).
+        self.delivery_s: dict[str, float] = {}
 
     # ------------------------------------------------------------------ requests
 
@@ -94,6 +100,9 @@ class Lifecycle:
             self.ledger.miss(session, bc, "Quá hạn phát (bộ điều khiển không chạy đúng giờ)", now=now)
             return
         self.ledger.log(session, "due", f"Bản tin #{bc.id} đến giờ phát", bc.id, now=now)
+        if self.streams.is_stream(bc):
+            self.streams.open(session, bc)
+            return
         self.ledger.set_state(bc, BroadcastState.RENDERING)
         if bc.audio_key and self.speech.store.has(bc.audio_key):
             self.start_airing(session, bc)
@@ -142,6 +151,8 @@ class Lifecycle:
         self.deferred.pop(bc.id, None)
         self.renderer.drop(bc.id)
         airing = self.airings.get(bc.id)
+        if airing is None and self.streams.is_stream(bc):
+            self.streams.release(bc.id)  # still connecting: let go of the source
         if airing is not None:
             airing.cancelled = True
             airing.cancel_reason = reason
@@ -199,10 +210,82 @@ class Lifecycle:
 
     # ------------------------------------------------------------------ airing
 
+    # ------------------------------------------------------------------ stream items
+
+    def open_stream(self, session: Session, broadcast_id: int) -> None:
+        """A stream item to air now (not scheduled): connect to its source."""
+        bc = session.get(Broadcast, broadcast_id)
+        if bc is not None and bc.state == BroadcastState.RENDERING.value and not self.stopping:
+            self.streams.open(session, bc)
+
+    def stream_ready(self, session: Session, broadcast_id: int, info: object) -> None:
+        bc = session.get(Broadcast, broadcast_id)
+        if bc is None or BroadcastState(bc.state).finished or self.stopping:
+            self.streams.release(broadcast_id)
+            return
+        if bc.id in self.airings or bc.state != BroadcastState.RENDERING.value:
+            return
+        zones = self.targets.zone_map(session)
+        valid = self.clock() + self.config.normal_valid_s
+        airing = self.streams.airing(bc, info, self.streams.zones_of(bc, zones.members), valid)
+        self.airings[bc.id] = airing
+        self.titles[bc.id] = airing.title
+        self.ledger.set_state(bc, BroadcastState.SENDING)
+
+    def stream_failed(self, session: Session, broadcast_id: int, reason: str) -> None:
+        bc = session.get(Broadcast, broadcast_id)
+        if bc is None:
+            return
+        airing = self.airings.get(broadcast_id)
+        if airing is not None and airing.active:
+            # It was playing: the clusters play out what they have; the gap is in the log.
+            self.streams.gap(session, broadcast_id, reason)
+            return
+        if airing is not None:
+            airing.pending.clear()
+        self.streams.failed(session, bc, reason)
+
+    def stream_ended(self, session: Session, broadcast_id: int, end_at: float, recording: object) -> None:
+        bc = session.get(Broadcast, broadcast_id)
+        if bc is not None:
+            self.streams.ended(session, self.airings.get(broadcast_id), bc, end_at, recording)
+
+    def rejoin(self, session: Session, speaker: str) -> None:
+        """A cluster came back online: stream items it should be playing are sent to it again (a
+        restarted node joins at the live point; a node that still plays sees a duplicate)."""
+        zones = self.targets.zone_map(session)
+        for airing in self.airings.values():
+            if airing.stream is None or speaker not in airing.active or airing.cancelled:
+                continue
+            start, end = airing.active[speaker]
+            if end <= self.clock():
+                continue
+            self.sender.stream(airing, [speaker], start, zones, lone=True)
+
+    def note_ready(self, speaker: str, seconds: float) -> None:
+        """A cluster was ready ``seconds`` after its command went out (moving average)."""
+        if not 0 <= seconds < 60:
+            return
+        old = self.delivery_s.get(speaker)
+        self.delivery_s[speaker] = seconds if old is None else 0.7 * old + 0.3 * seconds
+
+    def delivery_estimates(self) -> dict[str, float]:
+        """Per cluster: the slower of its measured readiness and its clock round trip (health)."""
+        estimates = dict(self.delivery_s)
+        round_trips = getattr(self.fleet, "round_trips_s", None)
+        if round_trips is not None:
+            for speaker, rtt in round_trips().items():
+                estimates[speaker] = max(estimates.get(speaker, 0.0), rtt)
+        return estimates
+
+    # ------------------------------------------------------------------ airing
+
     def start_airing(self, session: Session, bc: Broadcast) -> Airing | None:
         """The broadcast is due, approved and rendered: queue it for dispatch."""
         if bc.id in self.airings:
             return self.airings[bc.id]
+        if self.streams.is_stream(bc):
+            return None  # stream items are queued when their source is ready (stream_ready)
         key = bc.audio_key
         try:
             data = self.speech.store.read_bytes(key)  # type: ignore[arg-type]
@@ -254,6 +337,7 @@ class Lifecycle:
                 online=frozenset(self.fleet.online_ids() if self.fleet is not None else ()),
                 zones=zones,
                 policy=self.policy,
+                delivery_s=self.delivery_estimates(),
             )
             self._apply(session, arbitrate(snapshot, now), now)
         for airing in list(self.airings.values()):
@@ -276,7 +360,11 @@ class Lifecycle:
 
     def drop_airing(self, airing: Airing) -> None:
         self.airings.pop(airing.id, None)
-        if not any(a.audio.id == airing.audio.id for a in self.airings.values()):
+        if airing.stream is not None:
+            self.streams.release(airing.id)
+            return
+        assert airing.audio is not None
+        if not any(a.audio is not None and a.audio.id == airing.audio.id for a in self.airings.values()):
             self.chunks.forget(airing.audio.id)
 
     # ------------------------------------------------------------------ applying decisions
@@ -327,8 +415,11 @@ class Lifecycle:
         return True
 
     def _play(self, session: Session, airing: Airing, play: Play, zones: ZoneMap) -> None:
-        self.sender.play(airing, play.speakers, play.start, zones)
-        end = play.start + airing.duration
+        if airing.stream is not None:
+            self.sender.stream(airing, play.speakers, play.start, zones)
+        else:
+            self.sender.play(airing, play.speakers, play.start, zones)
+        end = airing.end_for(play.start)
         sent_at = self.clock()
         for speaker in play.speakers:
             airing.sent_at[speaker] = sent_at
@@ -340,7 +431,8 @@ class Lifecycle:
             self.ledger.set_started(bc, play.start)
         airing.started = True
         when = self.ledger.local(play.start, seconds=True)
-        message = f"Bản tin #{airing.id} gửi tới {len(play.speakers)} cụm loa, bắt đầu lúc {when}"
+        what = {"relay": "Tiếp sóng", "live": "Phát trực tiếp"}.get(airing.kind, "Bản tin")
+        message = f"{what} #{airing.id} gửi tới {len(play.speakers)} cụm loa, bắt đầu lúc {when}"
         self.ledger.log(session, "sent", message, airing.id, now=sent_at)
 
     def _interrupt(

@@ -4,6 +4,8 @@ Runs on the dispatcher thread, inside its batch transaction. Receipts of an olde
 item on a cluster (``"12"`` after ``"12-r1"`` went out) are stale and ignored. An item interrupted
 by an emergency is re-queued on that cluster (aired again from the start once it is free), at most
 ``max_requeues`` times and only while it is still valid; otherwise its delivery ends ``preempted``.
+A stream item (relay, live speech) is re-queued whenever time remains before its end: it resumes
+at the live point, for what remains.
 """
 
 from __future__ import annotations
@@ -49,7 +51,10 @@ class Receipts:
         chunks: ChunkServer,
         config: BroadcastsConfig,
         clock: Callable[[], float],
+        note_ready: Callable[[str, float], None] | None = None,
     ) -> None:
+        """``note_ready(cluster, seconds)``: how long a cluster took from its play command to
+        being ready (the lifecycle's delivery estimates, for the emergency lead)."""
         self.ledger = ledger
         self.airings = airings
         self.chunks = chunks
@@ -59,6 +64,7 @@ class Receipts:
         # Offline receipts (docs/protocol.md 11.4) of an airing the controller has no record of yet:
         # resolved after the batch commits (the airing is created), then applied again.
         self.unmatched: list[tuple[str, Event]] = []
+        self.note_ready = note_ready
 
     def handle(self, session: Session, speaker: str, event: Event) -> None:
         self.events += 1
@@ -93,6 +99,8 @@ class Receipts:
             ledger.set_delivery(session, bid, speaker, DeliveryState.RECEIVED, only_open=True)
         elif state == "scheduled":
             ledger.set_delivery(session, bid, speaker, DeliveryState.SCHEDULED, only_open=True)
+            if airing is not None and speaker in airing.sent_at and self.note_ready is not None:
+                self.note_ready(speaker, now - airing.sent_at[speaker])
         elif state == "playing":
             reported = event.started_at or event.ts
             if from_slot:  # aired long ago, on the node's clock estimate: bounded by now only
@@ -104,7 +112,7 @@ class Receipts:
             )
             ledger.record_attempt(session, bid, speaker, attempt, started_at=started)
             if airing is not None and speaker in airing.active:
-                airing.active[speaker] = (started, started + airing.duration)
+                airing.active[speaker] = (started, airing.end_for(started))
             ledger.mark_playing(session, bid)
         elif state == "done":
             ledger.set_delivery(
@@ -219,12 +227,14 @@ class Receipts:
         if airing is not None:
             airing.active.pop(speaker, None)
             count = airing.requeues.get(speaker, 0)
+            stream = airing.stream is not None
             if (
-                self.config.requeue_preempted
+                (self.config.requeue_preempted or stream)
                 and not airing.cancelled
-                and count < self.config.max_requeues
+                and (count < self.config.max_requeues or stream)
                 and now < airing.valid_until
             ):
+                again = "sẽ tiếp tục ở thời điểm hiện tại" if stream else "sẽ phát lại từ đầu"
                 airing.requeues[speaker] = count + 1
                 airing.attempts[speaker] = airing.attempts.get(speaker, 0) + 1
                 airing.pending.add(speaker)
@@ -233,7 +243,7 @@ class Receipts:
                     bid,
                     speaker,
                     DeliveryState.PENDING,
-                    reason=f"bị ngắt bởi {cause}; sẽ phát lại từ đầu",
+                    reason=f"bị ngắt bởi {cause}; {again}",
                     seconds_played=event.seconds_played,
                     force=True,
                 )
@@ -245,7 +255,7 @@ class Receipts:
                     speaker,
                     now=now,
                 )
-                self.ledger.mark_waiting_again(session, bid, f"Bị ngắt bởi {cause}; sẽ phát lại từ đầu.")
+                self.ledger.mark_waiting_again(session, bid, f"Bị ngắt bởi {cause}; {again}.")
                 return
         self.ledger.set_delivery(
             session,

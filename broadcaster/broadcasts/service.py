@@ -10,7 +10,8 @@ Flow of one broadcast::
 
 The parts, each in its own module: ``validation`` (the one announcement validator), ``ledger`` (the
 only writer of the database rows), ``arbitration`` (the policy: a pure function), ``dispatcher``
-(the one thread that applies it), ``lifecycle`` (the airings and the changes to them),
+(the one thread that applies it), ``lifecycle`` (the airings and the changes to them), ``streams``
+(relays and live speech: their source on the stream hub of ``broadcaster.live``),
 ``receipts``, ``rendering``, ``chunks``, ``commands``, ``volume`` and ``views``. The policy is
 described in ``arbitration.py``; README.md summarizes it.
 """
@@ -21,6 +22,7 @@ import logging
 import time
 from collections.abc import Callable
 from datetime import datetime
+from pathlib import Path
 from typing import Any
 from zoneinfo import ZoneInfo
 
@@ -41,11 +43,14 @@ from broadcaster.broadcasts.ports import FleetPort, SpeechPort
 from broadcaster.broadcasts.receipts import Receipts
 from broadcaster.broadcasts.rendering import Renderer
 from broadcaster.broadcasts.state import parse_slot
-from broadcaster.broadcasts.validation import AnnouncementValidator, Draft, Limits
+from broadcaster.broadcasts.streams import LIVE_SOURCE, StreamItems, remove_file
+from broadcaster.broadcasts.validation import AnnouncementValidator, CheckedStream, Draft, Limits
 from broadcaster.broadcasts.views import BroadcastTitles, get_broadcast, list_broadcasts
 from broadcaster.broadcasts.volume import set_volume
 from broadcaster.domain import Tier
 from broadcaster.fleet.targets import TargetError, TargetResolver, resolve
+from broadcaster.live.channels import Channels
+from broadcaster.live.hub import StreamHub, StreamInfo
 from broadcaster.models import Broadcast, BroadcastState, Schedule
 from broadcaster.transport import Transport
 from speakers.protocol import Event
@@ -75,6 +80,8 @@ class BroadcastManager:
         timezone: str = "Asia/Ho_Chi_Minh",
         deferred_grace_s: float = DEFAULT_DEFERRED_GRACE_S,
         clock: Callable[[], float] = time.time,
+        hub: StreamHub | None = None,
+        channels: Channels | None = None,
     ) -> None:
         self.sessions = sessions
         self.speech = speech
@@ -98,7 +105,12 @@ class BroadcastManager:
             gap_s=self.config.gap_s,
             receipt_grace_s=self.config.receipt_grace_s,
             tz=self.tz,
+            emergency_lead_floor_s=self.config.emergency_lead_floor_s,
         )
+        self.hub = hub
+        self.channels = channels or Channels(sessions)
+        if hub is not None:
+            hub.listener = self
         self.ledger = Ledger(speech.store, self.tz)
         self.sender = CommandSender(transport, clock, self.config.volume)
         self.chunks = ChunkServer(
@@ -119,8 +131,11 @@ class BroadcastManager:
             policy=self.policy,
             deferred_grace_s=deferred_grace_s,
             clock=clock,
+            streams=StreamItems(self.ledger, hub, clock),
         )
-        self.receipts = Receipts(self.ledger, self.lifecycle.airings, self.chunks, self.config, clock)
+        self.receipts = Receipts(
+            self.ledger, self.lifecycle.airings, self.chunks, self.config, clock, self.lifecycle.note_ready
+        )
         self.dispatcher = Dispatcher(
             sessions, self.lifecycle, self.receipts, self.chunks, self.ledger, self._resolve_slots
         )
@@ -145,6 +160,8 @@ class BroadcastManager:
         self.lifecycle.stopping = True
         self.renderer.close()
         self.dispatcher.stop()
+        if self.hub is not None:
+            self.hub.stop()
 
     def registry_changed(self, *_: Any) -> None:
         """Registry hook: zones and members are re-read at the next decision."""
@@ -214,6 +231,141 @@ class BroadcastManager:
         # Rendered ahead even when scheduled or awaiting approval (the approver can listen to it).
         self.dispatcher.post_render(broadcast_id, tier, air=state is BroadcastState.RENDERING)
         return broadcast_id
+
+    def submit_stream(
+        self,
+        checked: CheckedStream,
+        *,
+        author: str | None,
+        source: domain.Source = domain.Source.API,
+        approved: bool = True,
+        schedule_id: int | None = None,
+        fire_time: datetime | None = None,
+    ) -> int:
+        """A relay (checked by ``validator.check_stream``): rows written like any broadcast, the id
+        returned at once; the channel is pulled when it is due (and approved)."""
+        ann = domain.Announcement(
+            text="", tier=checked.tier, targets=checked.targets, title=checked.title, at=checked.at,
+            author=author, source=source,
+        )  # fmt: skip
+        return self._insert_stream(
+            ann, "relay", approved, checked.at, checked.end.timestamp(), checked.channel_id,
+            checked.channel_name, schedule_id, fire_time,
+        )  # fmt: skip
+
+    def start_live(self, *, tier: Tier, targets: tuple[str, ...], author: str | None, title: str = "") -> int:
+        """Live speech from the browser: on air as soon as the clusters have the command; its audio
+        comes through :meth:`feed_live` until :meth:`end_live` (or the browser goes silent)."""
+        ann = domain.Announcement(
+            text="",
+            tier=tier,
+            targets=targets,
+            title=title or LIVE_SOURCE,
+            author=author,
+            source=domain.Source.WEB,
+        )
+        return self._insert_stream(ann, "live", True, None, None, None, LIVE_SOURCE, None, None)
+
+    def feed_live(self, broadcast_id: int, pcm: bytes) -> bool:
+        """PCM from the browser (16 kHz s16le mono); False once the item is not live any more."""
+        return self.hub is not None and self.hub.feed(broadcast_id, pcm)
+
+    def end_live(self, broadcast_id: int) -> bool:
+        return self.hub is not None and self.hub.end_live(broadcast_id)
+
+    def _insert_stream(
+        self,
+        ann: domain.Announcement,
+        kind: str,
+        approved: bool,
+        at_dt: datetime | None,
+        end_at: float | None,
+        channel_id: int | None,
+        source_name: str,
+        schedule_id: int | None,
+        fire_time: datetime | None,
+    ) -> int:
+        now = self.clock()
+        at = at_dt.timestamp() if at_dt is not None else None
+        future = at is not None and at > now + self.config.lead_s
+        if not approved:
+            state = BroadcastState.PENDING_APPROVAL
+        elif future:
+            state = BroadcastState.SCHEDULED
+        else:
+            state = BroadcastState.RENDERING
+        try:
+            with self.sessions.begin() as session:
+                if schedule_id is not None and fire_time is not None:
+                    existing = self.ledger.existing(session, schedule_id, fire_time)
+                    if existing is not None:
+                        return existing
+                speakers = self._resolve(session, ann.targets)
+                until = end_at if end_at is not None else now + self.config.normal_valid_s
+                new = NewBroadcast(
+                    ann, Tier(ann.tier), state, approved, at, until, speakers, schedule_id, fire_time,
+                    kind=kind, channel_id=channel_id, source_name=source_name, end_at=end_at,
+                )  # fmt: skip
+                broadcast_id = self.ledger.insert(session, new, now=now)
+        except IntegrityError:
+            if schedule_id is None or fire_time is None:
+                raise
+            with self.sessions() as session:
+                existing = self.ledger.existing(session, schedule_id, fire_time)
+            if existing is None:
+                raise
+            return existing
+        self.titles.remember(broadcast_id, ann.title or source_name)
+        _LOGGER.info("%s %s submitted: %s targets, %s", kind, broadcast_id, len(speakers), state)
+        if state is BroadcastState.SCHEDULED and at is not None:
+            self.dispatcher.post_defer(broadcast_id, at)
+        elif state is BroadcastState.RENDERING and kind == "live" and self.hub is not None:
+            self.hub.open_live(broadcast_id)  # at once: the browser's first audio is on its way
+        elif state is BroadcastState.RENDERING:
+            self.dispatcher.post(lambda session: self.lifecycle.open_stream(session, broadcast_id))
+        return broadcast_id
+
+    # Stream hub listener (hub threads): never wait on the dispatcher, post to it.
+
+    def stream_ready(self, broadcast_id: int, info: StreamInfo) -> None:
+        self.dispatcher.post(lambda session: self.lifecycle.stream_ready(session, broadcast_id, info))
+
+    def stream_failed(self, broadcast_id: int, reason: str) -> None:
+        self.dispatcher.post(lambda session: self.lifecycle.stream_failed(session, broadcast_id, reason))
+
+    def stream_gap(self, broadcast_id: int, message: str) -> None:
+        self.dispatcher.post(lambda session: self.lifecycle.streams.gap(session, broadcast_id, message))
+
+    def stream_ended(self, broadcast_id: int, end_at: float, recording: Path | None) -> None:
+        self.dispatcher.post(
+            lambda session: self.lifecycle.stream_ended(session, broadcast_id, end_at, recording)
+        )
+        if recording is not None:
+            self._keep_recording(broadcast_id, recording)
+
+    def _keep_recording(self, broadcast_id: int, recording: Path) -> None:
+        """What was said, into the audio store (hub thread: the conversion takes a moment)."""
+        try:
+            data = recording.read_bytes()
+            seconds = max(0.0, (len(data) - 44) / 2 / (self.hub.config.sample_rate if self.hub else 12000))
+            if seconds < 0.2:
+                return
+            importer = getattr(self.speech, "import_recording", None)
+            if importer is None:
+                return
+            result = importer(data, f"truc-tiep-{broadcast_id}.wav", chime=False)
+        except Exception:
+            _LOGGER.warning("live %s: the recording could not be kept", broadcast_id, exc_info=True)
+            return
+        finally:
+            remove_file(recording)
+
+        def keep(session: Session) -> None:
+            bc = session.get(Broadcast, broadcast_id)
+            if bc is not None:
+                self.lifecycle.streams.keep_recording(session, bc, result.key, seconds)
+
+        self.dispatcher.post(keep)
 
     def record_missed(
         self, ann: domain.Announcement, *, schedule_id: int, fire_time: datetime, reason: str

@@ -13,6 +13,9 @@ from datetime import UTC, datetime
 from broadcaster.domain import Tier
 from speakers.protocol import AudioRef
 
+# A live item has no planned end until the officer ends it: it holds its clusters this long at most.
+OPEN_END_S = 4 * 3600.0
+
 
 def wire_id(broadcast_id: int, attempt: int = 0) -> str:
     """The ``broadcast_id`` sent to nodes for one attempt of a broadcast on a cluster.
@@ -66,7 +69,7 @@ class Airing:
     order: int  # arrival order (the broadcast id): a re-queued item keeps its place
     title: str
     audio_key: str
-    audio: AudioRef
+    audio: AudioRef | None  # None for a stream item
     duration: float
     valid_until: float
     whole_zones: set[str]  # zones targeted as a whole (one zone publish serves them)
@@ -82,6 +85,22 @@ class Airing:
     cancelled: bool = False
     cancel_reason: str = ""
     slot: str | None = None  # a scheduled airing: nodes that aired it offline answer from their record
+    # Stream items (relays, live speech): the stream the nodes play, with a fixed end in controller
+    # time (None: a live item still going). A stream re-aired after an interruption resumes at the
+    # live point for the time that remains, never from the start.
+    stream: str | None = None
+    kind: str = "announcement"
+    end_at: float | None = None
+    min_lead: float = 0.0  # a stream needs its frames on the wire before the start (its delay)
+
+    def end_for(self, start: float) -> float:
+        """When the item ends on a cluster where it starts at ``start``."""
+        if self.stream is None:
+            return start + self.duration
+        return self.end_at if self.end_at is not None else start + OPEN_END_S
+
+    def remaining(self, start: float) -> float:
+        return max(0.0, self.end_for(start) - start)
 
 
 @dataclass(frozen=True)
@@ -93,4 +112,4 @@ class Hold:
     targets: frozenset[str]
 
 
-__all__ = ["Airing", "Hold", "parse_slot", "parse_wire_id", "slot_key", "wire_id"]
+__all__ = ["OPEN_END_S", "Airing", "Hold", "parse_slot", "parse_wire_id", "slot_key", "wire_id"]

@@ -26,7 +26,12 @@ PAST_TOLERANCE = timedelta(seconds=60)
 # Nobody plans a commune announcement more than a year ahead; a later date is a typing mistake.
 MAX_AHEAD = timedelta(days=366)
 AUDIO_KEY_RE = re.compile(r"^[0-9a-f]{64}$")
-FIELDS = ("text", "title", "tier", "targets", "repeat", "engine", "voice", "audio", "at")
+FIELDS = (
+    "text", "title", "tier", "targets", "repeat", "engine", "voice", "audio", "at",
+    "channel", "duration_s", "until",
+)  # fmt: skip
+# A relay shorter than this is a typing mistake (and would end before every cluster joined).
+MIN_STREAM_S = 10.0
 
 
 @dataclass(frozen=True)
@@ -113,6 +118,19 @@ class Checked:
         )
 
 
+@dataclass(frozen=True)
+class CheckedStream:
+    """A clean relay: the channel, what to call it, tier, targets, start (None: now), planned end."""
+
+    channel_id: int
+    channel_name: str
+    title: str
+    tier: Tier
+    targets: tuple[str, ...]
+    at: datetime | None
+    end: datetime
+
+
 class AnnouncementValidator:
     """See the module docstring. Collaborators:
 
@@ -170,6 +188,75 @@ class AnnouncementValidator:
         if errors:
             raise AnnouncementInvalid({f: errors[f] for f in FIELDS if f in errors})
         return Checked(text, title, tier or Tier.NORMAL, targets, repeat or 1, engine, voice, audio_key, at)
+
+    def check_stream(
+        self,
+        *,
+        channel: Any,
+        duration_s: Any = None,
+        until: Any = None,
+        tier: Any = Tier.NORMAL.value,
+        targets: Any = None,
+        title: Any = "",
+        at: Any = None,
+        max_s: float = 6 * 3600.0,
+        channel_lookup: Callable[[Any], tuple[int, str, str]] | None = None,
+        check_time: bool = True,
+    ) -> CheckedStream:
+        """A relay (``channel`` + ``duration_s`` or ``until`` instead of ``text``): every field,
+        AnnouncementInvalid listing every problem. ``channel_lookup`` returns (id, name, url) of
+        an enabled channel or raises an error with a Vietnamese ``message``."""
+        errors: dict[str, str] = {}
+        channel_id, name = None, ""
+        if channel_lookup is None:
+            errors["channel"] = "Máy chủ này không bật chức năng tiếp sóng."
+        else:
+            try:
+                channel_id, name, _ = channel_lookup(channel)
+            except Exception as exc:
+                errors["channel"] = str(getattr(exc, "message", None) or exc)
+        title_clean = self._title(title, errors)
+        tier_clean = self._tier(tier, errors)
+        targets_clean = self._targets(targets, errors)
+        at_clean = self._at(at, errors, check_time)
+        start = at_clean or self.clock()
+        end = self._stream_end(duration_s, until, start, max_s, errors)
+        if errors:
+            raise AnnouncementInvalid({f: errors[f] for f in FIELDS if f in errors})
+        assert channel_id is not None and end is not None
+        return CheckedStream(
+            channel_id, name, title_clean or name, tier_clean or Tier.NORMAL, targets_clean, at_clean, end
+        )
+
+    def _stream_end(
+        self, duration_s: Any, until: Any, start: datetime, max_s: float, errors: dict[str, str]
+    ) -> datetime | None:
+        if (duration_s is None) == (until is None):
+            errors["duration_s"] = (
+                "Hãy cho biết tiếp sóng bao lâu: số giây (duration_s) hoặc giờ kết thúc (until)."
+            )
+            return None
+        if duration_s is not None:
+            if isinstance(duration_s, str) and duration_s.strip().replace(".", "", 1).isdigit():
+                duration_s = float(duration_s)
+            if isinstance(duration_s, bool) or not isinstance(duration_s, int | float):
+                errors["duration_s"] = "Thời lượng tiếp sóng phải là số giây."
+                return None
+            seconds = float(duration_s)
+            field = "duration_s"
+        else:
+            end = self._at(until, errors, check_time=False, field="until")
+            if end is None:
+                return None
+            seconds = (end - start).total_seconds()
+            field = "until"
+        if not MIN_STREAM_S <= seconds <= max_s:
+            errors[field] = (
+                f"Thời lượng tiếp sóng từ {MIN_STREAM_S:.0f} giây đến {max_s / 3600:.0f} giờ "
+                f"(đang là {max(0.0, seconds):.0f} giây)."
+            )
+            return None
+        return start + timedelta(seconds=seconds)
 
     def check_targets(self, value: Any) -> tuple[str, ...]:
         """Only the targets (volume commands, filters): AnnouncementInvalid on a bad list."""
@@ -278,22 +365,23 @@ class AnnouncementValidator:
             return None
         return value
 
-    def _at(self, value: Any, errors: dict[str, str], check_time: bool) -> datetime | None:
+    def _at(self, value: Any, errors: dict[str, str], check_time: bool, field: str = "at") -> datetime | None:
         if value is None or value == "":
             return None
+        what = "Thời điểm phát" if field == "at" else "Giờ kết thúc"
         if isinstance(value, str):
             try:
                 value = datetime.fromisoformat(value.strip().replace("Z", "+00:00"))
             except ValueError:
-                errors["at"] = f"Thời điểm phát không hợp lệ: «{value}» (ví dụ 2026-03-15T07:30:00+07:00)."
+                errors[field] = f"{what} không hợp lệ: «{value}» (ví dụ 2026-03-15T07:30:00+07:00)."
                 return None
             if value.tzinfo is None:
                 value = value.replace(tzinfo=self.tz)
         if not isinstance(value, datetime):
-            errors["at"] = "Thời điểm phát phải có dạng 2026-03-15T07:30:00+07:00."
+            errors[field] = f"{what} phải có dạng 2026-03-15T07:30:00+07:00."
             return None
         if value.tzinfo is None:
-            errors["at"] = "Thời điểm phát phải có múi giờ (ví dụ 2026-03-15T07:30:00+07:00)."
+            errors[field] = f"{what} phải có múi giờ (ví dụ 2026-03-15T07:30:00+07:00)."
             return None
         at = value.astimezone(UTC)
         if check_time:
@@ -318,6 +406,7 @@ __all__ = [
     "AnnouncementInvalid",
     "AnnouncementValidator",
     "Checked",
+    "CheckedStream",
     "Draft",
     "Limits",
 ]

@@ -220,6 +220,11 @@ def broadcast_view(bc: Broadcast, *, deliveries: bool) -> dict[str, Any]:
         "schedule_id": bc.schedule_id,
         "fire_time": _iso(bc.fire_time),
         "reason": bc.reason,
+        # Live audio: a relay names its channel; "source" in reports is the channel or "Phát trực tiếp".
+        "kind": bc.kind or "announcement",
+        "channel_id": bc.channel_id,
+        "source_name": bc.source_name,
+        "end_at": _iso(bc.end_at),
     }
     out["interruptions"] = interruptions(bc)
     if deliveries:

@@ -133,6 +133,7 @@ def render_acl(prefix: str, controller_users: Iterable[str], node_zones: Mapping
         f"pattern read {p}/speakers/%u/cmd",
         f"pattern read {p}/speakers/%u/lookahead",
         f"pattern read {p}/audio/#",
+        f"pattern read {p}/streams/#",
         "",
     ]
     for user in sorted(set(controller_users)):

@@ -177,6 +177,17 @@ class Fleet:
         with self._lock:
             return {sid for sid, live in self._live.items() if live.online()}
 
+    def round_trips_s(self) -> dict[str, float]:
+        """Latest clock round trip (health ``clock_rtt_ms``) of each online cluster, in seconds: the
+        broadcast lifecycle derives the emergency lead from it (arbitration.Policy.emergency_lead)."""
+        with self._lock:
+            found: dict[str, float] = {}
+            for sid, live in self._live.items():
+                rtt = (live.health or {}).get("clock_rtt_ms") if live.online() else None
+                if isinstance(rtt, int | float) and 0 <= rtt < 60_000:
+                    found[sid] = rtt / 1000
+            return found
+
     def metrics(self) -> dict[str, Any]:
         with self._lock:
             online = sum(1 for live in self._live.values() if live.online())

@@ -1,5 +1,7 @@
 """Settings of the web interface and the REST API."""
 
+from pathlib import Path
+
 from pydantic import BaseModel, ConfigDict, Field
 
 
@@ -23,6 +25,16 @@ class WebConfig(BaseModel):
         description="Number of reverse proxies in front whose X-Forwarded-* headers are trusted.",
     )
     session_hours: int = Field(12, ge=1, le=24 * 30, description="An officer stays logged in this long.")
+    # HTTPS (live speech: browsers open the microphone only on secure pages or localhost).
+    https: bool = Field(
+        False,
+        description="Serve the web interface over HTTPS (cheroot). Without tls_cert_file/tls_key_file the "
+        "instance's own certificate (signed by its local CA, as for the broker) is used.",
+    )
+    tls_cert_file: Path | None = Field(
+        None, description="An operator's certificate (PEM, full chain) for HTTPS."
+    )
+    tls_key_file: Path | None = Field(None, description="The private key (PEM) of tls_cert_file.")
     login_max_failures: int = Field(
         5, ge=1, le=100, description="Failed logins per username and address before a lock."
     )

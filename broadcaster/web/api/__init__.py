@@ -294,5 +294,5 @@ def int_query(name: str, default: int, lo: int, hi: int) -> int:
 
 
 # The endpoints, one module per area; importing one registers its routes on ``bp``.
-from broadcaster.web.api import broadcasts, clusters, reports, schedules  # noqa: E402, F401
+from broadcaster.web.api import broadcasts, channels, clusters, reports, schedules  # noqa: E402, F401
 from broadcaster.web.api.broadcasts import BROADCAST_FIELDS  # noqa: E402, F401

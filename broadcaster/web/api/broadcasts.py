@@ -27,6 +27,8 @@ _LOGGER = logging.getLogger(__name__)
 # ------------------------------------------------------------------ broadcasts
 
 BROADCAST_FIELDS = {"text", "targets", "tier", "at", "repeat", "title", "engine", "voice"}
+# A relay: ``channel`` + ``duration_s`` or ``until`` instead of ``text``.
+RELAY_FIELDS = {"channel", "duration_s", "until", "targets", "tier", "at", "title"}
 
 
 def _invalid(exc: AnnouncementInvalid) -> NoReturn:
@@ -36,6 +38,8 @@ def _invalid(exc: AnnouncementInvalid) -> NoReturn:
 @bp.post("/broadcasts")
 def create_broadcast() -> tuple[Response, int, dict[str, str]]:
     data = json_body()
+    if "channel" in data:
+        return _create_relay(data)
     check_keys(data, BROADCAST_FIELDS)
     draft = Draft(
         text=data.get("text"),
@@ -57,6 +61,32 @@ def create_broadcast() -> tuple[Response, int, dict[str, str]]:
     except BroadcastError as exc:
         fail(422, exc.message, field=exc.field)
     _LOGGER.info("API %s: broadcast %s (%s) to %s", actor(), broadcast_id, ann.tier, ",".join(ann.targets))
+    location = f"/api/broadcasts/{broadcast_id}"
+    return jsonify(id=broadcast_id, url=location), 201, {"Location": location}
+
+
+def _create_relay(data: dict) -> tuple[Response, int, dict[str, str]]:  # type: ignore[type-arg]
+    check_keys(data, RELAY_FIELDS)
+    found = services()
+    manager = found.broadcasts
+    try:
+        checked = found.validator.check_stream(
+            channel=data.get("channel"),
+            duration_s=data.get("duration_s"),
+            until=data.get("until"),
+            tier=data.get("tier", Tier.NORMAL.value),
+            targets=data.get("targets"),
+            title=data.get("title"),
+            at=data.get("at"),
+            max_s=found.settings.live.relay_max_s,
+            channel_lookup=manager.channels.usable,
+        )
+        broadcast_id = manager.submit_stream(checked, author=actor(), source=Source.API)
+    except AnnouncementInvalid as exc:
+        _invalid(exc)
+    except BroadcastError as exc:
+        fail(422, exc.message, field=exc.field)
+    _LOGGER.info("API %s: relay %s of channel %s", actor(), broadcast_id, checked.channel_id)
     location = f"/api/broadcasts/{broadcast_id}"
     return jsonify(id=broadcast_id, url=location), 201, {"Location": location}
 

@@ -236,6 +236,7 @@ from broadcaster.web.ui import (  # noqa: E402
     imports,
     jobs,
     lexicon,
+    live,
     log,
     schedule,
 )
@@ -250,6 +251,7 @@ __all__ = [
     "imports",
     "jobs",
     "lexicon",
+    "live",
     "log",
     "schedule",
 ]
