@@ -204,9 +204,10 @@ class E2EController:
 
     ``restart()`` stops the controller and builds a new one on the same instance (same database,
     same MQTT client id, so the same persistent session); the broker and the clusters keep running.
+    ``sim_options`` go to the Simulator (e.g. ``{"player": "file", "player_dir": path}``).
     """
 
-    def __init__(self, broker, instance: Path, **overrides: object) -> None:  # type: ignore[no-untyped-def]
+    def __init__(self, broker, instance: Path, sim_options: dict | None = None, **overrides: object) -> None:  # type: ignore[no-untyped-def]
         from speakers.simulator import Simulator
 
         self.broker = broker
@@ -227,6 +228,7 @@ class E2EController:
             reconnect_max_s=2.0,
             request_timeout_s=1.0,
             seed=4,
+            **(sim_options or {}),
         )
         self.sim.start_in_thread(timeout=30)
         wait_until(lambda: len(self.fleet.online_ids()) == 9, timeout=20, what="9 clusters online")
@@ -268,6 +270,16 @@ class E2EController:
 
     def timeline(self, speaker_id: str | None = None) -> list[dict]:
         return self.sim.timeline(speaker_id)
+
+    def log_messages(self, broadcast_id: int) -> list[str]:
+        """The decision log's messages about one broadcast, oldest first."""
+        from sqlalchemy import select
+
+        from broadcaster.models import LogEntry
+
+        with self.services.sessions() as session:
+            query = select(LogEntry.message).where(LogEntry.broadcast_id == broadcast_id)
+            return list(session.scalars(query.order_by(LogEntry.id)))
 
     def close(self) -> None:
         try:

@@ -39,6 +39,15 @@ class StreamInfo:
     kind: str  # relay | live
 
 
+class SourceListener(Protocol):
+    """Told when a relay source stalls (silent past ``live.stall_s``, being reconnected) and when
+    it is back or no longer pulled: the controller-level alert (``broadcaster/fleet/sources.py``)."""
+
+    def stalled(self, key: str, name: str, detail: str) -> None: ...
+
+    def resumed(self, key: str, name: str) -> None: ...
+
+
 class HubListener(Protocol):
     """Told about the airings' streams (from the hub's threads; must not block for long)."""
 
@@ -59,6 +68,7 @@ class _Stream:
     ready: bool = False
     channel: int | None = None
     started: float = field(default_factory=time.monotonic)
+    name: str = ""
 
 
 class StreamHub:
@@ -81,9 +91,12 @@ class StreamHub:
         self.workdir = workdir or Path(tempfile.gettempdir())
         self.clock = clock
         self.listener: HubListener | None = None
+        self.source_listener: SourceListener | None = None
         self._lock = threading.Lock()
         self._streams: dict[str, _Stream] = {}
         self._by_airing: dict[int, str] = {}
+        # Frames and bytes of the streams no longer pulled, by stream id (stats survive the stream).
+        self._retired: dict[str, dict[str, int]] = {}
 
     # ------------------------------------------------------------------ relays
 
@@ -96,7 +109,7 @@ class StreamHub:
             if current is None or not current.pump.alive:
                 info = StreamInfo(stream_id, self.config.relay_delay_s, "relay")
                 pump = self._pump(stream_id, name, url, info)
-                current = self._streams[stream_id] = _Stream(info, pump, channel=channel_id)
+                current = self._streams[stream_id] = _Stream(info, pump, channel=channel_id, name=name)
                 pump.start()
             current.users.add(broadcast_id)
             self._by_airing[broadcast_id] = stream_id
@@ -153,6 +166,7 @@ class StreamHub:
             stream.pump.end()
         else:
             stream.pump.stop(timeout=0)
+        self._retire(stream)
 
     def stop(self) -> None:
         with self._lock:
@@ -161,11 +175,32 @@ class StreamHub:
             self._by_airing.clear()
         for stream in streams:
             stream.pump.stop()
+            self._retire(stream)
+
+    def _retire(self, stream: _Stream) -> None:
+        """A stream is no longer pulled: its counters go to the totals; a stall alert it had ends."""
+        with self._lock:
+            total = self._retired.setdefault(stream.info.stream, {"frames": 0, "bytes": 0, "gaps": 0})
+            total["frames"] += stream.pump.frames_published
+            total["bytes"] += stream.pump.bytes_published
+            total["gaps"] += stream.pump.gaps
+        if stream.info.kind == "relay" and self.source_listener is not None:
+            try:
+                self.source_listener.resumed(stream.info.stream, stream.name)
+            except Exception:
+                _LOGGER.exception("live: source listener failed")
 
     def stats(self) -> dict[str, Any]:
-        """Per active stream: frames and bytes published, gaps, reconnections; the process's CPU."""
+        """Per active stream: frames and bytes published, gaps, reconnections; ``totals``: per
+        stream id since the start, ended streams included; the process's CPU."""
         with self._lock:
             streams = dict(self._streams)
+            totals = {sid: dict(t) for sid, t in self._retired.items()}
+        for sid, s in streams.items():
+            total = totals.setdefault(sid, {"frames": 0, "bytes": 0, "gaps": 0})
+            total["frames"] += s.pump.frames_published
+            total["bytes"] += s.pump.bytes_published
+            total["gaps"] += s.pump.gaps
         usage = resource.getrusage(resource.RUSAGE_SELF)
         children = resource.getrusage(resource.RUSAGE_CHILDREN)
         return {
@@ -180,6 +215,7 @@ class StreamHub:
                 }
                 for sid, s in streams.items()
             },
+            "totals": totals,
             "cpu_s": usage.ru_utime + usage.ru_stime,
             "children_cpu_s": children.ru_utime + children.ru_stime,
         }
@@ -231,12 +267,21 @@ class StreamHub:
             for bid in users():
                 self._tell("stream_ended", bid, end_at, recording)
 
+        def source(stalled: bool, detail: str) -> None:
+            listener = self.source_listener
+            if listener is None or url is None:
+                return
+            if stalled:
+                listener.stalled(stream_id, name, detail)
+            else:
+                listener.resumed(stream_id, name)
+
         pump = Pump(
             name,
             url,
             self.config,
             self.audio,
-            PumpEvents(publish, ready, failed, gap, ended),
+            PumpEvents(publish, ready, failed, gap, ended, source),
             delay_s=info.delay_s,
             ffmpeg=self.ffmpeg,
             record_to=record,
@@ -254,4 +299,4 @@ class StreamHub:
             _LOGGER.exception("live: %s listener failed", what)
 
 
-__all__ = ["HubListener", "StreamHub", "StreamInfo"]
+__all__ = ["HubListener", "SourceListener", "StreamHub", "StreamInfo"]

@@ -55,6 +55,8 @@ class PumpEvents:
     on_failed: Callable[[str], None]
     on_gap: Callable[[str], None]
     on_ended: Callable[[float, Path | None], None]  # end time of the last frame, the recording
+    # The source stalled (True, why) or is back (False, ""): the controller-level alert.
+    on_source: Callable[[bool, str], None] | None = None
 
 
 class Pump:
@@ -206,6 +208,7 @@ class Pump:
                 self._stalled_since = self.clock()
                 self.gaps += 1
                 self.events.on_gap(f"Nguồn «{self.name}» mất tín hiệu ({detail}); đang kết nối lại")
+                self._source(True, detail)
             # Back off, keeping the clusters' stream open with silence meanwhile.
             self.reconnects += 1
             deadline = time.monotonic() + wait
@@ -222,6 +225,14 @@ class Pump:
         if since is not None:
             seconds = self.clock() - since
             self.events.on_gap(f"Nguồn «{self.name}» có lại âm thanh sau {seconds:.0f} giây gián đoạn")
+            self._source(False, "")
+
+    def _source(self, stalled: bool, detail: str) -> None:
+        if self.events.on_source is not None:
+            try:
+                self.events.on_source(stalled, detail)
+            except Exception:
+                _LOGGER.exception("live %s: source listener failed", self.name)
 
     def _pull(self, url: str, first_try: bool, demuxer: str | None) -> tuple[str, str]:
         """Run ffmpeg on ``url`` until it stalls or ends: ("failed" | "stopped" | "stalled", detail)."""
