@@ -21,6 +21,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable
+from dataclasses import replace
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -368,11 +369,18 @@ class BroadcastManager:
         self.dispatcher.post(keep)
 
     def record_missed(
-        self, ann: domain.Announcement, *, schedule_id: int, fire_time: datetime, reason: str
+        self,
+        ann: domain.Announcement,
+        *,
+        schedule_id: int,
+        fire_time: datetime,
+        reason: str,
+        relay: tuple[int | None, str] | None = None,
     ) -> int | None:
         """One fire time of a schedule that did not air (the controller was down past the grace):
         a ``missed`` broadcast with a ``missed`` delivery per cluster. None when that airing is
-        already recorded (aired or missed)."""
+        already recorded (aired or missed). ``relay``: (channel id, channel name) of a relay
+        schedule, so the log names the source."""
         now = self.clock()
         tier = Tier(ann.tier)
         try:
@@ -387,6 +395,8 @@ class BroadcastManager:
                 new = NewBroadcast(
                     ann, tier, BroadcastState.MISSED, True, at, at, speakers, schedule_id, fire_time
                 )
+                if relay is not None:
+                    new = replace(new, kind="relay", channel_id=relay[0], source_name=relay[1])
                 return self.ledger.record_missed(session, new, reason, now=now)
         except IntegrityError:
             return None  # aired or recorded by someone else in the meantime

@@ -6,6 +6,8 @@
 - ``schedule``: the week view and editing a recurring bulletin.
 - ``log``: the broadcast log, minutes aired, CSV exports.
 - ``lexicon``: the officers' readings; ``admin``: speakers and zones, users, account, settings.
+- ``live``: «Phát trực tiếp» (live speech); ``relay``: «Tiếp sóng» (relay a channel now, at a time,
+  every week); ``channels``: the relay channels (admins).
 - ``forms`` (form parsing and checks), ``filters`` (template filters and globals), ``jobs`` (the
   worker pool for slow work a page waits on) hold no routes.
 
@@ -230,6 +232,7 @@ def describe_targets(targets: Iterable[str] | None, names: dict[str, str] | None
 from broadcaster.web.ui import (  # noqa: E402
     admin,
     approvals,
+    channels,
     compose,
     dashboard,
     filters,
@@ -238,6 +241,7 @@ from broadcaster.web.ui import (  # noqa: E402
     lexicon,
     live,
     log,
+    relay,
     schedule,
 )
 
@@ -245,6 +249,7 @@ __all__ = [
     "admin",
     "approvals",
     "bp",
+    "channels",
     "compose",
     "dashboard",
     "filters",
@@ -253,5 +258,6 @@ __all__ = [
     "lexicon",
     "live",
     "log",
+    "relay",
     "schedule",
 ]
