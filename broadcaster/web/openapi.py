@@ -125,6 +125,82 @@ SCHEMAS: dict[str, Any] = {
             {"text": "Bão số 3 đổ bộ, bà con không ra biển.", "targets": ["all"], "tier": "emergency"},
         ],
     },
+    "RelayRequest": {
+        "type": "object",
+        "additionalProperties": False,
+        "description": "A relay (tiếp sóng) of a channel instead of a text: its stream is pulled once by "
+        "the controller and played in step on the target clusters for `duration_s` seconds or until "
+        "`until`. An emergency interrupts it; afterwards it resumes at the live point.",
+        "required": ["channel", "targets"],
+        "oneOf": [{"required": ["duration_s"]}, {"required": ["until"]}],
+        "properties": {
+            "channel": {"type": "integer", "minimum": 1, "description": "Channel id (`GET /api/channels`)."},
+            "duration_s": {
+                "type": "number",
+                "minimum": 10,
+                "description": "Seconds to relay (10 s to live.relay_max_s, default 6 h).",
+            },
+            "until": {
+                "type": "string",
+                "format": "date-time",
+                "description": "End time instead of duration_s (ISO 8601; without offset: the controller's "
+                "time zone).",
+            },
+            "targets": _TARGETS,
+            "tier": {**_TIER, "default": "normal"},
+            "at": {
+                "type": "string",
+                "format": "date-time",
+                "description": "Start at this time; omit for now.",
+            },
+            "title": {
+                "type": "string",
+                "maxLength": MAX_TITLE,
+                "description": "Default: the channel's name.",
+            },
+        },
+        "examples": [{"channel": 1, "duration_s": 1800, "targets": ["all"]}],
+    },
+    "Channel": {
+        "type": "object",
+        "required": ["id", "name", "url", "enabled"],
+        "properties": {
+            "id": {"type": "integer"},
+            "name": _STR,
+            "url": {
+                "type": "string",
+                "description": "http(s) audio stream: Icecast/Shoutcast MP3 or AAC, HLS.",
+            },
+            "enabled": {"type": "boolean", "description": "A disabled channel cannot be relayed."},
+            "created_by": _NSTR,
+            "created": _TIME,
+        },
+    },
+    "ChannelCreate": {
+        "type": "object",
+        "additionalProperties": False,
+        "required": ["name", "url"],
+        "properties": {
+            "name": {"type": "string", "minLength": 1, "maxLength": 100, "examples": ["VOV1"]},
+            "url": {
+                "type": "string",
+                "maxLength": 1000,
+                "pattern": "^https?://",
+                "description": "The stream's address, http:// or https://.",
+            },
+            "enabled": {"type": "boolean", "default": True},
+        },
+        "examples": [{"name": "VOV1", "url": "https://stream.example.vn/vov1.mp3"}],
+    },
+    "ChannelUpdate": {
+        "type": "object",
+        "additionalProperties": False,
+        "properties": {
+            "name": {"type": "string", "minLength": 1, "maxLength": 100},
+            "url": {"type": "string", "maxLength": 1000, "pattern": "^https?://"},
+            "enabled": {"type": "boolean"},
+        },
+    },
     "VolumeRequest": {
         "type": "object",
         "additionalProperties": False,
@@ -184,6 +260,22 @@ SCHEMAS: dict[str, Any] = {
             "duration_s": {"type": ["number", "null"]},
             "reason": _NSTR,
             "deliveries": {"type": "array", "items": _ref("Delivery")},
+            "kind": {
+                "type": "string",
+                "enum": ["announcement", "relay", "live"],
+                "description": "What it airs: a bulletin, a relay of a channel, or live speech.",
+            },
+            "channel_id": {"type": ["integer", "null"], "description": "A relay's channel (null otherwise)."},
+            "source_name": {
+                "type": ["string", "null"],
+                "description": "A relay's channel name (kept after the channel is deleted), or "
+                "«Phát trực tiếp» for live speech.",
+            },
+            "end_at": {
+                **_TIME,
+                "description": "A relay's planned end; a live item's end once it ended. Each delivery "
+                "reaches `done` when that cluster played the relay to its end.",
+            },
         },
     },
     "SpeakerState": {
@@ -318,9 +410,19 @@ SCHEMAS: dict[str, Any] = {
             "valid_to": {"type": "string", "description": "Date (through that day) or date-time."},
             "enabled": {"type": "boolean"},
             "approval": {"type": "string", "enum": [a.value for a in Approval]},
+            "channel": {
+                "type": ["integer", "string", "null"],
+                "description": "A relay schedule: the channel (id, or name) to relay instead of a text.",
+            },
+            "duration_s": {
+                "type": ["number", "null"],
+                "minimum": 10,
+                "description": "A relay schedule: seconds to relay from each fire time.",
+            },
         },
         "examples": [
-            {"title": "Bản tin sáng", "text": "Kính thưa bà con ...", "kind": "weekdays", "time": "06:00"}
+            {"title": "Bản tin sáng", "text": "Kính thưa bà con ...", "kind": "weekdays", "time": "06:00"},
+            {"title": "Thời sự VOV1", "channel": 1, "duration_s": 1800, "kind": "daily", "time": "06:00"},
         ],
     },
     "Schedule": {
@@ -352,6 +454,8 @@ SCHEMAS: dict[str, Any] = {
             "state": _NSTR,
             "approval": _NSTR,
             "kind": _NSTR,
+            "relay": {"type": ["string", "null"], "description": "The channel name of a relay airing."},
+            "duration_s": {"type": ["number", "null"], "description": "A relay schedule's duration."},
         },
     },
     "LogBroadcast": {
@@ -365,6 +469,7 @@ SCHEMAS: dict[str, Any] = {
                     "state_label": _STR,
                     "source": _NSTR,
                     "author": _NSTR,
+                    "kind_label": {"type": "string", "description": "Bản tin, Tiếp sóng or Phát trực tiếp."},
                     "seconds_played": {"type": "number"},
                     "counts": {"type": "object", "additionalProperties": {"type": "integer"}},
                 },
@@ -414,6 +519,7 @@ def _paths() -> dict[str, Any]:
     sid = _path_param("speaker_id", description="Speaker (cluster) id.")
     zid = _path_param("zone_id", description="Zone id.")
     schid = _path_param("schedule_id", "integer", "Schedule id.")
+    chid = _path_param("channel_id", "integer", "Channel id.")
     return {
         "/api/health": {
             "get": _op(
@@ -439,7 +545,9 @@ def _paths() -> dict[str, Any]:
                     **_errors(400, 401, 413, 415, 422),
                 },
                 tag="broadcasts",
-                requestBody=_body(_ref("BroadcastRequest")),
+                requestBody=_body({"oneOf": [_ref("BroadcastRequest"), _ref("RelayRequest")]}),
+                description="Either an announcement (`text`) or a relay of a channel (`channel` with "
+                "`duration_s` or `until`). `GET /api/broadcasts/{id}` then reports it like any item.",
             ),
             "get": _op(
                 "Recent broadcasts, newest first.",
@@ -471,6 +579,62 @@ def _paths() -> dict[str, Any]:
                 "Cancel: stop where it plays, drop what is queued or scheduled.",
                 {"200": _json(_ref("Broadcast")), **_errors(401, 404, 409)},
                 tag="broadcasts",
+            ),
+        },
+        "/api/channels": {
+            "get": _op(
+                "Every relay channel.",
+                {
+                    "200": _json(
+                        {
+                            "type": "object",
+                            "required": ["channels"],
+                            "properties": {"channels": {"type": "array", "items": _ref("Channel")}},
+                        }
+                    ),
+                    **_errors(401),
+                },
+                tag="channels",
+            ),
+            "post": _op(
+                "Define a relay channel: a named http(s) audio stream (Icecast/Shoutcast MP3 or AAC, HLS).",
+                {
+                    "201": {
+                        **_json(_ref("Created"), "Created."),
+                        "headers": {"Location": {"schema": _STR}},
+                    },
+                    **_errors(400, 401, 409, 413, 415, 422),
+                },
+                tag="channels",
+                requestBody=_body(_ref("ChannelCreate")),
+                description="The address is checked (http or https, a host) but not fetched: "
+                "a source that cannot be relayed says why when a relay of it starts.",
+            ),
+        },
+        "/api/channels/{channel_id}": {
+            "parameters": [chid],
+            "get": _op(
+                "One relay channel.", {"200": _json(_ref("Channel")), **_errors(401, 404)}, tag="channels"
+            ),
+            "patch": _op(
+                "Rename a channel, change its address, turn it off or on.",
+                {"200": _json(_ref("Channel")), **_errors(400, 401, 404, 409, 413, 415, 422)},
+                tag="channels",
+                requestBody=_body(_ref("ChannelUpdate")),
+            ),
+            "delete": _op(
+                "Delete a channel (refused while a relay of it waits or plays, or a schedule uses it).",
+                {
+                    "200": _json(
+                        {
+                            "type": "object",
+                            "required": ["deleted"],
+                            "properties": {"deleted": {"type": "integer"}},
+                        }
+                    ),
+                    **_errors(401, 404, 409),
+                },
+                tag="channels",
             ),
         },
         "/api/stop": {
@@ -740,11 +904,24 @@ def _paths() -> dict[str, Any]:
     }
 
 
-def build_spec(max_repeat: int = 5) -> dict[str, Any]:
-    """The whole OpenAPI 3.1 document; ``max_repeat`` is the configured limit of ``repeat``."""
+def _add_relay_schedule_fields(schedule: dict[str, Any]) -> None:
+    """A stored schedule's relay fields (null for a bulletin), added to the Schedule schema."""
+    target = schedule if "properties" in schedule else schedule["allOf"][-1]
+    target["properties"].update(
+        channel={"type": ["integer", "null"], "description": "A relay schedule's channel id."},
+        channel_name={"type": ["string", "null"], "description": "A relay schedule's channel name."},
+        duration_s={"type": ["number", "null"], "description": "A relay schedule's seconds per airing."},
+    )
+
+
+def build_spec(max_repeat: int = 5, relay_max_s: float = 6 * 3600.0) -> dict[str, Any]:
+    """The whole OpenAPI 3.1 document; ``max_repeat`` is the configured limit of ``repeat``,
+    ``relay_max_s`` the longest relay (``live.relay_max_s``)."""
     schemas = copy.deepcopy(SCHEMAS)
     for name in ("BroadcastRequest", "ScheduleInput"):
         schemas[name]["properties"]["repeat"]["maximum"] = max_repeat
+    schemas["RelayRequest"]["properties"]["duration_s"]["maximum"] = relay_max_s
+    _add_relay_schedule_fields(schemas["Schedule"])
     error = {"content": {"application/json": {"schema": _ref("Error")}}}
     responses = {
         f"E{code}": {"description": text, **error}
@@ -771,7 +948,10 @@ def build_spec(max_repeat: int = 5) -> dict[str, Any]:
         },
         "servers": [{"url": "/"}],
         "security": [{"bearerAuth": []}],
-        "tags": [{"name": n} for n in ("broadcasts", "speakers", "zones", "schedules", "reports", "system")],
+        "tags": [
+            {"name": n}
+            for n in ("broadcasts", "channels", "speakers", "zones", "schedules", "reports", "system")
+        ],
         "paths": _paths(),
         "components": {
             "securitySchemes": {
