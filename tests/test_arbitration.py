@@ -330,3 +330,27 @@ def test_the_emergency_lead_follows_the_slowest_measured_cluster_above_a_floor()
         NOW,
     )
     assert plays(decisions) == [Play(1, ("a1", "a2"), NOW + 0.3)]
+
+
+# ------------------------------------------------------------------ emergencies streamed as synthesized
+
+
+def test_a_streamed_emergency_starts_no_sooner_than_its_frames_are_on_the_wire() -> None:
+    alarm = stream(1, end_at=None, tier=Tier.EMERGENCY, pending={"a1", "a2"}, min_lead=0.9)
+    relay = stream(2, end_at=NOW + 600, active={"a1": (NOW - 60, NOW + 600)})
+    decisions = arbitrate(snap(alarm, relay), NOW)
+    assert plays(decisions) == [Play(1, ("a1", "a2"), NOW + 0.9)]  # its delay, not the 0.5 s lead
+    assert Interrupt(2, "a1", 1, True, NOW + 0.9) in decisions
+
+
+def test_an_emergency_behind_one_without_an_end_waits_for_its_end_instead_of_a_far_start() -> None:
+    first = stream(1, end_at=None, tier=Tier.EMERGENCY, active={"a1": (NOW - 5, NOW - 5 + 4 * 3600)})
+    second = airing(2, tier=Tier.EMERGENCY, pending={"a1", "a2"}, duration=20.0)
+    decisions = arbitrate(snap(first, second), NOW)
+    assert plays(decisions) == []  # not sent with a start four hours away
+    assert Queued(2, "a1", 1) in decisions
+    # Once the first one's end is known, the second follows it after the gap.
+    first.end_at = NOW + 12.0
+    first.active["a1"] = (NOW - 5, NOW + 12.0)
+    (play,) = plays(arbitrate(snap(first, second), NOW))
+    assert play == Play(2, ("a1", "a2"), NOW + 12.0 + POLICY.gap_s)

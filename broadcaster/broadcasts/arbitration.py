@@ -18,6 +18,9 @@ Policy, per cluster:
   (``Airing.end_for``), whatever their start; they start no sooner than their frames are on the
   wire (``Airing.min_lead``). One interrupted by an emergency is re-aired afterwards at the live
   point for the time that remains; once less than ``gap_s`` remains it is not re-aired.
+- **Open ends.** An item whose end is not known yet (live speech, an emergency streamed as it is
+  synthesized) holds its clusters until it is: an emergency behind one waits for its end instead
+  of being sent with a start hours away (normal items already wait, being reserved).
 - **Emergency preempts.** An emergency is dispatched at once, with a lead derived from the
   measured delivery time of its clusters (``Snapshot.delivery_s``: round trips and past deliveries,
   see :meth:`Policy.emergency_lead`) above a floor: nodes interrupt
@@ -163,6 +166,9 @@ class _Board:
     def __init__(self, airings: Iterable[Airing]) -> None:
         # cluster -> {airing id: (start, end, tier)}
         self.slots: dict[str, dict[int, tuple[float, float, Tier]]] = {}
+        airings = list(airings)
+        # Stream items still without an end (their slot's end is only a bound).
+        self.open_ended = {a.id for a in airings if a.stream is not None and a.end_at is None}
         for airing in airings:
             for speaker, (start, end) in airing.active.items():
                 self.take(speaker, airing.id, start, end, airing.tier)
@@ -292,13 +298,21 @@ def _emergency(
 ) -> list[Decision]:
     """Interrupt everything but another emergency, which it follows (nodes do the same)."""
     out: list[Decision] = []
+    # A stream needs its frames on the wire before it starts (its playout delay).
+    lead = max(lead, airing.min_lead)
     start = now + lead
+    waits_for_end = False
     for speaker in group:
         until, blocker = board.busy(speaker, airing.id, emergencies_only=True)
         if until + policy.gap_s > start:
             start = until + policy.gap_s
             if blocker is not None:
                 out.append(Queued(airing.id, speaker, blocker))
+                waits_for_end = waits_for_end or blocker in board.open_ended
+    if waits_for_end:
+        # Behind an emergency whose end is not known yet: wait until it is (sending now would
+        # start it at the bound, hours away); its clusters stay the other emergency's meanwhile.
+        return out
     takeover = now + lead
     for speaker in group:
         for other_id, (slot_start, _, tier) in sorted(board.slots.get(speaker, {}).items()):

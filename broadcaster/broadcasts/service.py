@@ -18,6 +18,7 @@ described in ``arbitration.py``; README.md summarizes it.
 
 from __future__ import annotations
 
+import functools
 import logging
 import time
 from collections.abc import Callable
@@ -44,7 +45,7 @@ from broadcaster.broadcasts.ports import FleetPort, SpeechPort
 from broadcaster.broadcasts.receipts import Receipts
 from broadcaster.broadcasts.rendering import Renderer
 from broadcaster.broadcasts.state import parse_slot
-from broadcaster.broadcasts.streams import LIVE_SOURCE, StreamItems, remove_file
+from broadcaster.broadcasts.streams import LIVE_SOURCE, SpeechFeed, StreamItems, remove_file
 from broadcaster.broadcasts.validation import AnnouncementValidator, CheckedStream, Draft, Limits
 from broadcaster.broadcasts.views import BroadcastTitles, get_broadcast, list_broadcasts
 from broadcaster.broadcasts.volume import set_volume
@@ -117,8 +118,15 @@ class BroadcastManager:
         self.chunks = ChunkServer(
             transport, speech.store, self._recent_audio_keys, self.config.audio_dedupe_s
         )
+        streamer = None
+        if hub is not None and self.config.stream_emergencies:
+            streamer = functools.partial(SpeechFeed, hub)  # an emergency plays as it is synthesized
         self.renderer = Renderer(
-            sessions, speech, lambda result: self.dispatcher.post_rendered(result), self.config.render_workers
+            sessions,
+            speech,
+            lambda result: self.dispatcher.post_rendered(result),
+            self.config.render_workers,
+            streamer=streamer,
         )
         self.lifecycle = Lifecycle(
             ledger=self.ledger,

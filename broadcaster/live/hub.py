@@ -36,7 +36,7 @@ class StreamInfo:
 
     stream: str  # the id in the topic
     delay_s: float  # playout delay: frames are on the wire this long before they sound
-    kind: str  # relay | live
+    kind: str  # relay | live | speech (a streamed emergency)
 
 
 class SourceListener(Protocol):
@@ -69,6 +69,10 @@ class _Stream:
     channel: int | None = None
     started: float = field(default_factory=time.monotonic)
     name: str = ""
+
+
+# Streams fed through :meth:`StreamHub.feed` (not pulled from a URL).
+_FED = frozenset({"live", "speech"})
 
 
 class StreamHub:
@@ -131,23 +135,47 @@ class StreamHub:
         pump.start()
         return info
 
-    def feed(self, broadcast_id: int, pcm: bytes) -> bool:
-        """Browser PCM for a live item; False when it is not live (any more)."""
+    # ------------------------------------------------------------------ streamed emergencies
+
+    def open_speech(self, broadcast_id: int) -> StreamInfo:
+        """An emergency streamed as it is synthesized (``broadcaster/speech_stream.py``): fed by the
+        renderer with 16 kHz PCM faster than real time, conditioned like live speech, framed from
+        the airing's start (:meth:`anchor`) and published one playout delay ahead of each frame."""
+        stream_id = f"em{broadcast_id}"
+        info = StreamInfo(stream_id, self.config.live_delay_s, "speech")
+        with self._lock:
+            pump = self._pump(stream_id, f"khẩn cấp #{broadcast_id}", None, info, paced=True)
+            self._streams[stream_id] = _Stream(info, pump, users={broadcast_id})
+            self._by_airing[broadcast_id] = stream_id
+        pump.start()
+        return info
+
+    def anchor(self, broadcast_id: int, start: float) -> None:
+        """The airing of a streamed emergency starts at ``start``: its first sample sounds then."""
         stream = self._stream_of(broadcast_id)
-        if stream is None or stream.info.kind != "live":
+        if stream is not None and stream.info.kind == "speech":
+            stream.pump.anchor(start)
+
+    # ------------------------------------------------------------------ fed streams (live, speech)
+
+    def feed(self, broadcast_id: int, pcm: bytes) -> bool:
+        """PCM for a live item (the browser's) or a streamed emergency (the renderer's); False when
+        it is not fed any more."""
+        stream = self._stream_of(broadcast_id)
+        if stream is None or stream.info.kind not in _FED:
             return False
         return stream.pump.feed(pcm)
 
     def end_live(self, broadcast_id: int) -> bool:
         stream = self._stream_of(broadcast_id)
-        if stream is None or stream.info.kind != "live":
+        if stream is None or stream.info.kind not in _FED:
             return False
         stream.pump.end()
         return True
 
     def is_live(self, broadcast_id: int) -> bool:
         stream = self._stream_of(broadcast_id)
-        return stream is not None and stream.info.kind == "live" and stream.pump.alive
+        return stream is not None and stream.info.kind in _FED and stream.pump.alive
 
     # ------------------------------------------------------------------ both
 
@@ -162,7 +190,7 @@ class StreamHub:
             if stream.users:
                 return
             del self._streams[stream.info.stream]
-        if stream.info.kind == "live":
+        if stream.info.kind in _FED:
             stream.pump.end()
         else:
             stream.pump.stop(timeout=0)
@@ -228,7 +256,14 @@ class StreamHub:
             return self._streams.get(stream_id) if stream_id else None
 
     def _pump(
-        self, stream_id: str, name: str, url: str | None, info: StreamInfo, record: Path | None = None
+        self,
+        stream_id: str,
+        name: str,
+        url: str | None,
+        info: StreamInfo,
+        record: Path | None = None,
+        *,
+        paced: bool = False,
     ) -> Pump:
         topic = self.transport.topics.stream(stream_id)
 
@@ -286,6 +321,7 @@ class StreamHub:
             ffmpeg=self.ffmpeg,
             record_to=record,
             clock=self.clock,
+            paced=paced,
         )
         return pump
 

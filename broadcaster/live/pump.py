@@ -27,6 +27,7 @@ import subprocess
 import threading
 import time
 import wave
+from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -74,8 +75,16 @@ class Pump:
         ffmpeg: str = "ffmpeg",
         record_to: Path | None = None,
         clock: Callable[[], float] = time.time,
+        paced: bool = False,
     ) -> None:
+        """``paced`` (a streamed emergency, fed faster than real time by the renderer): no frame
+        before :meth:`anchor` gives the stream's start, each frame published one playout delay
+        before it sounds, and no end for lack of input (the renderer ends it)."""
         self.name = name
+        self.paced = paced
+        self._anchor_at: float | None = None
+        self._early = bytearray()  # conditioned PCM before the anchor (paced)
+        self._held: deque[StreamFrame] = deque()  # frames not yet due for publishing (paced)
         self.url = url
         self.config = config
         self.audio = audio
@@ -109,6 +118,12 @@ class Pump:
     def end(self) -> None:
         """Live speech: end now (the last audio is drained and flagged ``last``)."""
         self._end.set()
+
+    def anchor(self, start: float) -> None:
+        """Paced: the controller time at which the stream's first sample sounds (the airing's
+        start). The first anchor wins."""
+        if self._anchor_at is None:
+            self._anchor_at = start
 
     def feed(self, pcm: bytes) -> bool:
         """Live speech: PCM from the browser (16 kHz s16le mono). False when the item has ended."""
@@ -314,10 +329,12 @@ class Pump:
         assert proc.stdout is not None
         fd = proc.stdout.fileno()
         ending_since: float | None = None
+        # A renderer may wait on a slow engine: only the browser's silence ends a stream by itself.
+        idle_s = config.live_max_s if self.paced else config.live_idle_s
         try:
             while not self._stop.is_set():
                 if ending_since is None and (
-                    self._end.is_set() or time.monotonic() - self._last_feed > config.live_idle_s
+                    self._end.is_set() or time.monotonic() - self._last_feed > idle_s
                 ):
                     self._end.set()
                     ending_since = time.monotonic()
@@ -329,18 +346,52 @@ class Pump:
                         break
                     if record is not None:
                         record.writeframes(data)
-                    self._publish(self.framer.push(data, self.clock()))
-                elif ending_since is None:
-                    self._publish(self.framer.fill(self.clock()))
+                    self._take(data)
+                elif ending_since is None and self.framer.next_t is not None:
+                    self._out(self.framer.fill(self.clock()))
+                elif self.paced and self._early and self._anchor_at is not None:
+                    self._take(b"")
+                self._flush_held()
                 if ending_since is not None and time.monotonic() - ending_since > _DRAIN_TIMEOUT_S:
                     break
         finally:
             self._kill(proc)
             if record is not None:
                 record.close()
+        if self.paced and self._early:
+            self._take(b"")
         last = self.framer.finish(self.clock())
-        self._publish([last])
+        self._out([last])
+        while self._held and not self._stop.is_set():  # paced: the rest goes out on time
+            self._flush_held()
+            self._stop.wait(_TICK_S)
         self.events.on_ended(last.end, self.record_to if record is not None else None)
+
+    def _take(self, data: bytes) -> None:
+        """Conditioned PCM to frames (paced: kept until the stream is anchored)."""
+        if self.paced and self.framer.next_t is None:
+            self._early.extend(data)
+            if self._anchor_at is None:
+                return
+            self.framer.next_t = self._anchor_at
+            data, self._early = bytes(self._early), bytearray()
+        self._out(self.framer.push(data, self.clock()))
+
+    def _out(self, frames: list[StreamFrame]) -> None:
+        if self.paced:
+            self._held.extend(frames)
+            self._flush_held()
+        else:
+            self._publish(frames)
+
+    def _flush_held(self) -> None:
+        """Paced: publish the frames due within one playout delay (as a live source's would be)."""
+        now = self.clock()
+        due = []
+        while self._held and self._held[0].t - self.framer.delay_s <= now:
+            due.append(self._held.popleft())
+        if due:
+            self._publish(due)
 
     def _write_feed(self, proc: subprocess.Popen[bytes]) -> None:
         assert proc.stdin is not None
