@@ -15,6 +15,7 @@ from broadcaster.broadcasts.validation import MAX_TITLE
 from broadcaster.domain import Tier
 from broadcaster.models import Approval, BroadcastState, DeliveryState
 from broadcaster.scheduling.spec import KINDS
+from broadcaster.web.openapi_live import add_live
 
 
 def _ref(name: str) -> dict[str, str]:
@@ -77,8 +78,9 @@ _TARGETS = {
     "type": "array",
     "minItems": 1,
     "items": {"type": "string"},
-    "description": '"all", zone ids or speaker ids.',
-    "examples": [["all"], ["thon-dong", "loa-07"]],
+    "description": '"all", zone ids or speaker ids; on an upper level also downstream units: "unit:*" (every '
+    'unit below), "unit:xa-phuc-hoa", "unit:huyen-a/xa-b" (docs/federation.md).',
+    "examples": [["all"], ["thon-dong", "loa-07"], ["unit:*"], ["all", "unit:xa-phuc-hoa"]],
 }
 
 SCHEMAS: dict[str, Any] = {
@@ -124,82 +126,6 @@ SCHEMAS: dict[str, Any] = {
             {"text": "Kính thưa bà con, 14 giờ chiều nay cắt điện khu vực thôn Đông.", "targets": ["all"]},
             {"text": "Bão số 3 đổ bộ, bà con không ra biển.", "targets": ["all"], "tier": "emergency"},
         ],
-    },
-    "RelayRequest": {
-        "type": "object",
-        "additionalProperties": False,
-        "description": "A relay (tiếp sóng) of a channel instead of a text: its stream is pulled once by "
-        "the controller and played in step on the target clusters for `duration_s` seconds or until "
-        "`until`. An emergency interrupts it; afterwards it resumes at the live point.",
-        "required": ["channel", "targets"],
-        "oneOf": [{"required": ["duration_s"]}, {"required": ["until"]}],
-        "properties": {
-            "channel": {"type": "integer", "minimum": 1, "description": "Channel id (`GET /api/channels`)."},
-            "duration_s": {
-                "type": "number",
-                "minimum": 10,
-                "description": "Seconds to relay (10 s to live.relay_max_s, default 6 h).",
-            },
-            "until": {
-                "type": "string",
-                "format": "date-time",
-                "description": "End time instead of duration_s (ISO 8601; without offset: the controller's "
-                "time zone).",
-            },
-            "targets": _TARGETS,
-            "tier": {**_TIER, "default": "normal"},
-            "at": {
-                "type": "string",
-                "format": "date-time",
-                "description": "Start at this time; omit for now.",
-            },
-            "title": {
-                "type": "string",
-                "maxLength": MAX_TITLE,
-                "description": "Default: the channel's name.",
-            },
-        },
-        "examples": [{"channel": 1, "duration_s": 1800, "targets": ["all"]}],
-    },
-    "Channel": {
-        "type": "object",
-        "required": ["id", "name", "url", "enabled"],
-        "properties": {
-            "id": {"type": "integer"},
-            "name": _STR,
-            "url": {
-                "type": "string",
-                "description": "http(s) audio stream: Icecast/Shoutcast MP3 or AAC, HLS.",
-            },
-            "enabled": {"type": "boolean", "description": "A disabled channel cannot be relayed."},
-            "created_by": _NSTR,
-            "created": _TIME,
-        },
-    },
-    "ChannelCreate": {
-        "type": "object",
-        "additionalProperties": False,
-        "required": ["name", "url"],
-        "properties": {
-            "name": {"type": "string", "minLength": 1, "maxLength": 100, "examples": ["VOV1"]},
-            "url": {
-                "type": "string",
-                "maxLength": 1000,
-                "pattern": "^https?://",
-                "description": "The stream's address, http:// or https://.",
-            },
-            "enabled": {"type": "boolean", "default": True},
-        },
-        "examples": [{"name": "VOV1", "url": "https://stream.example.vn/vov1.mp3"}],
-    },
-    "ChannelUpdate": {
-        "type": "object",
-        "additionalProperties": False,
-        "properties": {
-            "name": {"type": "string", "minLength": 1, "maxLength": 100},
-            "url": {"type": "string", "maxLength": 1000, "pattern": "^https?://"},
-            "enabled": {"type": "boolean"},
-        },
     },
     "VolumeRequest": {
         "type": "object",
@@ -260,22 +186,33 @@ SCHEMAS: dict[str, Any] = {
             "duration_s": {"type": ["number", "null"]},
             "reason": _NSTR,
             "deliveries": {"type": "array", "items": _ref("Delivery")},
-            "kind": {
+            "unit_deliveries": {
+                "type": "array",
+                "items": _ref("UnitDelivery"),
+                "description": "Only for a bulletin sent to downstream units: what every cluster below "
+                "did with it, as the units reported it (docs/federation.md).",
+            },
+        },
+    },
+    "UnitDelivery": {
+        "type": "object",
+        "required": ["unit", "speaker", "state"],
+        "properties": {
+            "unit": {
                 "type": "string",
-                "enum": ["announcement", "relay", "live"],
-                "description": "What it airs: a bulletin, a relay of a channel, or live speech.",
+                "description": "Unit path below this level: 'xa-b' or 'huyen-a/xa-b'.",
             },
-            "channel_id": {"type": ["integer", "null"], "description": "A relay's channel (null otherwise)."},
-            "source_name": {
-                "type": ["string", "null"],
-                "description": "A relay's channel name (kept after the channel is deleted), or "
-                "«Phát trực tiếp» for live speech.",
+            "speaker": {"type": "string", "description": "Cluster id in that unit."},
+            "state": {
+                "type": "string",
+                "enum": [s.value for s in DeliveryState],
+                "description": "The same states as local deliveries; done = played to the end.",
             },
-            "end_at": {
-                **_TIME,
-                "description": "A relay's planned end; a live item's end once it ended. Each delivery "
-                "reaches `done` when that cluster played the relay to its end.",
-            },
+            "started_at": _TIME,
+            "finished_at": _TIME,
+            "seconds_played": {"type": ["number", "null"]},
+            "rms_dbfs": {"type": ["number", "null"]},
+            "reason": _NSTR,
         },
     },
     "SpeakerState": {
@@ -410,36 +347,41 @@ SCHEMAS: dict[str, Any] = {
             "valid_to": {"type": "string", "description": "Date (through that day) or date-time."},
             "enabled": {"type": "boolean"},
             "approval": {"type": "string", "enum": [a.value for a in Approval]},
-            "channel": {
-                "type": ["integer", "string", "null"],
-                "description": "A relay schedule: the channel (id, or name) to relay instead of a text.",
-            },
-            "duration_s": {
-                "type": ["number", "null"],
-                "minimum": 10,
-                "description": "A relay schedule: seconds to relay from each fire time.",
-            },
         },
         "examples": [
-            {"title": "Bản tin sáng", "text": "Kính thưa bà con ...", "kind": "weekdays", "time": "06:00"},
-            {"title": "Thời sự VOV1", "channel": 1, "duration_s": 1800, "kind": "daily", "time": "06:00"},
+            {"title": "Bản tin sáng", "text": "Kính thưa bà con ...", "kind": "weekdays", "time": "06:00"}
         ],
     },
     "Schedule": {
-        "allOf": [
-            _ref("ScheduleInput"),
-            {
-                "type": "object",
-                "properties": {
-                    "id": {"type": "integer"},
-                    "author": _NSTR,
-                    "source_file": {"type": ["string", "null"], "description": "Set for schedules/*.yaml."},
-                    "audio_key": {"type": ["string", "null"], "description": "Audio rendered ahead."},
-                    "next_run": _TIME,
-                    "created": _TIME,
-                },
-            },
-        ]
+        "type": "object",
+        "description": "A schedule as stored: every field of ScheduleInput (null where unset), its id, "
+        "author and next airing. Times carry the controller's offset.",
+        "required": ["id", "name", "text", "tier", "targets", "kind", "enabled"],
+        "properties": {
+            "id": {"type": "integer"},
+            "name": _STR,
+            "title": _NSTR,
+            "text": _STR,
+            "tier": _TIER,
+            "targets": {"type": "array", "items": _STR},
+            "repeat": {"type": "integer", "minimum": 1},
+            "engine": _NSTR,
+            "voice": _NSTR,
+            "kind": {"type": "string", "enum": list(KINDS)},
+            "time": {"type": ["string", "null"], "pattern": "^\\d\\d:\\d\\d$"},
+            "days": {"type": ["array", "null"], "items": _STR},
+            "at": _TIME,
+            "cron": _NSTR,
+            "valid_from": _TIME,
+            "valid_to": _TIME,
+            "enabled": {"type": "boolean"},
+            "approval": {"type": ["string", "null"], "enum": [*(a.value for a in Approval), None]},
+            "author": _NSTR,
+            "source_file": {"type": ["string", "null"], "description": "Set for schedules/*.yaml."},
+            "audio_key": {"type": ["string", "null"], "description": "Audio rendered ahead."},
+            "next_run": _TIME,
+            "created": _TIME,
+        },
     },
     "Airing": {
         "type": "object",
@@ -454,8 +396,6 @@ SCHEMAS: dict[str, Any] = {
             "state": _NSTR,
             "approval": _NSTR,
             "kind": _NSTR,
-            "relay": {"type": ["string", "null"], "description": "The channel name of a relay airing."},
-            "duration_s": {"type": ["number", "null"], "description": "A relay schedule's duration."},
         },
     },
     "LogBroadcast": {
@@ -469,7 +409,6 @@ SCHEMAS: dict[str, Any] = {
                     "state_label": _STR,
                     "source": _NSTR,
                     "author": _NSTR,
-                    "kind_label": {"type": "string", "description": "Bản tin, Tiếp sóng or Phát trực tiếp."},
                     "seconds_played": {"type": "number"},
                     "counts": {"type": "object", "additionalProperties": {"type": "integer"}},
                 },
@@ -508,6 +447,12 @@ _MINUTES_PARAMS = [
     _query("zone", "Only clusters of this zone."),
     _query("speaker", "Only this cluster."),
 ]
+_FORMAT = _query(
+    "format",
+    "csv (default): comma-separated, decimal points; excel: Excel's Vietnamese regional format "
+    "(semicolons, decimal commas). Both UTF-8 with a BOM.",
+    enum=["csv", "excel"],
+)
 _CSV = {
     "description": "CSV, UTF-8 with BOM, Vietnamese column headers, one line per row.",
     "content": {"text/csv": {"schema": {"type": "string"}}},
@@ -519,7 +464,6 @@ def _paths() -> dict[str, Any]:
     sid = _path_param("speaker_id", description="Speaker (cluster) id.")
     zid = _path_param("zone_id", description="Zone id.")
     schid = _path_param("schedule_id", "integer", "Schedule id.")
-    chid = _path_param("channel_id", "integer", "Channel id.")
     return {
         "/api/health": {
             "get": _op(
@@ -545,9 +489,7 @@ def _paths() -> dict[str, Any]:
                     **_errors(400, 401, 413, 415, 422),
                 },
                 tag="broadcasts",
-                requestBody=_body({"oneOf": [_ref("BroadcastRequest"), _ref("RelayRequest")]}),
-                description="Either an announcement (`text`) or a relay of a channel (`channel` with "
-                "`duration_s` or `until`). `GET /api/broadcasts/{id}` then reports it like any item.",
+                requestBody=_body(_ref("BroadcastRequest")),
             ),
             "get": _op(
                 "Recent broadcasts, newest first.",
@@ -579,62 +521,6 @@ def _paths() -> dict[str, Any]:
                 "Cancel: stop where it plays, drop what is queued or scheduled.",
                 {"200": _json(_ref("Broadcast")), **_errors(401, 404, 409)},
                 tag="broadcasts",
-            ),
-        },
-        "/api/channels": {
-            "get": _op(
-                "Every relay channel.",
-                {
-                    "200": _json(
-                        {
-                            "type": "object",
-                            "required": ["channels"],
-                            "properties": {"channels": {"type": "array", "items": _ref("Channel")}},
-                        }
-                    ),
-                    **_errors(401),
-                },
-                tag="channels",
-            ),
-            "post": _op(
-                "Define a relay channel: a named http(s) audio stream (Icecast/Shoutcast MP3 or AAC, HLS).",
-                {
-                    "201": {
-                        **_json(_ref("Created"), "Created."),
-                        "headers": {"Location": {"schema": _STR}},
-                    },
-                    **_errors(400, 401, 409, 413, 415, 422),
-                },
-                tag="channels",
-                requestBody=_body(_ref("ChannelCreate")),
-                description="The address is checked (http or https, a host) but not fetched: "
-                "a source that cannot be relayed says why when a relay of it starts.",
-            ),
-        },
-        "/api/channels/{channel_id}": {
-            "parameters": [chid],
-            "get": _op(
-                "One relay channel.", {"200": _json(_ref("Channel")), **_errors(401, 404)}, tag="channels"
-            ),
-            "patch": _op(
-                "Rename a channel, change its address, turn it off or on.",
-                {"200": _json(_ref("Channel")), **_errors(400, 401, 404, 409, 413, 415, 422)},
-                tag="channels",
-                requestBody=_body(_ref("ChannelUpdate")),
-            ),
-            "delete": _op(
-                "Delete a channel (refused while a relay of it waits or plays, or a schedule uses it).",
-                {
-                    "200": _json(
-                        {
-                            "type": "object",
-                            "required": ["deleted"],
-                            "properties": {"deleted": {"type": "integer"}},
-                        }
-                    ),
-                    **_errors(401, 404, 409),
-                },
-                tag="channels",
             ),
         },
         "/api/stop": {
@@ -677,7 +563,7 @@ def _paths() -> dict[str, Any]:
                             "properties": {"speakers": {"type": "array", "items": _ref("SpeakerState")}},
                         }
                     ),
-                    **_errors(401),
+                    **_errors(400, 401),
                 },
                 tag="speakers",
                 parameters=[_query("zone", "Only clusters of this zone.")],
@@ -870,7 +756,7 @@ def _paths() -> dict[str, Any]:
                 "The broadcast log as CSV, one line per broadcast and cluster.",
                 {"200": _CSV, **_errors(400, 401)},
                 tag="reports",
-                parameters=_LOG_PARAMS,
+                parameters=[*_LOG_PARAMS, _FORMAT],
             )
         },
         "/api/reports/minutes": {
@@ -898,30 +784,24 @@ def _paths() -> dict[str, Any]:
                 "Minutes aired per cluster per day, as CSV.",
                 {"200": _CSV, **_errors(400, 401)},
                 tag="reports",
-                parameters=_MINUTES_PARAMS,
+                parameters=[*_MINUTES_PARAMS, _FORMAT],
             )
         },
     }
 
 
-def _add_relay_schedule_fields(schedule: dict[str, Any]) -> None:
-    """A stored schedule's relay fields (null for a bulletin), added to the Schedule schema."""
-    target = schedule if "properties" in schedule else schedule["allOf"][-1]
-    target["properties"].update(
-        channel={"type": ["integer", "null"], "description": "A relay schedule's channel id."},
-        channel_name={"type": ["string", "null"], "description": "A relay schedule's channel name."},
-        duration_s={"type": ["number", "null"], "description": "A relay schedule's seconds per airing."},
-    )
-
-
 def build_spec(max_repeat: int = 5, relay_max_s: float = 6 * 3600.0) -> dict[str, Any]:
     """The whole OpenAPI 3.1 document; ``max_repeat`` is the configured limit of ``repeat``,
-    ``relay_max_s`` the longest relay (``live.relay_max_s``)."""
+    ``relay_max_s`` the longest relay (``live.relay_max_s``; the live-audio part: ``openapi_live``)."""
+    doc = _document(max_repeat)
+    add_live(doc, relay_max_s=relay_max_s)
+    return doc
+
+
+def _document(max_repeat: int) -> dict[str, Any]:
     schemas = copy.deepcopy(SCHEMAS)
     for name in ("BroadcastRequest", "ScheduleInput"):
         schemas[name]["properties"]["repeat"]["maximum"] = max_repeat
-    schemas["RelayRequest"]["properties"]["duration_s"]["maximum"] = relay_max_s
-    _add_relay_schedule_fields(schemas["Schedule"])
     error = {"content": {"application/json": {"schema": _ref("Error")}}}
     responses = {
         f"E{code}": {"description": text, **error}
@@ -948,10 +828,7 @@ def build_spec(max_repeat: int = 5, relay_max_s: float = 6 * 3600.0) -> dict[str
         },
         "servers": [{"url": "/"}],
         "security": [{"bearerAuth": []}],
-        "tags": [
-            {"name": n}
-            for n in ("broadcasts", "channels", "speakers", "zones", "schedules", "reports", "system")
-        ],
+        "tags": [{"name": n} for n in ("broadcasts", "speakers", "zones", "schedules", "reports", "system")],
         "paths": _paths(),
         "components": {
             "securitySchemes": {
