@@ -32,6 +32,9 @@ from broadcaster.models import Broadcast
 
 _LOGGER = logging.getLogger(__name__)
 
+# Render workers for emergencies, apart from the others (see Renderer.request).
+URGENT_WORKERS = 2
+
 
 @dataclass(frozen=True)
 class Rendered:
@@ -81,7 +84,9 @@ class Renderer:
                 return
             if self._pool is None:
                 self._pool = ThreadPoolExecutor(self.workers, thread_name_prefix="render")
-                self._urgent = ThreadPoolExecutor(1, thread_name_prefix="render-urgent")
+                # Two: an emergency never waits for the render of the one before it (which may be
+                # finishing its recording after it was cancelled or while it still plays).
+                self._urgent = ThreadPoolExecutor(URGENT_WORKERS, thread_name_prefix="render-urgent")
             pool = self._urgent if tier is Tier.EMERGENCY else self._pool
             assert pool is not None
             self.rendering.add(broadcast_id)

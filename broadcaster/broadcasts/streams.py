@@ -62,6 +62,10 @@ class HubPort(Protocol):
     def release(self, broadcast_id: int) -> None: ...
 
 
+class StreamGone(Exception):
+    """A streamed emergency's stream ended before its program did (cancelled, stopped)."""
+
+
 class SpeechFeed:
     """The sink of a streamed emergency (``speech_stream.ProgramSink``): the renderer's PCM into the
     emergency's ``speech`` stream on the hub. Thread: the render worker's."""
@@ -78,8 +82,10 @@ class SpeechFeed:
         self.opened = True
 
     def write(self, pcm: bytes) -> None:
-        if pcm:
-            self.hub.feed(self.broadcast_id, pcm)  # False: cancelled meanwhile; the render goes on
+        """Raises StreamGone when the emergency's stream is over (it was cancelled or stopped): the
+        renderer stops synthesizing what nobody will hear."""
+        if pcm and not self.hub.feed(self.broadcast_id, pcm):
+            raise StreamGone(f"the stream of emergency {self.broadcast_id} is gone")
 
     def close(self) -> None:
         if self.opened:

@@ -358,6 +358,11 @@ class Pump:
             self._kill(proc)
             if record is not None:
                 record.close()
+        if self._stop.is_set():  # stopped (the controller is stopping): nothing more goes out
+            self.events.on_ended(
+                self.framer.next_t or self.clock(), self.record_to if record is not None else None
+            )
+            return
         if self.paced and self._early:
             self._take(b"")
         last = self.framer.finish(self.clock())
