@@ -59,6 +59,24 @@ def rss_mb() -> float:
     return float("nan")
 
 
+def children_cpu_s() -> float:
+    """CPU seconds of the running children of this process's threads other than the main one (the
+    live conditioner's ffmpeg; mosquitto is the main thread's)."""
+    import os
+
+    total, ticks = 0.0, os.sysconf("SC_CLK_TCK")
+    for task in Path(f"/proc/{os.getpid()}/task").iterdir():
+        if task.name == str(os.getpid()) or not (task / "children").exists():
+            continue
+        for pid in (task / "children").read_text().split():
+            try:
+                fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+            except OSError:
+                continue
+            total += (int(fields[11]) + int(fields[12])) / ticks
+    return total
+
+
 def speech() -> bytes:
     n_silence = int(SILENCE_S * RATE)
     tone = (int(12_000 * math.sin(2 * math.pi * 600 * n / RATE)) for n in range(int(TONE_S * RATE)))
@@ -108,6 +126,7 @@ def main() -> None:
     latencies: list[float] = []
     spreads: list[float] = []
     cpu_per_s: list[float] = []
+    ffmpeg_per_s: list[float] = []
     rss: list[float] = []
     try:
         sim.start_in_thread(timeout=60)
@@ -125,6 +144,7 @@ def main() -> None:
                 manager.feed_live(bid, pcm[at : at + step])
             spoken = began + SILENCE_S  # the tone's first sample left the officer's mouth
             wall = time.time() - began
+            ffmpeg = children_cpu_s()
             cpu1 = resource.getrusage(resource.RUSAGE_SELF)
             rss1 = rss_mb()
             manager.end_live(bid)
@@ -144,16 +164,32 @@ def main() -> None:
                 )
                 for sid in ids
             }
-            first = min(e["t"] for entries in by_node.values() for e in entries if e["seq"] == 0)
-            # The stream's clock: its first frame carries the first sample; the tone starts SILENCE_S
-            # of samples later (the conditioner keeps the samples' order and count).
+            # The stream's clock: frame n carries samples from n x frame length, so any frame gives the
+            # time of the first sample (nodes join at the first frame they can start on time, which
+            # may not be frame 0); a gap (re-anchor) only moves later frames, so the earliest wins.
+            frame_s = settings.live.frame_s
+            first = min(
+                e["t"] - e["seq"] * frame_s
+                for entries in by_node.values()
+                for e in entries
+                if e["seq"] is not None and e["offset"] == 0
+            )
+            # The tone starts SILENCE_S of samples later (the conditioner keeps their order and count).
             position = first + SILENCE_S
             heard = [sounded_at(entries, position) for entries in by_node.values()]
+            if None in heard:
+                sample = by_node[ids[0]]
+                print(
+                    "DBG",
+                    position,
+                    [(e["seq"], round(e["t"], 3), e["samples"], e["offset"]) for e in sample[:12]],
+                )
             if run and all(h is not None for h in heard):
                 latencies.append(max(heard) - spoken)  # type: ignore[type-var]
                 spreads.append(max(heard) - min(heard))  # type: ignore[type-var, operator]
                 cpu = (cpu1.ru_utime + cpu1.ru_stime) - (cpu0.ru_utime + cpu0.ru_stime)
                 cpu_per_s.append(cpu / wall)
+                ffmpeg_per_s.append(ffmpeg / wall)
                 rss.append(rss1 - rss0)
             time.sleep(1.0)
         stats = services.broadcasts.hub.stats() if services.broadcasts.hub else {}
@@ -173,8 +209,9 @@ def main() -> None:
         f"  spread between clusters: median {statistics.median(spreads) * 1000:.2f} ms, worst {max(spreads) * 1000:.2f} ms"
     )
     print(
-        f"  controller process CPU while one live source runs (whole controller): "
-        f"{statistics.median(cpu_per_s) * 100:.1f}% of a core; RSS change {statistics.median(rss):+.1f} MiB"
+        f"  CPU while one live source runs: this process (the controller and the 9 simulated clusters) "
+        f"{statistics.median(cpu_per_s) * 100:.1f}% of a core, the conditioner's ffmpeg "
+        f"{statistics.median(ffmpeg_per_s) * 100:.1f}%; RSS change {statistics.median(rss):+.1f} MiB"
     )
     totals = stats.get("totals", {})
     frames = sum(t["frames"] for t in totals.values())

@@ -293,9 +293,9 @@ def test_an_emergency_interrupts_a_relay_which_then_resumes_at_the_live_point_fo
 
 
 def test_a_relay_with_less_than_the_gap_left_is_not_aired_again_and_expires() -> None:
-    end = NOW + 1.5
-    relay = stream(1, end_at=end, pending={"a1"})
-    assert not plays(arbitrate(snap(relay), NOW))  # 1.5 s left, starts at NOW + 2: nothing to air
+    end = NOW + 2.8
+    relay = stream(1, end_at=end, pending={"a1"}, min_lead=2.3)  # a relay's 2 s delay + margin
+    assert not plays(arbitrate(snap(relay), NOW))  # 2.8 s left, starts at NOW + 2.3: nothing worth it
     assert arbitrate(snap(relay), end + 0.1) == [Expire(1, ("a1",))]
 
 
@@ -354,3 +354,10 @@ def test_an_emergency_behind_one_without_an_end_waits_for_its_end_instead_of_a_f
     first.active["a1"] = (NOW - 5, NOW + 12.0)
     (play,) = plays(arbitrate(snap(first, second), NOW))
     assert play == Play(2, ("a1", "a2"), NOW + 12.0 + POLICY.gap_s)
+
+
+def test_a_live_stream_starts_after_its_playout_delay_not_the_file_lead() -> None:
+    """Live speech must not wait the lead nodes need to fetch a file (2 s here): its frames are
+    on the wire after its delay and margin; the speaker's first words sound then."""
+    live = stream(1, end_at=None, tier=Tier.PRIORITY, pending={"a1", "b1"}, min_lead=0.9)
+    assert plays(arbitrate(snap(live), NOW)) == [Play(1, ("a1", "b1"), NOW + 0.9)]

@@ -15,8 +15,9 @@ Policy, per cluster:
   are reserved: a later item of the same or a lower tier cannot slip in before it. An earlier item
   that is due but still rendering (a :class:`Hold`) keeps its place the same way.
 - **Stream items** (relays, live speech) hold their clusters from their start to their fixed end
-  (``Airing.end_for``), whatever their start; they start no sooner than their frames are on the
-  wire (``Airing.min_lead``). One interrupted by an emergency is re-aired afterwards at the live
+  (``Airing.end_for``), whatever their start; they start as soon as their frames are on the wire
+  (``Airing.min_lead``, their playout delay and a margin), not after ``lead_s``: there is no file
+  to fetch, and live speech must not wait. One interrupted by an emergency is re-aired afterwards at the live
   point for the time that remains; once less than ``gap_s`` remains it is not re-aired.
 - **Open ends.** An item whose end is not known yet (live speech, an emergency streamed as it is
   synthesized) holds its clusters until it is: an emergency behind one waits for its end instead
@@ -271,7 +272,10 @@ def arbitrate(snapshot: Snapshot, now: float) -> list[Decision]:
             if until > now - policy.gap_s and blocker is not None:
                 blockers[speaker] = blocker
             free = max(free, until)
-        earliest = now + max(policy.lead_s, airing.min_lead) + policy.lead_extra(len(group))
+        # A stream's frames carry their own timing: it needs only its playout delay (``min_lead``),
+        # not the lead nodes need to fetch a file before a synchronized start.
+        lead = airing.min_lead if airing.stream is not None else policy.lead_s
+        earliest = now + lead + policy.lead_extra(len(group))
         start = max(earliest, free + policy.gap_s) if free else earliest
         if airing.stream is not None and airing.remaining(start) < policy.gap_s:
             continue  # what remains of a stream is too short to air; its validity ends it

@@ -206,8 +206,9 @@ class StreamItems:
         self.ledger.log(session, "recorded", message, bc.id, now=self.clock())
 
     def started(self, airing: Airing, start: float) -> None:
-        """An airing was sent: a streamed emergency's frames count from its start."""
-        if airing.kind == "speech" and self.hub is not None:
+        """An airing was sent: the frames of a fed stream (live speech, a streamed emergency) count
+        from its start, so its first sample sounds then (none is lost before the clusters join)."""
+        if airing.kind in ("live", "speech") and self.hub is not None:
             self.hub.anchor(airing.id, start)
 
     def release(self, broadcast_id: int) -> None:

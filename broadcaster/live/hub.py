@@ -129,7 +129,7 @@ class StreamHub:
         info = StreamInfo(stream_id, self.config.live_delay_s, "live")
         record = self.workdir / f"live-{broadcast_id}-{os.getpid()}.wav"
         with self._lock:
-            pump = self._pump(stream_id, f"trực tiếp #{broadcast_id}", None, info, record)
+            pump = self._pump(stream_id, f"trực tiếp #{broadcast_id}", None, info, record, anchored=True)
             self._streams[stream_id] = _Stream(info, pump, users={broadcast_id})
             self._by_airing[broadcast_id] = stream_id
         pump.start()
@@ -144,16 +144,17 @@ class StreamHub:
         stream_id = f"em{broadcast_id}"
         info = StreamInfo(stream_id, self.config.live_delay_s, "speech")
         with self._lock:
-            pump = self._pump(stream_id, f"khẩn cấp #{broadcast_id}", None, info, paced=True)
+            pump = self._pump(stream_id, f"khẩn cấp #{broadcast_id}", None, info, anchored=True, paced=True)
             self._streams[stream_id] = _Stream(info, pump, users={broadcast_id})
             self._by_airing[broadcast_id] = stream_id
         pump.start()
         return info
 
     def anchor(self, broadcast_id: int, start: float) -> None:
-        """The airing of a streamed emergency starts at ``start``: its first sample sounds then."""
+        """The airing of a fed stream (live speech, a streamed emergency) starts at ``start``: its
+        first sample sounds then."""
         stream = self._stream_of(broadcast_id)
-        if stream is not None and stream.info.kind == "speech":
+        if stream is not None and stream.info.kind in _FED:
             stream.pump.anchor(start)
 
     # ------------------------------------------------------------------ fed streams (live, speech)
@@ -263,6 +264,7 @@ class StreamHub:
         info: StreamInfo,
         record: Path | None = None,
         *,
+        anchored: bool = False,
         paced: bool = False,
     ) -> Pump:
         topic = self.transport.topics.stream(stream_id)
@@ -321,6 +323,7 @@ class StreamHub:
             ffmpeg=self.ffmpeg,
             record_to=record,
             clock=self.clock,
+            anchored=anchored,
             paced=paced,
         )
         return pump

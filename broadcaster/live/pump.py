@@ -45,6 +45,9 @@ _LOGGER = logging.getLogger(__name__)
 _TICK_S = 0.05
 # A source counts as "too slow" only after this much wall time of audio coming in.
 _SPEED_WINDOW_S = 6.0
+# Live speech kept while its airing has not started yet: the playout delay and this much more
+# (clusters that are all offline do not make the speaker's words pile up behind them).
+_EARLY_EXTRA_S = 1.0
 # Draining a live item's last audio from ffmpeg takes at most this.
 _DRAIN_TIMEOUT_S = 3.0
 
@@ -75,15 +78,18 @@ class Pump:
         ffmpeg: str = "ffmpeg",
         record_to: Path | None = None,
         clock: Callable[[], float] = time.time,
+        anchored: bool = False,
         paced: bool = False,
     ) -> None:
-        """``paced`` (a streamed emergency, fed faster than real time by the renderer): no frame
-        before :meth:`anchor` gives the stream's start, each frame published one playout delay
-        before it sounds, and no end for lack of input (the renderer ends it)."""
+        """``anchored`` (fed streams): no frame before :meth:`anchor` gives the stream's start (the
+        airing's), so the first sample fed sounds at the start on every cluster. ``paced`` (a
+        streamed emergency, fed faster than real time by the renderer): each frame published one
+        playout delay before it sounds, and no end for lack of input (the renderer ends it)."""
         self.name = name
+        self.anchored = anchored or paced
         self.paced = paced
         self._anchor_at: float | None = None
-        self._early = bytearray()  # conditioned PCM before the anchor (paced)
+        self._early = bytearray()  # conditioned PCM before the anchor (anchored)
         self._held: deque[StreamFrame] = deque()  # frames not yet due for publishing (paced)
         self.url = url
         self.config = config
@@ -349,7 +355,7 @@ class Pump:
                     self._take(data)
                 elif ending_since is None and self.framer.next_t is not None:
                     self._out(self.framer.fill(self.clock()))
-                elif self.paced and self._early and self._anchor_at is not None:
+                elif self.anchored and self._early and self._anchor_at is not None:
                     self._take(b"")
                 self._flush_held()
                 if ending_since is not None and time.monotonic() - ending_since > _DRAIN_TIMEOUT_S:
@@ -363,7 +369,9 @@ class Pump:
                 self.framer.next_t or self.clock(), self.record_to if record is not None else None
             )
             return
-        if self.paced and self._early:
+        if self.anchored and self._early:
+            if self._anchor_at is None:  # ended before any airing started: from now
+                self._anchor_at = self.clock() + self.framer.delay_s
             self._take(b"")
         last = self.framer.finish(self.clock())
         self._out([last])
@@ -373,10 +381,13 @@ class Pump:
         self.events.on_ended(last.end, self.record_to if record is not None else None)
 
     def _take(self, data: bytes) -> None:
-        """Conditioned PCM to frames (paced: kept until the stream is anchored)."""
-        if self.paced and self.framer.next_t is None:
+        """Conditioned PCM to frames (anchored: kept until the stream's start is known)."""
+        if self.anchored and self.framer.next_t is None:
             self._early.extend(data)
             if self._anchor_at is None:
+                if not self.paced:  # live: what waits for the start is at most a second or so
+                    keep = 2 * int(self.config.sample_rate * (self.framer.delay_s + _EARLY_EXTRA_S))
+                    del self._early[: max(0, len(self._early) - keep)]
                 return
             self.framer.next_t = self._anchor_at
             data, self._early = bytes(self._early), bytearray()
