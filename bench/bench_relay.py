@@ -165,7 +165,8 @@ def main() -> None:
         cpu = (cpu1.ru_utime + cpu1.ru_stime) - (cpu0.ru_utime + cpu0.ru_stime)
         child = (child1.ru_utime + child1.ru_stime) - (child0.ru_utime + child0.ru_stime)
         print(
-            f"  controller process CPU (whole controller incl. the pump thread): {cpu / wall * 100:.1f}% of a core"
+            f"  this process's CPU (the controller with its pump thread, and the 9 simulated clusters): "
+            f"{cpu / wall * 100:.1f}% of a core"
         )
         print(
             f"  ffmpeg pulling and conditioning the source: {max(child, ffmpeg_cpu) / wall * 100:.1f}% of a core"
@@ -175,7 +176,9 @@ def main() -> None:
         totals = stats.get("totals", {})
         total = sum(t["bytes"] for t in totals.values())
         frames = sum(t["frames"] for t in totals.values())
-        print(f"  controller RSS: {rss_before:.1f} MiB before, {rss_during:.1f} MiB with the source pulled")
+        print(
+            f"  this process's RSS: {rss_before:.1f} MiB before, {rss_during:.1f} MiB with the source pulled"
+        )
         if frames:
             seconds = frames * settings.live.frame_s
             per_min = (total + frames * 40) / (seconds / 60)
