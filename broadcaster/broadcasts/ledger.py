@@ -372,6 +372,8 @@ def outcome(bc: Broadcast) -> tuple[BroadcastState, str]:
         f"{d.speaker_id}: {d.state}" for d in bc.deliveries if d.state != DeliveryState.DONE.value
     )
     detail = f"{done}/{total} cụm loa phát trọn" + (f"; {', '.join(others[:20])}" if others else "")
+    if not total:  # only downstream units were targeted (issue 11): nothing to air here
+        return BroadcastState.DONE, "không có cụm loa tại chỗ; tin đã chuyển cho đơn vị cấp dưới"
     if total and done == total:
         return BroadcastState.DONE, detail
     if done:
