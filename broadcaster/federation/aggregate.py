@@ -120,7 +120,9 @@ def _apply_bulletin(session: Session, unit: str, data: dict[str, Any]) -> tuple[
         raise WireError(f"unknown bulletin state {state!r}")
     reason = _text(data.get("reason"), 2000)
     row = session.scalar(
-        select(FedUnitBulletin).where(FedUnitBulletin.bulletin_id == bulletin.id, FedUnitBulletin.unit == path)
+        select(FedUnitBulletin).where(
+            FedUnitBulletin.bulletin_id == bulletin.id, FedUnitBulletin.unit == path
+        )
     )
     if row is None:
         session.add(FedUnitBulletin(bulletin_id=bulletin.id, unit=path, state=state, reason=reason))

@@ -152,7 +152,12 @@ class Collector:
         with self.sessions() as session:
             rows = minutes_per_day(session, today - timedelta(days=1), today, tz=self.tz)
         days = [
-            {"date": r["date"], "speaker": r["speaker"], "broadcasts": r["broadcasts"], "seconds": r["seconds"]}
+            {
+                "date": r["date"],
+                "speaker": r["speaker"],
+                "broadcasts": r["broadcasts"],
+                "seconds": r["seconds"],
+            }
             for r in rows
         ]
         self.queue.add("minutes", {"unit": "", "days": days}, coalesce="minutes:")

@@ -156,7 +156,9 @@ class FederationConfig(BaseModel):
         50_000_000, ge=100_000, description="Largest bulletin audio file fetched from above (bytes)."
     )
     verify_tls: bool = Field(True, description="Check the upstream's https certificate.")
-    ca_file: str | None = Field(None, description="PEM file of the CA that signed the upstream's certificate.")
+    ca_file: str | None = Field(
+        None, description="PEM file of the CA that signed the upstream's certificate."
+    )
     cap: CapConfig = Field(default_factory=CapConfig)
 
 

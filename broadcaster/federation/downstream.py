@@ -72,7 +72,13 @@ class Hub:
         self._versions: dict[str, int] = {}
         self._unit_locks: dict[str, threading.Lock] = {}
         self._closing = False
-        self.stats = {"syncs": 0, "refused": 0, "reports_applied": 0, "reports_duplicate": 0, "reports_malformed": 0}
+        self.stats = {
+            "syncs": 0,
+            "refused": 0,
+            "reports_applied": 0,
+            "reports_duplicate": 0,
+            "reports_malformed": 0,
+        }
 
     # ------------------------------------------------------------------ waking held polls
 
@@ -112,15 +118,25 @@ class Hub:
         body = error_body(failure.code, failure.message)
         headers = {"Content-Type": "application/json"}
         if failure.key is not None:
-            headers.update(signing.sign_response(failure.key, failure.status, failure.nonce, body, self.clock()))
+            headers.update(
+                signing.sign_response(failure.key, failure.status, failure.nonce, body, self.clock())
+            )
         return Answer(failure.status, body, headers)
 
     def handle_sync(self, headers: Mapping[str, str], body: bytes, path: str = SYNC_PATH) -> Answer:
         if len(body) > self.config.max_message_bytes:
-            return self._refuse(AuthFailure(413, "too_large", f"message over {self.config.max_message_bytes} bytes"))
+            return self._refuse(
+                AuthFailure(413, "too_large", f"message over {self.config.max_message_bytes} bytes")
+            )
         try:
             who = authenticate(
-                self.sessions, "POST", path, headers, body, now=self.clock(), window_s=self.config.replay_window_s
+                self.sessions,
+                "POST",
+                path,
+                headers,
+                body,
+                now=self.clock(),
+                window_s=self.config.replay_window_s,
             )
         except AuthFailure as failure:
             return self._refuse(failure)
@@ -138,7 +154,9 @@ class Hub:
         if not items and request.wait > 0:
             self._wait(who.unit, since, min(request.wait, self.config.poll_wait_s))
             items, more = self._items(who.unit, cursor)
-        response = SyncResponse(acked, tuple(items), more, datetime.fromtimestamp(self.clock(), UTC).isoformat())
+        response = SyncResponse(
+            acked, tuple(items), more, datetime.fromtimestamp(self.clock(), UTC).isoformat()
+        )
         out = signing.canonical_json(response.to_dict())
         answer_headers = {"Content-Type": "application/json"}
         answer_headers.update(signing.sign_response(who.key, 200, who.nonce, out, self.clock()))
@@ -166,7 +184,11 @@ class Hub:
                 except WireError as exc:
                     self.stats["reports_malformed"] += 1
                     _LOGGER.warning(
-                        "federation: report %s (%s) of unit %s refused: %s", report.seq, report.kind, unit, exc.message
+                        "federation: report %s (%s) of unit %s refused: %s",
+                        report.seq,
+                        report.kind,
+                        unit,
+                        exc.message,
                     )
                 row.last_report_seq = report.seq
             row.acked_seq = max(row.acked_seq, min(request.ack, row.next_seq - 1))
@@ -189,7 +211,13 @@ class Hub:
     def handle_audio(self, headers: Mapping[str, str], sha256: str, path: str) -> Answer:
         try:
             who = authenticate(
-                self.sessions, "GET", path, headers, b"", now=self.clock(), window_s=self.config.replay_window_s
+                self.sessions,
+                "GET",
+                path,
+                headers,
+                b"",
+                now=self.clock(),
+                window_s=self.config.replay_window_s,
             )
         except AuthFailure as failure:
             return self._refuse(failure)

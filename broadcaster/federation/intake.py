@@ -104,7 +104,9 @@ class Intake:
         b = item.bulletin
         now = self.clock()
         with self.lock, self.sessions.begin() as session:
-            existing = session.scalar(select(FedInbox.id).where(FedInbox.origin == item.origin, FedInbox.ref == b.id))
+            existing = session.scalar(
+                select(FedInbox.id).where(FedInbox.origin == item.origin, FedInbox.ref == b.id)
+            )
             if existing is not None:
                 return existing
             row = FedInbox(
@@ -171,9 +173,17 @@ class Intake:
             _LOGGER.warning("federation: audio %s of inbox item %s not fetched: %s", audio.sha256, rid, exc)
             return False
         if hashlib.sha256(data).hexdigest() != audio.sha256 or len(data) != audio.size:
-            _LOGGER.warning("federation: audio %s of inbox item %s does not match its sha256", audio.sha256, rid)
+            _LOGGER.warning(
+                "federation: audio %s of inbox item %s does not match its sha256", audio.sha256, rid
+            )
             return False
-        meta = {"engine": "recording", "voice": "", "text": "cấp trên", "normalized_text": "", "duration_s": audio.duration_s}
+        meta = {
+            "engine": "recording",
+            "voice": "",
+            "text": "cấp trên",
+            "normalized_text": "",
+            "duration_s": audio.duration_s,
+        }
         self.store.get_or_create(audio.key, lambda: (data, meta))
         return True
 
@@ -305,7 +315,9 @@ class Intake:
                     source=Source(a.source) if a.source in Source._value2member_map_ else Source.WEB,
                     audio_key=AudioKey(a.audio_key) if a.audio_key and not a.normalized_text else None,
                 )
-            if self.broadcasts.cancel(bid, by="hoãn để phát tin ưu tiên của cấp trên trước, phát lại ngay sau"):
+            if self.broadcasts.cancel(
+                bid, by="hoãn để phát tin ưu tiên của cấp trên trước, phát lại ngay sau"
+            ):
                 again.append((copy, True))
         self.submit(rid, by=by)
         for copy, approved in again:
@@ -400,7 +412,9 @@ class Intake:
                 assert row is not None
                 row.state = "deciding"
         for rid, clash in due:
-            _LOGGER.info("federation: no answer on the clash of item %s: %s first", rid, self.config.clash_default)
+            _LOGGER.info(
+                "federation: no answer on the clash of item %s: %s first", rid, self.config.clash_default
+            )
             self._resolve_clash(rid, clash, self.config.clash_default, "tự động")
 
     def recover(self) -> None:
@@ -409,10 +423,18 @@ class Intake:
             for row in session.scalars(select(FedInbox).where(FedInbox.state.in_(("received", "deciding")))):
                 if row.broadcast_id is None:
                     if row.state == "deciding" or Tier(row.tier) is Tier.NORMAL:
-                        self._set(session, row, "inbox" if Tier(row.tier) is Tier.NORMAL else "failed",
-                                  None if Tier(row.tier) is Tier.NORMAL else "Bộ điều khiển dừng khi đang xử lý tin.")
+                        self._set(
+                            session,
+                            row,
+                            "inbox" if Tier(row.tier) is Tier.NORMAL else "failed",
+                            None
+                            if Tier(row.tier) is Tier.NORMAL
+                            else "Bộ điều khiển dừng khi đang xử lý tin.",
+                        )
                     else:
-                        self._set(session, row, "failed", "Bộ điều khiển dừng khi đang xử lý tin.", final=True)
+                        self._set(
+                            session, row, "failed", "Bộ điều khiển dừng khi đang xử lý tin.", final=True
+                        )
 
     # ------------------------------------------------------------------ helpers
 
@@ -423,7 +445,9 @@ class Intake:
                 self._set(session, row, state, reason, final=True)
         _LOGGER.warning("federation: inbox item %s %s: %s", rid, state, reason)
 
-    def _set(self, session: Session, row: FedInbox, state: str, reason: str | None, *, final: bool = False) -> None:
+    def _set(
+        self, session: Session, row: FedInbox, state: str, reason: str | None, *, final: bool = False
+    ) -> None:
         row.state = state
         row.reason = reason
         if final:
@@ -440,7 +464,12 @@ class Intake:
             row = session.get(FedInbox, rid)
             if row is None:
                 return
-            info = {"id": row.id, "title": row.title or row.text[:80], "sender": row.sender, "origin": row.origin}
+            info = {
+                "id": row.id,
+                "title": row.title or row.text[:80],
+                "sender": row.sender,
+                "origin": row.origin,
+            }
         for callback in list(self.on_emergency):
             try:
                 callback(info)

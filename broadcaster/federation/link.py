@@ -42,7 +42,9 @@ class LinkError(Exception):
     """An exchange that failed: ``code`` (the upper level's error code, or ``network``,
     ``bad_response``) and whether retrying can help."""
 
-    def __init__(self, code: str, message: str, *, retry: bool = True, server_time: float | None = None) -> None:
+    def __init__(
+        self, code: str, message: str, *, retry: bool = True, server_time: float | None = None
+    ) -> None:
         super().__init__(message)
         self.code = code
         self.message = message
@@ -169,7 +171,9 @@ class LoaLink:
             _LOGGER.error("federation link: the upper level revoked this unit's token: the link is cut")
         elif exc.code == "stale" and exc.server_time is not None:
             self.offset = exc.server_time - self.clock()
-            _LOGGER.warning("federation link: our clock is off by %.1f s; corrected for the link", -self.offset)
+            _LOGGER.warning(
+                "federation link: our clock is off by %.1f s; corrected for the link", -self.offset
+            )
         else:
             self._state = "error"
             _LOGGER.warning("federation link: %s (%s)", exc.message, exc.code)
@@ -187,7 +191,9 @@ class LoaLink:
             return False
         request = SyncRequest(link.unit, link.link_id, link.cursor, wait, tuple(reports))
         body = signing.canonical_json(request.to_dict())
-        status, headers, data = self._call(link, "POST", SYNC_PATH, body, timeout=wait + self.config.timeout_s)
+        status, headers, data = self._call(
+            link, "POST", SYNC_PATH, body, timeout=wait + self.config.timeout_s
+        )
         try:
             response = SyncResponse.from_dict(json.loads(data.decode("utf-8")))
         except (ValueError, WireError) as exc:
@@ -261,15 +267,25 @@ class LoaLink:
         if status != 200:
             code, message = _error_of(data)
             if not ok:  # unsigned (unknown unit, bad signature): reported, never acted on beyond a retry
-                raise LinkError(code if code != "revoked" else "refused", f"refused by the upper level: {message} ({code})")
-            raise LinkError(code, f"refused by the upper level: {message}", retry=code != "revoked", server_time=server_time)
+                raise LinkError(
+                    code if code != "revoked" else "refused",
+                    f"refused by the upper level: {message} ({code})",
+                )
+            raise LinkError(
+                code,
+                f"refused by the upper level: {message}",
+                retry=code != "revoked",
+                server_time=server_time,
+            )
         if not ok:
             self.stats["refused_responses"] += 1
             raise LinkError("bad_response", "the answer is not signed with this unit's key (ignored)")
         return status, reply_headers, data
 
     def _limit(self, path: str) -> int:
-        return self.config.max_audio_bytes if path.startswith(AUDIO_PATH) else self.config.max_message_bytes * 4
+        return (
+            self.config.max_audio_bytes if path.startswith(AUDIO_PATH) else self.config.max_message_bytes * 4
+        )
 
     # ------------------------------------------------------------------ the link row
 

@@ -102,9 +102,7 @@ class FedUnitDelivery(Base):
     """Proof of play of a bulletin on one cluster of one unit, as reported."""
 
     __tablename__ = "fed_unit_deliveries"
-    __table_args__ = (
-        UniqueConstraint("bulletin_id", "unit", "speaker", name="uq_fed_unit_delivery"),
-    )
+    __table_args__ = (UniqueConstraint("bulletin_id", "unit", "speaker", name="uq_fed_unit_delivery"),)
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     bulletin_id: Mapped[int] = mapped_column(Integer, index=True)
     unit: Mapped[str] = mapped_column(String(200))

@@ -134,7 +134,9 @@ class Outbound:
                     if not wanted:
                         continue
                     if session.scalar(select(FedBulletin.id).where(FedBulletin.broadcast_id == bid)) is None:
-                        session.add(FedBulletin(broadcast_id=bid, tier="normal", targets=wanted, state="waiting"))
+                        session.add(
+                            FedBulletin(broadcast_id=bid, tier="normal", targets=wanted, state="waiting")
+                        )
             self._low = max(self._low, *(bid for bid, _ in fresh))
             self._seen = {b for b in self._seen if b > self._low - 4 * _RESCAN}
         self._release()
@@ -160,7 +162,12 @@ class Outbound:
         fb.tier, fb.title, fb.text, fb.repeat = bc.tier, ann.title, ann.text, ann.repeat
         fb.sender = self.sender
         # An uploaded recording: the announcement has its audio and nothing was normalized.
-        if ann.audio_key and not ann.normalized_text and self.store is not None and self.store.has(ann.audio_key):
+        if (
+            ann.audio_key
+            and not ann.normalized_text
+            and self.store is not None
+            and self.store.has(ann.audio_key)
+        ):
             meta = self.store.meta(ann.audio_key) or {}
             fb.format, fb.audio_key = "audio", ann.audio_key
             fb.audio_sha256, fb.audio_size = meta.get("sha256"), meta.get("size")
@@ -175,7 +182,9 @@ class Outbound:
         routes = plan_routes(fb.targets or [], self.units())
         return self._enqueue(session, fb, routes, now)
 
-    def _enqueue(self, session: Session, fb: FedBulletin, routes: dict[str, list[str]], now: float) -> set[str]:
+    def _enqueue(
+        self, session: Session, fb: FedBulletin, routes: dict[str, list[str]], now: float
+    ) -> set[str]:
         session.flush()
         sent: set[str] = set()
         for unit, route in sorted(routes.items()):
@@ -185,14 +194,18 @@ class Outbound:
         fb.units = sorted(sent)
         fb.state = "sent"
         fb.sent_at = datetime.fromtimestamp(now, UTC)
-        _LOGGER.info("federation: bulletin %s (%s) sent to %s", fb.id, fb.tier, ", ".join(fb.units) or "no unit")
+        _LOGGER.info(
+            "federation: bulletin %s (%s) sent to %s", fb.id, fb.tier, ", ".join(fb.units) or "no unit"
+        )
         return sent
 
     @staticmethod
     def bulletin(fb: FedBulletin, route: list[str]) -> Bulletin:
         audio = None
         if fb.format == "audio" and fb.audio_key and fb.audio_sha256:
-            audio = AudioRef(fb.audio_key, fb.audio_sha256, int(fb.audio_size or 0), float(fb.duration_s or 0.0))
+            audio = AudioRef(
+                fb.audio_key, fb.audio_sha256, int(fb.audio_size or 0), float(fb.duration_s or 0.0)
+            )
         return Bulletin(
             id=str(fb.id),
             tier=Tier(fb.tier),
@@ -234,7 +247,9 @@ class Outbound:
             if fb is None or fb.state != "sent":
                 return False
             fb.state = "cancelled"
-            units = [u for u in fb.units or [] if self.hub.enqueue(session, u, "cancel", fb.id, {"id": str(fb.id)})]
+            units = [
+                u for u in fb.units or [] if self.hub.enqueue(session, u, "cancel", fb.id, {"id": str(fb.id)})
+            ]
         self.hub.wake(units)
         _LOGGER.info("federation: bulletin %s withdrawn from %s", bulletin_id, ", ".join(units))
         return True

@@ -65,7 +65,9 @@ class Federation:
         self.intake = Intake(sessions, broadcasts, store, self.queue, config, self.lock, clock=clock)
         self.intake.forward = self.outbound.forward
         self.intake.forward_cancel = self.outbound.cancel
-        self.collector = Collector(sessions, self.queue, fleet, config, self.lock, timezone=timezone, clock=clock)
+        self.collector = Collector(
+            sessions, self.queue, fleet, config, self.lock, timezone=timezone, clock=clock
+        )
         self.link: LoaLink | None = None
         self.adapters: list[Upstream] = []
         self._link_key: tuple[str, str, str] | None = None
@@ -107,6 +109,20 @@ class Federation:
         """Look for new broadcasts to send down now (after a submit that names units)."""
         self._poke.set()
 
+    def withdraw(self, broadcast_id: int) -> bool:
+        """Withdraw the bulletins a broadcast sent down (each unit gets a cancellation)."""
+        with self.sessions() as session:
+            ids = list(
+                session.scalars(
+                    select(FedBulletin.id).where(
+                        FedBulletin.broadcast_id == broadcast_id,
+                        FedBulletin.inbox_id.is_(None),  # not a province's bulletin we passed on
+                        FedBulletin.state == "sent",
+                    )
+                )
+            )
+        return any([self.outbound.cancel(i) for i in ids])
+
     def add_adapter(self, adapter: Upstream) -> None:
         """Another upstream (a CAP feed, a province's own system): started and stopped with us."""
         self.adapters.append(adapter)
@@ -133,7 +149,9 @@ class Federation:
                         self.link.reports_waiting()
             if now - last_purge >= PURGE_INTERVAL_S:
                 last_purge = now
-                self._step("purge", lambda: purge_nonces(self.sessions, self.clock(), self.config.replay_window_s))
+                self._step(
+                    "purge", lambda: purge_nonces(self.sessions, self.clock(), self.config.replay_window_s)
+                )
 
     def _step(self, name: str, fn: Callable[[], Any]) -> None:
         try:
@@ -153,7 +171,9 @@ class Federation:
             self.link = None
         self._link_key = key
         if key is not None:
-            self.link = LoaLink(self.sessions, self.config, self.queue, self.intake, self.lock, clock=self.clock)
+            self.link = LoaLink(
+                self.sessions, self.config, self.queue, self.intake, self.lock, clock=self.clock
+            )
             self.link.start()
             _LOGGER.info("federation: link to %s started", key[0])
 

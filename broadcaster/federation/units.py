@@ -75,7 +75,9 @@ def list_units(sessions: sessionmaker[Session]) -> list[dict[str, Any]]:
 
 
 def active_units(session: Session) -> list[str]:
-    return list(session.scalars(select(FedUnit.name).where(FedUnit.revoked.is_(False)).order_by(FedUnit.name)))
+    return list(
+        session.scalars(select(FedUnit.name).where(FedUnit.revoked.is_(False)).order_by(FedUnit.name))
+    )
 
 
 # ------------------------------------------------------------------ authentication
@@ -91,7 +93,9 @@ class Authenticated:
 class AuthFailure(Exception):
     """A refused message: the answer's status and code; ``key`` signs the answer when known."""
 
-    def __init__(self, status: int, code: str, message: str, key: bytes | None = None, nonce: str = "") -> None:
+    def __init__(
+        self, status: int, code: str, message: str, key: bytes | None = None, nonce: str = ""
+    ) -> None:
         super().__init__(message)
         self.status = status
         self.code = code
@@ -127,7 +131,9 @@ def authenticate(
     message = signing.request_string(method, path, unit, ts_text, nonce, body)
     if not signing.verify(key, message, headers.get(signing.HEADER_SIGNATURE) or ""):
         _note_error(sessions, unit, "bad signature")
-        raise AuthFailure(401, "bad_signature", "signature does not match (wrong token, or the message was altered)")
+        raise AuthFailure(
+            401, "bad_signature", "signature does not match (wrong token, or the message was altered)"
+        )
     if revoked:
         raise AuthFailure(403, "revoked", "this unit's token was revoked on the upper level", key, nonce)
     problem = signing.time_problem(signing.parse_time(ts_text), now, window_s)
@@ -141,7 +147,9 @@ def authenticate(
             session.add(FedNonce(unit=unit, nonce=nonce, ts=datetime.fromtimestamp(now, UTC)))
     except IntegrityError as exc:
         _note_error(sessions, unit, "replayed message")
-        raise AuthFailure(409, "replay", "message refused: this nonce was already used (a replay)", key, nonce) from exc
+        raise AuthFailure(
+            409, "replay", "message refused: this nonce was already used (a replay)", key, nonce
+        ) from exc
     return Authenticated(unit, key, nonce)
 
 

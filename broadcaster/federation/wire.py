@@ -207,7 +207,9 @@ class SyncResponse:
         seqs = [i.seq for i in items]
         if seqs != sorted(set(seqs)):
             raise WireError("items must be in increasing 'seq' order, each once")
-        return cls(_int(data, "acked", 0), items, bool(data.get("more", False)), str(data.get("time", ""))[:40])
+        return cls(
+            _int(data, "acked", 0), items, bool(data.get("more", False)), str(data.get("time", ""))[:40]
+        )
 
 
 @dataclass(frozen=True)
@@ -268,7 +270,12 @@ class Bulletin:
             if not isinstance(raw, dict):
                 raise WireError("'audio' must be an object")
             key, sha = raw.get("key"), raw.get("sha256")
-            if not isinstance(key, str) or not _SHA_RE.match(key) or not isinstance(sha, str) or not _SHA_RE.match(sha):
+            if (
+                not isinstance(key, str)
+                or not _SHA_RE.match(key)
+                or not isinstance(sha, str)
+                or not _SHA_RE.match(sha)
+            ):
                 raise WireError("'audio.key' and 'audio.sha256' must be 64 lower-case hex digits")
             duration = _float(raw.get("duration_s", 0.0), "audio.duration_s") or 0.0
             audio = AudioRef(key, sha, _int(raw, "size", 1, 2**40), duration)

@@ -68,7 +68,13 @@ class CapFeed:
         self._state = "stopped"
 
     def status(self) -> dict[str, Any]:
-        return {"name": self.name, "kind": self.kind, "state": self._state, "error": self._error, **self.stats}
+        return {
+            "name": self.name,
+            "kind": self.kind,
+            "state": self._state,
+            "error": self._error,
+            **self.stats,
+        }
 
     # ------------------------------------------------------------------ polling
 
@@ -96,7 +102,11 @@ class CapFeed:
         if self._modified:
             headers["If-Modified-Since"] = self._modified
         status, reply, data = http.fetch(
-            "GET", self.source.url, headers=headers, timeout=self.source.timeout_s, limit=self.config.max_bytes
+            "GET",
+            self.source.url,
+            headers=headers,
+            timeout=self.source.timeout_s,
+            limit=self.config.max_bytes,
         )
         self.stats["polls"] += 1
         if status == 304:
@@ -137,12 +147,20 @@ class CapFeed:
         origin = self.name
         if alert.status != "Actual":
             self.stats["ignored"] += 1
-            _LOGGER.info("CAP %s: %s alert %s ignored (status %s)", self.source.name, alert.msg_type, alert.identifier, alert.status)
+            _LOGGER.info(
+                "CAP %s: %s alert %s ignored (status %s)",
+                self.source.name,
+                alert.msg_type,
+                alert.identifier,
+                alert.status,
+            )
             return "ignored"
         if alert.msg_type == "Cancel":
             done = sum(self.intake.cancel(origin, ref, "cảnh báo đã được hủy") for ref in alert.references)
             self.stats["cancelled"] += done
-            _LOGGER.info("CAP %s: cancel of %s: %s item(s) cancelled", self.source.name, alert.references, done)
+            _LOGGER.info(
+                "CAP %s: cancel of %s: %s item(s) cancelled", self.source.name, alert.references, done
+            )
             return "cancelled"
         if alert.msg_type not in ("Alert", "Update"):
             self.stats["ignored"] += 1

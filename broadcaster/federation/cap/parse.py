@@ -113,7 +113,9 @@ def alert_from_element(root: ET.Element) -> CapAlert:
         raise CapError(f"unknown msgType {msg_type!r}")
     references = tuple(_text(root, "references").split())
     infos = tuple(_info(n) for n in root.findall(_C + "info")[:MAX_INFOS])
-    return CapAlert(identifier, sender, sent, status, msg_type, _text(root, "scope") or "Public", references, infos)
+    return CapAlert(
+        identifier, sender, sent, status, msg_type, _text(root, "scope") or "Public", references, infos
+    )
 
 
 def parse_document(data: bytes, *, max_bytes: int = 1_000_000) -> tuple[list[CapAlert], list[str]]:
@@ -138,7 +140,10 @@ def parse_document(data: bytes, *, max_bytes: int = 1_000_000) -> tuple[list[Cap
             continue
         for link in entry.findall(_A + "link"):
             href = link.get("href") or ""
-            if href.startswith(("http://", "https://")) and link.get("rel", "alternate") in ("alternate", "related"):
+            if href.startswith(("http://", "https://")) and link.get("rel", "alternate") in (
+                "alternate",
+                "related",
+            ):
                 links.append(href)
                 break
     return alerts, links

@@ -85,9 +85,20 @@ def to_incoming(alert: CapAlert, source: str, rule: CapRule, info: CapInfo) -> I
         sender=(info.sender_name or alert.sender)[:200],
     )
     replaces = alert.references if alert.msg_type == "Update" else ()
-    data = {"event": info.event, "severity": info.severity, "urgency": info.urgency, "msg_type": alert.msg_type}
+    data = {
+        "event": info.event,
+        "severity": info.severity,
+        "urgency": info.urgency,
+        "msg_type": alert.msg_type,
+    }
     return Incoming(
-        origin, bulletin, tuple(rule.targets), inbox=False, approval=rule.approval, replaces=replaces, data=data
+        origin,
+        bulletin,
+        tuple(rule.targets),
+        inbox=False,
+        approval=rule.approval,
+        replaces=replaces,
+        data=data,
     )
 
 

@@ -1,0 +1,164 @@
+"""Two levels in one process over real HTTP: a district (no clusters of its own) and a commune
+with nine fake clusters, joined by the real signed link. One pair per module: each test uses its
+own bulletins."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.fixtures_controller import wait_until
+from tests.fixtures_federation import Level
+
+
+@pytest.fixture(scope="module")
+def chain(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Level, Level]]:
+    root = tmp_path_factory.mktemp("federation-link")
+    district = Level(root, "huyen", nodes=False)
+    commune = Level(root, "xa", clash_timeout_s=1.5)
+    commune.link_to(district, "xa-a")
+    yield district, commune
+    commune.close()
+    district.close()
+
+
+def _send(district: Level, **body: Any) -> int:
+    answer = district.post("/api/broadcasts", {"targets": ["unit:*"], **body})
+    assert answer.status_code == 201, answer.get_json()
+    return answer.get_json()["id"]
+
+
+def _unit_deliveries(district: Level, bid: int) -> list[dict[str, Any]]:
+    return district.get(f"/api/broadcasts/{bid}").get_json().get("unit_deliveries", [])
+
+
+def test_an_emergency_airs_on_every_cluster_below_and_its_proof_of_play_comes_back(chain) -> None:
+    district, commune = chain
+    bid = _send(district, text="Bão số 3 đổ bộ, bà con không ra biển.", tier="emergency")
+    item = wait_until(
+        lambda: next((i for i in commune.inbox() if i["tier"] == "emergency" and i["broadcast_id"]), None),
+        what="received and submitted",
+    )
+    local = commune.broadcast(item["broadcast_id"])
+    assert local["tier"] == "emergency" and local["source"] == "upstream"
+    done = wait_until(
+        lambda: (d := _unit_deliveries(district, bid)) and len(d) == 9 and all(x["state"] == "done" for x in d) and d,
+        timeout=20,
+        what="9 done deliveries reported up",
+    )
+    assert {d["unit"] for d in done} == {"xa-a"}
+    assert {d["speaker"] for d in done} == set(commune.nodes)
+    assert all(d["seconds_played"] and d["started_at"] for d in done)
+    view = district.broadcast(bid)
+    assert view["state"] == "done"  # nothing to air at the district itself
+
+
+def test_a_normal_bulletin_waits_in_the_inbox_until_declined_with_a_reason(chain) -> None:
+    district, commune = chain
+    bid = _send(district, text="Mời bà con dự họp tổ dân phố tối thứ Bảy.", title="Họp tổ")
+    item = wait_until(
+        lambda: next((i for i in commune.inbox() if i["title"] == "Họp tổ" and i["state"] == "inbox"), None),
+        what="normal item in the inbox",
+    )
+    assert item["broadcast_id"] is None  # nothing airs by itself
+    commune.federation.intake.decline(item["id"], "can-bo-xa", "Trùng lịch họp của xã")
+    states = wait_until(
+        lambda: [s for s in _states(district, bid) if s["state"] == "declined"], what="declined reported"
+    )
+    assert states[0]["unit"] == "xa-a" and states[0]["reason"] == "Trùng lịch họp của xã"
+
+
+def _states(district: Level, bid: int) -> list[dict[str, Any]]:
+    from sqlalchemy import select
+
+    from broadcaster.federation.models import FedBulletin
+    from broadcaster.federation.views import unit_states
+
+    with district.sessions() as session:
+        ids = session.scalars(select(FedBulletin.id).where(FedBulletin.broadcast_id == bid)).all()
+        return [s for i in ids for s in unit_states(session, i)]
+
+
+def test_a_normal_bulletin_accepted_from_the_inbox_airs(chain) -> None:
+    district, commune = chain
+    bid = _send(district, text="Lịch tiêm chủng mở rộng tháng này.", title="Tiêm chủng")
+    item = wait_until(
+        lambda: next((i for i in commune.inbox() if i["title"] == "Tiêm chủng" and i["state"] == "inbox"), None),
+        what="in the inbox",
+    )
+    local = commune.federation.intake.accept(item["id"], "can-bo-xa")
+    assert local is not None
+    wait_until(lambda: commune.broadcast(local)["state"] == "done", timeout=20, what="aired")
+    wait_until(
+        lambda: len([d for d in _unit_deliveries(district, bid) if d["state"] == "done"]) == 9, what="proof of play"
+    )
+
+
+def test_a_link_cut_loses_nothing_and_doubles_nothing(chain) -> None:
+    """The district refuses every request for a while (a cut of a few seconds shows what a minute
+    would: the reports queue and go in order once it is back)."""
+    district, commune = chain
+    district.switch.cut.set()
+    try:
+        bid = None
+        before = commune.federation.queue.size()
+        # The commune keeps working: its own item airs while the link is down.
+        own = commune.services.broadcasts.submit(_announcement("Thông báo của xã trong lúc mất liên lạc."))
+        wait_until(lambda: commune.broadcast(own)["state"] == "done", timeout=20, what="own item aired")
+        wait_until(lambda: district.switch.refused >= 3, what="requests refused while cut")
+        assert commune.federation.link.status()["state"] == "error"
+        commune.federation.collector.minutes(commune.services.broadcasts.clock())
+        assert commune.federation.queue.size() > before
+    finally:
+        district.switch.cut.clear()
+    wait_until(lambda: commune.federation.queue.size() == 0, timeout=20, what="queue drained after the cut")
+    applied = district.federation.hub.stats
+    assert applied["reports_duplicate"] == 0 or applied["reports_applied"] > 0
+    from sqlalchemy import func, select
+
+    from broadcaster.federation.models import FedMinutes
+
+    with district.sessions() as session:
+        seconds = session.scalar(select(func.sum(FedMinutes.seconds)).where(FedMinutes.unit == "xa-a"))
+    assert seconds and seconds > 0
+    assert bid is None
+
+
+def _announcement(text: str, tier: str = "normal") -> Any:
+    from broadcaster.domain import Announcement, Source, Tier
+
+    return Announcement(text=text, tier=Tier(tier), source=Source.WEB, author="can-bo-xa")
+
+
+def test_a_priority_clash_asks_and_applies_the_default_after_the_timeout(chain) -> None:
+    district, commune = chain
+    text = "Tin ưu tiên của xã về lịch cắt điện."
+    commune.services.speech.durations[text] = 20.0  # long enough to still play when the bulletin comes
+    own = commune.services.broadcasts.submit(_announcement(text, "priority"))
+    wait_until(lambda: commune.broadcast(own)["state"] in ("sending", "playing"), what="own priority item on air")
+    _send(district, text="Tin ưu tiên của huyện về phòng chống dịch.", title="Phòng dịch", tier="priority")
+    held = wait_until(
+        lambda: next((i for i in commune.inbox() if i["title"] == "Phòng dịch" and i["state"] == "held"), None),
+        what="the clash question",
+    )
+    assert held["clash"] == [own]
+    # Nobody answers: after clash_timeout_s the default (upstream first) applies.
+    decided = wait_until(
+        lambda: next((i for i in commune.inbox() if i["id"] == held["id"] and i["broadcast_id"]), None),
+        timeout=10,
+        what="default applied",
+    )
+    assert decided["decided_by"] == "tự động"
+    assert commune.broadcast(own)["state"] == "cancelled"
+    upstream_first = decided["broadcast_id"]
+    again = wait_until(
+        lambda: max(b["id"] for b in commune.services.broadcasts.list(limit=10) if b["text"] == text) > own
+        and max(b["id"] for b in commune.services.broadcasts.list(limit=10) if b["text"] == text),
+        what="the commune's own item put back",
+    )
+    assert again > upstream_first  # behind the bulletin
+    wait_until(lambda: commune.broadcast(upstream_first)["state"] == "done", timeout=20, what="bulletin aired")
+    assert commune.broadcast(again)["state"] in ("sending", "playing", "done")
