@@ -162,3 +162,101 @@ def test_a_priority_clash_asks_and_applies_the_default_after_the_timeout(chain) 
     assert again > upstream_first  # behind the bulletin
     wait_until(lambda: commune.broadcast(upstream_first)["state"] == "done", timeout=20, what="bulletin aired")
     assert commune.broadcast(again)["state"] in ("sending", "playing", "done")
+
+
+def _raw_sync(level: Level, unit: str, token: str, body: dict[str, Any], *, ts: float | None = None) -> Any:
+    """A sync request signed as a unit would sign it, sent over real HTTP (urllib)."""
+    import time
+    import urllib.error
+    import urllib.request
+
+    from broadcaster.federation import signing
+
+    data = signing.canonical_json(body)
+    headers = signing.sign_request(
+        signing.derive_key(token), "POST", "/federation/v1/sync", unit, data, ts if ts is not None else time.time()
+    )
+    return _post(level.url + "/federation/v1/sync", data, headers)
+
+
+def _post(url: str, data: bytes, headers: dict[str, str]) -> tuple[int, dict[str, Any], dict[str, str]]:
+    import json
+    import urllib.error
+    import urllib.request
+
+    request = urllib.request.Request(url, data=data, headers={**headers, "Content-Type": "application/json"})
+    try:
+        with urllib.request.urlopen(request, timeout=10) as answer:
+            return answer.status, json.loads(answer.read()), dict(answer.headers)
+    except urllib.error.HTTPError as exc:
+        return exc.code, json.loads(exc.read()), dict(exc.headers)
+
+
+def test_forged_and_replayed_messages_are_refused(chain) -> None:
+    district, _ = chain
+    token = district.add_unit("xa-thu")
+    body = {"version": 1, "unit": "xa-thu", "link": "link-test-1", "ack": 0, "wait": 0, "reports": []}
+    status, answer, _ = _raw_sync(district, "xa-thu", token, body)
+    assert status == 200 and answer["acked"] == 0
+    # Forged: signed with another token of the same shape.
+    from broadcaster.federation import signing
+
+    status, answer, _ = _raw_sync(district, "xa-thu", signing.new_token("xa-thu"), body)
+    assert (status, answer["error"]["code"]) == (401, "bad_signature")
+    # Altered on the way: a valid signature over another body.
+    data = signing.canonical_json(body)
+    import time
+
+    headers = signing.sign_request(signing.derive_key(token), "POST", "/federation/v1/sync", "xa-thu", data, time.time())
+    tampered = data.replace(b'"ack":0', b'"ack":9')
+    status, answer, _ = _post(district.url + "/federation/v1/sync", tampered, headers)
+    assert (status, answer["error"]["code"]) == (401, "bad_signature")
+    # Replayed: the very same signed request a second time.
+    status, _, _ = _post(district.url + "/federation/v1/sync", data, headers)
+    assert status == 200
+    status, answer, _ = _post(district.url + "/federation/v1/sync", data, headers)
+    assert (status, answer["error"]["code"]) == (409, "replay")
+    # Outside the replay window (an old message).
+    status, answer, reply = _raw_sync(district, "xa-thu", token, body, ts=time.time() - 3600)
+    assert (status, answer["error"]["code"]) == (409, "stale")
+    assert reply.get("X-Loa-Signature")  # signed, so the unit can trust the clock it carries
+    assert district.federation.hub.stats["refused"] >= 4
+
+
+def test_reports_are_applied_once_in_order(chain) -> None:
+    district, _ = chain
+    token = district.add_unit("xa-lap")
+    clusters = {"unit": "", "clusters": [{"id": "loa-01", "name": "Loa 1", "online": True, "faults": []}]}
+    offline = {"unit": "", "clusters": [{"id": "loa-01", "name": "Loa 1", "online": False, "faults": ["offline"]}]}
+    first = {"version": 1, "unit": "xa-lap", "link": "link-lap-1", "ack": 0, "wait": 0,
+             "reports": [{"seq": 1, "kind": "clusters", "data": clusters}, {"seq": 2, "kind": "clusters", "data": offline}]}  # fmt: skip
+    status, answer, _ = _raw_sync(district, "xa-lap", token, first)
+    assert status == 200 and answer["acked"] == 2
+    # The same reports again (a retry after a lost answer): nothing changes, report 1 is not re-applied.
+    status, answer, _ = _raw_sync(district, "xa-lap", token, first)
+    assert answer["acked"] == 2
+    from broadcaster.federation.models import FedCluster
+
+    with district.sessions() as session:
+        row = session.get(FedCluster, ("xa-lap", "loa-01"))
+        assert row is not None and row.online is False and row.faults == ["offline"]
+
+
+def test_a_revoked_token_cuts_the_link(tmp_path: Path) -> None:
+    from broadcaster.federation.admin import show_upstream
+    from broadcaster.federation.units import revoke_unit
+
+    upper = Level(tmp_path, "tinh", nodes=False)
+    lower = Level(tmp_path, "huyen", nodes=False)
+    try:
+        lower.link_to(upper, "huyen-b")
+        revoke_unit(upper.sessions, "huyen-b")
+        wait_until(lambda: lower.federation.link is None or lower.federation.link.status()["state"] == "revoked",
+                   timeout=10, what="link revoked")  # fmt: skip
+        link = show_upstream(lower.sessions)
+        assert link is not None and link["state"] == "revoked" and "revoked" in (link["last_error"] or "")
+        listed = {u["name"]: u for u in __import__("broadcaster.federation.units", fromlist=["x"]).list_units(upper.sessions)}
+        assert listed["huyen-b"]["revoked"] is True
+    finally:
+        lower.close()
+        upper.close()

@@ -1,0 +1,236 @@
+"""The pure parts of the federation, without servers: tokens and signatures, the replay window,
+the wire messages, routes, the report queue (order, coalescing, bound), unit targets."""
+
+from __future__ import annotations
+
+import threading
+from datetime import UTC, datetime
+from pathlib import Path
+
+import pytest
+
+from broadcaster.domain import Tier
+from broadcaster.federation import signing
+from broadcaster.federation.outbound import forward_routes, plan_routes
+from broadcaster.federation.wire import Bulletin, Item, Report, SyncRequest, SyncResponse, WireError
+
+# ------------------------------------------------------------------ tokens and signatures
+
+
+def test_a_token_names_its_unit_and_derives_a_key() -> None:
+    token = signing.new_token("xa-phuc-hoa")
+    assert signing.parse_token(token) == "xa-phuc-hoa"
+    assert signing.derive_key(token) == signing.derive_key(token + "\n")  # pasted with a newline
+    assert signing.derive_key(token) != signing.derive_key(signing.new_token("xa-phuc-hoa"))
+    for bad in ("", "loa1.xa.short", "abc.xa-a." + "x" * 43, "loa1.Xã Phúc.aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa"):
+        with pytest.raises(signing.TokenError):
+            signing.parse_token(bad)
+    with pytest.raises(signing.TokenError):
+        signing.new_token("Xã A")
+
+
+def test_a_request_signature_covers_method_path_unit_time_nonce_and_body() -> None:
+    key = signing.derive_key(signing.new_token("xa-a"))
+    body = signing.canonical_json({"version": 1, "text": "Bão số 3"})
+    headers = signing.sign_request(key, "POST", "/federation/v1/sync", "xa-a", body, 1_700_000_000.0)
+    args = ("POST", "/federation/v1/sync", "xa-a", headers["X-Loa-Time"], headers["X-Loa-Nonce"], body)
+    assert signing.verify(key, signing.request_string(*args), headers["X-Loa-Signature"])
+    for i, other in enumerate(["GET", "/federation/v1/audio/x", "xa-b", "1700000001.000", "n" * 24, body + b" "]):
+        changed = list(args)
+        changed[i] = other
+        assert not signing.verify(key, signing.request_string(*changed), headers["X-Loa-Signature"])
+    assert not signing.verify(signing.derive_key(signing.new_token("xa-a")), signing.request_string(*args), headers["X-Loa-Signature"])
+    assert not signing.verify(key, signing.request_string(*args), "not-hex")
+
+
+def test_a_response_is_bound_to_the_request_it_answers() -> None:
+    key = signing.derive_key(signing.new_token("xa-a"))
+    body = b'{"version":1}'
+    headers = signing.sign_response(key, 200, "nonce-of-request-1", body, 1_700_000_000.0)
+    ok, server_time = signing.verify_response(key, 200, "nonce-of-request-1", headers, body)
+    assert ok and server_time == pytest.approx(1_700_000_000.0)
+    assert signing.verify_response(key, 200, "nonce-of-request-2", headers, body) == (False, None)
+    assert signing.verify_response(key, 409, "nonce-of-request-1", headers, body)[0] is False
+    assert signing.verify_response(key, 200, "nonce-of-request-1", headers, body + b" ")[0] is False
+
+
+def test_the_replay_window_refuses_old_and_future_times() -> None:
+    assert signing.time_problem(1000.0, 1000.0, 300) is None
+    assert signing.time_problem(1299.0, 1000.0, 300) is None
+    assert "off by +301" in (signing.time_problem(1301.0, 1000.0, 300) or "")
+    assert "off by -400" in (signing.time_problem(600.0, 1000.0, 300) or "")
+    assert signing.time_problem(None, 1000.0, 300) == "missing or malformed time"
+    assert signing.parse_time("nan") is None and signing.parse_time("1e30") is None
+    assert signing.parse_time("1700000000.125") == 1700000000.125
+
+
+def test_canonical_json_is_one_serialisation_with_vietnamese_as_is() -> None:
+    assert signing.canonical_json({"b": 1, "a": "Thôn Đông"}) == '{"a":"Thôn Đông","b":1}'.encode()
+    with pytest.raises(ValueError):
+        signing.canonical_json({"x": float("nan")})
+
+
+# ------------------------------------------------------------------ wire messages
+
+
+def test_messages_round_trip() -> None:
+    request = SyncRequest("xa-a", "link-0001", 3, 20.0, (Report(7, "bulletin", {"bulletin": "2", "state": "done"}),))
+    assert SyncRequest.from_dict(request.to_dict()) == request
+    bulletin = Bulletin(
+        "12",
+        Tier.EMERGENCY,
+        title="Bão",
+        text="Bão số 3 đổ bộ.",
+        valid_until=datetime(2026, 3, 15, 1, 0, tzinfo=UTC),
+        route=("*",),
+        sender="UBND huyện A",
+    )
+    assert Bulletin.from_dict(bulletin.to_dict()) == bulletin
+    response = SyncResponse(7, (Item(4, "bulletin", bulletin.to_dict()), Item(5, "cancel", {"id": "12"})), True, "t")
+    assert SyncResponse.from_dict(response.to_dict()) == response
+
+
+@pytest.mark.parametrize(
+    ("change", "code"),
+    [
+        ({"version": 2}, "unsupported_version"),
+        ({"link": "x"}, "bad_request"),
+        ({"wait": 600}, "bad_request"),
+        ({"reports": [{"seq": 2, "kind": "bulletin", "data": {}}, {"seq": 1, "kind": "bulletin", "data": {}}]}, "bad_request"),
+        ({"reports": [{"seq": 1, "kind": "gossip", "data": {}}]}, "bad_request"),
+        ({"ack": -1}, "bad_request"),
+    ],
+)
+def test_malformed_requests_are_refused_with_a_code(change: dict, code: str) -> None:
+    data = {**SyncRequest("xa-a", "link-0001").to_dict(), **change}
+    with pytest.raises(WireError) as err:
+        SyncRequest.from_dict(data)
+    assert err.value.code == code
+
+
+def test_a_bulletin_is_checked_field_by_field() -> None:
+    good = Bulletin("1", Tier.NORMAL, text="Họp thôn").to_dict()
+    for change in (
+        {"class": "urgent"},
+        {"format": "video"},
+        {"format": "audio"},  # no audio reference
+        {"text": ""},
+        {"route": ["../etc"]},
+        {"route": []},
+        {"valid_until": "2026-03-15T07:30:00"},  # no offset
+        {"audio": {"key": "x", "sha256": "y", "size": 1}},
+    ):
+        with pytest.raises(WireError):
+            Bulletin.from_dict({**good, **change})
+
+
+# ------------------------------------------------------------------ routes
+
+
+def test_unit_targets_become_routes_per_direct_unit() -> None:
+    units = ["huyen-a", "huyen-b"]
+    assert plan_routes(["unit:*"], units) == {"huyen-a": ["*"], "huyen-b": ["*"]}
+    assert plan_routes(["unit:huyen-a"], units) == {"huyen-a": ["*"]}
+    assert plan_routes(["unit:huyen-a/xa-b", "unit:huyen-a/xa-c"], units) == {"huyen-a": ["xa-b", "xa-c"]}
+    assert plan_routes(["unit:huyen-a/xa-b", "unit:huyen-a"], units) == {"huyen-a": ["*"]}
+    assert plan_routes(["all", "unit:huyen-z"], units) == {}
+
+
+def test_a_district_forwards_emergencies_to_all_and_the_rest_as_routed() -> None:
+    communes = ["xa-b", "xa-c"]
+    assert forward_routes(["xa-b"], Tier.EMERGENCY, communes) == {"xa-b": ["*"], "xa-c": ["*"]}
+    assert forward_routes(["*"], Tier.NORMAL, communes) == {"xa-b": ["*"], "xa-c": ["*"]}
+    assert forward_routes(["xa-b"], Tier.PRIORITY, communes) == {"xa-b": ["*"]}
+    assert forward_routes(["xa-z"], Tier.NORMAL, communes) == {}
+
+
+# ------------------------------------------------------------------ the report queue
+
+
+@pytest.fixture
+def queue(tmp_path: Path):  # type: ignore[no-untyped-def]
+    from broadcaster.db import create_schema, make_engine, make_session_factory
+    from broadcaster.federation.admin import set_upstream
+    from broadcaster.federation.reportqueue import ReportQueue
+
+    engine = make_engine(f"sqlite:///{tmp_path / 'q.db'}")
+    create_schema(engine)
+    sessions = make_session_factory(engine)
+    set_upstream(sessions, "http://127.0.0.1:9", signing.new_token("xa-a"))
+    yield ReportQueue(sessions, 100, threading.RLock())
+    engine.dispose()
+
+
+def test_reports_are_numbered_in_order_and_never_reuse_a_number(queue) -> None:  # type: ignore[no-untyped-def]
+    seqs = [queue.add("bulletin", {"bulletin": "1", "state": s}) for s in ("received", "sending", "done")]
+    assert seqs == [1, 2, 3]
+    assert [r.seq for r in queue.pending(10)] == [1, 2, 3]
+    assert [r.data["state"] for r in queue.pending(10)] == ["received", "sending", "done"]
+    assert queue.ack(3) == 3 and queue.size() == 0
+    assert queue.add("bulletin", {"bulletin": "1", "state": "x"}) == 4  # the queue emptied: still 4
+
+
+def test_a_newer_snapshot_replaces_the_one_still_waiting(queue) -> None:  # type: ignore[no-untyped-def]
+    queue.add("clusters", {"n": 1}, coalesce="clusters:")
+    queue.add("delivery", {"d": 1})
+    queue.add("clusters", {"n": 2}, coalesce="clusters:")
+    assert [(r.kind, r.data) for r in queue.pending(10)] == [("delivery", {"d": 1}), ("clusters", {"n": 2})]
+
+
+def test_a_full_queue_drops_snapshots_first_then_the_oldest(queue) -> None:  # type: ignore[no-untyped-def]
+    queue.add("minutes", {"old": True}, coalesce="minutes:")
+    for i in range(100):
+        queue.add("delivery", {"i": i})
+    assert queue.size() == 100
+    assert all(r.kind == "delivery" for r in queue.pending(200))  # the snapshot went first
+    queue.add("delivery", {"i": 100})
+    kept = [r.data["i"] for r in queue.pending(200)]
+    assert kept == list(range(1, 101))  # then the oldest report
+    from broadcaster.federation.admin import show_upstream
+
+    assert show_upstream(queue.sessions)["dropped_reports"] == 2
+
+
+def test_without_an_upstream_nothing_is_queued(tmp_path: Path) -> None:
+    from broadcaster.db import create_schema, make_engine, make_session_factory
+    from broadcaster.federation.reportqueue import ReportQueue
+
+    engine = make_engine(f"sqlite:///{tmp_path / 'top.db'}")
+    create_schema(engine)
+    q = ReportQueue(make_session_factory(engine), 100, threading.RLock())
+    assert q.add("bulletin", {}) is None and q.size() == 0
+    engine.dispose()
+
+
+# ------------------------------------------------------------------ unit targets
+
+
+def test_unit_targets_have_their_own_shape_and_messages(tmp_path: Path) -> None:
+    from broadcaster.broadcasts import AnnouncementInvalid, Draft
+    from broadcaster.federation.units import add_unit
+    from broadcaster.fleet.targets import TargetError, check_target_list, resolve
+    from tests.fixtures_controller import unit_services
+
+    assert check_target_list(["all", "unit:*"]) == ("all", "unit:*")
+    with pytest.raises(TargetError):
+        check_target_list(["unit:Xã A"])
+    with pytest.raises(TargetError):
+        check_target_list(["all", "thon-1", "unit:*"])
+    services = unit_services(tmp_path)
+    try:
+        with pytest.raises(AnnouncementInvalid, match="chưa có đơn vị cấp dưới"):
+            services.validator.check(Draft(text="Họp", targets=["unit:*"]))
+        add_unit(services.sessions, "xa-a")
+        services.targets.invalidate()
+        checked = services.validator.check(Draft(text="Họp", targets=["unit:xa-a"]))
+        assert checked.targets == ("unit:xa-a",)
+        with pytest.raises(AnnouncementInvalid, match="Không có đơn vị cấp dưới: unit:xa-z"):
+            services.validator.check(Draft(text="Họp", targets=["unit:xa-z"]))
+        with services.sessions() as session:
+            only_units = resolve(session, ["unit:*"])
+            both = resolve(session, ["all", "unit:xa-a"])
+        assert only_units.speakers == () and only_units.units == ("unit:*",)
+        assert len(both.speakers) == 9 and both.units == ("unit:xa-a",)
+        assert services.targets.describe(["all", "unit:*"]) == "tất cả 9 cụm loa và mọi đơn vị cấp dưới"
+    finally:
+        services.db_engine.dispose()
