@@ -214,7 +214,7 @@ class Intake:
                 assert row is not None
                 self._set(session, row, "inbox", None)
         else:
-            self.submit(rid, by=None, approved=not item.approval)
+            self.submit(rid, by=None)
 
     # ------------------------------------------------------------------ submitting
 
@@ -241,6 +241,8 @@ class Intake:
                 source=Source.UPSTREAM,
                 audio_key=AudioKey(row.audio_key) if row.format == "audio" and row.audio_key else None,
             )
+            if by is None and (row.data or {}).get("approval"):
+                approved = False  # a CAP rule asks an approver to agree first
             valid = row.valid_until if at is None and row.tier != Tier.NORMAL.value else None
             if valid is not None and valid.timestamp() <= now:
                 valid = None
