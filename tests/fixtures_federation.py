@@ -135,3 +135,93 @@ class Level:
 
 
 __all__ = ["FAST_FEDERATION", "Level", "Switch"]
+
+
+class RealLevel:
+    """A controller as ``broadcaster serve`` runs it (``build_services``: its own managed
+    mosquitto on a free loopback port, SQLite, espeak-ng) with ``clusters`` simulated clusters
+    (the real agent code, ``speakers/simulator.py``), its web app served on loopback."""
+
+    def __init__(
+        self, root: Path, name: str, *, clusters: int = 2, broadcasts: dict[str, Any] | None = None, **federation: Any
+    ) -> None:
+        from broadcaster.broadcasts import BroadcastsConfig
+        from broadcaster.fleet import FleetConfig
+        from broadcaster.services import build_services
+        from broadcaster.settings import load_settings
+        from broadcaster.web import create_app
+        from broadcaster.web.tokens import create_token
+        from speakers.simulator import Simulator
+
+        self.name = name
+        instance = root / name
+        settings = load_settings(
+            {
+                "instance": instance,
+                "tts": {"order": ["espeak-ng"]},
+                "scheduling": {"schedules_dir": instance / "schedules"},
+                "alerts": {"instance_name": name},
+                "federation": {**FAST_FEDERATION, **federation},
+            },
+            environ={},
+        )
+        self.services = s = build_services(
+            settings,
+            scheduler=False,  # one APScheduler per process; not needed here
+            fleet_config=FleetConfig(health_interval_s=1.0, health_batch_interval_s=0.2),
+            broadcasts_config=BroadcastsConfig(
+                **{"lead_s": 1.0, "emergency_lead_s": 0.5, "gap_s": 0.3, "receipt_grace_s": 15, **(broadcasts or {})}
+            ),
+        )
+        zone = f"{name}-thon"
+        s.registry.create_zone(zone, f"Thôn của {name}")
+        self.passwords: dict[str, str] = {}
+        for i in range(1, clusters + 1):
+            sid = f"{name}-loa-{i}"
+            _, self.passwords[sid] = s.registry.create_speaker(sid, f"Cụm loa {i} ({name})", zone)
+        s.start()
+        self.sim = None
+        if clusters:
+            broker = s.broker
+            assert broker is not None
+            self.sim = Simulator(
+                f"mqtt://{broker.host}:{broker.port}",
+                clusters,
+                nodes={sid: zone for sid in self.passwords},
+                credentials=lambda sid: (sid, self.passwords[sid]),
+                health_interval_s=1.0,
+                keepalive_s=5,
+                reconnect_min_s=0.2,
+                reconnect_max_s=2.0,
+                request_timeout_s=1.0,
+                cache_root=instance / "sim-cache",
+            )
+            self.sim.start_in_thread(timeout=30)
+            wait_until(lambda: len(s.fleet.online_ids()) == clusters, timeout=20, what=f"{name}: clusters online")
+        self.app = create_app(settings, s, {"TESTING": True})
+        self.switch = Switch(self.app.wsgi_app)
+        self.app.wsgi_app = self.switch  # type: ignore[method-assign]
+        self.server = LiveServer(self.app)
+        self.url = self.server.url
+        self.client = self.app.test_client()
+        self.token = create_token(s.sessions, "tests")
+
+    federation = Level.federation
+    sessions = Level.sessions
+    add_unit = Level.add_unit
+    link_to = Level.link_to
+    post = Level.post
+    get = Level.get
+    broadcast = Level.broadcast
+    inbox = Level.inbox
+
+    def close(self) -> None:
+        self.server.stop()
+        try:
+            if self.sim is not None:
+                self.sim.stop()
+        finally:
+            self.services.close()
+
+
+__all__ += ["RealLevel"]
