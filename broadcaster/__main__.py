@@ -255,7 +255,9 @@ def cmd_downstream(args: argparse.Namespace) -> int:
             for u in units:
                 state = "revoked" if u["revoked"] else "active"
                 seen = _short_time(u["last_seen"]) or "never"
-                print(f"{u['name']}  {state}  last seen {seen}  queued {u['queued']}  {u['last_error'] or ''}".rstrip())
+                print(
+                    f"{u['name']}  {state}  last seen {seen}  queued {u['queued']}  {u['last_error'] or ''}".rstrip()
+                )
     except UnitError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1

@@ -262,10 +262,16 @@ def build_services(
     )
     registry.on_change.append(fleet.registry_changed)
     registry.on_change.append(targets.invalidate)
-    alerts = AlertNotifier(settings.alerts, fleet, timezone=settings.timezone) if isinstance(fleet, Fleet) else None
+    alerts = (
+        AlertNotifier(settings.alerts, fleet, timezone=settings.timezone)
+        if isinstance(fleet, Fleet)
+        else None
+    )
     from broadcaster.federation.build import build_federation
 
-    federation = build_federation(settings, sessions=sessions, broadcasts=broadcasts, speech=speech, fleet=fleet)
+    federation = build_federation(
+        settings, sessions=sessions, broadcasts=broadcasts, speech=speech, fleet=fleet
+    )
     scheduler_service = None
     if scheduler:
         from broadcaster.scheduling import SchedulerService

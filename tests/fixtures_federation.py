@@ -65,7 +65,9 @@ class Level:
             federation={**FAST_FEDERATION, **federation},
             alerts={"instance_name": name},
         )
-        self.nodes = {sid: FakeNode(self.broker, sid, zone) for sid, zone in COMMUNE_NODES.items()} if nodes else {}
+        self.nodes = (
+            {sid: FakeNode(self.broker, sid, zone) for sid, zone in COMMUNE_NODES.items()} if nodes else {}
+        )
         s = self.services
         s.fleet.start()
         s.broadcasts.start()
@@ -143,7 +145,13 @@ class RealLevel:
     (the real agent code, ``speakers/simulator.py``), its web app served on loopback."""
 
     def __init__(
-        self, root: Path, name: str, *, clusters: int = 2, broadcasts: dict[str, Any] | None = None, **federation: Any
+        self,
+        root: Path,
+        name: str,
+        *,
+        clusters: int = 2,
+        broadcasts: dict[str, Any] | None = None,
+        **federation: Any,
     ) -> None:
         from broadcaster.broadcasts import BroadcastsConfig
         from broadcaster.fleet import FleetConfig
@@ -170,7 +178,13 @@ class RealLevel:
             scheduler=False,  # one APScheduler per process; not needed here
             fleet_config=FleetConfig(health_interval_s=1.0, health_batch_interval_s=0.2),
             broadcasts_config=BroadcastsConfig(
-                **{"lead_s": 1.0, "emergency_lead_s": 0.5, "gap_s": 0.3, "receipt_grace_s": 15, **(broadcasts or {})}
+                **{
+                    "lead_s": 1.0,
+                    "emergency_lead_s": 0.5,
+                    "gap_s": 0.3,
+                    "receipt_grace_s": 15,
+                    **(broadcasts or {}),
+                }
             ),
         )
         zone = f"{name}-thon"
@@ -197,7 +211,9 @@ class RealLevel:
                 cache_root=instance / "sim-cache",
             )
             self.sim.start_in_thread(timeout=30)
-            wait_until(lambda: len(s.fleet.online_ids()) == clusters, timeout=20, what=f"{name}: clusters online")
+            wait_until(
+                lambda: len(s.fleet.online_ids()) == clusters, timeout=20, what=f"{name}: clusters online"
+            )
         self.app = create_app(settings, s, {"TESTING": True})
         self.switch = Switch(self.app.wsgi_app)
         self.app.wsgi_app = self.switch  # type: ignore[method-assign]

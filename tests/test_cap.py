@@ -107,7 +107,7 @@ def test_an_alert_becomes_an_item_by_its_rule() -> None:
 class _Feed(BaseHTTPRequestHandler):
     documents: dict[str, bytes] = {}
 
-    def do_GET(self) -> None:  # noqa: N802 (http.server's name)
+    def do_GET(self) -> None:
         body = self.documents.get(self.path)
         if body is None:
             self.send_response(404)
@@ -136,7 +136,9 @@ def cap_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Level,
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
     cap = {
-        "sources": [{"name": "kttv", "url": base + "/feed.xml", "interval_s": 3600, "webhook_token": "bi-mat-123"}],
+        "sources": [
+            {"name": "kttv", "url": base + "/feed.xml", "interval_s": 3600, "webhook_token": "bi-mat-123"}
+        ],
         "rules": [
             {"severity": ["Extreme", "Severe"], "area": ["Quảng Nam"], "tier": "emergency"},
             {"event": ["lũ"], "tier": "priority", "targets": ["thon-1"], "approval": True},
@@ -165,7 +167,9 @@ def test_an_alert_from_the_feed_airs_by_its_rule_and_a_duplicate_is_ignored(cap_
     assert bc["text"].startswith("Bão số 3 đổ bộ vào Quảng Nam.") and "không ra biển" in bc["text"]
     wait_until(lambda: level.broadcast(item["broadcast_id"])["state"] == "done", timeout=20, what="aired")
     # The same alert again (another entry URL, or pushed): nothing new airs.
-    _Feed.documents.update({"/feed.xml": _atom(base + "/a/1.xml", base + "/a/1-copy.xml"), "/a/1-copy.xml": sample("alert.xml")})
+    _Feed.documents.update(
+        {"/feed.xml": _atom(base + "/a/1.xml", base + "/a/1-copy.xml"), "/a/1-copy.xml": sample("alert.xml")}
+    )
     feed.poll()
     assert len(_cap_items(level)) == 1
 
@@ -192,7 +196,9 @@ def test_update_replaces_an_item_not_yet_aired_and_cancel_cancels_by_reference(c
 def test_the_webhook_refuses_a_bad_token_unsafe_xml_and_ignores_an_exercise(cap_stack) -> None:
     level, feed, _ = cap_stack
     before = len(_cap_items(level))
-    bad = level.client.post("/federation/v1/cap/kttv", data=sample("alert.xml"), headers={"Authorization": "Bearer x"})
+    bad = level.client.post(
+        "/federation/v1/cap/kttv", data=sample("alert.xml"), headers={"Authorization": "Bearer x"}
+    )
     assert bad.status_code == 401
     assert level.client.post("/federation/v1/cap/nope", data=b"<x/>").status_code == 404
     headers = {"Authorization": "Bearer bi-mat-123"}

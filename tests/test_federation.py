@@ -22,7 +22,12 @@ def test_a_token_names_its_unit_and_derives_a_key() -> None:
     assert signing.parse_token(token) == "xa-phuc-hoa"
     assert signing.derive_key(token) == signing.derive_key(token + "\n")  # pasted with a newline
     assert signing.derive_key(token) != signing.derive_key(signing.new_token("xa-phuc-hoa"))
-    for bad in ("", "loa1.xa.short", "abc.xa-a." + "x" * 43, "loa1.Xã Phúc.aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa"):
+    for bad in (
+        "",
+        "loa1.xa.short",
+        "abc.xa-a." + "x" * 43,
+        "loa1.Xã Phúc.aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa",
+    ):
         with pytest.raises(signing.TokenError):
             signing.parse_token(bad)
     with pytest.raises(signing.TokenError):
@@ -35,11 +40,17 @@ def test_a_request_signature_covers_method_path_unit_time_nonce_and_body() -> No
     headers = signing.sign_request(key, "POST", "/federation/v1/sync", "xa-a", body, 1_700_000_000.0)
     args = ("POST", "/federation/v1/sync", "xa-a", headers["X-Loa-Time"], headers["X-Loa-Nonce"], body)
     assert signing.verify(key, signing.request_string(*args), headers["X-Loa-Signature"])
-    for i, other in enumerate(["GET", "/federation/v1/audio/x", "xa-b", "1700000001.000", "n" * 24, body + b" "]):
+    for i, other in enumerate(
+        ["GET", "/federation/v1/audio/x", "xa-b", "1700000001.000", "n" * 24, body + b" "]
+    ):
         changed = list(args)
         changed[i] = other
         assert not signing.verify(key, signing.request_string(*changed), headers["X-Loa-Signature"])
-    assert not signing.verify(signing.derive_key(signing.new_token("xa-a")), signing.request_string(*args), headers["X-Loa-Signature"])
+    assert not signing.verify(
+        signing.derive_key(signing.new_token("xa-a")),
+        signing.request_string(*args),
+        headers["X-Loa-Signature"],
+    )
     assert not signing.verify(key, signing.request_string(*args), "not-hex")
 
 
@@ -74,7 +85,9 @@ def test_canonical_json_is_one_serialisation_with_vietnamese_as_is() -> None:
 
 
 def test_messages_round_trip() -> None:
-    request = SyncRequest("xa-a", "link-0001", 3, 20.0, (Report(7, "bulletin", {"bulletin": "2", "state": "done"}),))
+    request = SyncRequest(
+        "xa-a", "link-0001", 3, 20.0, (Report(7, "bulletin", {"bulletin": "2", "state": "done"}),)
+    )
     assert SyncRequest.from_dict(request.to_dict()) == request
     bulletin = Bulletin(
         "12",
@@ -86,7 +99,9 @@ def test_messages_round_trip() -> None:
         sender="UBND huyện A",
     )
     assert Bulletin.from_dict(bulletin.to_dict()) == bulletin
-    response = SyncResponse(7, (Item(4, "bulletin", bulletin.to_dict()), Item(5, "cancel", {"id": "12"})), True, "t")
+    response = SyncResponse(
+        7, (Item(4, "bulletin", bulletin.to_dict()), Item(5, "cancel", {"id": "12"})), True, "t"
+    )
     assert SyncResponse.from_dict(response.to_dict()) == response
 
 
@@ -96,7 +111,15 @@ def test_messages_round_trip() -> None:
         ({"version": 2}, "unsupported_version"),
         ({"link": "x"}, "bad_request"),
         ({"wait": 600}, "bad_request"),
-        ({"reports": [{"seq": 2, "kind": "bulletin", "data": {}}, {"seq": 1, "kind": "bulletin", "data": {}}]}, "bad_request"),
+        (
+            {
+                "reports": [
+                    {"seq": 2, "kind": "bulletin", "data": {}},
+                    {"seq": 1, "kind": "bulletin", "data": {}},
+                ]
+            },
+            "bad_request",
+        ),
         ({"reports": [{"seq": 1, "kind": "gossip", "data": {}}]}, "bad_request"),
         ({"ack": -1}, "bad_request"),
     ],

@@ -60,7 +60,9 @@ def _deliveries(level: RealLevel, bid: int) -> dict[tuple[str, str], str]:
 
 
 def _item(level: RealLevel, title: str, *states: str) -> dict[str, Any] | None:
-    return next((i for i in level.inbox() if i["title"] == title and (not states or i["state"] in states)), None)
+    return next(
+        (i for i in level.inbox() if i["title"] == title and (not states or i["state"] in states)), None
+    )
 
 
 def test_an_emergency_from_the_province_airs_everywhere_below_and_proof_of_play_comes_back(chain) -> None:
@@ -76,7 +78,9 @@ def test_an_emergency_from_the_province_airs_everywhere_below_and_proof_of_play_
         ("huyen-a/xa-c", "xa-c-loa-2"),
     }
     done = wait_until(
-        lambda: (d := _deliveries(tinh, bid)) and set(d) == below and all(s == "done" for s in d.values()) and d,
+        lambda: (
+            (d := _deliveries(tinh, bid)) and set(d) == below and all(s == "done" for s in d.values()) and d
+        ),
         timeout=60,
         what="proof of play of six clusters below at the province",
     )
@@ -99,7 +103,9 @@ def test_a_normal_bulletin_waits_in_one_communes_inbox_until_accepted(chain) -> 
                 targets=["unit:huyen-a/xa-b"])  # fmt: skip
     item = wait_until(lambda: _item(xa_b, "Làm sạch kênh", "inbox"), timeout=20, what="in xa-b's inbox")
     forwarded = wait_until(lambda: _item(huyen, "Làm sạch kênh"), what="at the district")
-    assert forwarded["state"] == "forwarded" and forwarded["broadcast_id"] is None  # not for the district itself
+    assert (
+        forwarded["state"] == "forwarded" and forwarded["broadcast_id"] is None
+    )  # not for the district itself
     assert _item(xa_c, "Làm sạch kênh") is None  # not routed to xa-c
     time.sleep(0)  # nothing airs by itself: the item stays in the inbox
     assert _item(xa_b, "Làm sạch kênh", "inbox") is not None
@@ -107,7 +113,10 @@ def test_a_normal_bulletin_waits_in_one_communes_inbox_until_accepted(chain) -> 
     assert local is not None
     wait_until(lambda: xa_b.broadcast(local)["state"] == "done", timeout=30, what="aired in xa-b")
     wait_until(
-        lambda: _deliveries(tinh, bid) == {("huyen-a/xa-b", "xa-b-loa-1"): "done", ("huyen-a/xa-b", "xa-b-loa-2"): "done"},
+        lambda: (
+            _deliveries(tinh, bid)
+            == {("huyen-a/xa-b", "xa-b-loa-1"): "done", ("huyen-a/xa-b", "xa-b-loa-2"): "done"}
+        ),
         timeout=30,
         what="xa-b's proof of play at the province",
     )
@@ -121,18 +130,28 @@ def test_the_district_cut_loses_nothing_doubles_nothing_and_expired_bulletins_ar
     huyen.switch.cut.set()
     try:
         # While the district is unreachable: xa-c declines, both communes keep airing their own items.
-        xa_c.federation.intake.decline(_item(xa_c, "Giao ban", "inbox")["id"], "can-bo-xa-c", "Đã phát ở cuộc họp thôn")
-        own = {name: _own(chain[name], f"Tin riêng của {name} khi mất liên lạc.") for name in ("xa-b", "xa-c")}
+        xa_c.federation.intake.decline(
+            _item(xa_c, "Giao ban", "inbox")["id"], "can-bo-xa-c", "Đã phát ở cuộc họp thôn"
+        )
+        own = {
+            name: _own(chain[name], f"Tin riêng của {name} khi mất liên lạc.") for name in ("xa-b", "xa-c")
+        }
         for name, broadcast_id in own.items():
-            wait_until(lambda: chain[name].broadcast(broadcast_id)["state"] == "done", timeout=30, what="own item")
+            level, own_id = chain[name], broadcast_id
+            wait_until(lambda: level.broadcast(own_id)["state"] == "done", timeout=30, what="own item")  # noqa: B023
         # A priority bulletin from the province, valid shorter than the cut.
         priority = _send(tinh, text="Ưu tiên: kiểm tra đê điều trước mùa lũ.", title="Kiểm tra đê", tier="priority",
                          targets=["unit:*"])  # fmt: skip
         sent_at = time.monotonic()
         wait_until(lambda: _item(huyen, "Kiểm tra đê"), timeout=20, what="the district got it during the cut")
         assert _item(xa_b, "Kiểm tra đê") is None and _item(xa_c, "Kiểm tra đê") is None
-        wait_until(lambda: xa_b.federation.queue.size() > 0 and xa_c.federation.queue.size() > 0, what="queued reports")
-        wait_until(lambda: time.monotonic() - sent_at > CUT_S, timeout=CUT_S + 5, what="the cut to outlast it")
+        wait_until(
+            lambda: xa_b.federation.queue.size() > 0 and xa_c.federation.queue.size() > 0,
+            what="queued reports",
+        )
+        wait_until(
+            lambda: time.monotonic() - sent_at > CUT_S, timeout=CUT_S + 5, what="the cut to outlast it"
+        )
     finally:
         huyen.switch.cut.clear()
     assert huyen.switch.refused > 0
@@ -144,15 +163,22 @@ def test_the_district_cut_loses_nothing_doubles_nothing_and_expired_bulletins_ar
     assert huyen.federation.hub.stats["reports_applied"] > applied_before
     # Expired during the cut: recorded as missed in both communes, never aired late.
     for level in (xa_b, xa_c):
-        late = wait_until(lambda level=level: _item(level, "Kiểm tra đê"), timeout=20, what="the late bulletin")
+        late = wait_until(
+            lambda level=level: _item(level, "Kiểm tra đê"), timeout=20, what="the late bulletin"
+        )
         assert late["state"] == "missed" and late["broadcast_id"] is None
     states = wait_until(
         lambda: (s := _unit_states(tinh, priority)) and {"huyen-a/xa-b", "huyen-a/xa-c"} <= set(s) and s,
         timeout=30,
         what="missed reported to the province",
     )
-    assert states["huyen-a/xa-b"] == ("missed", states["huyen-a/xa-b"][1]) and states["huyen-a/xa-c"][0] == "missed"
-    declined = wait_until(lambda: _unit_states(tinh, normal).get("huyen-a/xa-c"), timeout=30, what="the decline")
+    assert (
+        states["huyen-a/xa-b"] == ("missed", states["huyen-a/xa-b"][1])
+        and states["huyen-a/xa-c"][0] == "missed"
+    )
+    declined = wait_until(
+        lambda: _unit_states(tinh, normal).get("huyen-a/xa-c"), timeout=30, what="the decline"
+    )
     assert declined == ("declined", "Đã phát ở cuộc họp thôn")
     # Nothing doubled: one row per (unit, cluster) of the own items' minutes, each counted once.
     minutes = _minutes(huyen, "xa-c")

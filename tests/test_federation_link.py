@@ -45,7 +45,12 @@ def test_an_emergency_airs_on_every_cluster_below_and_its_proof_of_play_comes_ba
     local = commune.broadcast(item["broadcast_id"])
     assert local["tier"] == "emergency" and local["source"] == "upstream"
     done = wait_until(
-        lambda: (d := _unit_deliveries(district, bid)) and len(d) == 9 and all(x["state"] == "done" for x in d) and d,
+        lambda: (
+            (d := _unit_deliveries(district, bid))
+            and len(d) == 9
+            and all(x["state"] == "done" for x in d)
+            and d
+        ),
         timeout=20,
         what="9 done deliveries reported up",
     )
@@ -86,14 +91,17 @@ def test_a_normal_bulletin_accepted_from_the_inbox_airs(chain) -> None:
     district, commune = chain
     bid = _send(district, text="Lịch tiêm chủng mở rộng tháng này.", title="Tiêm chủng")
     item = wait_until(
-        lambda: next((i for i in commune.inbox() if i["title"] == "Tiêm chủng" and i["state"] == "inbox"), None),
+        lambda: next(
+            (i for i in commune.inbox() if i["title"] == "Tiêm chủng" and i["state"] == "inbox"), None
+        ),
         what="in the inbox",
     )
     local = commune.federation.intake.accept(item["id"], "can-bo-xa")
     assert local is not None
     wait_until(lambda: commune.broadcast(local)["state"] == "done", timeout=20, what="aired")
     wait_until(
-        lambda: len([d for d in _unit_deliveries(district, bid) if d["state"] == "done"]) == 9, what="proof of play"
+        lambda: len([d for d in _unit_deliveries(district, bid) if d["state"] == "done"]) == 9,
+        what="proof of play",
     )
 
 
@@ -138,10 +146,14 @@ def test_a_priority_clash_asks_and_applies_the_default_after_the_timeout(chain) 
     text = "Tin ưu tiên của xã về lịch cắt điện."
     commune.services.speech.durations[text] = 20.0  # long enough to still play when the bulletin comes
     own = commune.services.broadcasts.submit(_announcement(text, "priority"))
-    wait_until(lambda: commune.broadcast(own)["state"] in ("sending", "playing"), what="own priority item on air")
+    wait_until(
+        lambda: commune.broadcast(own)["state"] in ("sending", "playing"), what="own priority item on air"
+    )
     _send(district, text="Tin ưu tiên của huyện về phòng chống dịch.", title="Phòng dịch", tier="priority")
     held = wait_until(
-        lambda: next((i for i in commune.inbox() if i["title"] == "Phòng dịch" and i["state"] == "held"), None),
+        lambda: next(
+            (i for i in commune.inbox() if i["title"] == "Phòng dịch" and i["state"] == "held"), None
+        ),
         what="the clash question",
     )
     assert held["clash"] == [own]
@@ -155,26 +167,33 @@ def test_a_priority_clash_asks_and_applies_the_default_after_the_timeout(chain) 
     assert commune.broadcast(own)["state"] == "cancelled"
     upstream_first = decided["broadcast_id"]
     again = wait_until(
-        lambda: max(b["id"] for b in commune.services.broadcasts.list(limit=10) if b["text"] == text) > own
-        and max(b["id"] for b in commune.services.broadcasts.list(limit=10) if b["text"] == text),
+        lambda: (
+            max(b["id"] for b in commune.services.broadcasts.list(limit=10) if b["text"] == text) > own
+            and max(b["id"] for b in commune.services.broadcasts.list(limit=10) if b["text"] == text)
+        ),
         what="the commune's own item put back",
     )
     assert again > upstream_first  # behind the bulletin
-    wait_until(lambda: commune.broadcast(upstream_first)["state"] == "done", timeout=20, what="bulletin aired")
+    wait_until(
+        lambda: commune.broadcast(upstream_first)["state"] == "done", timeout=20, what="bulletin aired"
+    )
     assert commune.broadcast(again)["state"] in ("sending", "playing", "done")
 
 
 def _raw_sync(level: Level, unit: str, token: str, body: dict[str, Any], *, ts: float | None = None) -> Any:
     """A sync request signed as a unit would sign it, sent over real HTTP (urllib)."""
     import time
-    import urllib.error
-    import urllib.request
 
     from broadcaster.federation import signing
 
     data = signing.canonical_json(body)
     headers = signing.sign_request(
-        signing.derive_key(token), "POST", "/federation/v1/sync", unit, data, ts if ts is not None else time.time()
+        signing.derive_key(token),
+        "POST",
+        "/federation/v1/sync",
+        unit,
+        data,
+        ts if ts is not None else time.time(),
     )
     return _post(level.url + "/federation/v1/sync", data, headers)
 
@@ -207,7 +226,9 @@ def test_forged_and_replayed_messages_are_refused(chain) -> None:
     data = signing.canonical_json(body)
     import time
 
-    headers = signing.sign_request(signing.derive_key(token), "POST", "/federation/v1/sync", "xa-thu", data, time.time())
+    headers = signing.sign_request(
+        signing.derive_key(token), "POST", "/federation/v1/sync", "xa-thu", data, time.time()
+    )
     tampered = data.replace(b'"ack":0', b'"ack":9')
     status, answer, _ = _post(district.url + "/federation/v1/sync", tampered, headers)
     assert (status, answer["error"]["code"]) == (401, "bad_signature")
@@ -227,7 +248,10 @@ def test_reports_are_applied_once_in_order(chain) -> None:
     district, _ = chain
     token = district.add_unit("xa-lap")
     clusters = {"unit": "", "clusters": [{"id": "loa-01", "name": "Loa 1", "online": True, "faults": []}]}
-    offline = {"unit": "", "clusters": [{"id": "loa-01", "name": "Loa 1", "online": False, "faults": ["offline"]}]}
+    offline = {
+        "unit": "",
+        "clusters": [{"id": "loa-01", "name": "Loa 1", "online": False, "faults": ["offline"]}],
+    }
     first = {"version": 1, "unit": "xa-lap", "link": "link-lap-1", "ack": 0, "wait": 0,
              "reports": [{"seq": 1, "kind": "clusters", "data": clusters}, {"seq": 2, "kind": "clusters", "data": offline}]}  # fmt: skip
     status, answer, _ = _raw_sync(district, "xa-lap", token, first)
@@ -255,7 +279,10 @@ def test_a_revoked_token_cuts_the_link(tmp_path: Path) -> None:
                    timeout=10, what="link revoked")  # fmt: skip
         link = show_upstream(lower.sessions)
         assert link is not None and link["state"] == "revoked" and "revoked" in (link["last_error"] or "")
-        listed = {u["name"]: u for u in __import__("broadcaster.federation.units", fromlist=["x"]).list_units(upper.sessions)}
+        listed = {
+            u["name"]: u
+            for u in __import__("broadcaster.federation.units", fromlist=["x"]).list_units(upper.sessions)
+        }
         assert listed["huyen-b"]["revoked"] is True
     finally:
         lower.close()

@@ -393,6 +393,33 @@ class Intake:
             self._set(session, row, "cancelled", reason, final=True)
         return True
 
+    # ------------------------------------------------------------------ listening before deciding
+
+    def prepare_preview(self, speech: Any) -> bool:
+        """Render one text item waiting in the inbox, so the officer can listen to it (and so it
+        airs from the cache once accepted). One per call: the federation thread calls it each tick."""
+        from broadcaster.lexicon import overrides_in
+
+        with self.sessions() as session:
+            row = session.scalar(
+                select(FedInbox).where(FedInbox.state == "inbox", FedInbox.format == "text").order_by(FedInbox.id)
+                .where(FedInbox.audio_key.is_(None))
+            )  # fmt: skip
+            if row is None or (row.data or {}).get("preview_key") or (row.data or {}).get("preview_failed"):
+                return False
+            rid, text, repeat, lexicon = row.id, row.text, row.repeat, overrides_in(session)
+        try:
+            key = speech.render(text, repeat=repeat, chime=True, lexicon=lexicon or None).key
+            extra = {"preview_key": key}
+        except Exception as exc:  # the officer can still air it; the lifecycle says why if it fails
+            _LOGGER.warning("federation: preview of inbox item %s failed: %s", rid, exc)
+            extra = {"preview_failed": True}
+        with self.lock, self.sessions.begin() as session:
+            row = session.get(FedInbox, rid)
+            if row is not None:
+                row.data = {**(row.data or {}), **extra}
+        return True
+
     # ------------------------------------------------------------------ timers
 
     def tick(self) -> None:

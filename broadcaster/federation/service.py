@@ -16,7 +16,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import func, select
 from sqlalchemy.orm import Session, sessionmaker
 
 from broadcaster.federation.base import Upstream
@@ -56,6 +56,7 @@ class Federation:
         self.config = config
         self.sessions = sessions
         self.broadcasts = broadcasts
+        self.speech = speech
         self.clock = clock
         self.lock = threading.RLock()
         store = speech.store
@@ -130,7 +131,7 @@ class Federation:
     # ------------------------------------------------------------------ the worker
 
     def _run(self) -> None:
-        last_tick = last_purge = 0.0
+        last_tick = last_purge = last_collect = 0.0
         while not self._stop.is_set():
             self._poke.wait(SCAN_INTERVAL_S)
             self._poke.clear()
@@ -141,12 +142,13 @@ class Federation:
             if now - last_tick >= TICK_INTERVAL_S:
                 last_tick = now
                 self._step("inbox", self.intake.tick)
+                self._step("preview", lambda: self.intake.prepare_preview(self.speech))
                 self._step("link", self._supervise_link)
-                if self.link is not None:
-                    queued = self.queue.size()
-                    self._step("collect", self.collector.tick)
-                    if self.queue.size() != queued or queued:
-                        self.link.reports_waiting()
+            if self.link is not None and now - last_collect >= self.config.collect_interval_s:
+                last_collect = now
+                self._step("collect", self.collector.tick)
+                if self.queue.size():
+                    self.link.reports_waiting()
             if now - last_purge >= PURGE_INTERVAL_S:
                 last_purge = now
                 self._step(
@@ -205,11 +207,17 @@ class Federation:
         """Counts for the officer's banner and the navigation: inbox, held (a clash question), and
         emergencies from above not yet seen."""
         with self.sessions() as session:
-            rows = session.execute(select(FedInbox.state, FedInbox.tier, FedInbox.seen)).all()
+            rows = session.execute(
+                select(FedInbox.state, FedInbox.tier, FedInbox.seen, func.count()).group_by(
+                    FedInbox.state, FedInbox.tier, FedInbox.seen
+                )
+            ).all()
         return {
-            "inbox": sum(1 for s, _, _ in rows if s == "inbox"),
-            "held": sum(1 for s, _, _ in rows if s == "held"),
-            "emergency": sum(1 for s, t, seen in rows if t == "emergency" and not seen and s == "submitted"),
+            "inbox": sum(n for s, _, _, n in rows if s == "inbox"),
+            "held": sum(n for s, _, _, n in rows if s == "held"),
+            "emergency": sum(
+                n for s, t, seen, n in rows if t == "emergency" and not seen and s == "submitted"
+            ),
         }
 
     def has_upstream(self) -> bool:

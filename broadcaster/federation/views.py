@@ -238,6 +238,7 @@ def inbox(session: Session, *, open_only: bool = False, limit: int = 100) -> lis
             "received": _iso(r.received),
             "decided_by": r.decided_by,
             "seen": r.seen,
+            "preview_key": (r.data or {}).get("preview_key"),
         }
         for r in session.scalars(query)
     ]

@@ -90,7 +90,9 @@ def check_target_list(value: Any) -> tuple[str, ...]:
     targets = tuple(dict.fromkeys(t.strip() for t in value))
     bad = [t for t in targets if is_unit_target(t) and not _UNIT_TARGET_RE.match(t)]
     if bad:
-        raise TargetError(f"Đơn vị cấp dưới không hợp lệ: {', '.join(bad[:5])} (ví dụ unit:xa-phuc-hoa, unit:*).")
+        raise TargetError(
+            f"Đơn vị cấp dưới không hợp lệ: {', '.join(bad[:5])} (ví dụ unit:xa-phuc-hoa, unit:*)."
+        )
     local = [t for t in targets if not is_unit_target(t)]
     if ALL_TARGETS in local and len(local) > 1:
         raise TargetError(

@@ -45,7 +45,11 @@ def sync() -> Response:
         return _unavailable()
     limit = federation.config.max_message_bytes
     if request.content_length is not None and request.content_length > limit:
-        return Response(error_body("too_large", f"message over {limit} bytes"), status=413, content_type="application/json")
+        return Response(
+            error_body("too_large", f"message over {limit} bytes"),
+            status=413,
+            content_type="application/json",
+        )
     body = request.get_data(cache=False)
     return _answer(federation.hub.handle_sync(request.headers, body, request.path))
 
