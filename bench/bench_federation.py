@@ -121,9 +121,19 @@ def emergency_latency(root: Path, runs: int) -> list[float]:
     communes = [Controller(root, f"xa{i}", CLUSTERS) for i in (1, 2)]
     try:
         for commune in communes:
-            set_upstream(commune.services.sessions, district.server.url, add_unit(district.services.sessions, commune.services.settings.alerts.instance_name))
+            set_upstream(
+                commune.services.sessions,
+                district.server.url,
+                add_unit(district.services.sessions, commune.services.settings.alerts.instance_name),
+            )
             assert commune.services.federation is not None
-            wait(lambda c=commune: c.services.federation.link and c.services.federation.link.status()["state"] == "ok", 20, "link up")  # type: ignore[union-attr]
+            wait(
+                lambda c=commune: (
+                    c.services.federation.link and c.services.federation.link.status()["state"] == "ok"
+                ),
+                20,
+                "link up",
+            )  # type: ignore[union-attr]
         district.services.targets.invalidate()
         assert district.services.federation is not None
         district.services.federation.outbound.refresh_units()
@@ -155,9 +165,20 @@ def emergency_latency(root: Path, runs: int) -> list[float]:
 
             starts = wait(sounded, 60, "sound on every cluster")
             results.append(max(starts) - started)
-            print(f"  run {run + 1}: {results[-1]:.2f} s (spread {max(starts) - min(starts):.3f} s)", flush=True)
+            print(
+                f"  run {run + 1}: {results[-1]:.2f} s (spread {max(starts) - min(starts):.3f} s)", flush=True
+            )
             for c in communes:  # the emergency ends before the next one
-                wait(lambda c=c: not any(b["state"] in ("sending", "playing", "rendering") for b in c.services.broadcasts.list(limit=5)), 60, "done")
+                wait(
+                    lambda c=c: (
+                        not any(
+                            b["state"] in ("sending", "playing", "rendering")
+                            for b in c.services.broadcasts.list(limit=5)
+                        )
+                    ),
+                    60,
+                    "done",
+                )
         return results
     finally:
         for c in [*communes, district]:
@@ -170,7 +191,9 @@ def report_throughput(root: Path, communes: int, requests: int, batch: int) -> d
         sessions = district.services.sessions
         tokens = {f"xa-{i:02d}": add_unit(sessions, f"xa-{i:02d}") for i in range(communes)}
         with sessions.begin() as session:
-            bulletin = FedBulletin(tier="emergency", title="bench", text="bench", units=sorted(tokens), state="sent")
+            bulletin = FedBulletin(
+                tier="emergency", title="bench", text="bench", units=sorted(tokens), state="sent"
+            )
             session.add(bulletin)
             session.flush()
             bulletin_id = bulletin.id
@@ -191,12 +214,21 @@ def report_throughput(root: Path, communes: int, requests: int, batch: int) -> d
                             "state": state, "seconds_played": 30.0 if state == "done" else None}  # fmt: skip
                     reports.append({"seq": seq, "kind": "delivery", "data": data})
                 body = signing.canonical_json(
-                    {"version": 1, "unit": unit, "link": f"bench-{unit}", "ack": 0, "wait": 0, "reports": reports}
+                    {
+                        "version": 1,
+                        "unit": unit,
+                        "link": f"bench-{unit}",
+                        "ack": 0,
+                        "wait": 0,
+                        "reports": reports,
+                    }
                 )
                 headers = signing.sign_request(key, "POST", "/federation/v1/sync", unit, body, time.time())
                 headers["Content-Type"] = "application/json"
                 t0 = time.perf_counter()
-                status, _, answer = fetch("POST", url, body=body, headers=headers, timeout=60, limit=1_000_000)
+                status, _, answer = fetch(
+                    "POST", url, body=body, headers=headers, timeout=60, limit=1_000_000
+                )
                 elapsed = time.perf_counter() - t0
                 if status != 200:
                     raise SystemExit(f"{unit}: HTTP {status} {answer[:200]!r}")
@@ -236,14 +268,18 @@ def main() -> None:
     with tempfile.TemporaryDirectory(prefix="bench-federation-") as tmp:
         root = Path(tmp)
         if not args.skip_emergency:
-            print(f"Emergency from a district to sound on 2 communes x {CLUSTERS} clusters ({args.runs} runs):")
+            print(
+                f"Emergency from a district to sound on 2 communes x {CLUSTERS} clusters ({args.runs} runs):"
+            )
             lat = emergency_latency(root, args.runs)
             lat.sort()
             print(
                 f"  median {statistics.median(lat):.2f} s, worst {lat[-1]:.2f} s, best {lat[0]:.2f} s "
                 "(includes each commune's espeak-ng render and the 0.8 s emergency lead)"
             )
-        print(f"Reports up: {args.communes} communes x {args.requests} requests x {args.batch} delivery reports:")
+        print(
+            f"Reports up: {args.communes} communes x {args.requests} requests x {args.batch} delivery reports:"
+        )
         r = report_throughput(root, args.communes, args.requests, args.batch)
         print(
             f"  {r['reports']:,} reports applied in {r['seconds']:.1f} s = {r['per_s']:,.0f} reports/s; "

@@ -275,8 +275,10 @@ def test_a_revoked_token_cuts_the_link(tmp_path: Path) -> None:
     try:
         lower.link_to(upper, "huyen-b")
         revoke_unit(upper.sessions, "huyen-b")
-        wait_until(lambda: lower.federation.link is None or lower.federation.link.status()["state"] == "revoked",
-                   timeout=10, what="link revoked")  # fmt: skip
+        wait_until(
+            lambda: show_upstream(lower.sessions)["state"] == "revoked", timeout=10, what="link revoked"
+        )
+        wait_until(lambda: lower.federation.link is None, timeout=10, what="the link stopped")
         link = show_upstream(lower.sessions)
         assert link is not None and link["state"] == "revoked" and "revoked" in (link["last_error"] or "")
         listed = {

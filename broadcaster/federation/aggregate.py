@@ -97,14 +97,20 @@ def _bulletin(session: Session, unit: str, value: Any) -> FedBulletin:
     return row
 
 
-def apply_report(session: Session, unit: str, report: Report) -> tuple[str, dict[str, Any]] | None:
+def apply_report(
+    session: Session, unit: str, report: Report, rows: dict[tuple[Any, ...], Any] | None = None
+) -> tuple[str, dict[str, Any]] | None:
     """Apply one report of ``unit``; return what to forward up (kind, data with the unit path
-    relative to us) for reports about bulletins and clusters, or None."""
+    relative to us) for reports about bulletins and clusters, or None. ``rows``: the rows this
+    transaction already holds (a batch of 200 reports about 9 clusters touches 9 rows: one query
+    each, not one flush and query per report)."""
     data = report.data
-    if report.kind == "bulletin":
-        return _apply_bulletin(session, unit, data)
-    if report.kind == "delivery":
-        return _apply_delivery(session, unit, data)
+    rows = {} if rows is None else rows
+    with session.no_autoflush:
+        if report.kind == "bulletin":
+            return _apply_bulletin(session, unit, data, rows)
+        if report.kind == "delivery":
+            return _apply_delivery(session, unit, data, rows)
     if report.kind == "clusters":
         return _apply_clusters(session, unit, data)
     if report.kind == "minutes":
@@ -112,7 +118,9 @@ def apply_report(session: Session, unit: str, report: Report) -> tuple[str, dict
     raise WireError(f"unknown report kind {report.kind!r}")
 
 
-def _apply_bulletin(session: Session, unit: str, data: dict[str, Any]) -> tuple[str, dict[str, Any]]:
+def _apply_bulletin(
+    session: Session, unit: str, data: dict[str, Any], rows: dict[tuple[Any, ...], Any]
+) -> tuple[str, dict[str, Any]]:
     bulletin = _bulletin(session, unit, data.get("bulletin"))
     path = join_path(unit, data.get("unit"))
     state = data.get("state")
@@ -131,7 +139,9 @@ def _apply_bulletin(session: Session, unit: str, data: dict[str, Any]) -> tuple[
     return "bulletin", {"bulletin": bulletin.id, "unit": path, "state": state, "reason": reason}
 
 
-def _apply_delivery(session: Session, unit: str, data: dict[str, Any]) -> tuple[str, dict[str, Any]]:
+def _apply_delivery(
+    session: Session, unit: str, data: dict[str, Any], rows: dict[tuple[Any, ...], Any]
+) -> tuple[str, dict[str, Any]]:
     bulletin = _bulletin(session, unit, data.get("bulletin"))
     path = join_path(unit, data.get("unit"))
     speaker = _speaker(data.get("speaker"))
@@ -146,7 +156,8 @@ def _apply_delivery(session: Session, unit: str, data: dict[str, Any]) -> tuple[
         "rms_dbfs": _number(data.get("rms_dbfs")),
         "reason": _text(data.get("reason"), 2000),
     }
-    row = session.scalar(
+    key = ("delivery", bulletin.id, path, speaker)
+    row = rows.get(key) or session.scalar(
         select(FedUnitDelivery).where(
             FedUnitDelivery.bulletin_id == bulletin.id,
             FedUnitDelivery.unit == path,
@@ -154,10 +165,12 @@ def _apply_delivery(session: Session, unit: str, data: dict[str, Any]) -> tuple[
         )
     )
     if row is None:
-        session.add(FedUnitDelivery(bulletin_id=bulletin.id, unit=path, speaker=speaker, **fields))
+        row = FedUnitDelivery(bulletin_id=bulletin.id, unit=path, speaker=speaker, **fields)
+        session.add(row)
     else:
-        for key, value in fields.items():
-            setattr(row, key, value)
+        for name, value in fields.items():
+            setattr(row, name, value)
+    rows[key] = row
     out = {**data, "bulletin": bulletin.id, "unit": path}
     return "delivery", out
 

@@ -172,12 +172,13 @@ class Hub:
                     _LOGGER.info("federation: unit %s starts a new link: report numbers restart", unit)
                 row.link_id = request.link
                 row.last_report_seq = 0
+            rows: dict[tuple[Any, ...], Any] = {}
             for report in request.reports:
                 if report.seq <= row.last_report_seq:
                     self.stats["reports_duplicate"] += 1
                     continue
                 try:
-                    forwarded = apply_report(session, unit, report)  # checks everything before writing
+                    forwarded = apply_report(session, unit, report, rows)  # checks everything before writing
                     if forwarded is not None and self.forward is not None:
                         self.forward(session, forwarded[0], forwarded[1])
                     self.stats["reports_applied"] += 1

@@ -167,8 +167,10 @@ class LoaLink:
         self._error = exc.message
         if exc.code == "revoked":
             self._state = "revoked"
+            self._save_state("revoked", exc.message)  # before stopping: the supervisor must not restart us
             self._stop.set()
             _LOGGER.error("federation link: the upper level revoked this unit's token: the link is cut")
+            return
         elif exc.code == "stale" and exc.server_time is not None:
             self.offset = exc.server_time - self.clock()
             _LOGGER.warning(
