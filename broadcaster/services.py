@@ -2,9 +2,9 @@
 
 Nothing starts on construction; ``Services.start()`` starts, in this order, the managed broker (when
 no ``mqtt_url`` is configured), the fleet monitor and the broadcast dispatcher (which subscribe on
-the transport), the MQTT link and the scheduler. ``stop()`` stops them in reverse order and joins
-their threads. The demo (``serve --demo``) is not wired here: ``broadcaster.demo`` seeds and runs it
-around ``start()``/``stop()``.
+the transport), the MQTT link, the scheduler and the federation (upper levels, CAP feeds).
+``stop()`` stops them in reverse order and joins their threads. The demo (``serve --demo``) is not
+wired here: ``broadcaster.demo`` seeds and runs it around ``start()``/``stop()``.
 
 The managed broker lives in ``<instance>/mosquitto/``: ``broadcaster.broker.sync`` starts it with
 the registry's accounts and keeps it in step with registry changes (``_broker_sync``).

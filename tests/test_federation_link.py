@@ -289,3 +289,31 @@ def test_a_revoked_token_cuts_the_link(tmp_path: Path) -> None:
     finally:
         lower.close()
         upper.close()
+
+
+def test_a_recording_goes_down_as_audio_with_its_sha256(chain) -> None:
+    """An officer's recording at the district: the commune fetches the mp3 (signed GET), checks
+    its size and sha256, and airs exactly those bytes."""
+    import hashlib
+
+    from broadcaster.domain import Announcement, AudioKey, Source, Tier
+
+    district, commune = chain
+    data = bytes(range(256)) * 40
+    key = hashlib.sha256(b"recording-of-the-district").hexdigest()
+    district.services.speech.store.put(key, data, {"engine": "recording", "duration_s": 0.8})
+    ann = Announcement(text="", title="Ghi âm của huyện", tier=Tier.PRIORITY, targets=("unit:xa-a",),
+                       source=Source.WEB, author="huyen", audio_key=AudioKey(key))  # fmt: skip
+    bid = district.services.broadcasts.submit(ann)
+    item = wait_until(
+        lambda: next(
+            (i for i in commune.inbox() if i["title"] == "Ghi âm của huyện" and i["broadcast_id"]), None
+        ),
+        what="the recording received and aired",
+    )
+    assert item["format"] == "audio" and item["audio_key"] == key
+    assert commune.services.speech.store.read_bytes(key) == data
+    assert commune.broadcast(item["broadcast_id"])["audio_key"] == key
+    wait_until(
+        lambda: len([d for d in _unit_deliveries(district, bid) if d["state"] == "done"]) == 9, what="played"
+    )

@@ -249,7 +249,10 @@ class Intake:
         try:
             bid = self.broadcasts.submit(ann, approved=approved, valid_until=valid)
         except BroadcastError as exc:
-            self._finish(rid, "failed", exc.message)
+            if self._no_clusters() and self._was_forwarded(rid):  # a district without clusters of its own
+                self._finish(rid, "forwarded", "Không có cụm loa tại chỗ; đã chuyển xuống cấp dưới.")
+            else:
+                self._finish(rid, "failed", exc.message)
             return None
         with self.lock, self.sessions.begin() as session:
             row = session.get(FedInbox, rid)
@@ -261,6 +264,19 @@ class Intake:
                     forwarded.broadcast_id = bid
         _LOGGER.info("federation: inbox item %s aired as broadcast %s", rid, bid)
         return bid
+
+    def _no_clusters(self) -> bool:
+        with self.sessions() as session:
+            try:
+                resolve(session, ["all"])
+            except TargetError:
+                return True
+        return False
+
+    def _was_forwarded(self, rid: int) -> bool:
+        with self.sessions() as session:
+            row = session.get(FedInbox, rid)
+            return row is not None and row.forwarded_id is not None
 
     def clashes(self, rid: int) -> list[int]:
         """The commune's own priority items queued or playing on a cluster this item reaches."""
@@ -447,23 +463,39 @@ class Intake:
             self._resolve_clash(rid, clash, self.config.clash_default, "tự động")
 
     def recover(self) -> None:
-        """At start: an item caught between two steps by a stop is not aired twice."""
+        """At start: an item caught between two steps by a stop. A normal one goes back to the
+        inbox; an emergency or priority one still valid is submitted unless a broadcast made
+        from it exists (same source and title, made after it arrived), so nothing airs twice."""
+        now = datetime.fromtimestamp(self.clock(), UTC)
+        resubmit: list[int] = []
         with self.lock, self.sessions.begin() as session:
-            for row in session.scalars(select(FedInbox).where(FedInbox.state.in_(("received", "deciding")))):
-                if row.broadcast_id is None:
-                    if row.state == "deciding" or Tier(row.tier) is Tier.NORMAL:
-                        self._set(
-                            session,
-                            row,
-                            "inbox" if Tier(row.tier) is Tier.NORMAL else "failed",
-                            None
-                            if Tier(row.tier) is Tier.NORMAL
-                            else "Bộ điều khiển dừng khi đang xử lý tin.",
-                        )
-                    else:
-                        self._set(
-                            session, row, "failed", "Bộ điều khiển dừng khi đang xử lý tin.", final=True
-                        )
+            rows = session.scalars(
+                select(FedInbox).where(
+                    FedInbox.state.in_(("received", "deciding")), FedInbox.broadcast_id.is_(None)
+                )
+            ).all()
+            for row in rows:
+                if Tier(row.tier) is Tier.NORMAL:
+                    self._set(session, row, "inbox", None)
+                    continue
+                made = session.scalar(
+                    select(Broadcast.id)
+                    .join(AnnouncementRow, AnnouncementRow.id == Broadcast.announcement_id)
+                    .where(
+                        AnnouncementRow.source == Source.UPSTREAM.value,
+                        AnnouncementRow.title == row.title,
+                        Broadcast.created >= row.received,
+                    )
+                )
+                if made is not None:
+                    row.broadcast_id, row.state = made, "submitted"
+                elif row.valid_until is not None and row.valid_until <= now:
+                    self._set(session, row, "missed", MISSED_LATE, final=True)
+                else:
+                    resubmit.append(row.id)
+        for rid in resubmit:
+            _LOGGER.warning("federation: inbox item %s was interrupted by a stop: submitted now", rid)
+            self.submit(rid, by=None)
 
     # ------------------------------------------------------------------ helpers
 
