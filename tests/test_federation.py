@@ -6,6 +6,7 @@ from __future__ import annotations
 import threading
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -256,4 +257,39 @@ def test_unit_targets_have_their_own_shape_and_messages(tmp_path: Path) -> None:
         assert len(both.speakers) == 9 and both.units == ("unit:xa-a",)
         assert services.targets.describe(["all", "unit:*"]) == "tất cả 9 cụm loa và mọi đơn vị cấp dưới"
     finally:
+        services.db_engine.dispose()
+
+
+def test_an_emergency_from_above_goes_through_the_alert_channels(tmp_path: Path) -> None:
+    """The intake's emergency notice reaches every alert channel (AlertNotifier.announce)."""
+    from broadcaster.alerts import AlertNotifier
+    from broadcaster.alerts.config import AlertsConfig
+    from broadcaster.federation.build import build_federation
+    from tests.fixtures_controller import unit_services, wait_until
+
+    class Recorder:
+        name, kinds = "recorder", None
+
+        def __init__(self) -> None:
+            self.sent: list[Any] = []
+
+        def send(self, notice: Any) -> None:
+            self.sent.append(notice)
+
+    channel = Recorder()
+    notifier = AlertNotifier(AlertsConfig(instance_name="Xã Phúc Hòa"), None, channels=[channel])
+    services = unit_services(tmp_path, alerts={"instance_name": "Xã Phúc Hòa"})
+    notifier.start()
+    try:
+        federation = build_federation(
+            services.settings, sessions=services.sessions, broadcasts=services.broadcasts,
+            speech=services.speech, fleet=services.fleet, alerts=notifier,
+        )  # fmt: skip
+        for callback in federation.intake.on_emergency:
+            callback({"id": 1, "title": "Cháy rừng", "sender": "UBND huyện A", "origin": "upstream"})
+        notice = wait_until(lambda: channel.sent and channel.sent[0], what="the notice sent")
+        assert notice.subject == "[Xã Phúc Hòa] Đang phát tin KHẨN CẤP từ UBND huyện A"
+        assert "«Cháy rừng»" in notice.text and notice.payload["kind"] == "upstream_emergency"
+    finally:
+        notifier.stop()
         services.db_engine.dispose()

@@ -18,6 +18,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from sqlalchemy import select
+from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session, sessionmaker
 
 from broadcaster.federation import signing
@@ -124,6 +125,16 @@ class Hub:
         return Answer(failure.status, body, headers)
 
     def handle_sync(self, headers: Mapping[str, str], body: bytes, path: str = SYNC_PATH) -> Answer:
+        try:
+            return self._sync(headers, body, path)
+        except SQLAlchemyError as exc:  # the database is busy or down: the unit retries, nothing applied
+            _LOGGER.warning("federation: sync from %s not applied: %s", headers.get(signing.HEADER_UNIT), exc)
+            self.stats["unavailable"] = self.stats.get("unavailable", 0) + 1
+            return Answer(
+                503, error_body("unavailable", "database busy; retry"), {"Content-Type": "application/json"}
+            )
+
+    def _sync(self, headers: Mapping[str, str], body: bytes, path: str) -> Answer:
         if len(body) > self.config.max_message_bytes:
             return self._refuse(
                 AuthFailure(413, "too_large", f"message over {self.config.max_message_bytes} bytes")
@@ -137,6 +148,7 @@ class Hub:
                 body,
                 now=self.clock(),
                 window_s=self.config.replay_window_s,
+                lock=self.lock,  # federation writes go one at a time (SQLite: no writer starves)
             )
         except AuthFailure as failure:
             return self._refuse(failure)
@@ -219,6 +231,7 @@ class Hub:
                 b"",
                 now=self.clock(),
                 window_s=self.config.replay_window_s,
+                lock=self.lock,  # federation writes go one at a time (SQLite: no writer starves)
             )
         except AuthFailure as failure:
             return self._refuse(failure)

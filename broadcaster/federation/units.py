@@ -3,7 +3,9 @@ authentication of every message a unit sends (signature, time window, nonce)."""
 
 from __future__ import annotations
 
+import contextlib
 import logging
+import threading
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -113,6 +115,7 @@ def authenticate(
     *,
     now: float,
     window_s: float,
+    lock: threading.RLock | None = None,
 ) -> Authenticated:
     """Check version, unit, signature, time and nonce, in that order (the signature before the
     nonce is stored, so unsigned garbage cannot fill the nonce table). Raises AuthFailure."""
@@ -143,7 +146,7 @@ def authenticate(
     if not signing.NONCE_RE.match(nonce):
         raise AuthFailure(400, "bad_request", "malformed nonce", key, nonce)
     try:
-        with sessions.begin() as session:
+        with lock or contextlib.nullcontext(), sessions.begin() as session:
             session.add(FedNonce(unit=unit, nonce=nonce, ts=datetime.fromtimestamp(now, UTC)))
     except IntegrityError as exc:
         _note_error(sessions, unit, "replayed message")
