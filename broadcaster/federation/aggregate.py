@@ -86,12 +86,14 @@ def _number(value: Any) -> float | None:
     return float(value)
 
 
-def _bulletin(session: Session, unit: str, value: Any) -> FedBulletin:
+def _bulletin(session: Session, unit: str, value: Any, rows: dict[tuple[Any, ...], Any]) -> FedBulletin:
     try:
         bid = int(value)
     except (TypeError, ValueError) as exc:
         raise WireError("'bulletin' must be a bulletin id") from exc
-    row = session.get(FedBulletin, bid)
+    row = rows.get(("fb", bid))
+    if row is None:  # held here: the session's identity map keeps it only while referenced
+        row = rows[("fb", bid)] = session.get(FedBulletin, bid)
     if row is None or unit not in (row.units or []):
         raise WireError(f"bulletin {value!r} was not sent to this unit")
     return row
@@ -121,7 +123,7 @@ def apply_report(
 def _apply_bulletin(
     session: Session, unit: str, data: dict[str, Any], rows: dict[tuple[Any, ...], Any]
 ) -> tuple[str, dict[str, Any]]:
-    bulletin = _bulletin(session, unit, data.get("bulletin"))
+    bulletin = _bulletin(session, unit, data.get("bulletin"), rows)
     path = join_path(unit, data.get("unit"))
     state = data.get("state")
     if state not in BULLETIN_STATES:
@@ -142,7 +144,7 @@ def _apply_bulletin(
 def _apply_delivery(
     session: Session, unit: str, data: dict[str, Any], rows: dict[tuple[Any, ...], Any]
 ) -> tuple[str, dict[str, Any]]:
-    bulletin = _bulletin(session, unit, data.get("bulletin"))
+    bulletin = _bulletin(session, unit, data.get("bulletin"), rows)
     path = join_path(unit, data.get("unit"))
     speaker = _speaker(data.get("speaker"))
     state = data.get("state")
