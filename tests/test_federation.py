@@ -293,3 +293,47 @@ def test_an_emergency_from_above_goes_through_the_alert_channels(tmp_path: Path)
     finally:
         notifier.stop()
         services.db_engine.dispose()
+
+
+def test_bulletins_expired_before_they_could_air_are_reported_missed(tmp_path: Path) -> None:
+    import time as _time
+
+    from broadcaster.federation.admin import set_upstream
+    from broadcaster.federation.intake import Incoming
+    from tests.fixtures_controller import unit_services
+
+    services = unit_services(tmp_path)
+    try:
+        federation = services.federation
+        set_upstream(services.sessions, "http://127.0.0.1:9", signing.new_token("xa-a"))
+        now = [_time.time()]
+        federation.intake.clock = lambda: now[0]
+        until = datetime.fromtimestamp(now[0] + 60, UTC)
+        waiting = federation.intake.receive(
+            Incoming("upstream", Bulletin("5", Tier.NORMAL, text="Họp thôn.", valid_until=until))
+        )
+        assert (
+            federation.intake.receive(Incoming("upstream", Bulletin("5", Tier.NORMAL, text="Họp thôn.")))
+            == waiting
+        )
+        late = federation.intake.receive(
+            Incoming(
+                "upstream",
+                Bulletin(
+                    "6", Tier.EMERGENCY, text="Bão.", valid_until=datetime.fromtimestamp(now[0] - 1, UTC)
+                ),
+            )
+        )
+        now[0] += 120
+        federation.intake.tick()
+        from broadcaster.federation.models import FedInbox
+
+        with services.sessions() as session:
+            rows = {r.ref: (r.state, r.broadcast_id) for r in session.query(FedInbox)}
+        assert rows == {"5": ("missed", None), "6": ("missed", None)}
+        assert services.broadcasts.list() == []  # nothing aired late
+        reports = [(r.data["bulletin"], r.data["state"]) for r in federation.queue.pending(20)]
+        assert reports == [("5", "received"), ("5", "inbox"), ("6", "missed"), ("5", "missed")]
+        assert late != waiting
+    finally:
+        services.db_engine.dispose()

@@ -118,6 +118,8 @@ class Outbound:
 
     def scan(self) -> None:
         """Record new broadcasts that name units, release the approved ones, send cancellations."""
+        if not self.units():  # a commune: nothing below it, nothing to look at
+            return
         with self.sessions() as session:
             top = session.scalar(select(func.max(Broadcast.id))) or 0
             if self._low is None:
