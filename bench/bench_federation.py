@@ -7,9 +7,10 @@
    the district serves its app with waitress (as ``broadcaster serve`` does). Includes each
    commune's render (a new text each run, so a cache miss) and the emergency lead
    (``broadcasts.emergency_lead_s``, 0.8 s by default).
-2. **Reports up**: 50 simulated communes (link clients: signed sync requests carrying delivery
-   reports, as ``federation.link`` sends them, not full controllers) report to one district at
-   once; reports applied per second, and the latency of one request.
+2. **Reports up**: 50 simulated communes (link clients in a process of their own: signed sync
+   requests carrying delivery reports, as ``federation.link`` sends them, not full controllers)
+   report to one district (waitress, SQLite) at once; reports applied per second, and the latency
+   of one request.
 
     .venv/bin/python bench/bench_federation.py [--runs 5] [--communes 50] [--requests 20] [--batch 200]
 """
@@ -202,7 +203,71 @@ def emergency_latency(root: Path, runs: int) -> list[float]:
             c.close()
 
 
+STATES = ["sent", "received", "scheduled", "playing", "done"]
+
+
+def run_clients(
+    url: str, tokens: dict[str, str], bulletin_id: int, requests: int, batch: int
+) -> dict[str, Any]:
+    """The simulated communes, one thread each (run in a process of their own, so the clients'
+    JSON and HTTP work is not counted against the district)."""
+    bodies: dict[str, list[bytes]] = {}
+    for unit in tokens:  # built before the clock starts
+        seq, bodies[unit] = 0, []
+        for _ in range(requests):
+            reports = []
+            for _ in range(batch):
+                seq += 1
+                state = STATES[seq % len(STATES)]
+                data = {"bulletin": str(bulletin_id), "unit": "", "speaker": f"loa-{seq % CLUSTERS + 1:02d}",
+                        "state": state, "seconds_played": 30.0 if state == "done" else None}  # fmt: skip
+                reports.append({"seq": seq, "kind": "delivery", "data": data})
+            message = {
+                "version": 1,
+                "unit": unit,
+                "link": f"bench-{unit}",
+                "ack": 0,
+                "wait": 0,
+                "reports": reports,
+            }
+            bodies[unit].append(signing.canonical_json(message))
+    latencies: list[float] = []
+    retries: list[int] = []
+    lock = threading.Lock()
+
+    def commune(unit: str) -> None:
+        key = signing.derive_key(tokens[unit])
+        for body in bodies[unit]:
+            t0 = time.perf_counter()
+            for _attempt in range(10):  # as the link does: a refused or failed exchange is retried
+                headers = signing.sign_request(key, "POST", "/federation/v1/sync", unit, body, time.time())
+                headers["Content-Type"] = "application/json"
+                status, _, answer = fetch(
+                    "POST", url, body=body, headers=headers, timeout=120, limit=1_000_000
+                )
+                if status == 200:
+                    break
+                with lock:
+                    retries.append(status)
+                time.sleep(0.5)
+            else:
+                raise SystemExit(f"{unit}: HTTP {status} {answer[:200]!r}")
+            with lock:
+                latencies.append(time.perf_counter() - t0)
+
+    threads = [threading.Thread(target=commune, args=(u,)) for u in tokens]
+    t0 = time.perf_counter()
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    return {"seconds": time.perf_counter() - t0, "latencies": latencies, "retries": len(retries)}
+
+
 def report_throughput(root: Path, communes: int, requests: int, batch: int) -> dict[str, float]:
+    import json
+    import subprocess
+
     district = Controller(root, "huyen-tp", 0)
     try:
         sessions = district.services.sessions
@@ -214,71 +279,24 @@ def report_throughput(root: Path, communes: int, requests: int, batch: int) -> d
             session.add(bulletin)
             session.flush()
             bulletin_id = bulletin.id
-        url = district.server.url + "/federation/v1/sync"
-        latencies: list[float] = []
-        retries: list[int] = []
-        lock = threading.Lock()
-        states = ["sent", "received", "scheduled", "playing", "done"]
-
-        def commune(unit: str) -> None:
-            key = signing.derive_key(tokens[unit])
-            seq = 0
-            for _ in range(requests):
-                reports = []
-                for _ in range(batch):
-                    seq += 1
-                    state = states[seq % len(states)]
-                    data = {"bulletin": str(bulletin_id), "unit": "", "speaker": f"loa-{seq % CLUSTERS + 1:02d}",
-                            "state": state, "seconds_played": 30.0 if state == "done" else None}  # fmt: skip
-                    reports.append({"seq": seq, "kind": "delivery", "data": data})
-                body = signing.canonical_json(
-                    {
-                        "version": 1,
-                        "unit": unit,
-                        "link": f"bench-{unit}",
-                        "ack": 0,
-                        "wait": 0,
-                        "reports": reports,
-                    }
-                )
-                t0 = time.perf_counter()
-                for _attempt in range(10):  # as the link does: a refused or failed exchange is retried
-                    headers = signing.sign_request(
-                        key, "POST", "/federation/v1/sync", unit, body, time.time()
-                    )
-                    headers["Content-Type"] = "application/json"
-                    status, _, answer = fetch(
-                        "POST", url, body=body, headers=headers, timeout=120, limit=1_000_000
-                    )
-                    if status == 200:
-                        break
-                    with lock:
-                        retries.append(status)
-                    time.sleep(0.5)
-                else:
-                    raise SystemExit(f"{unit}: HTTP {status} {answer[:200]!r}")
-                elapsed = time.perf_counter() - t0
-                with lock:
-                    latencies.append(elapsed)
-
-        threads = [threading.Thread(target=commune, args=(u,)) for u in tokens]
-        t0 = time.perf_counter()
-        for t in threads:
-            t.start()
-        for t in threads:
-            t.join()
-        elapsed = time.perf_counter() - t0
+        job = root / "clients.json"
+        job.write_text(json.dumps({"url": district.server.url + "/federation/v1/sync", "tokens": tokens,
+                                   "bulletin": bulletin_id, "requests": requests, "batch": batch}))  # fmt: skip
+        out = subprocess.run(
+            [sys.executable, __file__, "--clients", str(job)], check=True, capture_output=True, text=True
+        ).stdout
+        result = json.loads(out.strip().splitlines()[-1])
         hub = district.services.federation.hub.stats  # type: ignore[union-attr]
         total = communes * requests * batch
         assert hub["reports_applied"] == total, hub
-        latencies.sort()
+        latencies = sorted(result["latencies"])
         return {
             "reports": total,
-            "seconds": elapsed,
-            "per_s": total / elapsed,
+            "seconds": result["seconds"],
+            "per_s": total / result["seconds"],
             "median_ms": statistics.median(latencies) * 1000,
             "p95_ms": latencies[int(0.95 * (len(latencies) - 1))] * 1000,
-            "retries": len(retries),
+            "retries": result["retries"],
         }
     finally:
         district.close()
@@ -291,7 +309,15 @@ def main() -> None:
     parser.add_argument("--requests", type=int, default=20)
     parser.add_argument("--batch", type=int, default=200)
     parser.add_argument("--skip-emergency", action="store_true")
+    parser.add_argument("--clients", type=Path, default=None, help=argparse.SUPPRESS)
     args = parser.parse_args()
+    if args.clients is not None:  # the client process of report_throughput
+        import json
+
+        job = json.loads(args.clients.read_text())
+        result = run_clients(job["url"], job["tokens"], job["bulletin"], job["requests"], job["batch"])
+        print(json.dumps(result))
+        return
     with tempfile.TemporaryDirectory(prefix="bench-federation-") as tmp:
         root = Path(tmp)
         if not args.skip_emergency:

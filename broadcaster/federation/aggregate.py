@@ -48,6 +48,7 @@ BULLETIN_STATES = (
     "partial",
     "interrupted",
 )
+DELIVERY_STATES = frozenset(s.value for s in DeliveryState)
 MAX_CLUSTERS = 5000
 MAX_MINUTE_ROWS = 20_000
 
@@ -148,7 +149,7 @@ def _apply_delivery(
     path = join_path(unit, data.get("unit"))
     speaker = _speaker(data.get("speaker"))
     state = data.get("state")
-    if state not in {s.value for s in DeliveryState}:
+    if state not in DELIVERY_STATES:
         raise WireError(f"unknown delivery state {state!r}")
     fields = {
         "state": state,
