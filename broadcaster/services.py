@@ -270,7 +270,7 @@ def build_services(
     from broadcaster.federation.build import build_federation
 
     federation = build_federation(
-        settings, sessions=sessions, broadcasts=broadcasts, speech=speech, fleet=fleet
+        settings, sessions=sessions, broadcasts=broadcasts, speech=speech, fleet=fleet, alerts=alerts
     )
     scheduler_service = None
     if scheduler:
