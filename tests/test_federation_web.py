@@ -33,6 +33,13 @@ def test_a_normal_bulletin_waits_in_the_inbox_and_is_declined_with_a_reason(clie
     login(client, "editor")
     page = client.get("/upstream").get_data(as_text=True)
     assert "Họp thôn tháng Mười" in page and "UBND huyện A" in page and "Phát ngay" in page
+    # Rendered ahead with this commune's voice, so the officer listens before deciding.
+    assert web_services.services.federation.intake.prepare_preview(web_services.speech)
+    key = _row(web_services, item).data["preview_key"]
+    assert f'src="/audio/{key}.mp3"' in client.get("/upstream").get_data(as_text=True)
+    audio = client.get(f"/audio/{key}.mp3")
+    assert audio.status_code == 200 and audio.mimetype == "audio/mpeg"
+    audio.close()
     dashboard = client.get("/").get_data(as_text=True)
     assert "Tin cấp trên (1)" in dashboard  # the navigation entry with the count
     assert "1 tin cấp trên đang chờ xã quyết định" in dashboard  # the banner
