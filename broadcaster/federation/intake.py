@@ -31,21 +31,20 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from broadcaster.broadcasts.errors import BroadcastError
 from broadcaster.domain import Announcement, AudioKey, Source, Tier
+from broadcaster.federation.clash import PUT_BACK, copy_of, own_priority_clashes
 from broadcaster.federation.config import FederationConfig
 from broadcaster.federation.models import FedBulletin, FedInbox
 from broadcaster.federation.reportqueue import ReportQueue
 from broadcaster.federation.wire import AudioRef, Bulletin
 from broadcaster.fleet.targets import TargetError, resolve
 from broadcaster.models import Announcement as AnnouncementRow
-from broadcaster.models import Broadcast, BroadcastState, Delivery
+from broadcaster.models import Broadcast, BroadcastState
 
 _LOGGER = logging.getLogger(__name__)
 
 UPSTREAM = "upstream"
 OPEN_STATES = ("inbox", "held")
 CLASH_UPSTREAM, CLASH_LOCAL = "upstream", "local"
-# Local states in which the commune's own priority item "is queued or playing".
-_BUSY = (BroadcastState.RENDERING.value, BroadcastState.SENDING.value, BroadcastState.PLAYING.value)
 MISSED_LATE = "Tin đến khi đã hết hạn phát (mất liên lạc với cấp trên), không phát muộn."
 MISSED_INBOX = "Hết hạn phát khi tin còn chờ trong hộp tin cấp trên."
 
@@ -283,64 +282,24 @@ class Intake:
         with self.sessions() as session:
             row = session.get(FedInbox, rid)
             assert row is not None
-            busy = list(
-                session.scalars(
-                    select(Broadcast.id)
-                    .join(AnnouncementRow, AnnouncementRow.id == Broadcast.announcement_id)
-                    .where(
-                        Broadcast.tier == Tier.PRIORITY.value,
-                        Broadcast.state.in_(_BUSY),
-                        AnnouncementRow.source != Source.UPSTREAM.value,
-                    )
-                )
-            )
-            if not busy:
-                return []
-            try:
-                mine = resolve(session, row.targets or ["all"]).speakers
-            except TargetError:
-                return []
-            return sorted(
-                set(
-                    session.scalars(
-                        select(Delivery.broadcast_id).where(
-                            Delivery.broadcast_id.in_(busy), Delivery.speaker_id.in_(mine)
-                        )
-                    )
-                )
-            )
+            return own_priority_clashes(session, row.targets or ["all"])
 
     def _resolve_clash(self, rid: int, clash: list[int], choice: str, by: str) -> None:
+        """ "ours first": submit behind them. "upstream first": take them off the air, submit the
+        bulletin, put them back behind it (they air again from the start)."""
         if choice != CLASH_UPSTREAM:
             self.submit(rid, by=by)
             return
-        again: list[tuple[Announcement, bool]] = []
+        again = []
         for bid in clash:
             with self.sessions() as session:
-                bc = session.get(Broadcast, bid)
-                if bc is None or BroadcastState(bc.state).finished:
-                    continue
-                a = bc.announcement
-                copy = Announcement(
-                    text=a.text,
-                    tier=Tier(bc.tier),
-                    targets=tuple(bc.targets or ["all"]),
-                    title=a.title,
-                    repeat=a.repeat,
-                    engine=a.engine,
-                    voice=a.voice,
-                    author=a.author,
-                    source=Source(a.source) if a.source in Source._value2member_map_ else Source.WEB,
-                    audio_key=AudioKey(a.audio_key) if a.audio_key and not a.normalized_text else None,
-                )
-            if self.broadcasts.cancel(
-                bid, by="hoãn để phát tin ưu tiên của cấp trên trước, phát lại ngay sau"
-            ):
-                again.append((copy, True))
+                copy = copy_of(session, bid)
+            if copy is not None and self.broadcasts.cancel(bid, by=PUT_BACK):
+                again.append(copy)
         self.submit(rid, by=by)
-        for copy, approved in again:
+        for copy in again:
             try:
-                self.broadcasts.submit(copy, approved=approved)
+                self.broadcasts.submit(copy, approved=True)
             except BroadcastError as exc:
                 _LOGGER.warning("federation: the commune's own item could not be put back: %s", exc.message)
 
