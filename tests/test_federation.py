@@ -337,3 +337,34 @@ def test_bulletins_expired_before_they_could_air_are_reported_missed(tmp_path: P
         assert late != waiting
     finally:
         services.db_engine.dispose()
+
+
+def test_the_command_line_registers_units_and_sets_the_upstream(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from broadcaster.__main__ import main
+
+    upper, lower = str(tmp_path / "huyen"), str(tmp_path / "xa")
+    assert main(["--instance", upper, "downstream", "add", "xa-phuc-hoa", "--name", "Xã Phúc Hòa"]) == 0
+    token = capsys.readouterr().out.strip()
+    assert signing.parse_token(token) == "xa-phuc-hoa"  # printed alone, once
+    assert main(["--instance", upper, "downstream", "add", "xa-phuc-hoa"]) == 1
+    assert "exists" in capsys.readouterr().err
+    assert main(["--instance", upper, "downstream", "add", "Xã A"]) == 1
+    assert main(["--instance", upper, "downstream", "list"]) == 0
+    listed = capsys.readouterr().out
+    assert "xa-phuc-hoa  active" in listed and token not in listed
+    assert main(["--instance", lower, "upstream", "set", "ftp://x", "--token", token]) == 1
+    assert main(["--instance", lower, "upstream", "set", "https://huyen.example.vn/", "--token", "nope"]) == 1
+    capsys.readouterr()
+    assert main(["--instance", lower, "upstream", "set", "https://huyen.example.vn/", "--token", token]) == 0
+    assert "as unit xa-phuc-hoa" in capsys.readouterr().out
+    assert main(["--instance", lower, "upstream", "show"]) == 0
+    shown = capsys.readouterr().out
+    assert "url: https://huyen.example.vn" in shown and token not in shown
+    assert main(["--instance", upper, "downstream", "revoke", "xa-phuc-hoa"]) == 0
+    assert main(["--instance", upper, "downstream", "revoke", "xa-khac"]) == 1
+    assert main(["--instance", lower, "upstream", "clear"]) == 0
+    capsys.readouterr()
+    assert main(["--instance", lower, "upstream", "show"]) == 0
+    assert "no upstream" in capsys.readouterr().out
