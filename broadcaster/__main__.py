@@ -118,7 +118,9 @@ def cmd_serve(args: argparse.Namespace) -> int:
         if demo is not None:
             demo.start()
         print(f"Loa xã: http://{settings.host}:{settings.port}/", flush=True)
-        waitress.serve(app, host=settings.host, port=settings.port, threads=8, ident="loa-xa")
+        # Polls of lower levels held open (federation) get threads of their own beyond the 8.
+        threads = 8 + settings.federation.max_held_polls
+        waitress.serve(app, host=settings.host, port=settings.port, threads=threads, ident="loa-xa")
     except KeyboardInterrupt:
         pass
     finally:

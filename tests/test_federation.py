@@ -368,3 +368,31 @@ def test_the_command_line_registers_units_and_sets_the_upstream(
     capsys.readouterr()
     assert main(["--instance", lower, "upstream", "show"]) == 0
     assert "no upstream" in capsys.readouterr().out
+
+
+def test_a_poll_beyond_the_held_limit_is_answered_at_once_with_when_to_poll_again(tmp_path: Path) -> None:
+    import time as _time
+
+    from broadcaster.db import create_schema, make_engine, make_session_factory
+    from broadcaster.federation.config import FederationConfig
+    from broadcaster.federation.downstream import Hub
+    from broadcaster.federation.units import add_unit
+
+    engine = make_engine(f"sqlite:///{tmp_path / 'hub.db'}")
+    create_schema(engine)
+    sessions = make_session_factory(engine)
+    token = add_unit(sessions, "xa-a")
+    hub = Hub(sessions, FederationConfig(max_held_polls=0, poll_after_s=3.0), threading.RLock())
+
+    def poll() -> SyncResponse:
+        body = signing.canonical_json(SyncRequest("xa-a", "link-0001", wait=30.0).to_dict())
+        headers = signing.sign_request(
+            signing.derive_key(token), "POST", "/federation/v1/sync", "xa-a", body, _time.time()
+        )
+        answer = hub.handle_sync(headers, body)
+        assert answer.status == 200
+        return SyncResponse.from_dict(__import__("json").loads(answer.body))
+
+    assert poll().poll_after == 3.0  # not held: would otherwise have waited 20 s for nothing
+    assert hub.stats["polls_not_held"] == 1
+    engine.dispose()

@@ -121,6 +121,16 @@ class FederationConfig(BaseModel):
         20.0, ge=0, le=60, description="How long the upper level may hold a lower level's poll open."
     )
     timeout_s: float = Field(15.0, gt=0, le=120, description="Timeout of one request beyond the poll wait.")
+    max_held_polls: int = Field(
+        16,
+        ge=0,
+        le=1000,
+        description="Polls held open at once (the web server gets as many extra threads); beyond it a "
+        "unit is answered at once and polls again after poll_after_s.",
+    )
+    poll_after_s: float = Field(
+        2.0, gt=0, le=60, description="When a poll could not be held: how soon the unit polls again."
+    )
     retry_min_s: float = Field(1.0, gt=0, le=60, description="First wait after a failed exchange.")
     retry_max_s: float = Field(
         60.0, gt=0, le=3600, description="Longest wait between two attempts (the wait doubles)."

@@ -73,12 +73,14 @@ class Hub:
         self._versions: dict[str, int] = {}
         self._unit_locks: dict[str, threading.Lock] = {}
         self._closing = False
+        self._held = 0  # polls held open right now
         self.stats = {
             "syncs": 0,
             "refused": 0,
             "reports_applied": 0,
             "reports_duplicate": 0,
             "reports_malformed": 0,
+            "polls_not_held": 0,
         }
 
     # ------------------------------------------------------------------ waking held polls
@@ -107,6 +109,18 @@ class Hub:
                 if left <= 0:
                     return
                 self._cond.wait(left)
+
+    def _hold(self) -> bool:
+        with self._cond:
+            if self._held >= self.config.max_held_polls:
+                self.stats["polls_not_held"] += 1
+                return False
+            self._held += 1
+            return True
+
+    def _release(self) -> None:
+        with self._cond:
+            self._held -= 1
 
     def _unit_lock(self, unit: str) -> threading.Lock:
         with self._cond:
@@ -163,11 +177,18 @@ class Hub:
         since = self._version(who.unit)
         acked, cursor = self._apply(who.unit, request)
         items, more = self._items(who.unit, cursor)
+        poll_after = 0.0
         if not items and request.wait > 0:
-            self._wait(who.unit, since, min(request.wait, self.config.poll_wait_s))
-            items, more = self._items(who.unit, cursor)
+            if self._hold():
+                try:
+                    self._wait(who.unit, since, min(request.wait, self.config.poll_wait_s))
+                finally:
+                    self._release()
+                items, more = self._items(who.unit, cursor)
+            else:  # every held poll's thread is taken: the officers' pages must find a free one
+                poll_after = self.config.poll_after_s
         response = SyncResponse(
-            acked, tuple(items), more, datetime.fromtimestamp(self.clock(), UTC).isoformat()
+            acked, tuple(items), more, datetime.fromtimestamp(self.clock(), UTC).isoformat(), poll_after
         )
         out = signing.canonical_json(response.to_dict())
         answer_headers = {"Content-Type": "application/json"}

@@ -75,6 +75,7 @@ class LoaLink:
         self.lock = lock
         self.clock = clock
         self.offset = 0.0  # the upper level's clock minus ours, learned from a 'stale' refusal
+        self._poll_after = 0.0
         self._stop = threading.Event()
         self._reports = threading.Event()
         self._threads: list[threading.Thread] = []
@@ -131,7 +132,12 @@ class LoaLink:
     # ------------------------------------------------------------------ loops
 
     def _down_loop(self) -> None:
-        self._loop(lambda: self.exchange(wait=self.config.poll_wait_s, with_reports=False))
+        def once() -> None:
+            self.exchange(wait=self.config.poll_wait_s, with_reports=False)
+            if self._poll_after:  # the upper level could not hold our poll: not a busy loop
+                self._stop.wait(self._poll_after)
+
+        self._loop(once)
 
     def _up_loop(self) -> None:
         def once() -> None:
@@ -208,6 +214,8 @@ class LoaLink:
             self.queue.ack(response.acked)
             self.stats["reports_sent"] += len(sent)
         self._apply(response)
+        if not with_reports:
+            self._poll_after = 0.0 if response.items else response.poll_after
         return bool(sent) and len(reports) == self.config.reports_per_message
 
     def _apply(self, response: SyncResponse) -> None:

@@ -187,15 +187,19 @@ class SyncResponse:
     items: tuple[Item, ...] = ()
     more: bool = False
     time: str = ""
+    poll_after: float = 0.0  # the poll could not be held: poll again after this many seconds
 
     def to_dict(self) -> dict[str, Any]:
-        return {
+        out = {
             "version": VERSION,
             "acked": self.acked,
             "items": [i.to_dict() for i in self.items],
             "more": self.more,
             "time": self.time,
         }
+        if self.poll_after:
+            out["poll_after"] = self.poll_after
+        return out
 
     @classmethod
     def from_dict(cls, data: Any) -> SyncResponse:
@@ -207,8 +211,13 @@ class SyncResponse:
         seqs = [i.seq for i in items]
         if seqs != sorted(set(seqs)):
             raise WireError("items must be in increasing 'seq' order, each once")
+        poll_after = _float(data.get("poll_after", 0), "poll_after") or 0.0
         return cls(
-            _int(data, "acked", 0), items, bool(data.get("more", False)), str(data.get("time", ""))[:40]
+            _int(data, "acked", 0),
+            items,
+            bool(data.get("more", False)),
+            str(data.get("time", ""))[:40],
+            min(max(poll_after, 0.0), MAX_WAIT_S),
         )
 
 
