@@ -173,3 +173,17 @@ def test_unit_targets_from_the_compose_form_and_the_api(client, web_services) ->
     assert doc["components"]["schemas"]["Broadcast"]["properties"]["unit_deliveries"]["items"] == {
         "$ref": "#/components/schemas/UnitDelivery"
     }
+
+
+def test_an_emergency_from_above_airs_at_once_and_the_officer_is_told_until_acknowledged(
+    client, web_services
+) -> None:
+    item = _receive(web_services, "e-1", Tier.EMERGENCY, title="Cháy rừng")
+    row = _row(web_services, item)
+    assert row.state == "submitted"
+    aired = web_services.broadcasts.get(row.broadcast_id)
+    assert aired["tier"] == "emergency" and aired["approval"] == "approved" and aired["targets"] == ["all"]
+    login(client, "editor")
+    assert "Tin KHẨN CẤP từ cấp trên" in client.get("/").get_data(as_text=True)
+    client.post(f"/upstream/{item}/seen", data={"csrf_token": csrf(client, "/upstream")})
+    assert "Tin KHẨN CẤP từ cấp trên" not in client.get("/").get_data(as_text=True)

@@ -70,7 +70,10 @@ def _federation_globals() -> dict[str, Any]:
         nav.append({"endpoint": "ui.downstream", "label": "Cấp dưới", "url": url_for("ui.downstream")})
     banner = None
     if counts["emergency"]:
-        banner = {"kind": "bad", "text": "Đang phát tin KHẨN CẤP từ cấp trên trên tất cả cụm loa."}
+        banner = {
+            "kind": "bad",
+            "text": "Tin KHẨN CẤP từ cấp trên đã được phát ngay trên tất cả cụm loa. Bấm để xem và xác nhận đã biết.",
+        }
     elif counts["held"]:
         banner = {
             "kind": "warn",
