@@ -158,7 +158,10 @@ def _cap_items(level: Level) -> list[dict[str, Any]]:
 
 
 def test_an_alert_from_the_feed_airs_by_its_rule_and_a_duplicate_is_ignored(cap_stack) -> None:
+    from broadcaster.federation.base import Upstream
+
     level, feed, base = cap_stack
+    assert isinstance(feed, Upstream) and feed.status()["state"] == "ok"  # one of the pluggable upstreams
     _Feed.documents.update({"/feed.xml": _atom(base + "/a/1.xml"), "/a/1.xml": sample("alert.xml")})
     assert feed.poll() == ["submitted"]
     (item,) = _cap_items(level)

@@ -36,7 +36,10 @@ def _unit_deliveries(district: Level, bid: int) -> list[dict[str, Any]]:
 
 
 def test_an_emergency_airs_on_every_cluster_below_and_its_proof_of_play_comes_back(chain) -> None:
+    from broadcaster.federation.base import Upstream
+
     district, commune = chain
+    assert isinstance(commune.federation.link, Upstream)
     bid = _send(district, text="Bão số 3 đổ bộ, bà con không ra biển.", tier="emergency")
     item = wait_until(
         lambda: next((i for i in commune.inbox() if i["tier"] == "emergency" and i["broadcast_id"]), None),
