@@ -390,3 +390,9 @@ class TtsUsage(Base):
     day: Mapped[date] = mapped_column(Date, primary_key=True)  # local date (settings.timezone)
     chars: Mapped[int] = mapped_column(Integer, default=0)
     requests: Mapped[int] = mapped_column(Integer, default=0)
+
+
+# ------------------------------------------------------------------ federation (issue 11)
+# The tables of the link between levels and of CAP alerts live in their own module; importing it
+# here puts them in ``Base.metadata`` (create_all, migrations, the schema test).
+from broadcaster.federation import models as _federation_models  # noqa: E402,F401

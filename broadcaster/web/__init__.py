@@ -100,9 +100,10 @@ def create_app(settings: Settings, services: Services, test_config: dict[str, An
     for code in _ERROR_TITLES_VI:
         app.register_error_handler(code, _error_page)
 
-    from broadcaster.web import api, ui
+    from broadcaster.web import api, federation, ui
 
     app.register_blueprint(api.bp, url_prefix="/api")
+    app.register_blueprint(federation.bp, url_prefix="/federation/v1")  # unit tokens, docs/federation.md
     app.register_blueprint(auth.bp)
     app.register_blueprint(ui.bp)
     return app
@@ -126,7 +127,7 @@ def shutdown_app(app: Flask) -> None:
 def _security_headers(response: Response) -> Response:
     response.headers.setdefault("X-Content-Type-Options", "nosniff")
     response.headers.setdefault("Referrer-Policy", "same-origin")
-    if request.blueprint != "api":
+    if request.blueprint not in ("api", "federation"):
         response.headers.setdefault("X-Frame-Options", "DENY")
         response.headers.setdefault("Content-Security-Policy", _CSP)
         if response.mimetype == "text/html":

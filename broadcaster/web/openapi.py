@@ -77,8 +77,9 @@ _TARGETS = {
     "type": "array",
     "minItems": 1,
     "items": {"type": "string"},
-    "description": '"all", zone ids or speaker ids.',
-    "examples": [["all"], ["thon-dong", "loa-07"]],
+    "description": '"all", zone ids or speaker ids; on an upper level also downstream units: "unit:*" (every '
+    'unit below), "unit:xa-phuc-hoa", "unit:huyen-a/xa-b" (docs/federation.md).',
+    "examples": [["all"], ["thon-dong", "loa-07"], ["unit:*"], ["all", "unit:xa-phuc-hoa"]],
 }
 
 SCHEMAS: dict[str, Any] = {
@@ -184,6 +185,33 @@ SCHEMAS: dict[str, Any] = {
             "duration_s": {"type": ["number", "null"]},
             "reason": _NSTR,
             "deliveries": {"type": "array", "items": _ref("Delivery")},
+            "unit_deliveries": {
+                "type": "array",
+                "items": _ref("UnitDelivery"),
+                "description": "Only for a bulletin sent to downstream units: what every cluster below "
+                "did with it, as the units reported it (docs/federation.md).",
+            },
+        },
+    },
+    "UnitDelivery": {
+        "type": "object",
+        "required": ["unit", "speaker", "state"],
+        "properties": {
+            "unit": {
+                "type": "string",
+                "description": "Unit path below this level: 'xa-b' or 'huyen-a/xa-b'.",
+            },
+            "speaker": {"type": "string", "description": "Cluster id in that unit."},
+            "state": {
+                "type": "string",
+                "enum": [s.value for s in DeliveryState],
+                "description": "The same states as local deliveries; done = played to the end.",
+            },
+            "started_at": _TIME,
+            "finished_at": _TIME,
+            "seconds_played": {"type": ["number", "null"]},
+            "rms_dbfs": {"type": ["number", "null"]},
+            "reason": _NSTR,
         },
     },
     "SpeakerState": {

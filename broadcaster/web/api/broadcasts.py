@@ -9,6 +9,7 @@ from flask import Response, jsonify, request
 
 from broadcaster.broadcasts import AnnouncementInvalid, BroadcastError, Draft
 from broadcaster.domain import Source, Tier
+from broadcaster.fleet.targets import UNIT_PREFIX
 from broadcaster.transport import TransportError
 from broadcaster.web.api import (
     actor,
@@ -60,6 +61,8 @@ def create_broadcast() -> tuple[Response, int, dict[str, str]]:
         _invalid(exc)
     except BroadcastError as exc:
         fail(422, exc.message, field=exc.field)
+    if found.federation is not None and any(t.startswith(UNIT_PREFIX) for t in ann.targets):
+        found.federation.poke()  # "unit:..." targets: the bulletin goes down at once
     _LOGGER.info("API %s: broadcast %s (%s) to %s", actor(), broadcast_id, ann.tier, ",".join(ann.targets))
     location = f"/api/broadcasts/{broadcast_id}"
     return jsonify(id=broadcast_id, url=location), 201, {"Location": location}
@@ -113,7 +116,10 @@ def cancel_broadcast(broadcast_id: int) -> Response:
     manager = services().broadcasts
     if manager.get(broadcast_id) is None:
         fail(404, f"Không có lượt phát #{broadcast_id} (not found).")
-    if not manager.cancel(broadcast_id, by=actor()):
+    federation = services().federation
+    # A bulletin sent to downstream units is withdrawn from them too (issue 11).
+    withdrawn = federation is not None and federation.withdraw(broadcast_id)
+    if not manager.cancel(broadcast_id, by=actor()) and not withdrawn:
         fail(
             409, f"Lượt phát #{broadcast_id} đã kết thúc, không huỷ được (already finished).", code="finished"
         )

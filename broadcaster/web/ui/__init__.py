@@ -239,6 +239,7 @@ from broadcaster.web.ui import (  # noqa: E402
     live,
     log,
     schedule,
+    upstream,
 )
 
 __all__ = [
@@ -254,4 +255,5 @@ __all__ = [
     "live",
     "log",
     "schedule",
+    "upstream",
 ]

@@ -119,12 +119,16 @@ def validate_announcement(values: dict[str, Any], errors: dict[str, str], *, nee
 
 def collapsed_targets(values: dict[str, Any]) -> tuple[str, ...]:
     targets = [t for t in values["targets"] if t]
+    units = [t for t in targets if t.startswith("unit:")]  # downstream units (issue 11) stay as given
+    targets = [t for t in targets if not t.startswith("unit:")]
     if ALL_TARGETS in targets:
-        return (ALL_TARGETS,)
+        return (ALL_TARGETS, *units)
     _, members = valid_targets()
     zones = [t for t in targets if t in members]
     covered = set().union(*(members[z] for z in zones)) if zones else set()
-    return tuple(dict.fromkeys([*zones, *(t for t in targets if t not in members and t not in covered)]))
+    return tuple(
+        dict.fromkeys([*zones, *(t for t in targets if t not in members and t not in covered), *units])
+    )
 
 
 def local_datetime(day: str, hhmm: str) -> datetime | None:
