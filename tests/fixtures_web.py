@@ -333,16 +333,20 @@ def ui_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[UiStack]:
     """The real controller as ``broadcaster serve --demo`` runs it (managed mosquitto on a free
     loopback port, nine simulated clusters in three zones, SQLite, espeak-ng), the three test
     accounts, and the web app served on loopback. One per test module: starting it takes a second."""
+    from broadcaster.demo import Demo
     from broadcaster.services import build_services
     from broadcaster.web import create_app, shutdown_app
 
     settings = web_settings(tmp_path_factory.mktemp("controller") / "instance", demo=True)
     services = build_services(settings)
     add_accounts(services.sessions)  # before start: the demo then adds no admin of its own
+    demo = Demo(services)
+    demo.prepare()  # the clusters' accounts, before the managed broker starts
     services.start()
     server = None
     app = None
     try:
+        demo.start()
         deadline = time.monotonic() + 60
         while sum(1 for s in services.fleet.snapshot() if s["online"]) < 9:
             assert time.monotonic() < deadline, "the nine simulated clusters did not come online"
@@ -356,4 +360,5 @@ def ui_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[UiStack]:
             server.stop()
         if app is not None:
             shutdown_app(app)
+        demo.stop()
         services.close()
