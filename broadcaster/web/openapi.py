@@ -324,20 +324,35 @@ SCHEMAS: dict[str, Any] = {
         ],
     },
     "Schedule": {
-        "allOf": [
-            _ref("ScheduleInput"),
-            {
-                "type": "object",
-                "properties": {
-                    "id": {"type": "integer"},
-                    "author": _NSTR,
-                    "source_file": {"type": ["string", "null"], "description": "Set for schedules/*.yaml."},
-                    "audio_key": {"type": ["string", "null"], "description": "Audio rendered ahead."},
-                    "next_run": _TIME,
-                    "created": _TIME,
-                },
-            },
-        ]
+        "type": "object",
+        "description": "A schedule as stored: every field of ScheduleInput (null where unset), its id, "
+        "author and next airing. Times carry the controller's offset.",
+        "required": ["id", "name", "text", "tier", "targets", "kind", "enabled"],
+        "properties": {
+            "id": {"type": "integer"},
+            "name": _STR,
+            "title": _NSTR,
+            "text": _STR,
+            "tier": _TIER,
+            "targets": {"type": "array", "items": _STR},
+            "repeat": {"type": "integer", "minimum": 1},
+            "engine": _NSTR,
+            "voice": _NSTR,
+            "kind": {"type": "string", "enum": list(KINDS)},
+            "time": {"type": ["string", "null"], "pattern": "^\\d\\d:\\d\\d$"},
+            "days": {"type": ["array", "null"], "items": _STR},
+            "at": _TIME,
+            "cron": _NSTR,
+            "valid_from": _TIME,
+            "valid_to": _TIME,
+            "enabled": {"type": "boolean"},
+            "approval": {"type": ["string", "null"], "enum": [*(a.value for a in Approval), None]},
+            "author": _NSTR,
+            "source_file": {"type": ["string", "null"], "description": "Set for schedules/*.yaml."},
+            "audio_key": {"type": ["string", "null"], "description": "Audio rendered ahead."},
+            "next_run": _TIME,
+            "created": _TIME,
+        },
     },
     "Airing": {
         "type": "object",
@@ -513,7 +528,7 @@ def _paths() -> dict[str, Any]:
                             "properties": {"speakers": {"type": "array", "items": _ref("SpeakerState")}},
                         }
                     ),
-                    **_errors(401),
+                    **_errors(400, 401),
                 },
                 tag="speakers",
                 parameters=[_query("zone", "Only clusters of this zone.")],

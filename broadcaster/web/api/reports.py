@@ -12,7 +12,7 @@ from flask import Response, jsonify, request
 from broadcaster.reports import LogFilters, broadcast_log, log_csv, minutes_csv, minutes_per_day, parse_day
 from broadcaster.web.api import (
     bp,
-    check_keys,
+    check_query,
     services,
 )
 
@@ -51,7 +51,7 @@ def log_as_csv() -> Response:
 
 
 def _minutes() -> tuple[str, str, list[dict[str, Any]]]:
-    check_keys(dict(request.args), {"from", "to", "zone", "speaker"})
+    check_query({"from", "to", "zone", "speaker"})
     settings = services().settings
     today = datetime.now(ZoneInfo(settings.timezone)).date()
     start = parse_day(request.args.get("from") or (today - timedelta(days=6)).isoformat(), "from")

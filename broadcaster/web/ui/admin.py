@@ -239,7 +239,7 @@ def users() -> Any:
     return redirect(url_for("ui.users"))
 
 
-@bp.route("/users/<int:user_id>", methods=["POST"])
+@bp.route("/users/<id:user_id>", methods=["POST"])
 @roles_required()
 def user_update(user_id: int) -> Any:
     sessions = services().sessions

@@ -45,14 +45,14 @@ def _announcement_id(item: dict[str, Any]) -> int:
     return found
 
 
-@bp.route("/broadcasts/<int:broadcast_id>")
+@bp.route("/broadcasts/<id:broadcast_id>")
 @login_required
 def broadcast_detail(broadcast_id: int) -> str:
     item = _get_broadcast(broadcast_id)
     return render_template("broadcast.html", b=item, names=target_names())
 
 
-@bp.route("/broadcasts/<int:broadcast_id>/cancel", methods=["POST"])
+@bp.route("/broadcasts/<id:broadcast_id>/cancel", methods=["POST"])
 @roles_required(Role.EDITOR.value, Role.APPROVER.value)
 def broadcast_cancel(broadcast_id: int) -> Any:
     item = _get_broadcast(broadcast_id)
@@ -79,7 +79,7 @@ def approvals() -> str:
     )
 
 
-@bp.route("/approvals/<int:broadcast_id>/<decision>", methods=["POST"])
+@bp.route("/approvals/<id:broadcast_id>/<decision>", methods=["POST"])
 @roles_required(Role.APPROVER.value, message=APPROVER_MESSAGE)
 def approval_decide(broadcast_id: int, decision: str) -> Any:
     item = _get_broadcast(broadcast_id)
@@ -100,7 +100,7 @@ def approval_decide(broadcast_id: int, decision: str) -> Any:
     return redirect(url_for("ui.approvals"))
 
 
-@bp.route("/approvals/schedule/<int:schedule_id>/<decision>", methods=["POST"])
+@bp.route("/approvals/schedule/<id:schedule_id>/<decision>", methods=["POST"])
 @roles_required(Role.APPROVER.value, message=APPROVER_MESSAGE)
 def approval_schedule(schedule_id: int, decision: str) -> Any:
     found = scheduler()

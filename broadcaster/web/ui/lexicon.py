@@ -72,7 +72,7 @@ def lexicon() -> Any:
     return redirect(url_for("ui.lexicon"))
 
 
-@bp.route("/lexicon/<int:entry_id>/delete", methods=["POST"])
+@bp.route("/lexicon/<id:entry_id>/delete", methods=["POST"])
 @login_required
 def lexicon_delete(entry_id: int) -> Any:
     try:

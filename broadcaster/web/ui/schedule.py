@@ -154,7 +154,7 @@ def _schedule_page(
     )
 
 
-@bp.route("/schedule/<int:schedule_id>", methods=["GET", "POST"])
+@bp.route("/schedule/<id:schedule_id>", methods=["GET", "POST"])
 @login_required
 def schedule_edit(schedule_id: int) -> Any:
     item = _get_schedule(schedule_id)
@@ -185,7 +185,7 @@ def schedule_edit(schedule_id: int) -> Any:
     return redirect(url_for("ui.schedule"))
 
 
-@bp.route("/schedule/<int:schedule_id>/delete", methods=["POST"])
+@bp.route("/schedule/<id:schedule_id>/delete", methods=["POST"])
 @roles_required(Role.EDITOR.value, Role.APPROVER.value)
 def schedule_delete(schedule_id: int) -> Any:
     item = _get_schedule(schedule_id)
