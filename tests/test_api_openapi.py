@@ -79,9 +79,9 @@ def test_document_is_self_consistent(api: Api) -> None:
 
 
 def test_enums_and_limits_come_from_the_code(api: Api) -> None:
+    from broadcaster.broadcasts.validation import MAX_TITLE
     from broadcaster.domain import Tier
     from broadcaster.models import Approval, BroadcastState, DeliveryState
-    from broadcaster.broadcasts.validation import MAX_TITLE
     from broadcaster.web.openapi import build_spec
 
     schemas = api.client.get("/api/openapi.json").get_json()["components"]["schemas"]

@@ -106,6 +106,10 @@ def approval_schedule(schedule_id: int, decision: str) -> Any:
     found = scheduler()
     if decision not in ("approve", "reject"):
         abort(404)
+    try:
+        found.get_schedule(schedule_id)
+    except SCHEDULING_ERRORS:
+        abort(404, description="Không tìm thấy lịch phát này.")
     approval = Approval.APPROVED.value if decision == "approve" else Approval.REJECTED.value
     try:
         found.update_schedule(schedule_id, {"approval": approval})

@@ -9,6 +9,7 @@ from flask import abort, flash, redirect, render_template, request, url_for
 
 from broadcaster.domain import nfc
 from broadcaster.lexicon import LexiconError
+from broadcaster.web import MAX_ID
 from broadcaster.web.auth import current_user, login_required
 from broadcaster.web.ui import bp, error_text, officer_lexicon, services, user_name
 from broadcaster.web.ui.forms import lexicon_errors
@@ -36,6 +37,15 @@ def _rerender_schedules() -> None:
     jobs().submit(user.id if user is not None else 0, "lexicon-render", render_all)
 
 
+def _form_id(value: str) -> int | None:
+    """The entry id a form sends back: None when absent; a number no row can have is a 404."""
+    if not value:
+        return None
+    if not value.isdigit() or not 0 < int(value) <= MAX_ID:
+        abort(404, description="Không tìm thấy mục từ điển này.")
+    return int(value)
+
+
 def _lexicon_page(
     values: dict[str, str], errors: dict[str, str], status: int = 200, edit_id: int | None = None
 ) -> Any:
@@ -52,7 +62,7 @@ def lexicon() -> Any:
         return _lexicon_page({"term": "", "reading": ""}, {})
     term = nfc(request.form.get("term", "")).strip()
     reading = nfc(request.form.get("reading", "")).strip()
-    entry_id = int(request.form["id"]) if request.form.get("id", "").isdigit() else None
+    entry_id = _form_id(request.form.get("id", ""))
     errors = lexicon_errors(term, reading)
     if errors:
         return _lexicon_page({"term": term, "reading": reading}, errors, 400, entry_id)
