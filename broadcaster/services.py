@@ -257,7 +257,11 @@ def build_services(
     )
     registry.on_change.append(fleet.registry_changed)
     registry.on_change.append(targets.invalidate)
-    alerts = AlertNotifier(settings.alerts, fleet, timezone=settings.timezone) if isinstance(fleet, Fleet) else None
+    alerts = (
+        AlertNotifier(settings.alerts, fleet, timezone=settings.timezone)
+        if isinstance(fleet, Fleet)
+        else None
+    )
     scheduler_service = None
     if scheduler:
         from broadcaster.scheduling import SchedulerService

@@ -418,6 +418,12 @@ _MINUTES_PARAMS = [
     _query("zone", "Only clusters of this zone."),
     _query("speaker", "Only this cluster."),
 ]
+_FORMAT = _query(
+    "format",
+    "csv (default): comma-separated, decimal points; excel: Excel's Vietnamese regional format "
+    "(semicolons, decimal commas). Both UTF-8 with a BOM.",
+    enum=["csv", "excel"],
+)
 _CSV = {
     "description": "CSV, UTF-8 with BOM, Vietnamese column headers, one line per row.",
     "content": {"text/csv": {"schema": {"type": "string"}}},
@@ -721,7 +727,7 @@ def _paths() -> dict[str, Any]:
                 "The broadcast log as CSV, one line per broadcast and cluster.",
                 {"200": _CSV, **_errors(400, 401)},
                 tag="reports",
-                parameters=_LOG_PARAMS,
+                parameters=[*_LOG_PARAMS, _FORMAT],
             )
         },
         "/api/reports/minutes": {
@@ -749,7 +755,7 @@ def _paths() -> dict[str, Any]:
                 "Minutes aired per cluster per day, as CSV.",
                 {"200": _CSV, **_errors(400, 401)},
                 tag="reports",
-                parameters=_MINUTES_PARAMS,
+                parameters=[*_MINUTES_PARAMS, _FORMAT],
             )
         },
     }

@@ -238,6 +238,7 @@ from broadcaster.web.ui import (  # noqa: E402
     lexicon,
     log,
     schedule,
+    voices,
 )
 
 __all__ = [
@@ -252,4 +253,5 @@ __all__ = [
     "lexicon",
     "log",
     "schedule",
+    "voices",
 ]

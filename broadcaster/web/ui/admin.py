@@ -19,6 +19,7 @@ from broadcaster.web.auth import (
     remember_password,
     roles_required,
 )
+from broadcaster.web.engines import usage_rows
 from broadcaster.web.sessions import count_sessions
 from broadcaster.web.ui import bp, error_text, registry, runtime_settings, services, zones_with_speakers
 from broadcaster.web.ui.forms import speaker_errors, zone_errors
@@ -335,4 +336,8 @@ def settings_page() -> Any:
         runtime_settings().set_approval_required(request.form.get("approval_required") == "on")
         flash("Đã lưu cài đặt.", "ok")
         return redirect(url_for("ui.settings_page"))
-    return render_template("settings.html", approval_required=runtime_settings().approval_required())
+    return render_template(
+        "settings.html",
+        approval_required=runtime_settings().approval_required(),
+        usage=usage_rows(services().speech),
+    )
