@@ -53,6 +53,39 @@ def _segment(token: Any) -> dict[str, Any]:
     }
 
 
+# No space is put before these when a rewritten piece touches them ("bảy giờ." not "bảy giờ .").
+_CLOSING = set(".,;:!?)]}»”…%")
+_OPENING = set("([{«“")
+
+
+def _spaced(segments: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """A space between a rewritten piece and a word it touches: "<script>" is read "nhỏ hơn script
+    lớn hơn", and shown so, not "nhỏ hơnscriptlớn hơn"."""
+    out: list[dict[str, Any]] = []
+    for seg in segments:
+        if out:
+            left, right = out[-1], seg
+            rewritten = left["original"] is not None or right["original"] is not None
+            a, b = left["text"][-1:], right["text"][:1]
+            if (
+                rewritten
+                and a
+                and b
+                and not a.isspace()
+                and not b.isspace()
+                and b not in _CLOSING
+                and a not in _OPENING
+            ):
+                if left["original"] is None and left["note"] is None:
+                    left["text"] += " "
+                elif right["original"] is None and right["note"] is None:
+                    seg = {**right, "text": " " + right["text"]}
+                else:
+                    out.append({"text": " ", "original": None, "note": None})
+        out.append(seg)
+    return out
+
+
 def preview_segments(text: str, overrides: dict[str, str]) -> tuple[str, list[dict[str, Any]]]:
     """The spoken text and the pieces to show: ``{"text", "original", "note"}`` where ``original``
     is set on a rewritten piece and ``note`` on one the officer should check."""
@@ -65,7 +98,7 @@ def preview_segments(text: str, overrides: dict[str, str]) -> tuple[str, list[di
     if not tokens:
         return spoken_text, [{"text": spoken_text, "original": None, "note": None}]
     merged: list[dict[str, Any]] = []
-    for seg in (_segment(t) for t in tokens):
+    for seg in _spaced([_segment(t) for t in tokens]):
         plain = seg["original"] is None and seg["note"] is None
         if plain and merged and merged[-1]["original"] is None and merged[-1]["note"] is None:
             merged[-1]["text"] += seg["text"]  # neighbouring plain pieces: fewer DOM nodes
