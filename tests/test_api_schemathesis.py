@@ -36,7 +36,13 @@ CHECKS = [not_a_server_error, status_code_conformance, content_type_conformance,
 def api(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Api]:
     found = Api(tmp_path_factory.mktemp("schemathesis"))
     found.scheduler.create_schedule(
-        {"title": "Bản tin sáng", "text": "Chào bà con.", "kind": "daily", "time": "06:00", "targets": ["all"]}
+        {
+            "title": "Bản tin sáng",
+            "text": "Chào bà con.",
+            "kind": "daily",
+            "time": "06:00",
+            "targets": ["all"],
+        }
     )
     yield found
     found.manager.stop()
@@ -84,9 +90,7 @@ def test_the_api_answers_as_its_document_says(api_schema: Any, api: Api, method:
     run()
 
 
-@pytest.mark.parametrize(
-    "path", [path for method, path in _operations() if method == "GET"], ids=lambda v: v
-)
+@pytest.mark.parametrize("path", [path for method, path in _operations() if method == "GET"], ids=lambda v: v)
 def test_an_unknown_query_parameter_gets_a_documented_answer(api_schema: Any, api: Api, path: str) -> None:
     operation = api_schema[path]["GET"]
     params = {p.name: "loa-1" for p in operation.path_parameters}

@@ -54,8 +54,8 @@ def _segment(token: Any) -> dict[str, Any]:
 
 
 # No space is put before these when a rewritten piece touches them ("bảy giờ." not "bảy giờ .").
-_CLOSING = set(".,;:!?)]}»”…%")
-_OPENING = set("([{«“")
+_CLOSING = set(".,;:!?)]}»\u201d…%")  # \u201d: a closing curly quote in pasted text
+_OPENING = set("([{«\u201c")
 
 
 def _spaced(segments: list[dict[str, Any]]) -> list[dict[str, Any]]:
