@@ -352,20 +352,35 @@ SCHEMAS: dict[str, Any] = {
         ],
     },
     "Schedule": {
-        "allOf": [
-            _ref("ScheduleInput"),
-            {
-                "type": "object",
-                "properties": {
-                    "id": {"type": "integer"},
-                    "author": _NSTR,
-                    "source_file": {"type": ["string", "null"], "description": "Set for schedules/*.yaml."},
-                    "audio_key": {"type": ["string", "null"], "description": "Audio rendered ahead."},
-                    "next_run": _TIME,
-                    "created": _TIME,
-                },
-            },
-        ]
+        "type": "object",
+        "description": "A schedule as stored: every field of ScheduleInput (null where unset), its id, "
+        "author and next airing. Times carry the controller's offset.",
+        "required": ["id", "name", "text", "tier", "targets", "kind", "enabled"],
+        "properties": {
+            "id": {"type": "integer"},
+            "name": _STR,
+            "title": _NSTR,
+            "text": _STR,
+            "tier": _TIER,
+            "targets": {"type": "array", "items": _STR},
+            "repeat": {"type": "integer", "minimum": 1},
+            "engine": _NSTR,
+            "voice": _NSTR,
+            "kind": {"type": "string", "enum": list(KINDS)},
+            "time": {"type": ["string", "null"], "pattern": "^\\d\\d:\\d\\d$"},
+            "days": {"type": ["array", "null"], "items": _STR},
+            "at": _TIME,
+            "cron": _NSTR,
+            "valid_from": _TIME,
+            "valid_to": _TIME,
+            "enabled": {"type": "boolean"},
+            "approval": {"type": ["string", "null"], "enum": [*(a.value for a in Approval), None]},
+            "author": _NSTR,
+            "source_file": {"type": ["string", "null"], "description": "Set for schedules/*.yaml."},
+            "audio_key": {"type": ["string", "null"], "description": "Audio rendered ahead."},
+            "next_run": _TIME,
+            "created": _TIME,
+        },
     },
     "Airing": {
         "type": "object",
@@ -431,6 +446,12 @@ _MINUTES_PARAMS = [
     _query("zone", "Only clusters of this zone."),
     _query("speaker", "Only this cluster."),
 ]
+_FORMAT = _query(
+    "format",
+    "csv (default): comma-separated, decimal points; excel: Excel's Vietnamese regional format "
+    "(semicolons, decimal commas). Both UTF-8 with a BOM.",
+    enum=["csv", "excel"],
+)
 _CSV = {
     "description": "CSV, UTF-8 with BOM, Vietnamese column headers, one line per row.",
     "content": {"text/csv": {"schema": {"type": "string"}}},
@@ -541,7 +562,7 @@ def _paths() -> dict[str, Any]:
                             "properties": {"speakers": {"type": "array", "items": _ref("SpeakerState")}},
                         }
                     ),
-                    **_errors(401),
+                    **_errors(400, 401),
                 },
                 tag="speakers",
                 parameters=[_query("zone", "Only clusters of this zone.")],
@@ -734,7 +755,7 @@ def _paths() -> dict[str, Any]:
                 "The broadcast log as CSV, one line per broadcast and cluster.",
                 {"200": _CSV, **_errors(400, 401)},
                 tag="reports",
-                parameters=_LOG_PARAMS,
+                parameters=[*_LOG_PARAMS, _FORMAT],
             )
         },
         "/api/reports/minutes": {
@@ -762,7 +783,7 @@ def _paths() -> dict[str, Any]:
                 "Minutes aired per cluster per day, as CSV.",
                 {"200": _CSV, **_errors(400, 401)},
                 tag="reports",
-                parameters=_MINUTES_PARAMS,
+                parameters=[*_MINUTES_PARAMS, _FORMAT],
             )
         },
     }

@@ -15,6 +15,7 @@ from broadcaster.web.api import (
     actor,
     bp,
     check_keys,
+    check_query,
     fail,
     int_query,
     json_body,
@@ -96,14 +97,14 @@ def _create_relay(data: dict) -> tuple[Response, int, dict[str, str]]:  # type: 
 
 @bp.get("/broadcasts")
 def list_broadcasts() -> Response:
-    check_keys(dict(request.args), {"limit", "offset", "state"})
+    check_query({"limit", "offset", "state"})
     limit = int_query("limit", 50, 1, 1000)
     offset = int_query("offset", 0, 0, 10**9)
     state = request.args.get("state") or None
     return jsonify(broadcasts=services().broadcasts.list(limit=limit, offset=offset, state=state))
 
 
-@bp.get("/broadcasts/<int:broadcast_id>")
+@bp.get("/broadcasts/<id:broadcast_id>")
 def get_broadcast(broadcast_id: int) -> Response:
     found = services().broadcasts.get(broadcast_id)
     if found is None:
@@ -111,7 +112,7 @@ def get_broadcast(broadcast_id: int) -> Response:
     return jsonify(found)
 
 
-@bp.delete("/broadcasts/<int:broadcast_id>")
+@bp.delete("/broadcasts/<id:broadcast_id>")
 def cancel_broadcast(broadcast_id: int) -> Response:
     manager = services().broadcasts
     if manager.get(broadcast_id) is None:
@@ -121,7 +122,7 @@ def cancel_broadcast(broadcast_id: int) -> Response:
     withdrawn = federation is not None and federation.withdraw(broadcast_id)
     if not manager.cancel(broadcast_id, by=actor()) and not withdrawn:
         fail(
-            409, f"Lượt phát #{broadcast_id} đã kết thúc, không huỷ được (already finished).", code="finished"
+            409, f"Lượt phát #{broadcast_id} đã kết thúc, không hủy được (already finished).", code="finished"
         )
     _LOGGER.info("API %s: broadcast %s cancelled", actor(), broadcast_id)
     return jsonify(manager.get(broadcast_id))
