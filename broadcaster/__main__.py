@@ -7,6 +7,8 @@ broadcaster [--instance DIR] settings [--reference]
 broadcaster [--instance DIR] token create NAME | list | revoke NAME
 broadcaster [--instance DIR] user add USERNAME --role admin|editor|approver [--password-stdin]
 broadcaster [--instance DIR] broker export DIR
+broadcaster [--instance DIR] downstream add NAME [--name TEXT] | list | revoke NAME
+broadcaster [--instance DIR] upstream set URL --token TOKEN | show | clear
 """
 
 from __future__ import annotations
@@ -102,7 +104,9 @@ def cmd_serve(args: argparse.Namespace) -> int:
         return 1
     app = create_app(settings, services)
     try:
-        server = make_web_server(app, settings)  # HTTPS files are checked before anything starts
+        # Polls of lower levels held open (federation) get threads of their own beyond the 8.
+        threads = 8 + settings.federation.max_held_polls
+        server = make_web_server(app, settings, threads=threads)  # HTTPS files checked before anything starts
     except WebTlsError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
@@ -241,6 +245,58 @@ def cmd_broker_export(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_downstream(args: argparse.Namespace) -> int:
+    """Downstream units (the upper level): ``add`` prints the unit's token once, alone on stdout."""
+    from broadcaster.federation.units import UnitError, add_unit, list_units, revoke_unit
+
+    sessions = _token_sessions(args)
+    try:
+        if args.downstream_command == "add":
+            print(add_unit(sessions, args.unit, args.name or ""))
+        elif args.downstream_command == "revoke":
+            revoke_unit(sessions, args.unit)
+            print(f"unit {args.unit} revoked: its link is cut")
+        else:
+            units = list_units(sessions)
+            if not units:
+                print("no downstream units (add one with: broadcaster downstream add NAME)")
+            for u in units:
+                state = "revoked" if u["revoked"] else "active"
+                seen = _short_time(u["last_seen"]) or "never"
+                print(
+                    f"{u['name']}  {state}  last seen {seen}  queued {u['queued']}  {u['last_error'] or ''}".rstrip()
+                )
+    except UnitError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    return 0
+
+
+def cmd_upstream(args: argparse.Namespace) -> int:
+    """The upstream (the lower level): set, show, clear. A running controller picks it up."""
+    from broadcaster.federation.admin import LinkConfigError, clear_upstream, set_upstream, show_upstream
+
+    sessions = _token_sessions(args)
+    if args.upstream_command == "set":
+        try:
+            link = set_upstream(sessions, args.url, args.token)
+        except LinkConfigError as exc:
+            print(f"error: {exc}", file=sys.stderr)
+            return 1
+        print(f"upstream set: {link['url']} as unit {link['unit']}")
+        return 0
+    if args.upstream_command == "clear":
+        print("upstream cleared" if clear_upstream(sessions) else "no upstream was set")
+        return 0
+    link = show_upstream(sessions)
+    if link is None:
+        print("no upstream (set one with: broadcaster upstream set URL --token TOKEN)")
+        return 0
+    for key, value in link.items():
+        print(f"{key}: {value if value is not None else ''}")
+    return 0
+
+
 def cmd_settings(args: argparse.Namespace) -> int:
     from broadcaster.settings import reference_markdown
 
@@ -309,6 +365,29 @@ def build_parser() -> argparse.ArgumentParser:
     be = bsub.add_parser("export", help="password file, ACL and config snippet for your own mosquitto")
     be.add_argument("directory", type=Path)
     be.set_defaults(func=cmd_broker_export)
+
+    p = sub.add_parser("downstream", help="units below this one (a district's communes)")
+    dsub = p.add_subparsers(dest="downstream_command", required=True)
+    da = dsub.add_parser("add", help="register a unit and print its token once")
+    da.add_argument("unit", help="unit name: lower-case letters, digits and '-', e.g. xa-phuc-hoa")
+    da.add_argument("--name", default=None, help="display name, e.g. 'Xã Phúc Hòa'")
+    da.set_defaults(func=cmd_downstream)
+    dl = dsub.add_parser("list", help="list units: state, last seen, items queued for them")
+    dl.set_defaults(func=cmd_downstream)
+    dr = dsub.add_parser("revoke", help="revoke a unit's token: its link is cut at once")
+    dr.add_argument("unit")
+    dr.set_defaults(func=cmd_downstream)
+
+    p = sub.add_parser("upstream", help="the level above this one (district or province)")
+    usub2 = p.add_subparsers(dest="upstream_command", required=True)
+    us = usub2.add_parser("set", help="link to the upper level with the token it printed")
+    us.add_argument("url", help="the upper level's address, e.g. https://huyen.example.vn")
+    us.add_argument("--token", required=True, help="the token printed by 'downstream add' up there")
+    us.set_defaults(func=cmd_upstream)
+    ush = usub2.add_parser("show", help="the upstream and the state of the link (never the token)")
+    ush.set_defaults(func=cmd_upstream)
+    uc = usub2.add_parser("clear", help="forget the upstream (reports still queued are dropped)")
+    uc.set_defaults(func=cmd_upstream)
     return parser
 
 

@@ -43,6 +43,7 @@ class Source(enum.StrEnum):
     WEB = "web"
     API = "api"
     SCHEDULE = "schedule"
+    UPSTREAM = "upstream"  # a bulletin from the district or province, or a CAP alert (federation)
 
 
 def nfc(text: str) -> str:

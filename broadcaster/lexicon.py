@@ -4,19 +4,23 @@ Officers teach the system "UBND" -> "ủy ban nhân dân" on the lexicon page; e
 passes these ``{term: reading}`` overrides to the normalizer (they win over the vocabularies shipped
 as data files, see ``broadcaster/textnorm/lexicon.py``). The term is unique: saving a term that
 exists updates its reading.
+
+A reading changes how every later render sounds, approved recurring bulletins included, so while
+approval is required an editor's change is only *proposed* (``lexicon_changes``): it reaches the
+lexicon when an approver accepts it, like an announcement (``propose``, ``approve``, ``reject``).
 """
 
 from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime
 
 from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
 from broadcaster.domain import nfc
-from broadcaster.models import LexiconEntry
+from broadcaster.models import Approval, LexiconChange, LexiconEntry
 
 _LOGGER = logging.getLogger(__name__)
 
@@ -41,6 +45,24 @@ class LexiconItem:
     updated: datetime | None
 
 
+@dataclass(frozen=True)
+class LexiconProposal:
+    """An editor's change waiting for an approver; ``reading`` None proposes deleting the entry."""
+
+    id: int
+    term: str
+    reading: str | None
+    entry_id: int | None
+    current: str | None  # the reading in use now, if the term has one
+    proposed_by: str | None
+    created: datetime | None
+    state: str
+
+    @property
+    def deletes(self) -> bool:
+        return self.reading is None
+
+
 def _item(entry: LexiconEntry) -> LexiconItem:
     return LexiconItem(entry.id, entry.term, entry.reading, entry.updated_by, entry.updated)
 
@@ -51,6 +73,7 @@ def overrides_in(session: Session) -> dict[str, str]:
 
 
 _NOT_FOUND = "Không tìm thấy mục từ điển này."
+_CHANGE_NOT_FOUND = "Không tìm thấy đề xuất này, hoặc đề xuất đã được xử lý."
 
 
 class Lexicon:
@@ -106,5 +129,124 @@ class Lexicon:
         _LOGGER.info("lexicon: %r removed", term)
         return term
 
+    # ------------------------------------------------------------------ proposals (approval)
 
-__all__ = ["Lexicon", "LexiconError", "LexiconItem", "overrides_in"]
+    def get(self, entry_id: int) -> LexiconItem:
+        """One entry; ``LexiconError`` (not_found) when it does not exist."""
+        with self.sessions() as session:
+            entry = session.get(LexiconEntry, entry_id)
+            if entry is None:
+                raise LexiconError(_NOT_FOUND, not_found=True)
+            return _item(entry)
+
+    def propose(
+        self, term: str, reading: str | None, *, by: str | None, entry_id: int | None = None
+    ) -> LexiconProposal:
+        """Record a change for an approver: a new or changed reading of ``term`` (or of the entry
+        ``entry_id``), or deleting ``entry_id`` when ``reading`` is None. Nothing changes in the
+        lexicon until ``approve``."""
+        term = nfc(term).strip()
+        reading = None if reading is None else nfc(reading).strip()
+        with self.sessions.begin() as session:
+            if entry_id is not None:
+                entry = session.get(LexiconEntry, entry_id)
+                if entry is None:
+                    raise LexiconError(_NOT_FOUND, not_found=True)
+                if reading is None:
+                    term = entry.term
+            if reading is not None:
+                clash = session.scalar(select(LexiconEntry).where(LexiconEntry.term == term))
+                if clash is not None and entry_id is not None and clash.id != entry_id:
+                    raise LexiconError(f"«{term}» đã có trong từ điển.", "term")
+            change = LexiconChange(term=term, reading=reading, entry_id=entry_id, proposed_by=by)
+            session.add(change)
+            session.flush()
+            proposal = self._proposal(session, change)
+        _LOGGER.info("lexicon: %r -> %r proposed by %s", term, reading, by)
+        return proposal
+
+    def proposals(self, *, state: str = Approval.PENDING.value) -> list[LexiconProposal]:
+        """Proposals in ``state`` (default: waiting), oldest first."""
+        with self.sessions() as session:
+            rows = session.scalars(
+                select(LexiconChange).where(LexiconChange.state == state).order_by(LexiconChange.id)
+            )
+            return [self._proposal(session, row) for row in rows]
+
+    def pending_count(self) -> int:
+        return len(self.proposals())
+
+    def approve(self, change_id: int, *, by: str | None) -> LexiconProposal:
+        """Apply a waiting proposal to the lexicon and mark it approved."""
+        with self.sessions.begin() as session:
+            change = self._pending(session, change_id)
+            if change.reading is None:
+                entry = session.get(LexiconEntry, change.entry_id) if change.entry_id is not None else None
+                if entry is not None:
+                    session.delete(entry)
+            else:
+                entry = None
+                if change.entry_id is not None:
+                    entry = session.get(LexiconEntry, change.entry_id)
+                existing = session.scalar(select(LexiconEntry).where(LexiconEntry.term == change.term))
+                if entry is not None and existing is not None and existing.id != entry.id:
+                    raise LexiconError(f"«{change.term}» đã có trong từ điển.", "term")
+                entry = entry or existing
+                if entry is None:
+                    session.add(
+                        LexiconEntry(term=change.term, reading=change.reading, updated_by=change.proposed_by)
+                    )
+                else:
+                    entry.term, entry.reading, entry.updated_by = (
+                        change.term,
+                        change.reading,
+                        change.proposed_by,
+                    )
+            self._decide(change, Approval.APPROVED.value, by)
+            session.flush()
+            proposal = self._proposal(session, change)
+        _LOGGER.info("lexicon: change %s (%r) approved by %s", change_id, proposal.term, by)
+        return proposal
+
+    def reject(self, change_id: int, *, by: str | None, reason: str = "") -> LexiconProposal:
+        """Refuse a waiting proposal; the lexicon is left as it is."""
+        with self.sessions.begin() as session:
+            change = self._pending(session, change_id)
+            self._decide(change, Approval.REJECTED.value, by)
+            change.reason = nfc(reason).strip()[:500] or None
+            proposal = self._proposal(session, change)
+        _LOGGER.info("lexicon: change %s (%r) rejected by %s", change_id, proposal.term, by)
+        return proposal
+
+    @staticmethod
+    def _pending(session: Session, change_id: int) -> LexiconChange:
+        change = session.get(LexiconChange, change_id) if 0 < change_id < 2**63 else None
+        if change is None or change.state != Approval.PENDING.value:
+            raise LexiconError(_CHANGE_NOT_FOUND, not_found=True)
+        return change
+
+    @staticmethod
+    def _decide(change: LexiconChange, state: str, by: str | None) -> None:
+        change.state, change.decided_by, change.decided_at = state, by, datetime.now(UTC)
+
+    @staticmethod
+    def _proposal(session: Session, change: LexiconChange) -> LexiconProposal:
+        current = None
+        if change.entry_id is not None:
+            entry = session.get(LexiconEntry, change.entry_id)
+            current = entry.reading if entry is not None else None
+        else:
+            current = session.scalar(select(LexiconEntry.reading).where(LexiconEntry.term == change.term))
+        return LexiconProposal(
+            change.id,
+            change.term,
+            change.reading,
+            change.entry_id,
+            current,
+            change.proposed_by,
+            change.created,
+            change.state,
+        )
+
+
+__all__ = ["Lexicon", "LexiconError", "LexiconItem", "LexiconProposal", "overrides_in"]

@@ -390,3 +390,42 @@ class TtsUsage(Base):
     day: Mapped[date] = mapped_column(Date, primary_key=True)  # local date (settings.timezone)
     chars: Mapped[int] = mapped_column(Integer, default=0)
     requests: Mapped[int] = mapped_column(Integer, default=0)
+
+
+class UserSession(Base):
+    """A logged-in browser. The signed session cookie carries a random token; only its SHA-256 is
+    kept here. Logout, a password change, disabling the account and "log out everywhere" delete
+    rows, and a cookie whose row is gone is refused at its next request (a copied cookie dies with
+    the session it was copied from)."""
+
+    __tablename__ = "user_sessions"
+    id: Mapped[str] = mapped_column(String(64), primary_key=True)  # sha256 hex of the cookie token
+    user_id: Mapped[int] = mapped_column(Integer, ForeignKey("users.id", ondelete="CASCADE"), index=True)
+    created: Mapped[datetime] = mapped_column(UtcDateTime, default=utcnow)
+    last_seen: Mapped[datetime] = mapped_column(UtcDateTime, default=utcnow)
+    expires: Mapped[datetime] = mapped_column(UtcDateTime)
+    address: Mapped[str | None] = mapped_column(String(64))
+
+
+class LexiconChange(Base):
+    """A lexicon change proposed by an editor while approval is required: it reaches the lexicon
+    (and so every render, approved recurring bulletins included) only once an approver accepts it.
+    ``reading`` None proposes deleting ``entry_id``."""
+
+    __tablename__ = "lexicon_changes"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    term: Mapped[str] = mapped_column(String(100))
+    reading: Mapped[str | None] = mapped_column(String(500))
+    entry_id: Mapped[int | None] = mapped_column(Integer)  # the entry edited or deleted, if any
+    state: Mapped[str] = mapped_column(String(20), default=Approval.PENDING.value, index=True)
+    proposed_by: Mapped[str | None] = mapped_column(String(100))
+    created: Mapped[datetime] = mapped_column(UtcDateTime, default=utcnow)
+    decided_by: Mapped[str | None] = mapped_column(String(100))
+    decided_at: Mapped[datetime | None] = mapped_column(UtcDateTime)
+    reason: Mapped[str | None] = mapped_column(Text)
+
+
+# ------------------------------------------------------------------ federation (issue 11)
+# The tables of the link between levels and of CAP alerts live in their own module; importing it
+# here puts them in ``Base.metadata`` (create_all, migrations, the schema test).
+from broadcaster.federation import models as _federation_models  # noqa: E402,F401

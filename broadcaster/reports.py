@@ -3,7 +3,9 @@
 These are the figures a district asks for. Used by the REST API and the web UI. Days are counted
 in ``settings.timezone``; times in JSON are ISO 8601 with the local offset, in CSV plain local
 ``YYYY-MM-DD HH:MM:SS`` so Excel reads them as dates. CSV is UTF-8 with a BOM (Excel otherwise
-shows Vietnamese as mojibake).
+shows Vietnamese as mojibake), in two flavours: plain CSV (``,`` between fields, ``.`` in numbers,
+for programs) and Excel's Vietnamese regional format (``;`` between fields, ``,`` in numbers: what
+Excel expects on a computer set to Vietnamese, which reads a plain CSV as one column).
 """
 
 from __future__ import annotations
@@ -532,13 +534,17 @@ def minutes_per_day(
 # ------------------------------------------------------------------ CSV
 
 _FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
+# The two CSV flavours (``format`` of the web and API exports).
+CSV_FORMATS = ("csv", "excel")
 
 
-def _cell(value: Any) -> Any:
+def _cell(value: Any, *, excel: bool = False) -> Any:
     if value is None:
         return ""
     if isinstance(value, bool):
         return "có" if value else "không"
+    if isinstance(value, int | float) and excel:
+        return str(_cell(value)).replace(".", ",")  # Vietnamese regional format: decimal comma
     if isinstance(value, float):
         return f"{value:.2f}".rstrip("0").rstrip(".") if value != int(value) else str(int(value))
     if isinstance(value, str) and value.startswith(_FORMULA_START):
@@ -547,11 +553,17 @@ def _cell(value: Any) -> Any:
     return value
 
 
-def to_csv(rows: Iterable[Mapping[str, Any]], columns: Sequence[tuple[str, str]] | None = None) -> str:
+def to_csv(
+    rows: Iterable[Mapping[str, Any]],
+    columns: Sequence[tuple[str, str]] | None = None,
+    *,
+    excel: bool = False,
+) -> str:
     """CSV text: a UTF-8 BOM, a header row of ``columns`` (key, header), one line per row.
 
-    Fields are quoted when needed (commas, quotes, new lines in announcement texts), lines end in
-    CRLF; a text cell starting like a formula is prefixed with ``'``. Encode with UTF-8."""
+    Fields are quoted when needed (separators, quotes, new lines in announcement texts), lines end
+    in CRLF; a text cell starting like a formula is prefixed with ``'``. ``excel``: the Vietnamese
+    regional format (``;`` between fields, decimal commas). Encode with UTF-8."""
     rows = list(rows)
     if columns is None:
         keys: list[str] = []
@@ -560,20 +572,31 @@ def to_csv(rows: Iterable[Mapping[str, Any]], columns: Sequence[tuple[str, str]]
         columns = [(k, k) for k in keys]
     buffer = io.StringIO()
     buffer.write("\ufeff")
-    writer = csv.writer(buffer, lineterminator="\r\n", quoting=csv.QUOTE_MINIMAL)
+    writer = csv.writer(
+        buffer, delimiter=";" if excel else ",", lineterminator="\r\n", quoting=csv.QUOTE_MINIMAL
+    )
     writer.writerow([header for _, header in columns])
     for row in rows:
-        writer.writerow([_cell(row.get(key)) for key, _ in columns])
+        writer.writerow([_cell(row.get(key), excel=excel) for key, _ in columns])
     return buffer.getvalue()
 
 
-def log_csv(log: Iterable[Mapping[str, Any]]) -> str:
+def check_csv_format(value: Any) -> bool:
+    """``format`` of an export: "csv" (default) or "excel"; True for Excel. ReportError otherwise."""
+    if value in (None, "", "csv"):
+        return False
+    if value == "excel":
+        return True
+    raise ReportError("Định dạng tải về là «csv» hoặc «excel» (format must be csv or excel).", "format")
+
+
+def log_csv(log: Iterable[Mapping[str, Any]], *, excel: bool = False) -> str:
     """The broadcast log as CSV, one line per broadcast and cluster, Vietnamese headers."""
-    return to_csv(log_rows(log), LOG_CSV_COLUMNS)
+    return to_csv(log_rows(log), LOG_CSV_COLUMNS, excel=excel)
 
 
-def minutes_csv(rows: Iterable[Mapping[str, Any]]) -> str:
-    return to_csv(rows, MINUTES_CSV_COLUMNS)
+def minutes_csv(rows: Iterable[Mapping[str, Any]], *, excel: bool = False) -> str:
+    return to_csv(rows, MINUTES_CSV_COLUMNS, excel=excel)
 
 
 # ------------------------------------------------------------------ the service
@@ -603,6 +626,7 @@ class Reports:
 
 
 __all__ = [
+    "CSV_FORMATS",
     "LOG_CSV_COLUMNS",
     "MINUTES_CSV_COLUMNS",
     "LogFilters",
@@ -610,6 +634,7 @@ __all__ = [
     "Reports",
     "broadcast_dict",
     "broadcast_log",
+    "check_csv_format",
     "fold",
     "log_csv",
     "log_rows",

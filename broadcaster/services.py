@@ -2,9 +2,9 @@
 
 Nothing starts on construction; ``Services.start()`` starts, in this order, the managed broker (when
 no ``mqtt_url`` is configured), the fleet monitor and the broadcast dispatcher (which subscribe on
-the transport), the MQTT link and the scheduler. ``stop()`` stops them in reverse order and joins
-their threads. The demo (``serve --demo``) is not wired here: ``broadcaster.demo`` seeds and runs it
-around ``start()``/``stop()``.
+the transport), the MQTT link, the scheduler and the federation (upper levels, CAP feeds).
+``stop()`` stops them in reverse order and joins their threads. The demo (``serve --demo``) is not
+wired here: ``broadcaster.demo`` seeds and runs it around ``start()``/``stop()``.
 
 The managed broker lives in ``<instance>/mosquitto/``: ``broadcaster.broker.sync`` starts it with
 the registry's accounts and keeps it in step with registry changes (``_broker_sync``).
@@ -29,6 +29,7 @@ if TYPE_CHECKING:
     from broadcaster.broadcasts import AnnouncementValidator, BroadcastManager, BroadcastsConfig
     from broadcaster.broadcasts.views import BroadcastTitles, BroadcastViews
     from broadcaster.broker import BrokerSync, ManagedBroker
+    from broadcaster.federation.service import Federation
     from broadcaster.fleet import Fleet, FleetConfig
     from broadcaster.fleet.registry import Registry, RegistryChange
     from broadcaster.fleet.sources import SourceAlerts
@@ -88,6 +89,7 @@ class Services:
     source_alerts: SourceAlerts | None = None  # relay sources that stalled (controller-level alerts)
     broker: ManagedBroker | None = None  # the managed Mosquitto, while it runs
     broker_sync: BrokerSync | None = None
+    federation: Federation | None = None  # upper levels and CAP feeds (docs/federation.md)
     started: bool = False
 
     # ------------------------------------------------------------------ lifecycle
@@ -125,6 +127,8 @@ class Services:
             _LOGGER.warning("MQTT broker not reachable yet; the controller keeps trying in the background")
         if self.scheduler is not None:
             self.scheduler.start()
+        if self.federation is not None:
+            self.federation.start()
         _LOGGER.info("controller started")
 
     def stop(self) -> None:
@@ -133,6 +137,7 @@ class Services:
             return
         self.started = False
         steps: list[tuple[str, Any]] = [
+            ("federation", self.federation.stop if self.federation is not None else None),
             ("scheduler", self.scheduler.shutdown if self.scheduler is not None else None),
             ("broadcasts", self.broadcasts.stop),
             ("transport", self.transport.stop),
@@ -276,6 +281,11 @@ def build_services(
         if isinstance(fleet, Fleet)
         else None
     )
+    from broadcaster.federation.build import build_federation
+
+    federation = build_federation(
+        settings, sessions=sessions, broadcasts=broadcasts, speech=speech, fleet=fleet, alerts=alerts
+    )
     scheduler_service = None
     if scheduler:
         from broadcaster.scheduling import SchedulerService
@@ -303,6 +313,7 @@ def build_services(
         normalizer=normalizer,
         alerts=alerts,
         source_alerts=source_alerts,
+        federation=federation,
         fleet_config=fleet_config,
         broadcasts_config=broadcasts_config,
     )

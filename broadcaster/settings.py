@@ -19,6 +19,7 @@ from broadcaster.alerts.config import AlertsConfig
 from broadcaster.audio.config import AudioConfig
 from broadcaster.broadcasts.config import BroadcastsConfig
 from broadcaster.broker.config import BrokerConfig
+from broadcaster.federation.config import FederationConfig
 from broadcaster.fleet.config import FleetConfig
 from broadcaster.live.config import LiveConfig
 from broadcaster.scheduling.config import SchedulingConfig
@@ -72,6 +73,10 @@ class Settings(BaseModel):
     broker: BrokerConfig = Field(
         default_factory=BrokerConfig,
         description="The managed broker's TLS listener for clusters (unused with mqtt_url).",
+    )
+    federation: FederationConfig = Field(
+        default_factory=FederationConfig,
+        description="The link to the district/province and CAP feeds (docs/federation.md).",
     )
 
     @property

@@ -44,7 +44,7 @@ DEFAULT_MAX_CHARS = 20_000
 ENGINE_LABELS_VI = {
     "gtts": "Google (cần Internet)",
     "piper": "Piper (ngoại tuyến)",
-    "espeak-ng": "eSpeak NG (ngoại tuyến, dự phòng)",
+    "espeak-ng": "Giọng máy dự phòng (ngoại tuyến)",
     "fpt": "FPT.AI (cần Internet, trả phí)",
     "viettel": "Viettel AI (cần Internet, trả phí)",
     "zalo": "Zalo AI (cần Internet, trả phí)",
@@ -54,6 +54,25 @@ ENGINE_LABELS_VI = {
 }
 
 _CONTROL_RE = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f]")
+# The normalizer's messages are "Vietnamese (English)": the officer gets the Vietnamese part only.
+_ENGLISH_TAIL = re.compile(r"\s*\([\x20-\x7e]*\)\s*$")
+NOTHING_TO_READ_VI = (
+    "Nội dung không có chữ nào đọc được (chỉ có biểu tượng, ký hiệu hoặc khoảng trắng). "
+    "Vui lòng viết nội dung bằng chữ."
+)
+# Every engine failed: the officer reads what to do; which engine said what goes to the log.
+ALL_ENGINES_FAILED_VI = (
+    "không giọng đọc nào dùng được lúc này. Vui lòng thử lại sau ít phút; nếu vẫn lỗi, hãy báo cho "
+    "quản trị viên."
+)
+
+
+def normalization_message_vi(exc: BaseException) -> str:
+    """The officer's (Vietnamese) reason of a normalizer error, without its English part."""
+    if type(exc).__name__ == "EmptyTextError":
+        return NOTHING_TO_READ_VI
+    text = _ENGLISH_TAIL.sub("", str(exc)).strip()
+    return text or NOTHING_TO_READ_VI
 
 
 class SpeechError(Exception):
@@ -203,12 +222,10 @@ class SpeechService:
                 normalizer = normalizer.with_overrides(dict(lexicon))
             spoken = normalizer.normalize(text)
         except _normalization_errors() as exc:
-            raise SpeechError(
-                f"Không chuẩn hóa được văn bản: {exc}", f"text normalization failed: {exc}"
-            ) from exc
+            raise SpeechError(normalization_message_vi(exc), f"text normalization failed: {exc}") from exc
         spoken = nfc(spoken)
         if not spoken.strip():
-            raise SpeechError("Nội dung không có gì để đọc.", "nothing speakable in the text")
+            raise SpeechError(NOTHING_TO_READ_VI, "nothing speakable in the text")
         return spoken
 
     # --- engines -----------------------------------------------------------------------------
@@ -320,7 +337,7 @@ class SpeechService:
                 raise SpeechError("Nội dung đọc đang trống.", "the spoken text is empty")
         pieces = split_pieces(spoken)
         if not pieces:
-            raise SpeechError("Nội dung không có gì để đọc.", "nothing speakable in the text")
+            raise SpeechError(NOTHING_TO_READ_VI, "nothing speakable in the text")
         requested = self._requested_engine(engine, voice)
         settings = self.render_settings(repeat=repeat, chime=chime)
 
@@ -366,11 +383,8 @@ class SpeechService:
             if eng.name not in tried and not (strict and eng.name != requested):
                 reasons.setdefault(eng.name, "not available here")
         detail = "; ".join(f"{name}: {why}" for name, why in reasons.items())
-        raise SpeechError(
-            f"Không tạo được âm thanh: mọi bộ đọc đều lỗi ({detail}).",
-            f"every TTS engine failed: {detail}",
-            reasons,
-        )
+        _LOGGER.warning("every TTS engine failed: %s", detail)  # the technician's detail, in English
+        raise SpeechError(ALL_ENGINES_FAILED_VI, f"every TTS engine failed: {detail}", reasons)
 
     def voice_for(self, eng: TtsEngine, requested: str | None, voice: str | None) -> str:
         """The voice ``eng`` reads with: the one asked for when it is the requested engine, else
@@ -431,12 +445,14 @@ class SpeechService:
             if engine not in self.chain:
                 names = ", ".join(self.chain.order)
                 raise SpeechError(
-                    f"Không có bộ đọc '{engine}'. Các bộ đọc: {names}.",
+                    f"Không có giọng đọc «{ENGINE_LABELS_VI.get(engine, engine)}» trên máy chủ này. "
+                    "Vui lòng chọn giọng khác.",
                     f"unknown engine {engine!r}; configured: {names}",
                 )
             if voice is not None and voice not in self.chain.engine(engine).voices():
                 raise SpeechError(
-                    f"Bộ đọc {engine} không có giọng '{voice}'.", f"engine {engine} has no voice {voice!r}"
+                    f"Giọng đọc «{ENGINE_LABELS_VI.get(engine, engine)}» không có kiểu giọng «{voice}».",
+                    f"engine {engine} has no voice {voice!r}",
                 )
             return engine
         if voice is not None:
@@ -446,7 +462,7 @@ class SpeechService:
                         return eng.name
                 except Exception:
                     continue
-            raise SpeechError(f"Không có giọng đọc '{voice}'.", f"no engine offers voice {voice!r}")
+            raise SpeechError(f"Không có kiểu giọng «{voice}».", f"no engine offers voice {voice!r}")
         return None
 
     def _build(

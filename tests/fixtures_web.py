@@ -343,10 +343,10 @@ def ui_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[UiStack]:
     demo = Demo(services)  # as `serve --demo` runs it
     demo.prepare()
     services.start()
-    demo.start()
     server = None
     app = None
     try:
+        demo.start()
         deadline = time.monotonic() + 60
         while sum(1 for s in services.fleet.snapshot() if s["online"]) < 9:
             assert time.monotonic() < deadline, "the nine simulated clusters did not come online"

@@ -71,7 +71,7 @@ def test_compose_preview_shows_normalized_text_and_plays(
     mark.wait_for()
     assert mark.get_attribute("title") == "Chữ gốc: UBND"
     assert page.locator("#preview-text mark").count() >= 4  # UBND, 7h30, HTX, 2
-    assert "ủy ban nhân dân xã thông báo" in page.locator("#preview-text").inner_text()
+    assert "Ủy ban nhân dân xã thông báo" in page.locator("#preview-text").inner_text()
     audio = page.locator("#preview-audio")
     audio.wait_for(state="visible", timeout=60_000)
     assert re.search(r"/audio/[0-9a-f]{64}\.mp3$", audio.get_attribute("src"))
@@ -94,8 +94,10 @@ def test_broadcast_now_dashboard_shows_playing_then_done(ui_stack: Any, new_page
     )
     page.get_by_role("button", name="Phát ngay").click()
     page.wait_for_url(re.compile(r"/\?b=\d+$"))
+    # The flash says who hears it, and what is true now (sent and waiting, or playing).
     assert (
-        "Đã bắt đầu phát «Thông báo lịch họp thôn» tới Tất cả loa." in page.locator(".flashes").inner_text()
+        f"«Thông báo lịch họp thôn» tới tất cả {ui_stack.cluster_count} cụm loa"
+        in page.locator(".flashes").inner_text()
     )
     playing = page.locator(".speaker-card.is-playing")
     # The dashboard updates itself (no reload): all nine clusters playing...
@@ -262,7 +264,7 @@ def test_record_from_microphone_and_broadcast_it(
     page.wait_for_function("() => document.getElementById('recording-status').textContent.includes('2 giây')")
     page.get_by_role("button", name="■ Dừng ghi").click()
     page.wait_for_function("() => document.getElementById('audio_key').value.length === 64", timeout=60_000)
-    assert "Sẽ phát bản ghi âm “ghi-am.webm”" in status.inner_text()
+    assert "Sẽ phát bản ghi âm «ghi-am.webm»" in status.inner_text()
     key = page.locator("#audio_key").input_value()
     assert ui_stack.services.speech.store.has(key)
     assert ui_stack.services.speech.store.meta(key).get("engine") == "recording"

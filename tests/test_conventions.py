@@ -26,6 +26,7 @@ ALLOWED = {
     "docx": {"broadcaster/documents/office.py"},
     "pypdf": {"broadcaster/documents/office.py"},
     "PIL": {"broadcaster/documents/image.py"},
+    "defusedxml": {"broadcaster/federation/cap/parse.py"},
 }
 
 

@@ -156,7 +156,7 @@ def test_cli_tts_options_and_errors(tmp_path: Path) -> None:
     assert empty.returncode == 1 and "trống" in empty.stderr
     assert not (tmp_path / "empty.mp3").exists()
     bad_engine = run_cli(tmp_path, "Xin chào.", "-o", str(tmp_path / "x.mp3"), "--engine", "festival")
-    assert bad_engine.returncode == 1 and "Không có bộ đọc 'festival'" in bad_engine.stderr
+    assert bad_engine.returncode == 1 and "Không có giọng đọc «festival»" in bad_engine.stderr
 
 
 def test_service_from_settings_uses_the_instance_store(tmp_path: Path) -> None:

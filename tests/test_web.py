@@ -150,7 +150,7 @@ def test_static_assets_are_served_locally(client: Any) -> None:
 
 
 def test_form_without_csrf_token_is_rejected_and_nothing_saved(client: Any, web_services: Any) -> None:
-    login(client, "editor")
+    login(client, "approver")  # an approver's lexicon change applies at once (an editor's waits)
     for data, headers in (({}, {}), ({"csrf_token": "forged"}, {}), ({}, {"X-CSRFToken": "forged"})):
         reply = client.post(
             "/lexicon", data={"term": "HTX", "reading": "hợp tác xã", **data}, headers=headers
@@ -270,7 +270,10 @@ def test_approver_broadcasts_emergency_at_once(client: Any, web_services: Any) -
     item = web_services.submitted()[0]
     assert item.approved is True and item.tier == Tier.EMERGENCY and item.at is None
     assert item.targets == ("thon-1", "loa-2a")  # loa-1a is in thôn 1 already
-    assert "Đã bắt đầu phát «Họp thôn» tới Thôn 1, Loa nhà văn hóa." in client.get("/").get_data(as_text=True)
+    page = client.get("/").get_data(as_text=True)
+    # Who hears it, in words; and sent, not "started", while it only waits to be played.
+    assert "Đã gửi «Họp thôn» tới 3 cụm loa ở Thôn 1 và Loa nhà văn hóa" in page
+    assert "Đã bắt đầu phát" not in page
 
 
 # --- compose validation and scheduling -----------------------------------------------------------
@@ -362,7 +365,9 @@ def test_preview_highlights_changes_and_renders_audio(client: Any, web_services:
     data = reply.get_json()
     assert reply.status_code == 200
     assert data["normalized_text"] == "ủy ban nhân dân xã thông báo."
-    assert {"text": "ủy ban nhân dân", "original": "UBND"} in data["segments"] and data["changed"] == 1
+    # The preview keeps the officer's capitals; the rewritten piece carries its original.
+    assert {"text": "Ủy ban nhân dân", "original": "UBND", "note": None} in data["segments"]
+    assert data["changed"] == 1
     done = wait_job(client, data["status_url"])
     assert done["state"] == "done", done
     assert done["engine"] == "espeak-ng" and done["duration_s"] > 0.5
@@ -375,19 +380,19 @@ def test_preview_highlights_changes_and_renders_audio(client: Any, web_services:
 
 
 def test_lexicon_entry_applies_at_next_preview(client: Any, web_services: Any) -> None:
-    login(client, "editor")
+    login(client, "approver")  # an approver's lexicon change applies at once (an editor's waits)
     before = post(client, "/compose/preview", {"text": "Chợ Đình họp", "repeat": "1"}).get_json()
     assert before["changed"] == 0 and before["normalized_text"] == "chợ đình họp"
     assert post(client, "/lexicon", {"term": "Chợ Đình", "reading": "chợ đình làng"}).status_code == 302
     after = post(client, "/compose/preview", {"text": "Chợ Đình họp", "repeat": "1"}).get_json()
     assert after["normalized_text"] == "chợ đình làng họp"
-    assert any(s["original"] == "Chợ Đình" and s["text"] == "chợ đình làng" for s in after["segments"])
+    assert any(s["original"] == "Chợ Đình" and s["text"] == "Chợ đình làng" for s in after["segments"])
     wait_job(client, after["status_url"])
     wait_job(client, before["status_url"])
 
 
 def test_lexicon_edit_delete_and_errors(client: Any, web_services: Any) -> None:
-    login(client, "editor")
+    login(client, "approver")  # an approver's lexicon change applies at once (an editor's waits)
     bad = post(client, "/lexicon", {"term": "", "reading": "ủy ban"})
     assert bad.status_code == 400 and "Vui lòng nhập từ hoặc chữ viết tắt." in bad.get_data(as_text=True)
     assert 'value="ủy ban"' in bad.get_data(as_text=True)

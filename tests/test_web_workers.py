@@ -52,7 +52,7 @@ def test_lexicon_save_and_delete_rerender_schedules_on_a_worker(
     client: Any, web_services: Any, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     recorder = RenderAllSpy(web_services.scheduler, monkeypatch)
-    login(client, "editor")
+    login(client, "approver")  # an approver's lexicon change applies at once (an editor's waits)
     saved = post(client, "/lexicon", {"term": "HTX", "reading": "hợp tác xã"})
     assert saved.status_code == 302
     assert recorder.wait_calls(1), "render_all was not called after a lexicon save"
@@ -73,7 +73,7 @@ def test_a_refused_lexicon_entry_renders_nothing(
     client: Any, web_services: Any, web_app: Any, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     recorder = RenderAllSpy(web_services.scheduler, monkeypatch)
-    login(client, "editor")
+    login(client, "approver")  # an approver's lexicon change applies at once (an editor's waits)
     assert post(client, "/lexicon", {"term": "", "reading": "x"}).status_code == 400
     shutdown_app(web_app)  # joins the workers: anything submitted has run
     assert recorder.threads == []

@@ -169,6 +169,18 @@ class AlertNotifier:
             if dropped == 1 or dropped % 1000 == 0:
                 _LOGGER.error("alert notifier: queue full, %s alert change(s) dropped so far", dropped)
 
+    def announce(self, subject: str, text: str, payload: dict[str, Any]) -> None:
+        """A message that is not a fleet alert (an emergency bulletin from the district, issue 11)
+        to every channel at once, bypassing the alert policy; never blocks, never raises."""
+        notice = Notice(subject, text, payload, 0)
+        for name, courier in self._couriers.items():
+            self.channel_stats[name]["messages"] += 1
+            try:
+                courier.outbox.put_nowait(notice)
+            except queue.Full:
+                self.channel_stats[name]["dropped"] += 1
+                _LOGGER.error("alert channel %s: outbox full, message dropped: %s", name, subject)
+
     def metrics(self) -> dict[str, Any]:
         return {
             **self.stats,

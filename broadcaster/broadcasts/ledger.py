@@ -457,6 +457,8 @@ def outcome(bc: Broadcast) -> tuple[BroadcastState, str]:
     cut = interruptions(bc)
     if cut:
         detail += f"; {cut}"
+    if not total:  # only downstream units were targeted (issue 11): nothing to air here
+        return BroadcastState.DONE, "không có cụm loa tại chỗ; tin đã chuyển cho đơn vị cấp dưới"
     if total and done == total:
         return BroadcastState.DONE, detail
     if done:

@@ -16,7 +16,7 @@ from typing import Any
 
 from broadcaster.broadcasts.errors import BroadcastError
 from broadcaster.domain import Announcement, AudioKey, Source, Tier, nfc
-from broadcaster.fleet.targets import TargetError, TargetResolver, check_target_list
+from broadcaster.fleet.targets import UNIT_PREFIX, TargetError, TargetResolver, check_target_list
 from broadcaster.models import Announcement as AnnouncementRow
 
 # Longest title: what the database column holds.
@@ -318,6 +318,14 @@ class AnnouncementValidator:
             if self.targets is not None:
                 known = self.targets.known()
                 unknown = [t for t in targets if t not in known]
+                units = [t for t in unknown if t.startswith(UNIT_PREFIX)]
+                if units:  # downstream units (issue 11): a message of their own
+                    if not any(k.startswith(UNIT_PREFIX) for k in known):
+                        raise TargetError(
+                            "Máy chủ này chưa có đơn vị cấp dưới nào để gửi tin "
+                            "(thêm bằng lệnh «broadcaster downstream add»)."
+                        )
+                    raise TargetError(f"Không có đơn vị cấp dưới: {', '.join(units[:20])}.")
                 if unknown:
                     raise TargetError(f"Không có khu vực hay cụm loa: {', '.join(unknown[:20])}.")
         except TargetError as exc:

@@ -74,6 +74,7 @@ SOURCE_LABELS: dict[str, str] = {
     Source.WEB: "Soạn trên trang web",
     Source.API: "Gửi từ phần mềm khác",
     Source.SCHEDULE: "Lịch phát định kỳ",
+    Source.UPSTREAM: "Tin cấp trên",
 }
 
 # ``Broadcast.kind``: what the item airs.
@@ -292,7 +293,16 @@ def get_broadcast(session: Session, broadcast_id: int) -> dict[str, Any] | None:
     if not 0 < broadcast_id < 2**63:
         return None
     bc = session.get(Broadcast, broadcast_id)
-    return None if bc is None else broadcast_view(bc, deliveries=True)
+    if bc is None:
+        return None
+    out = broadcast_view(bc, deliveries=True)
+    # Issue 11: a bulletin sent to downstream units lists what every cluster below did with it.
+    from broadcaster.federation.views import unit_deliveries
+
+    federated = unit_deliveries(session, bc.id)
+    if federated is not None:
+        out["unit_deliveries"] = federated
+    return out
 
 
 def list_broadcasts(

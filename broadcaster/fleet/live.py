@@ -82,6 +82,9 @@ class Fleet:
         self.titles = titles
         self._queue: queue.Queue[tuple[str, str, Any, float] | None] = queue.Queue()
         self._live: dict[str, LiveState] = {}
+        # When each cluster last said it started or stopped playing: the dashboard shows whichever
+        # is fresher, this receipt or the latest health report (which comes only every 10-30 s).
+        self._play_receipt_at: dict[str, float] = {}
         self._lock = threading.RLock()
         self._online_listeners: list[Callable[[str, bool], None]] = []
         self._alert_listeners: list[Callable[[AlertChange], None]] = []
@@ -288,8 +291,10 @@ class Fleet:
                     note_receipt(live, message, self.config.thresholds)
                     if message.state in _PLAYING_STATES:
                         live.playing = message.broadcast_id
+                        self._play_receipt_at[speaker] = received_at
                     elif message.state in _IDLE_STATES and live.playing == message.broadcast_id:
                         live.playing = None
+                        self._play_receipt_at[speaker] = received_at
                 is_online = live.online()
                 alert_ops.extend(evaluate(speaker, live, self.config))
             if is_online != was_online:
@@ -537,7 +542,16 @@ class Fleet:
         name, zone, enabled = row
         live = self._live.get(speaker) or LiveState()
         health = dict(live.health) if live.health is not None else None
-        playing_id = live.playing or (health.get("playing") if health else None)
+        amplifier_on = health.get("amplifier_on") if health else None
+        receipt_at = self._play_receipt_at.get(speaker)
+        if health is not None and (receipt_at is None or (live.health_at or 0.0) > receipt_at):
+            playing_id = health.get("playing")  # the health report is the freshest word
+        else:
+            # A receipt came after the last health report: it says what plays now. The node switches
+            # its amplifier on before it plays, so a playing cluster's amplifier is on.
+            playing_id = live.playing
+            if live.playing and live.online():
+                amplifier_on = True
         playing = None
         if playing_id and live.online():
             title = None
@@ -559,7 +573,7 @@ class Fleet:
             "health_at": _iso(live.health_at),
             "playing": playing,
             "volume": health.get("volume") if health else None,
-            "amplifier_on": health.get("amplifier_on") if health else None,
+            "amplifier_on": amplifier_on,
             "alerts": [{"kind": k, "message": m} for k, (_, m) in sorted(live.alerts.items())],
             "malformed": self.ingest.malformed_by_speaker.get(speaker, 0),
         }

@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Any
 from flask import Flask, has_request_context, jsonify, render_template, request
 from flask.sessions import SecureCookieSessionInterface
 from werkzeug.exceptions import HTTPException
+from werkzeug.routing import BaseConverter
 from werkzeug.wrappers import Response
 
 if TYPE_CHECKING:
@@ -49,6 +50,28 @@ _ERROR_TEXT_VI = {
 }
 
 
+# Database ids are signed 64-bit integers: a larger number in a URL names nothing (404), it must
+# never reach the database driver (which raises OverflowError: a 500).
+MAX_ID = 2**63 - 1
+
+
+class IdConverter(BaseConverter):
+    """``<id:name>`` in a route: a database id. Up to 19 digits match; a number past MAX_ID (or 0)
+    becomes 0, which no row has, so the view answers 404 like for any unknown id. (A converter
+    that refused the value would make werkzeug answer 404 or 405 before the blueprint's own error
+    handling, in HTML under /api.) Longer numbers do not match the route at all: 404."""
+
+    regex = r"\d{1,19}"
+    weight = 50  # like werkzeug's integer converter: before string segments
+
+    def to_python(self, value: str) -> int:
+        number = int(value)
+        return number if 0 < number <= MAX_ID else 0
+
+    def to_url(self, value: Any) -> str:
+        return str(int(value))
+
+
 class _SessionInterface(SecureCookieSessionInterface):
     """Secure cookie when configured so, or (unset) whenever the request came over https."""
 
@@ -80,6 +103,7 @@ def create_app(settings: Settings, services: Services, test_config: dict[str, An
     if test_config:
         app.config.update(test_config)
     app.session_interface = _SessionInterface()
+    app.url_map.converters["id"] = IdConverter
     app.json.ensure_ascii = False  # type: ignore[attr-defined]
     app.extensions[EXTENSION_KEY] = services
     app.extensions[auth.LIMITER_KEY] = auth.LoginGuard(
@@ -100,9 +124,10 @@ def create_app(settings: Settings, services: Services, test_config: dict[str, An
     for code in _ERROR_TITLES_VI:
         app.register_error_handler(code, _error_page)
 
-    from broadcaster.web import api, ui
+    from broadcaster.web import api, federation, ui
 
     app.register_blueprint(api.bp, url_prefix="/api")
+    app.register_blueprint(federation.bp, url_prefix="/federation/v1")  # unit tokens, docs/federation.md
     app.register_blueprint(auth.bp)
     app.register_blueprint(ui.bp)
     return app
@@ -126,7 +151,7 @@ def shutdown_app(app: Flask) -> None:
 def _security_headers(response: Response) -> Response:
     response.headers.setdefault("X-Content-Type-Options", "nosniff")
     response.headers.setdefault("Referrer-Policy", "same-origin")
-    if request.blueprint != "api":
+    if request.blueprint not in ("api", "federation"):
         response.headers.setdefault("X-Frame-Options", "DENY")
         response.headers.setdefault("Content-Security-Policy", _CSP)
         if response.mimetype == "text/html":

@@ -1,8 +1,9 @@
 """Login, logout, roles, CSRF and the login rate limit of the officer UI.
 
-- The session cookie holds only the user id, a password stamp, a CSRF token and the login time;
-  the account is re-read on every request, so a deactivated officer is out at the next click,
-  and a cookie made before a password change (its stamp differs) is refused.
+- The session cookie holds only the user id, a session token, a password stamp, a CSRF token and
+  the login time. The token names a row of ``user_sessions`` (``broadcaster.web.sessions``): the
+  account and that row are re-read on every request, so logging out, a password change, disabling
+  the account or "log out everywhere" refuses the cookie at its next request, copies included.
 - CSRF: one random token per session, sent back in a hidden ``csrf_token`` field by every form
   and in the ``X-CSRFToken`` header by every script POST; compared in constant time.
   The REST API authenticates with bearer tokens and is exempt, unless a request reaches it
@@ -44,6 +45,7 @@ from werkzeug.wrappers import Response
 
 from broadcaster.models import Role
 from broadcaster.web import services_of
+from broadcaster.web.sessions import end_session, end_user_sessions, session_valid, start_session
 from broadcaster.web.users import UserInfo, authenticate, count_users, get_user, normalize_username
 
 _LOGGER = logging.getLogger(__name__)
@@ -57,6 +59,7 @@ _SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS", "TRACE"})
 CSRF_MESSAGE = "Biểu mẫu đã hết hạn hoặc không hợp lệ. Vui lòng tải lại trang rồi thử lại."
 LOGIN_REQUIRED_MESSAGE = "Vui lòng đăng nhập."
 PASSWORD_STAMP = "pwv"
+SESSION_TOKEN = "sid"
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -209,18 +212,31 @@ def load_user() -> None:
     uid = session.get("uid")
     if uid is None:
         return
-    user = get_user(services_of(current_app).sessions, int(uid))
-    if user is None or not user.active or session.get(PASSWORD_STAMP) != user.password_stamp:
-        # Deactivated, deleted, or the password changed since this cookie was made: log out.
+    sessions = services_of(current_app).sessions
+    user = get_user(sessions, int(uid))
+    if (
+        user is None
+        or not user.active
+        or session.get(PASSWORD_STAMP) != user.password_stamp
+        or not session_valid(sessions, session.get(SESSION_TOKEN), user.id)
+    ):
+        # Deactivated, deleted, the password changed, logged out (this cookie may be a copy):
+        # the session is over.
         session.clear()
         return
     g.user = user
 
 
 def remember_password(user: UserInfo) -> None:
-    """Keep the current session valid after its own user changed the password (other sessions
-    of that user, with the old stamp, are refused from their next request)."""
+    """Keep the current session valid after its own user changed the password; every other
+    session of that user ends at once."""
     session[PASSWORD_STAMP] = user.password_stamp
+    end_user_sessions(services_of(current_app).sessions, user.id, keep=session.get(SESSION_TOKEN))
+
+
+def end_all_sessions(user_id: int) -> int:
+    """ "Log out everywhere": every session of ``user_id`` ends, this one too if it is theirs."""
+    return end_user_sessions(services_of(current_app).sessions, user_id)
 
 
 def current_user() -> UserInfo | None:
@@ -337,6 +353,9 @@ def login() -> Any:
                 session.permanent = True
                 session["uid"] = user.id
                 session[PASSWORD_STAMP] = user.password_stamp
+                session[SESSION_TOKEN] = start_session(
+                    services.sessions, user.id, current_app.permanent_session_lifetime, address
+                )
                 session["login_at"] = int(time.time())
                 _LOGGER.info("user %s logged in from %s", user.username, _client_address())
                 return redirect(safe_next(request.args.get("next")))
@@ -352,6 +371,7 @@ def login() -> Any:
 @bp.route("/logout", methods=["POST"])
 def logout() -> Response:
     user = current_user()
+    end_session(services_of(current_app).sessions, session.get(SESSION_TOKEN))
     session.clear()
     if user is not None:
         _LOGGER.info("user %s logged out", user.username)

@@ -157,10 +157,10 @@ def _error_log(msg: str = "", level: int = logging.INFO, traceback: bool = False
     _LOGGER.log(level, "web server: %s", msg, exc_info=traceback)
 
 
-def make_web_server(app: Callable[..., Any], settings: Settings) -> WebServer:
+def make_web_server(app: Callable[..., Any], settings: Settings, *, threads: int = THREADS) -> WebServer:
     """The server ``broadcaster serve`` runs: HTTPS when ``web.https``, else plain HTTP."""
     tls = web_tls_files(settings) if settings.web.https else None
-    return WebServer(app, settings.host, settings.port, tls=tls)
+    return WebServer(app, settings.host, settings.port, tls=tls, threads=threads)
 
 
 __all__ = ["TlsFiles", "WebServer", "WebTlsError", "make_web_server", "web_tls_files"]

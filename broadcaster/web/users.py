@@ -19,6 +19,7 @@ from werkzeug.security import check_password_hash, generate_password_hash
 
 from broadcaster.domain import nfc
 from broadcaster.models import Role, User
+from broadcaster.web.sessions import end_user_sessions
 
 _LOGGER = logging.getLogger(__name__)
 
@@ -121,7 +122,7 @@ def add_user(
     display = nfc(display_name or "").strip()[:200] or name
     with sessions() as session, session.begin():
         if session.scalar(select(User).where(func.lower(User.username) == name)) is not None:
-            raise UserError(f"Tên đăng nhập “{name}” đã có người dùng.", "username")
+            raise UserError(f"Tên đăng nhập «{name}» đã có người dùng.", "username")
         user = User(
             username=name, display_name=display, password_hash=generate_password_hash(password), role=role
         )
@@ -193,11 +194,17 @@ def update_user(
         session.flush()
         if was_admin and _active_admins(session) == 0:
             raise UserError("Phải còn ít nhất một tài khoản quản trị đang hoạt động.", "role")
-        return UserInfo.of(user)
+        info = UserInfo.of(user)
+    if not info.active:
+        end_user_sessions(sessions, user_id)  # a disabled officer is out everywhere, at once
+    return info
 
 
-def set_password(sessions: sessionmaker[Session], user_id: int, password: str) -> UserInfo:
-    """Set a new password; every session made with the old one ends at its next request."""
+def set_password(
+    sessions: sessionmaker[Session], user_id: int, password: str, *, keep_session: str | None = None
+) -> UserInfo:
+    """Set a new password; every session of the account ends (but ``keep_session``, a token: the
+    officer who changed their own password stays logged in there)."""
     check_password(password)
     with sessions() as session, session.begin():
         user = session.get(User, user_id)
@@ -205,5 +212,6 @@ def set_password(sessions: sessionmaker[Session], user_id: int, password: str) -
             raise UserError("Không tìm thấy người dùng.")
         user.password_hash = generate_password_hash(password)
         info = UserInfo.of(user)
+    end_user_sessions(sessions, user_id, keep=keep_session)
     _LOGGER.info("password of user %s changed", user_id)
     return info

@@ -47,6 +47,8 @@ class FakePlayer:
         self.prepared: list[str] = []
         self.played: list[str] = []
         self.released: list[str] = []
+        self.streams: list[dict[str, Any]] = []
+        self.streamed: list[dict[str, Any]] = []
 
     async def prepare(self, item: Any) -> None:
         from speakers.player import PlayerError
@@ -65,3 +67,10 @@ class FakePlayer:
 
     async def release(self, item: Any) -> None:
         self.released.append(item.broadcast_id)
+
+    def stream_sink(self, meta: dict[str, Any], volume: int) -> Any:
+        """Live streams: the null player's sink, recording into ``streamed`` (what it would sound)."""
+        from speakers.player import NullStreamSink
+
+        self.streams.append(meta)
+        return NullStreamSink(self.streamed, {**meta, "volume": volume})

@@ -223,6 +223,18 @@ def check_keys(data: dict[str, Any], allowed: set[str]) -> None:
         fail(422, f"Trường không được hỗ trợ: {', '.join(unknown)} (unknown field).", field=unknown[0])
 
 
+def check_query(allowed: set[str]) -> None:
+    """A query parameter the operation does not know is a malformed request (400), like a bad value."""
+    unknown = sorted(set(request.args) - allowed)
+    if unknown:
+        fail(
+            400,
+            f"Tham số không được hỗ trợ: {', '.join(unknown)} (unknown query parameter).",
+            field=unknown[0],
+            code="bad_query",
+        )
+
+
 def str_field(data: dict[str, Any], name: str, limit: int, *, required: bool = False) -> str | None:
     value = data.get(name)
     if value is None:

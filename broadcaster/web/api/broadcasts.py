@@ -9,11 +9,13 @@ from flask import Response, jsonify, request
 
 from broadcaster.broadcasts import AnnouncementInvalid, BroadcastError, Draft
 from broadcaster.domain import Source, Tier
+from broadcaster.fleet.targets import UNIT_PREFIX
 from broadcaster.transport import TransportError
 from broadcaster.web.api import (
     actor,
     bp,
     check_keys,
+    check_query,
     fail,
     int_query,
     json_body,
@@ -60,6 +62,8 @@ def create_broadcast() -> tuple[Response, int, dict[str, str]]:
         _invalid(exc)
     except BroadcastError as exc:
         fail(422, exc.message, field=exc.field)
+    if found.federation is not None and any(t.startswith(UNIT_PREFIX) for t in ann.targets):
+        found.federation.poke()  # "unit:..." targets: the bulletin goes down at once
     _LOGGER.info("API %s: broadcast %s (%s) to %s", actor(), broadcast_id, ann.tier, ",".join(ann.targets))
     location = f"/api/broadcasts/{broadcast_id}"
     return jsonify(id=broadcast_id, url=location), 201, {"Location": location}
@@ -93,14 +97,14 @@ def _create_relay(data: dict) -> tuple[Response, int, dict[str, str]]:  # type: 
 
 @bp.get("/broadcasts")
 def list_broadcasts() -> Response:
-    check_keys(dict(request.args), {"limit", "offset", "state"})
+    check_query({"limit", "offset", "state"})
     limit = int_query("limit", 50, 1, 1000)
     offset = int_query("offset", 0, 0, 10**9)
     state = request.args.get("state") or None
     return jsonify(broadcasts=services().broadcasts.list(limit=limit, offset=offset, state=state))
 
 
-@bp.get("/broadcasts/<int:broadcast_id>")
+@bp.get("/broadcasts/<id:broadcast_id>")
 def get_broadcast(broadcast_id: int) -> Response:
     found = services().broadcasts.get(broadcast_id)
     if found is None:
@@ -108,14 +112,17 @@ def get_broadcast(broadcast_id: int) -> Response:
     return jsonify(found)
 
 
-@bp.delete("/broadcasts/<int:broadcast_id>")
+@bp.delete("/broadcasts/<id:broadcast_id>")
 def cancel_broadcast(broadcast_id: int) -> Response:
     manager = services().broadcasts
     if manager.get(broadcast_id) is None:
         fail(404, f"Không có lượt phát #{broadcast_id} (not found).")
-    if not manager.cancel(broadcast_id, by=actor()):
+    federation = services().federation
+    # A bulletin sent to downstream units is withdrawn from them too (issue 11).
+    withdrawn = federation is not None and federation.withdraw(broadcast_id)
+    if not manager.cancel(broadcast_id, by=actor()) and not withdrawn:
         fail(
-            409, f"Lượt phát #{broadcast_id} đã kết thúc, không huỷ được (already finished).", code="finished"
+            409, f"Lượt phát #{broadcast_id} đã kết thúc, không hủy được (already finished).", code="finished"
         )
     _LOGGER.info("API %s: broadcast %s cancelled", actor(), broadcast_id)
     return jsonify(manager.get(broadcast_id))

@@ -11,6 +11,7 @@ from broadcaster.web.api import (
     actor,
     bp,
     check_keys,
+    check_query,
     json_body,
     registry,
     services,
@@ -24,7 +25,7 @@ _LOGGER = logging.getLogger(__name__)
 
 @bp.get("/speakers")
 def list_speakers() -> Response:
-    check_keys(dict(request.args), {"zone"})
+    check_query({"zone"})
     zone = request.args.get("zone") or None
     speakers = services().fleet.snapshot()
     if zone is not None:
@@ -115,6 +116,6 @@ def delete_zone(zone_id: str) -> tuple[str, int]:
 
 @bp.get("/alerts")
 def list_alerts() -> Response:
-    check_keys(dict(request.args), {"active"})
+    check_query({"active"})
     active = request.args.get("active", "1") not in ("0", "false", "no")
     return jsonify(alerts=services().fleet.alerts(active_only=active))

@@ -9,10 +9,18 @@ from zoneinfo import ZoneInfo
 
 from flask import Response, jsonify, request
 
-from broadcaster.reports import LogFilters, broadcast_log, log_csv, minutes_csv, minutes_per_day, parse_day
+from broadcaster.reports import (
+    LogFilters,
+    broadcast_log,
+    check_csv_format,
+    log_csv,
+    minutes_csv,
+    minutes_per_day,
+    parse_day,
+)
 from broadcaster.web.api import (
     bp,
-    check_keys,
+    check_query,
     services,
 )
 
@@ -22,9 +30,12 @@ _LOGGER = logging.getLogger(__name__)
 # ------------------------------------------------------------------ log and reports
 
 
-def _log() -> list[dict[str, Any]]:
+def _log(*, csv: bool = False) -> list[dict[str, Any]]:
     settings = services().settings
-    filters = LogFilters.from_args(dict(request.args), settings.timezone)
+    args = dict(request.args)
+    if csv:
+        args.pop("format", None)
+    filters = LogFilters.from_args(args, settings.timezone)
     with services().sessions() as session:
         return broadcast_log(session, filters, tz=settings.timezone)
 
@@ -47,11 +58,12 @@ def log() -> Response:
 
 @bp.get("/log.csv")
 def log_as_csv() -> Response:
-    return _csv_response(log_csv(_log()), "nhat-ky-phat-thanh.csv")
+    excel = check_csv_format(request.args.get("format"))
+    return _csv_response(log_csv(_log(csv=True), excel=excel), "nhat-ky-phat-thanh.csv")
 
 
-def _minutes() -> tuple[str, str, list[dict[str, Any]]]:
-    check_keys(dict(request.args), {"from", "to", "zone", "speaker"})
+def _minutes(*, csv: bool = False) -> tuple[str, str, list[dict[str, Any]]]:
+    check_query({"from", "to", "zone", "speaker", *(("format",) if csv else ())})
     settings = services().settings
     today = datetime.now(ZoneInfo(settings.timezone)).date()
     start = parse_day(request.args.get("from") or (today - timedelta(days=6)).isoformat(), "from")
@@ -76,5 +88,6 @@ def minutes() -> Response:
 
 @bp.get("/reports/minutes.csv")
 def minutes_as_csv() -> Response:
-    start, end, rows = _minutes()
-    return _csv_response(minutes_csv(rows), f"so-phut-phat-{start}-{end}.csv")
+    excel = check_csv_format(request.args.get("format"))
+    start, end, rows = _minutes(csv=True)
+    return _csv_response(minutes_csv(rows, excel=excel), f"so-phut-phat-{start}-{end}.csv")

@@ -11,7 +11,7 @@ from broadcaster.reports import parse_when
 from broadcaster.web.api import (
     actor,
     bp,
-    check_keys,
+    check_query,
     fail,
     json_body,
     services,
@@ -38,17 +38,17 @@ def create_schedule() -> tuple[Response, int, dict[str, str]]:
     return jsonify(scheduler.get_schedule(schedule_id)), 201, {"Location": location}
 
 
-@bp.get("/schedules/<int:schedule_id>")
+@bp.get("/schedules/<id:schedule_id>")
 def get_schedule(schedule_id: int) -> Response:
     return jsonify(services().scheduler.get_schedule(schedule_id))
 
 
-@bp.patch("/schedules/<int:schedule_id>")
+@bp.patch("/schedules/<id:schedule_id>")
 def update_schedule(schedule_id: int) -> Response:
     return jsonify(services().scheduler.update_schedule(schedule_id, json_body()))
 
 
-@bp.delete("/schedules/<int:schedule_id>")
+@bp.delete("/schedules/<id:schedule_id>")
 def delete_schedule(schedule_id: int) -> tuple[str, int]:
     services().scheduler.delete_schedule(schedule_id)
     return "", 204
@@ -61,7 +61,7 @@ def reload_schedules() -> Response:
 
 @bp.get("/schedules/upcoming")
 def upcoming() -> Response:
-    check_keys(dict(request.args), {"from", "to"})
+    check_query({"from", "to"})
     tz = zone()
     start = parse_when(request.args.get("from"), tz, "from") or datetime.now(UTC)
     end = parse_when(request.args.get("to"), tz, "to", end_of_day=True) or start + timedelta(days=7)

@@ -1,6 +1,19 @@
 /* Loa xã: shared helpers. Plain JavaScript, no framework, nothing loaded from outside. */
 (function () {
   "use strict";
+  document.documentElement.classList.add("js");
+
+  /* The menu button of narrow screens: opens and closes the menu. */
+  document.addEventListener("DOMContentLoaded", function () {
+    var toggle = document.getElementById("menu-toggle");
+    var nav = document.getElementById("main-nav");
+    if (!toggle || !nav) { return; }
+    toggle.addEventListener("click", function () {
+      var open = !nav.classList.contains("open");
+      nav.classList.toggle("open", open);
+      toggle.setAttribute("aria-expanded", open ? "true" : "false");
+    });
+  });
 
   function csrfToken() {
     var meta = document.querySelector('meta[name="csrf-token"]');

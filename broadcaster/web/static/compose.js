@@ -1,8 +1,9 @@
-/* Compose page: preview (normalized text + audio, rendered on the server's worker),
-   document import, recording upload and microphone recording. */
+/* Compose page (and a schedule's edit page): who will hear it, the kind of timing, the voice
+   picker and its sample, the preview (the text as it will be read + audio, rendered on the
+   server's worker), document import, recording upload and microphone recording. */
 (function () {
   "use strict";
-  var form = document.getElementById("compose-form");
+  var form = document.getElementById("compose-form") || document.getElementById("schedule-form");
   if (!form || !window.Loa) { return; }
   var Loa = window.Loa;
   var text = document.getElementById("text");
@@ -21,11 +22,16 @@
   }
   if (text) { text.addEventListener("input", updateCount); updateCount(); }
 
-  /* "all" and zones: show what is covered */
+  /* Targets: "Tất cả loa" alone, or zones and clusters without it. A zone ticked means that zone
+     only, so ticking one unticks "Tất cả loa" and the reverse. The summary above the send button
+     says who will hear it, in the server's words (the one target resolver). */
   var all = $("target-all");
+  var summary = $("targets-summary");
+  var summaryRun = 0, summaryTimer = null;
+  function targetBoxes() { return form.querySelectorAll('input[name="targets"]'); }
   function syncTargets() {
     var allOn = all && all.checked;
-    form.querySelectorAll('input[name="targets"]').forEach(function (box) {
+    targetBoxes().forEach(function (box) {
       if (box === all) { return; }
       var zone = box.getAttribute("data-in-zone");
       var zoneBox = zone ? form.querySelector('input[data-zone="' + CSS.escape(zone) + '"]') : null;
@@ -33,20 +39,45 @@
       box.closest("label").classList.toggle("muted", !!covered);
     });
   }
-  form.addEventListener("change", function (ev) { if (ev.target.name === "targets") { syncTargets(); } });
+  function updateSummary() {
+    var url = form.getAttribute("data-targets-url");
+    if (!url || !summary) { return; }
+    var params = new URLSearchParams();
+    targetBoxes().forEach(function (box) { if (box.checked) { params.append("targets", box.value); } });
+    var run = ++summaryRun;
+    Loa.getJSON(url + "?" + params.toString()).then(function (r) {
+      if (run !== summaryRun || !r.ok) { return; }
+      summary.textContent = r.data.summary;
+      summary.classList.toggle("error", !r.data.ok);
+    });
+  }
+  form.addEventListener("change", function (ev) {
+    var box = ev.target;
+    if (box.name !== "targets") { return; }
+    if (box.checked && box === all) {
+      targetBoxes().forEach(function (other) { if (other !== all) { other.checked = false; } });
+    } else if (box.checked && all) {
+      all.checked = false;
+    }
+    syncTargets();
+    clearTimeout(summaryTimer);
+    summaryTimer = setTimeout(updateSummary, 120);
+  });
   syncTargets();
 
-  /* schedule kind */
+  /* schedule kind: one-off date and time, every day, or days of the week */
   function syncWhen() {
-    var weekly = form.querySelector('input[name="when"][value="weekly"]');
-    var isWeekly = weekly && weekly.checked;
-    form.querySelectorAll(".when-once").forEach(function (el) { el.hidden = isWeekly; });
-    form.querySelectorAll(".when-weekly").forEach(function (el) { el.hidden = !isWeekly; });
+    var checked = form.querySelector('input[name="when"]:checked');
+    var kind = checked ? checked.value : "once";
+    form.querySelectorAll(".when-once").forEach(function (el) { el.hidden = kind !== "once"; });
+    form.querySelectorAll(".when-weekly").forEach(function (el) { el.hidden = kind === "once"; });
+    form.querySelectorAll("fieldset.days").forEach(function (el) { el.hidden = kind === "daily"; });
   }
   form.addEventListener("change", function (ev) { if (ev.target.name === "when") { syncWhen(); } });
   syncWhen();
 
-  /* voices follow the chosen engine */
+  /* Voices: choosing a voice chooses its engine; choosing an engine shows its voices only.
+     "Nghe thử" reads a sample sentence with the chosen voice. */
   var engine = $("engine"), voice = $("voice");
   function syncVoices() {
     if (!engine || !voice) { return; }
@@ -56,18 +87,65 @@
       opt.disabled = !show;
       if (!show && opt.selected) { voice.value = ""; }
     });
+    voice.querySelectorAll("optgroup").forEach(function (group) {
+      group.hidden = !group.querySelector("option:not([hidden])");
+    });
   }
   if (engine) { engine.addEventListener("change", syncVoices); syncVoices(); }
+  if (voice && engine) {
+    voice.addEventListener("change", function () {
+      var chosen = voice.options[voice.selectedIndex];
+      var owner = chosen && chosen.getAttribute("data-engine");
+      if (owner && engine.value !== owner) { engine.value = owner; syncVoices(); }
+    });
+  }
+  var sampleBtn = $("voice-sample-btn"), sampleStatus = $("voice-sample-status"), sampleAudio = $("voice-sample-audio");
+  if (sampleBtn && sampleAudio && form.getAttribute("data-sample-url")) {
+    sampleBtn.addEventListener("click", function () {
+      var data = new FormData();
+      data.append("engine", engine ? engine.value : "");
+      data.append("voice", voice ? voice.value : "");
+      sampleBtn.disabled = true;
+      sampleAudio.hidden = true;
+      setStatus(sampleStatus, "Đang tạo câu đọc mẫu…");
+      Loa.post(form.getAttribute("data-sample-url"), data).then(function (r) {
+        if (!r.ok) { throw new Error(Loa.firstError(r.data)); }
+        return Loa.pollJob(r.data.status_url);
+      }).then(function (done) {
+        sampleBtn.disabled = false;
+        sampleAudio.src = done.audio_url;
+        sampleAudio.hidden = false;
+        setStatus(sampleStatus, "Câu đọc mẫu sẵn sàng. Bấm ▶ để nghe.");
+        var playing = sampleAudio.play();
+        if (playing && playing.catch) { playing.catch(function () {}); }
+      }, function (err) {
+        sampleBtn.disabled = false;
+        setStatus(sampleStatus, (err && err.message) || "Không tạo được câu đọc mẫu.", true);
+      });
+    });
+  }
 
   /* preview */
   var previewBtn = $("preview-btn"), previewStatus = $("preview-status"), previewText = $("preview-text");
   var progress = $("preview-progress"), previewAudio = $("preview-audio");
   var previewRun = 0;
 
+  var previewFlags = $("preview-flags");
   function showSegments(segments) {
     previewText.textContent = "";
+    var flags = 0;
     segments.forEach(function (seg) {
-      if (seg.original !== null && seg.original !== undefined) {
+      var changed = seg.original !== null && seg.original !== undefined;
+      if (seg.note) {
+        flags += 1;
+        var flag = document.createElement("mark");
+        flag.className = "flag";
+        flag.textContent = seg.text;
+        flag.title = seg.note + (changed ? " Chữ gốc: " + seg.original : "");
+        flag.setAttribute("tabindex", "0");
+        flag.setAttribute("aria-label", seg.text + " (cần kiểm tra: " + seg.note + ")");
+        previewText.appendChild(flag);
+      } else if (changed) {
         var mark = document.createElement("mark");
         mark.textContent = seg.text;
         mark.title = "Chữ gốc: " + seg.original;
@@ -78,6 +156,10 @@
         previewText.appendChild(document.createTextNode(seg.text));
       }
     });
+    if (previewFlags) {
+      previewFlags.hidden = !flags;
+      previewFlags.textContent = flags ? "Có " + flags + " chỗ cần kiểm tra." : "";
+    }
   }
 
   function previewData() {
@@ -95,11 +177,13 @@
       previewBtn.disabled = true;
       previewAudio.hidden = true;
       previewAudio.removeAttribute("src");
-      setStatus(previewStatus, "Đang chuẩn hóa nội dung…");
+      setStatus(previewStatus, "Đang chuẩn bị nội dung đọc…");
       Loa.post(form.getAttribute("data-preview-url"), previewData()).then(function (r) {
         if (run !== previewRun) { return; }
         if (!r.ok) {
           previewBtn.disabled = false;
+          previewText.textContent = "";
+          if (previewFlags) { previewFlags.hidden = true; }
           setStatus(previewStatus, Loa.firstError(r.data), true);
           return;
         }
@@ -165,7 +249,7 @@
   function selectWord(word, button) {
     var at = locate(word);
     button.classList.add("seen");
-    if (at < 0) { setStatus(importStatus, "Không còn thấy từ “" + word.text + "” trong ô nội dung (có thể đã sửa)."); return; }
+    if (at < 0) { setStatus(importStatus, "Không còn thấy từ «" + word.text + "» trong ô nội dung (có thể đã sửa)."); return; }
     text.focus();
     text.setSelectionRange(at, at); /* scroll the box to the word, then select it */
     text.blur();
@@ -208,7 +292,7 @@
         page.textContent = " (trang " + word.page + ")";
         button.appendChild(page);
       }
-      button.setAttribute("aria-label", "Tìm từ “" + word.text + "” trong ô nội dung" + (manyPages ? ", trang " + word.page : ""));
+      button.setAttribute("aria-label", "Tìm từ «" + word.text + "» trong ô nội dung" + (manyPages ? ", trang " + word.page : ""));
       button.addEventListener("click", function () { selectWord(word, button); });
       item.appendChild(button);
       reviewList.appendChild(item);
@@ -304,7 +388,7 @@
       recAudio.src = done.audio_url;
       recAudio.hidden = false;
       clearBtn.hidden = false;
-      setStatus(recStatus, "Sẽ phát bản ghi âm “" + filename + "” (dài " + Math.round(done.duration_s) + " giây) thay cho giọng đọc máy.");
+      setStatus(recStatus, "Sẽ phát bản ghi âm «" + filename + "» (dài " + Math.round(done.duration_s) + " giây) thay cho giọng đọc máy.");
     }, function (err) {
       if (uploadBtn) { uploadBtn.disabled = false; }
       setStatus(recStatus, err.message || "Không tải lên được.", true);
@@ -351,9 +435,9 @@
         startedAt = Date.now();
         recordBtn.hidden = true; stopBtn.hidden = false;
         stopBtn.focus();
-        setStatus(recStatus, "Đang ghi âm… 0 giây. Bấm “Dừng ghi” khi xong.");
+        setStatus(recStatus, "Đang ghi âm… 0 giây. Bấm «Dừng ghi» khi xong.");
         timer = setInterval(function () {
-          setStatus(recStatus, "Đang ghi âm… " + Math.round((Date.now() - startedAt) / 1000) + " giây. Bấm “Dừng ghi” khi xong.");
+          setStatus(recStatus, "Đang ghi âm… " + Math.round((Date.now() - startedAt) / 1000) + " giây. Bấm «Dừng ghi» khi xong.");
         }, 1000);
       }, function () {
         setStatus(recStatus, "Không mở được micro. Hãy cho phép trình duyệt dùng micro (trang phải mở qua https hoặc trên chính máy chủ).", true);

@@ -1,5 +1,7 @@
-/* Dashboard: refresh the live part every few seconds (polling survives flaky proxies better
-   than a long-lived stream). The server renders the fragment with escaping; we only swap it. */
+/* dashboard.js: live parts of a page (the dashboard, a broadcast's page): the element #live is refreshed every
+   few seconds from its data-poll-url, a JSON view whose "html" the server rendered with escaping;
+   we only swap it. Polling survives flaky proxies better than a long-lived stream. A view that
+   answers "final": true (a finished broadcast) is not asked again. */
 (function () {
   "use strict";
   var live = document.getElementById("live");
@@ -8,8 +10,16 @@
   var every = parseInt(live.getAttribute("data-poll-ms"), 10) || 2000;
   var status = document.getElementById("live-status");
   var failures = 0;
+  var stopped = live.getAttribute("data-final") === "true";
 
-  function schedule() { setTimeout(refresh, document.hidden ? every * 3 : every); }
+  function schedule() { if (!stopped) { setTimeout(refresh, document.hidden ? every * 3 : every); } }
+
+  function swap(html) {
+    /* The view may render the whole page part, wrapper included: take what is inside #live. */
+    var doc = new DOMParser().parseFromString(html, "text/html");
+    var fresh = doc.getElementById("live");
+    live.innerHTML = fresh ? fresh.innerHTML : doc.body.innerHTML;
+  }
 
   function refresh() {
     fetch(url, { credentials: "same-origin", headers: { "Accept": "application/json" } })
@@ -20,10 +30,11 @@
       })
       .then(function (data) {
         if (!data) { return; }
-        live.innerHTML = data.html;
+        swap(data.html);
         live.setAttribute("data-updated", data.updated || "");
         if (failures && status) { status.textContent = "Đã kết nối lại."; }
         failures = 0;
+        if (data.final) { stopped = true; }
       })
       .catch(function () {
         failures += 1;

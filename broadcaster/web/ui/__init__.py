@@ -1,15 +1,19 @@
 """The officer's web interface (Vietnamese): one blueprint, ``ui``, split by area.
 
-- ``dashboard``: clusters live, recent items, stop all, volume.
-- ``compose``: the compose form, the preview, jobs and audio; ``imports``: documents and recordings.
-- ``approvals``: items and schedules waiting for an approver; a broadcast's page and its cancel.
+- ``dashboard``: clusters live, recent items, notices about voices set aside, stop, volume.
+- ``compose``: the compose form, who hears it, the preview, jobs and audio; ``voices``: a voice's
+  sample; ``imports``: documents and recordings.
+- ``approvals``: items and schedules waiting for an approver (who can listen first); a broadcast's
+  page (it refreshes itself) and its cancel.
 - ``schedule``: the week view and editing a recurring bulletin.
-- ``log``: the broadcast log, minutes aired, CSV exports.
-- ``lexicon``: the officers' readings; ``admin``: speakers and zones, users, account, settings.
+- ``log``: the broadcast log, minutes aired, CSV exports (plain or for Excel).
+- ``lexicon``: the officers' readings and their approval; ``admin``: speakers and zones, users,
+  account, settings.
 - ``live``: «Phát trực tiếp» (live speech); ``relay``: «Tiếp sóng» (relay a channel now, at a time,
   every week); ``channels``: the relay channels (admins).
 - ``forms`` (form parsing and checks), ``filters`` (template filters and globals), ``jobs`` (the
-  worker pool for slow work a page waits on) hold no routes.
+  worker pool for slow work a page waits on), ``preview`` (the preview's text), ``clashes`` (two
+  bulletins at one time on the same clusters) hold no routes.
 
 Server-rendered Jinja pages with a little plain JavaScript from /static. The views only call the
 services (``broadcasts``, ``scheduler``, ``fleet``, ``speech``, the registry, ``reports`` and the
@@ -243,6 +247,8 @@ from broadcaster.web.ui import (  # noqa: E402
     log,
     relay,
     schedule,
+    upstream,
+    voices,
 )
 
 __all__ = [
@@ -260,4 +266,6 @@ __all__ = [
     "log",
     "relay",
     "schedule",
+    "upstream",
+    "voices",
 ]

@@ -7,11 +7,20 @@ import logging
 from collections.abc import Callable
 from typing import Any
 
-from flask import abort, flash, redirect, render_template, request, url_for
+from flask import abort, flash, redirect, render_template, request, session, url_for
 
 from broadcaster.domain import nfc
 from broadcaster.fleet.registry import RegistryError
-from broadcaster.web.auth import current_user, login_required, remember_password, roles_required
+from broadcaster.web.auth import (
+    SESSION_TOKEN,
+    current_user,
+    end_all_sessions,
+    login_required,
+    remember_password,
+    roles_required,
+)
+from broadcaster.web.engines import usage_rows
+from broadcaster.web.sessions import count_sessions
 from broadcaster.web.ui import bp, error_text, registry, runtime_settings, services, zones_with_speakers
 from broadcaster.web.ui.forms import speaker_errors, zone_errors
 from broadcaster.web.users import (
@@ -211,9 +220,15 @@ def speaker_password(speaker_id: str) -> Any:
 def _users_page(
     errors: dict[str, str] | None = None, values: dict[str, str] | None = None, status: int = 200
 ) -> Any:
+    sessions = services().sessions
+    users = list_users(sessions)
     return (
         render_template(
-            "users.html", users=list_users(services().sessions), errors=errors or {}, values=values or {}
+            "users.html",
+            users=users,
+            live_sessions={u.id: count_sessions(sessions, u.id) for u in users},
+            errors=errors or {},
+            values=values or {},
         ),
         status,
     )
@@ -239,15 +254,18 @@ def users() -> Any:
     return redirect(url_for("ui.users"))
 
 
-@bp.route("/users/<int:user_id>", methods=["POST"])
+@bp.route("/users/<id:user_id>", methods=["POST"])
 @roles_required()
 def user_update(user_id: int) -> Any:
     sessions = services().sessions
+    me = current_user()
+    mine = me is not None and me.id == user_id
     try:
         if request.form.get("password"):
-            changed = set_password(sessions, user_id, request.form["password"])
-            me = current_user()
-            if me is not None and me.id == user_id:  # an admin's own sessions elsewhere end; this one stays
+            # Every session of that account ends; an admin changing their own keeps this one.
+            keep = session.get(SESSION_TOKEN) if mine else None
+            changed = set_password(sessions, user_id, request.form["password"], keep_session=keep)
+            if mine:
                 remember_password(changed)
         update_user(
             sessions,
@@ -257,10 +275,33 @@ def user_update(user_id: int) -> Any:
             display_name=request.form.get("display_name"),
         )
     except UserError as exc:
+        if "Không tìm thấy" in str(exc):
+            abort(404, description=str(exc))
         flash(f"Không lưu được: {exc}", "error")
     else:
         flash("Đã lưu tài khoản.", "ok")
     return redirect(url_for("ui.users"))
+
+
+@bp.route("/users/<id:user_id>/logout", methods=["POST"])
+@roles_required()
+def user_logout_everywhere(user_id: int) -> Any:
+    """An admin ends every session of an account (a lost phone, a shared computer)."""
+    ended = end_all_sessions(user_id)
+    flash(f"Đã đăng xuất tài khoản này khỏi {ended} nơi đang đăng nhập.", "ok")
+    return redirect(url_for("ui.users"))
+
+
+@bp.route("/account/logout-everywhere", methods=["POST"])
+@login_required
+def account_logout_everywhere() -> Any:
+    """ "Đăng xuất khỏi mọi nơi": every session of this officer ends, this one included."""
+    user = current_user()
+    assert user is not None
+    end_all_sessions(user.id)
+    session.clear()
+    flash("Đã đăng xuất khỏi mọi nơi. Vui lòng đăng nhập lại.", "ok")
+    return redirect(url_for("auth.login"))
 
 
 @bp.route("/account", methods=["GET", "POST"])
@@ -281,7 +322,8 @@ def account() -> Any:
         except UserError as exc:
             errors["new"] = str(exc)
         if not errors:
-            remember_password(set_password(services().sessions, user.id, new))
+            keep = session.get(SESSION_TOKEN)
+            remember_password(set_password(services().sessions, user.id, new, keep_session=keep))
             flash("Đã đổi mật khẩu. Các phiên đăng nhập khác của bạn đã kết thúc.", "ok")
             return redirect(url_for("ui.dashboard"))
     return render_template("account.html", errors=errors), 400 if errors else 200
@@ -294,4 +336,8 @@ def settings_page() -> Any:
         runtime_settings().set_approval_required(request.form.get("approval_required") == "on")
         flash("Đã lưu cài đặt.", "ok")
         return redirect(url_for("ui.settings_page"))
-    return render_template("settings.html", approval_required=runtime_settings().approval_required())
+    return render_template(
+        "settings.html",
+        approval_required=runtime_settings().approval_required(),
+        usage=usage_rows(services().speech),
+    )

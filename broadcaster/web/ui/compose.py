@@ -1,30 +1,34 @@
-"""Composing an announcement: the form, "Phát ngay" / "Hẹn giờ", the preview (normalized text at
-once, the audio on a worker), the job status the page polls and the audio it plays."""
+"""Composing an announcement: the form, "Phát ngay" / "Hẹn giờ", who will hear it (in words, from
+the one target resolver), the preview (the text as it will be read at once, the audio on a
+worker), the job status the page polls and the audio it plays."""
 
 from __future__ import annotations
 
 import logging
 from typing import Any
 
-from flask import abort, current_app, flash, jsonify, redirect, render_template, request, send_file, url_for
+from flask import abort, flash, jsonify, redirect, render_template, request, send_file, url_for
 
 from broadcaster.broadcasts.validation import AUDIO_KEY_RE, AnnouncementInvalid
-from broadcaster.broadcasts.views import tier_label
+from broadcaster.broadcasts.views import broadcast_state_label, tier_label
 from broadcaster.domain import ALL_TARGETS, Announcement, Source, Tier
-from broadcaster.models import Approval
+from broadcaster.fleet.targets import TargetError, check_target_list
+from broadcaster.models import Approval, BroadcastState
+from broadcaster.speech import normalization_message_vi
 from broadcaster.textnorm import NormalizationError
 from broadcaster.web.auth import current_user, login_required
+from broadcaster.web.engines import voice_groups
 from broadcaster.web.ui import (
     SCHEDULING_ERRORS,
     WEEKDAYS,
     bp,
     check_tier_allowed,
-    describe_targets,
     engine_choices,
     fmt_local,
     needs_approval,
     now,
     officer_lexicon,
+    parse_time,
     repeat_limit,
     scheduler,
     service_error_to_form,
@@ -32,7 +36,9 @@ from broadcaster.web.ui import (
     user_name,
     zones_with_speakers,
 )
+from broadcaster.web.ui.clashes import clash_warning
 from broadcaster.web.ui.forms import (
+    RECURRING,
     announcement_draft,
     collapsed_targets,
     form_values,
@@ -41,10 +47,10 @@ from broadcaster.web.ui.forms import (
     validate_schedule,
 )
 from broadcaster.web.ui.jobs import jobs, render_result_json
+from broadcaster.web.ui.preview import preview_segments
 
 _LOGGER = logging.getLogger(__name__)
 
-NORMALIZER_KEY = "loa_normalizer"
 TIER_HELP_VI = {
     Tier.NORMAL.value: "Phát theo lượt, sau các tin đang phát.",
     Tier.PRIORITY.value: "Phát trước các tin thông thường đang chờ.",
@@ -57,60 +63,23 @@ def tier_choices() -> list[tuple[str, str, str]]:
     return [(t.value, tier_label(t), TIER_HELP_VI[t.value]) for t in Tier]
 
 
-def _base_normalizer() -> Any:
-    found = services()
-    existing = getattr(found, "normalizer", None)
-    if existing is not None:
-        return existing
-    cached = current_app.extensions.get(NORMALIZER_KEY)
-    if cached is None:
-        from broadcaster.textnorm import Normalizer
-
-        cached = Normalizer.from_config(found.settings.textnorm)
-        current_app.extensions[NORMALIZER_KEY] = cached
-    return cached
-
-
-def preview_segments(text: str, overrides: dict[str, str]) -> tuple[str, list[dict[str, Any]]]:
-    """The normalized text and its pieces: ``{"text": spoken, "original": str | None}``; pieces
-    the normalizer changed carry their original (the page shows them as <mark>)."""
-    normalizer = _base_normalizer()
-    if overrides:
-        normalizer = normalizer.with_overrides(overrides)
-    result = normalizer.analyze(text)
-    tokens = list(getattr(result, "tokens", ()) or ())
-    spoken_text = str(result.text)
-    pieces = [(str(t.spoken), str(t.original), bool(t.changed)) for t in tokens]
-    segments: list[dict[str, Any]] = []
-    if pieces and "".join(p[0] for p in pieces) == spoken_text:
-        for spoken, original, changed in pieces:
-            segments.append({"text": spoken, "original": original if changed else None})
-    elif pieces:
-        # Tokens without the spacing between them: locate each spoken piece in the text in order.
-        pos = 0
-        for spoken, original, changed in pieces:
-            at = spoken_text.find(spoken, pos) if spoken else -1
-            if at < 0:
-                continue
-            if at > pos:
-                segments.append({"text": spoken_text[pos:at], "original": None})
-            segments.append({"text": spoken, "original": original if changed else None})
-            pos = at + len(spoken)
-        if pos < len(spoken_text):
-            segments.append({"text": spoken_text[pos:], "original": None})
-    else:
-        segments.append({"text": spoken_text, "original": None})
-    merged: list[dict[str, Any]] = []
-    for seg in segments:  # join neighbouring unchanged pieces: fewer DOM nodes
-        if merged and seg["original"] is None and merged[-1]["original"] is None:
-            merged[-1]["text"] += seg["text"]
-        else:
-            merged.append(dict(seg))
-    return spoken_text, merged
+def targets_summary(targets: list[str]) -> tuple[str, bool]:
+    """Who will hear it, in words, from the one target resolver ("Sẽ phát tới 3 cụm loa ở Thôn
+    Đông."), or the resolver's reason why the choice cannot be sent (False)."""
+    chosen = [t for t in targets if t]
+    if not chosen:
+        return "Chưa chọn nơi phát: hãy chọn «Tất cả loa», một khu vực hoặc từng cụm loa.", False
+    try:
+        checked = check_target_list(chosen)
+        services().targets.resolve(checked)
+    except TargetError as exc:
+        return exc.message, False
+    return f"Sẽ phát tới {services().targets.describe(checked)}.", True
 
 
 def compose_page(values: dict[str, Any], errors: dict[str, str], status: int = 200) -> Any:
     user = current_user()
+    summary, _ = targets_summary(values["targets"])
     return (
         render_template(
             "compose.html",
@@ -118,12 +87,14 @@ def compose_page(values: dict[str, Any], errors: dict[str, str], status: int = 2
             errors=errors,
             zones=zones_with_speakers(),
             engines=engine_choices(),
+            voice_groups=voice_groups(services().speech),
             tiers=tier_choices(),
             weekdays=WEEKDAYS,
             max_repeat=repeat_limit(),
             max_chars=services().settings.textnorm.max_chars,
             needs_approval=user is not None and needs_approval(Tier.NORMAL.value),
             today=fmt_local(now(), "%Y-%m-%d"),
+            targets_summary=summary,
         ),
         status,
     )
@@ -134,6 +105,20 @@ def _default_values() -> dict[str, Any]:
     values["targets"] = values["targets"] or [ALL_TARGETS]
     values["when"] = "once"
     return values
+
+
+def sent_message(broadcast_id: int, title: str, targets: tuple[str, ...]) -> str:
+    """What the flash says after "Phát ngay": true to the broadcast's state right now (sent and
+    waiting, or playing, or due at a time), never "started" for an item only queued."""
+    who = services().targets.describe(list(targets))
+    item = services().broadcasts.get(broadcast_id) or {}
+    state = item.get("state")
+    start_at = parse_time(item.get("start_at") or item.get("scheduled_at"))
+    if state == BroadcastState.PLAYING.value:
+        return f"Đang phát «{title}» tới {who}."
+    if start_at is not None and start_at > now():
+        return f"Đã gửi «{title}» tới {who}, sẽ phát lúc {fmt_local(start_at, '%H:%M:%S')}."
+    return f"Đã gửi «{title}» tới {who}. {broadcast_state_label(BroadcastState.SENDING.value)}."
 
 
 @bp.route("/compose", methods=["GET", "POST"])
@@ -148,9 +133,10 @@ def compose() -> Any:
     if "tier" not in errors:
         check_tier_allowed(values["tier"])
     sched: dict[str, Any] = {}
+    recurring = values["when"] in RECURRING
     if action == "schedule":
         sched = validate_schedule(values, errors)
-        if values["when"] == "weekly" and values["audio_key"]:
+        if recurring and values["audio_key"]:
             errors["audio"] = "Lịch phát định kỳ chưa dùng được bản ghi âm; vui lòng dùng nội dung văn bản."
     elif action != "now":
         errors["form"] = "Thao tác không hợp lệ."
@@ -159,11 +145,14 @@ def compose() -> Any:
         return compose_page(values, errors, 400)
     waits = needs_approval(values["tier"])
     try:
-        if action == "schedule" and values["when"] == "weekly":
+        if action == "schedule" and recurring:
             data = schedule_data(values, sched, approval=Approval.PENDING.value if waits else None)
             schedule_id = scheduler().create_schedule(data, author=user_name())
             _LOGGER.info("schedule %s created by %s", schedule_id, user_name())
             flash("Đã lưu lịch phát định kỳ." + (" Lịch đang chờ người phê duyệt." if waits else ""), "ok")
+            warning = clash_warning(schedule_id=schedule_id)
+            if warning:
+                flash(warning, "warn")
             return redirect(url_for("ui.schedule"))
         ann = Announcement(
             text=values["text"].strip(),
@@ -189,9 +178,20 @@ def compose() -> Any:
         return redirect(url_for("ui.approvals"))
     if sched.get("at"):
         flash(f"Đã hẹn giờ phát «{title}» lúc {fmt_local(sched['at'], '%H:%M ngày %d/%m/%Y')}.", "ok")
+        warning = clash_warning(broadcast_id=broadcast_id)
+        if warning:
+            flash(warning, "warn")
         return redirect(url_for("ui.schedule", start=fmt_local(sched["at"], "%Y-%m-%d")))
-    flash(f"Đã bắt đầu phát «{title}» tới {describe_targets(ann.targets)}.", "ok")
+    flash(sent_message(broadcast_id, title, ann.targets), "ok")
     return redirect(url_for("ui.dashboard", b=broadcast_id))
+
+
+@bp.route("/compose/targets")
+@login_required
+def compose_targets() -> Any:
+    """Who will hear the ticked targets, in words (the page asks after each tick)."""
+    text, ok = targets_summary(request.args.getlist("targets"))
+    return jsonify(summary=text, ok=ok)
 
 
 @bp.route("/compose/preview", methods=["POST"])
@@ -221,7 +221,7 @@ def compose_preview() -> Any:
     try:
         normalized, segments = preview_segments(text, overrides)
     except NormalizationError as exc:
-        return jsonify(errors={"text": f"Không đọc được nội dung: {exc}"}), 400
+        return jsonify(errors={"text": normalization_message_vi(exc)}), 400
     speech = services().speech
     engine, voice = values["engine"] or None, values["voice"] or None
 
@@ -236,6 +236,7 @@ def compose_preview() -> Any:
         normalized_text=normalized,
         segments=segments,
         changed=sum(1 for s in segments if s["original"] is not None),
+        flagged=sum(1 for s in segments if s["note"]),
         job=job_id,
         status_url=url_for("ui.job_status", job_id=job_id),
     )

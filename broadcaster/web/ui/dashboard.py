@@ -1,4 +1,9 @@
-"""The dashboard: every cluster live (polled as JSON), recent items, "Dừng tất cả", volume."""
+"""The dashboard: every cluster live (polled as JSON), recent items, notices about voices set aside,
+"Dừng tất cả", volume.
+
+"Dừng tất cả" follows the tiers (issue 13): an approver or admin stops everything, an emergency
+included; an editor, who may only write normal items, stops the normal items only, and the button
+and its dialog say so. API tokens are operators: ``POST /api/stop`` stops everything."""
 
 from __future__ import annotations
 
@@ -9,9 +14,10 @@ from flask import Response, flash, jsonify, redirect, render_template, request, 
 
 from broadcaster.broadcasts import BroadcastError
 from broadcaster.broadcasts.views import broadcast_state_label, tier_label
-from broadcaster.domain import ALL_TARGETS
-from broadcaster.models import DeliveryState, Role
-from broadcaster.web.auth import login_required, roles_required
+from broadcaster.domain import ALL_TARGETS, Tier
+from broadcaster.models import BroadcastState, DeliveryState, Role
+from broadcaster.web.auth import current_user, has_role, login_required, roles_required
+from broadcaster.web.engines import engine_notices
 from broadcaster.web.ui import (
     ALL_TARGETS_LABEL,
     NO_ZONE_LABEL,
@@ -21,6 +27,7 @@ from broadcaster.web.ui import (
     error_text,
     fmt_local,
     now,
+    officer_lexicon,
     services,
     target_names,
     user_name,
@@ -37,6 +44,10 @@ ALERT_KIND_VI = {
     "stale": "Lâu không báo cáo",
 }
 VOLUME_ROLE_MESSAGE = "Chỉ người phê duyệt hoặc quản trị viên mới được đổi âm lượng loa."
+# What an editor's "Dừng" stops: normal items that are being prepared, waiting or playing.
+_STOPPABLE_STATES = (BroadcastState.RENDERING, BroadcastState.SENDING, BroadcastState.PLAYING)
+# At most this many items of one state are looked at: a commune never has more going at once.
+_STOP_SCAN_LIMIT = 1000
 
 
 def _health_time(sp: dict[str, Any]) -> Any:
@@ -153,6 +164,7 @@ def dashboard_data() -> dict[str, Any]:
     speakers = [s for g in groups.values() for s in g["speakers"]]
     sources = _source_alerts()
     return {
+        "notices": engine_notices(services().speech),
         "zones": list(groups.values()),
         "online": sum(1 for s in speakers if s["online"]),
         "total": len(speakers),
@@ -167,7 +179,7 @@ def dashboard_data() -> dict[str, Any]:
 def pending_count() -> int:
     """Items and schedules waiting for an approver (the dashboard's "Chờ duyệt (n)")."""
     try:
-        return broadcast_views().pending_count()
+        return broadcast_views().pending_count() + officer_lexicon().pending_count()
     except Exception:
         _LOGGER.exception("pending count failed")
         return 0
@@ -188,6 +200,7 @@ def _dashboard_page(volume: dict[str, str] | None = None, volume_error: str = ""
             volume_targets=_volume_targets(),
             volume=volume or {"target": ALL_TARGETS, "volume": ""},
             volume_error=volume_error,
+            everything=stops_everything(),
         ),
         status,
     )
@@ -207,14 +220,41 @@ def dashboard_json() -> Response:
     return jsonify({**data, "html": render_template("_dashboard_live.html", data=data)})
 
 
+def stops_everything() -> bool:
+    """Whether this officer's "Dừng" stops priority and emergency items too (approver, admin)."""
+    return has_role(current_user(), Role.APPROVER.value)
+
+
+def _stop_normal_items() -> int:
+    """An editor's stop: cancel every normal item being prepared, waiting or playing; priority and
+    emergency items go on. Returns how many were stopped."""
+    manager = services().broadcasts
+    stopped = 0
+    for state in _STOPPABLE_STATES:
+        for item in manager.list(limit=_STOP_SCAN_LIMIT, state=state.value):
+            if item.get("tier") == Tier.NORMAL.value and manager.cancel(int(item["id"]), by=user_name()):
+                stopped += 1
+    return stopped
+
+
 @bp.route("/stop-all", methods=["GET", "POST"])
 @roles_required(Role.EDITOR.value, Role.APPROVER.value)
 def stop_all() -> Any:
+    everything = stops_everything()
     if request.method == "GET":  # the confirmation page for browsers without the dialog script
-        return render_template("stop_confirm.html")
-    services().broadcasts.stop_all(by=user_name(), reason="Dừng tất cả từ giao diện web")
-    _LOGGER.warning("stop all requested by %s", user_name())
-    flash("Đã gửi lệnh dừng tới tất cả cụm loa.", "ok")
+        return render_template("stop_confirm.html", everything=everything)
+    if everything:
+        services().broadcasts.stop_all(by=user_name(), reason="Dừng tất cả từ giao diện web")
+        _LOGGER.warning("stop all requested by %s", user_name())
+        flash("Đã gửi lệnh dừng tới tất cả cụm loa.", "ok")
+    else:
+        stopped = _stop_normal_items()
+        _LOGGER.warning("stop of the normal items requested by %s: %s stopped", user_name(), stopped)
+        flash(
+            f"Đã dừng {stopped} tin thông thường. Tin ưu tiên và tin khẩn cấp vẫn phát: chỉ người phê "
+            "duyệt hoặc quản trị viên dừng được.",
+            "ok",
+        )
     return redirect(url_for("ui.dashboard"))
 
 

@@ -6,14 +6,14 @@ from __future__ import annotations
 
 from typing import Any
 
-from flask import url_for
+from flask import g, url_for
 
 from broadcaster.broadcasts import views
 from broadcaster.models import Role
 from broadcaster.speech import ENGINE_LABELS_VI
 from broadcaster.web.auth import csrf_token, current_user, has_role
 from broadcaster.web.ui import WEEKDAYS, bp, describe_targets, fmt_local, now, parse_time, services
-from broadcaster.web.users import ROLE_LABELS_VI
+from broadcaster.web.users import ROLE_LABELS_VI, list_users
 
 # CSS class of a state pill: ok (green), run (blue), wait (grey), warn (amber), bad (red).
 STATE_CLASS = {
@@ -108,13 +108,43 @@ def seconds_filter(value: Any) -> str:
 
 @bp.app_template_filter("vnnum")
 def vnnum(value: Any, digits: int = 1) -> str:
-    """A number as Vietnamese write it: decimal comma ("1,5"), no trailing ",0"."""
+    """A number as Vietnamese write it: decimal comma ("1,5"), no trailing ",0"; whole numbers
+    (``digits=0``) with a dot between thousands ("12.000")."""
     try:
         number = round(float(value), digits)
     except (TypeError, ValueError):
         return "–"
-    text = f"{number:.{digits}f}".rstrip("0").rstrip(".") if digits else str(int(number))
+    if not digits:
+        return f"{int(number):,}".replace(",", ".")
+    text = f"{number:.{digits}f}".rstrip("0").rstrip(".")
     return text.replace(".", ",")
+
+
+def _display_names() -> dict[str, str]:
+    names = g.get("loa_display_names")
+    if names is None:
+        names = {u.username: u.display_name for u in list_users(services().sessions)}
+        g.loa_display_names = names
+    return names
+
+
+@bp.app_template_filter("author_label")
+def author_label(value: Any) -> str:
+    """Who wrote it, as a person reads it: an officer's full name (not the login), a program that
+    sends through the API by its token's name, the schedules as such."""
+    author = str(value or "")
+    if not author:
+        return ""
+    if author.startswith("api:"):
+        return f"phần mềm «{author[4:]}»"
+    return _display_names().get(author, author)
+
+
+@bp.app_template_filter("who_hears")
+def who_hears(value: Any) -> str:
+    """Who will hear it, in words, from the one target resolver: "3 cụm loa ở Thôn Đông"."""
+    targets = list(value) if isinstance(value, list | tuple) else [value] if value else []
+    return str(services().targets.describe(targets))
 
 
 @bp.app_template_filter("targets_label")

@@ -18,6 +18,8 @@ from broadcaster.web.ui import (
     zones_with_speakers,
 )
 
+# The "Hẹn giờ" kinds that make a recurring bulletin (a schedule), not a one-off item.
+RECURRING = ("daily", "weekly")
 ID_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
 TIME_RE = re.compile(r"^([01]\d|2[0-3]):[0-5]\d$")
 
@@ -67,7 +69,7 @@ def schedule_values(item: dict[str, Any]) -> dict[str, Any]:
         "voice": item.get("voice") or "",
         "audio_key": item.get("audio_key") or "",
         "audio_name": "",
-        "when": "weekly",
+        "when": "daily" if kind == "daily" else "weekly",
         "date": "",
         "time": "",
         "days": day_list,
@@ -119,12 +121,16 @@ def validate_announcement(values: dict[str, Any], errors: dict[str, str], *, nee
 
 def collapsed_targets(values: dict[str, Any]) -> tuple[str, ...]:
     targets = [t for t in values["targets"] if t]
+    units = [t for t in targets if t.startswith("unit:")]  # downstream units (issue 11) stay as given
+    targets = [t for t in targets if not t.startswith("unit:")]
     if ALL_TARGETS in targets:
-        return (ALL_TARGETS,)
+        return (ALL_TARGETS, *units)
     _, members = valid_targets()
     zones = [t for t in targets if t in members]
     covered = set().union(*(members[z] for z in zones)) if zones else set()
-    return tuple(dict.fromkeys([*zones, *(t for t in targets if t not in members and t not in covered)]))
+    return tuple(
+        dict.fromkeys([*zones, *(t for t in targets if t not in members and t not in covered), *units])
+    )
 
 
 def local_datetime(day: str, hhmm: str) -> datetime | None:
@@ -153,10 +159,13 @@ def validate_schedule(values: dict[str, Any], errors: dict[str, str]) -> dict[st
             errors["date"] = "Thời điểm phát phải ở tương lai."
         else:
             out["at"] = at
-    elif values["when"] == "weekly":
-        days = [d for d in values["days"] if d in WEEKDAY_KEYS]
+    elif values["when"] in RECURRING:
+        if values["when"] == "daily":
+            days = list(WEEKDAY_KEYS)
+        else:
+            days = [d for d in values["days"] if d in WEEKDAY_KEYS]
         if not days:
-            errors["days"] = "Vui lòng chọn ít nhất một ngày trong tuần."
+            errors["days"] = "Vui lòng chọn ít nhất một ngày trong tuần (hoặc chọn «Hằng ngày»)."
         if not TIME_RE.match(values["weekly_time"] or ""):
             errors["weekly_time"] = "Vui lòng nhập giờ phát (giờ:phút)."
         valid_from = valid_to = None

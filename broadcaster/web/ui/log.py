@@ -118,21 +118,39 @@ def _csv_response(text: str, filename: str) -> Response:
     )
 
 
+def _excel() -> bool:
+    """``?format=excel``: Excel's Vietnamese regional format (``;`` and decimal commas)."""
+    try:
+        return reports.check_csv_format(request.args.get("format"))
+    except reports.ReportError:
+        abort(400, description="Định dạng tải về không hợp lệ: chọn CSV hoặc Excel.")
+
+
+def _filename(stem: str, excel: bool) -> str:
+    return f"{stem}{'-excel' if excel else ''}.csv"
+
+
 @bp.route("/log.csv")
 @login_required
 def log_csv() -> Response:
+    excel = _excel()
     day_from, day_to = _log_range()
     try:
         filters = _log_filters(day_from, day_to, limit=reports.MAX_LIMIT, offset=0)
     except reports.ReportError as exc:
         abort(400, description=f"Bộ lọc không hợp lệ: {error_text(exc)}")
     log_items = report_service().log(filters)
-    return _csv_response(reports.log_csv(log_items), f"nhat-ky-phat-{day_from}-{day_to}.csv")
+    return _csv_response(
+        reports.log_csv(log_items, excel=excel), _filename(f"nhat-ky-phat-{day_from}-{day_to}", excel)
+    )
 
 
 @bp.route("/log/minutes.csv")
 @login_required
 def minutes_csv() -> Response:
+    excel = _excel()
     day_from, day_to = _log_range()
     rows = report_service().minutes(day_from, day_to)
-    return _csv_response(reports.minutes_csv(rows), f"so-phut-phat-{day_from}-{day_to}.csv")
+    return _csv_response(
+        reports.minutes_csv(rows, excel=excel), _filename(f"so-phut-phat-{day_from}-{day_to}", excel)
+    )

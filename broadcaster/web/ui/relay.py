@@ -35,7 +35,14 @@ _LOGGER = logging.getLogger(__name__)
 
 # The validator's and the scheduler's field names -> the form's.
 _FIELDS = {"duration_s": "duration", "until": "duration", "at": "date", "time": "weekly_time"}
-WHEN_CHOICES = (("now", "Ngay bây giờ"), ("once", "Một lần, vào lúc"), ("weekly", "Hằng tuần"))
+WHEN_CHOICES = (
+    ("now", "Ngay bây giờ"),
+    ("once", "Một lần, vào lúc"),
+    ("daily", "Hằng ngày"),
+    ("weekly", "Các ngày trong tuần"),
+)
+# The choices that make a relay schedule (the others a relay item).
+_RECURRING = ("daily", "weekly")
 
 
 def _values(form: Any, base: dict[str, Any] | None = None) -> dict[str, Any]:
@@ -82,6 +89,7 @@ def _page(
             tiers=tier_choices(),
             weekdays=WEEKDAYS,
             whens=WHEN_CHOICES if schedule_id is None else WHEN_CHOICES[2:],
+            recurring=_RECURRING,
             schedule_id=schedule_id,
         ),
         status,
@@ -145,7 +153,7 @@ def relay() -> Any:
     else:
         check_tier_allowed(values["tier"])
     channel, seconds = _channel(values, errors), _seconds(values, errors)
-    sched = validate_schedule(values, errors) if values["when"] in ("once", "weekly") else {}
+    sched = validate_schedule(values, errors) if values["when"] in ("once", *_RECURRING) else {}
     if values["when"] not in dict(WHEN_CHOICES):
         errors["when"] = "Vui lòng chọn khi nào tiếp sóng."
     if errors:
@@ -155,7 +163,7 @@ def relay() -> Any:
     waits = needs_approval(values["tier"])
     found = services()
     try:
-        if values["when"] == "weekly":
+        if values["when"] in _RECURRING:
             schedule_id = scheduler().create_schedule(
                 _schedule_data(values, sched, channel, seconds), author=user_name()
             )
@@ -202,13 +210,15 @@ def relay_schedule_edit(schedule_id: int) -> Any:
         **schedule_values(item),
         "channel": str(item["channel"]),
         "duration": f"{(item.get('duration_s') or 0) / 60:g}",
-        "when": "weekly",
+        "when": "daily" if item.get("kind") == "daily" else "weekly",
     }
     if request.method == "GET":
         return _page(base, {}, schedule_id=schedule_id)
     if not has_role(current_user(), Role.EDITOR.value, Role.APPROVER.value):
         abort(403, description="Tài khoản của bạn không có quyền sửa lịch phát.")
-    values = {**_values(request.form, base), "when": "weekly"}
+    values = _values(request.form, base)
+    if values["when"] not in _RECURRING:
+        values["when"] = "weekly"
     values["enabled"] = "on" if request.form.get("enabled") else ""
     errors: dict[str, str] = {}
     check_tier_allowed(str(item.get("tier") or Tier.NORMAL.value))

@@ -1,5 +1,9 @@
 """The schedule: a week of airings (one-off items and recurring bulletins), the list of recurring
-bulletins, and editing or deleting one."""
+bulletins, and editing or deleting one.
+
+Each airing of the week says what became of it, in the words of the one label table: aired (the
+broadcast's state), missed, or planned (or waiting for an approver). A recurring bulletin shows no
+airing before it was created, and airings that share a minute and clusters are marked."""
 
 from __future__ import annotations
 
@@ -9,10 +13,11 @@ from typing import Any
 
 from flask import abort, flash, redirect, render_template, request, url_for
 
-from broadcaster.broadcasts.views import tier_label
+from broadcaster.broadcasts.views import approval_label, broadcast_state_label, tier_label
 from broadcaster.domain import Tier
-from broadcaster.models import Approval, Role
+from broadcaster.models import Approval, BroadcastState, Role
 from broadcaster.web.auth import current_user, has_role, login_required, roles_required
+from broadcaster.web.engines import voice_groups
 from broadcaster.web.ui import (
     SCHEDULING_ERRORS,
     WEEKDAYS,
@@ -32,8 +37,10 @@ from broadcaster.web.ui import (
     tz,
     zones_with_speakers,
 )
-from broadcaster.web.ui.compose import tier_choices
+from broadcaster.web.ui.clashes import clash_warning, mark_clashes
+from broadcaster.web.ui.compose import targets_summary, tier_choices
 from broadcaster.web.ui.forms import (
+    RECURRING,
     form_values,
     schedule_data,
     schedule_values,
@@ -53,6 +60,33 @@ def _week_start(value: str | None) -> date:
     return day - timedelta(days=day.weekday())
 
 
+def airing_status(item: dict[str, Any], at: datetime) -> tuple[str, str]:
+    """(state key for the look, Vietnamese label) of one airing of the week view."""
+    if item.get("broadcast_id") is not None and item.get("state"):
+        return str(item["state"]), broadcast_state_label(item["state"])
+    if at < now():  # the time came and no broadcast was made: it did not air
+        return BroadcastState.MISSED.value, broadcast_state_label(BroadcastState.MISSED.value)
+    approval = item.get("approval")
+    if approval in (Approval.PENDING.value, Approval.REJECTED.value):
+        return "pending_approval" if approval == Approval.PENDING.value else "cancelled", approval_label(
+            approval
+        )
+    return BroadcastState.SCHEDULED.value, broadcast_state_label(BroadcastState.SCHEDULED.value)
+
+
+def _since_creation(airings: list[dict[str, Any]], created: dict[int, datetime]) -> list[dict[str, Any]]:
+    """Drop the airings a recurring bulletin's timetable gives for times before the bulletin
+    existed (they never were due); what actually aired is always kept."""
+    kept = []
+    for item in airings:
+        at = parse_time(item.get("at"))
+        born = created.get(item.get("schedule_id") or 0)
+        if item.get("broadcast_id") is None and at is not None and born is not None and at < born:
+            continue
+        kept.append(item)
+    return kept
+
+
 def _week_days(start: date, airings: list[dict[str, Any]], names: dict[str, str]) -> list[dict[str, Any]]:
     """Seven days from ``start`` (local), each with its airings in time order."""
     zone = tz()
@@ -69,20 +103,26 @@ def _week_days(start: date, airings: list[dict[str, Any]], names: dict[str, str]
                 "airings": [],
             }
         )
-    for item in sorted(airings, key=lambda a: parse_time(a.get("at")) or now()):
+    ordered = sorted(airings, key=lambda a: parse_time(a.get("at")) or now())
+    clashes = mark_clashes(ordered)
+    for index, item in enumerate(ordered):
         at = parse_time(item.get("at"))
         if at is None:
             continue
         local = at.astimezone(zone)
-        index = (local.date() - start).days
-        if 0 <= index < 7:
-            days[index]["airings"].append(
+        offset = (local.date() - start).days
+        if 0 <= offset < 7:
+            state, label = airing_status(item, at)
+            days[offset]["airings"].append(
                 {
                     **item,
                     "time": local.strftime("%H:%M"),
                     "targets_text": describe_targets(item.get("targets"), names),
                     "tier_label": tier_label(item.get("tier")),
                     "past": at < now(),
+                    "status": state,
+                    "status_label": label,
+                    "clash_with": clashes.get(index, []),
                 }
             )
     return days
@@ -107,6 +147,8 @@ def schedule() -> str:
     except Exception:
         _LOGGER.exception("scheduler.list_schedules failed")
         schedules = []
+    created = {int(s["id"]): born for s in schedules if (born := parse_time(s.get("created"))) is not None}
+    airings = _since_creation(airings, created)
     return render_template(
         "schedule.html",
         days=_week_days(start, airings, names),
@@ -145,16 +187,18 @@ def _schedule_page(
             errors=errors,
             zones=zones_with_speakers(),
             engines=engine_choices(),
+            voice_groups=voice_groups(services().speech),
             tiers=tier_choices(),
             weekdays=WEEKDAYS,
             max_repeat=repeat_limit(),
             max_chars=services().settings.textnorm.max_chars,
+            targets_summary=targets_summary(values["targets"])[0],
         ),
         status,
     )
 
 
-@bp.route("/schedule/<int:schedule_id>", methods=["GET", "POST"])
+@bp.route("/schedule/<id:schedule_id>", methods=["GET", "POST"])
 @login_required
 def schedule_edit(schedule_id: int) -> Any:
     item = _get_schedule(schedule_id)
@@ -164,7 +208,9 @@ def schedule_edit(schedule_id: int) -> Any:
         return _schedule_page(schedule_id, item, schedule_values(item), {})
     if not has_role(current_user(), Role.EDITOR.value, Role.APPROVER.value):
         abort(403, description="Tài khoản của bạn không có quyền sửa lịch phát.")
-    values = {**schedule_values(item), **form_values(request.form), "when": "weekly"}
+    values = {**schedule_values(item), **form_values(request.form)}
+    if values["when"] not in RECURRING:
+        values["when"] = "weekly"
     values["enabled"] = "on" if request.form.get("enabled") else ""
     errors: dict[str, str] = {}
     validate_announcement(values, errors)
@@ -184,10 +230,13 @@ def schedule_edit(schedule_id: int) -> Any:
         service_error_to_form(exc, errors, "Không lưu được")
         return _schedule_page(schedule_id, item, values, errors, 400)
     flash("Đã lưu lịch phát." + (" Lịch đang chờ người phê duyệt." if waits else ""), "ok")
+    warning = clash_warning(schedule_id=schedule_id)
+    if warning:
+        flash(warning, "warn")
     return redirect(url_for("ui.schedule"))
 
 
-@bp.route("/schedule/<int:schedule_id>/delete", methods=["POST"])
+@bp.route("/schedule/<id:schedule_id>/delete", methods=["POST"])
 @roles_required(Role.EDITOR.value, Role.APPROVER.value)
 def schedule_delete(schedule_id: int) -> Any:
     item = _get_schedule(schedule_id)
