@@ -7,7 +7,8 @@ A mosquitto on a free loopback port, the real controller services on it, the sim
 (a 440 Hz tone) served over local HTTP. One relay of ``--minutes`` to every cluster. From the
 nodes' recorded timelines (the true wall time each frame sounded): the start spread (first common
 frame) and the drift (worst spread of any frame played by every cluster over the whole relay).
-Goal: <= 5 ms. Also: controller CPU per active source and bytes per cluster per minute.
+Goal: <= 5 ms. Also: controller CPU and memory with the source pulled (the ffmpeg that pulls and
+conditions it counted apart) and bytes per cluster per minute.
 """
 
 from __future__ import annotations
@@ -39,6 +40,36 @@ def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return int(s.getsockname()[1])
+
+
+def rss_mb() -> float:
+    """Resident set size of this process (the controller, the simulator thread aside), MiB."""
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    return float("nan")
+
+
+def children_cpu_s() -> float:
+    """CPU seconds of the running children of this process's threads (the pump's ffmpeg pulling the
+    source); the main thread's (mosquitto, the HLS maker) are left out."""
+    import os
+
+    total = 0.0
+    ticks = os.sysconf("SC_CLK_TCK")
+    for task in Path(f"/proc/{os.getpid()}/task").iterdir():
+        if task.name == str(os.getpid()):
+            continue
+        children = task / "children"
+        if not children.exists():
+            continue
+        for pid in children.read_text().split():
+            try:
+                fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+            except OSError:
+                continue
+            total += (int(fields[11]) + int(fields[12])) / ticks
+    return total
 
 
 class _Quiet(http.server.SimpleHTTPRequestHandler):
@@ -101,12 +132,17 @@ def main() -> None:
         )
         cpu0 = resource.getrusage(resource.RUSAGE_SELF)
         child0 = resource.getrusage(resource.RUSAGE_CHILDREN)
+        rss_before = rss_mb()
+        rss_during = rss_before
+        ffmpeg_cpu = 0.0
         began = time.monotonic()
         bid = manager.submit_stream(checked, author="bench")
         deadline = time.monotonic() + args.minutes * 60 + 60
         while (manager.get(bid) or {}).get("state") not in ("done", "partial", "failed", "missed"):
             if time.monotonic() > deadline:
                 break
+            rss_during = max(rss_during, rss_mb())
+            ffmpeg_cpu = max(ffmpeg_cpu, children_cpu_s())
             time.sleep(0.5)
         wall = time.monotonic() - began
         stats = services.broadcasts.hub.stats() if services.broadcasts.hub else {}
@@ -129,16 +165,26 @@ def main() -> None:
         cpu = (cpu1.ru_utime + cpu1.ru_stime) - (cpu0.ru_utime + cpu0.ru_stime)
         child = (child1.ru_utime + child1.ru_stime) - (child0.ru_utime + child0.ru_stime)
         print(
-            f"  controller process CPU (whole controller incl. the pump thread): {cpu / wall * 100:.1f}% of a core"
+            f"  this process's CPU (the controller with its pump thread, and the 9 simulated clusters): "
+            f"{cpu / wall * 100:.1f}% of a core"
         )
-        print(f"  ffmpeg (ended children) CPU: {child / wall * 100:.1f}% of a core")
-        streams = stats.get("streams", {})
-        total = sum(s["bytes"] for s in streams.values()) if streams else 0
-        frames = sum(s["frames"] for s in streams.values()) if streams else 0
+        print(
+            f"  ffmpeg pulling and conditioning the source: {max(child, ffmpeg_cpu) / wall * 100:.1f}% of a core"
+        )
+        # Every cluster receives the whole stream: its bytes are one stream's (totals: the stream
+        # is released when the relay ends, so its counters are read from the hub's totals).
+        totals = stats.get("totals", {})
+        total = sum(t["bytes"] for t in totals.values())
+        frames = sum(t["frames"] for t in totals.values())
+        print(
+            f"  this process's RSS: {rss_before:.1f} MiB before, {rss_during:.1f} MiB with the source pulled"
+        )
         if frames:
-            per_min = (total + frames * 40) / (wall / 60)
+            seconds = frames * settings.live.frame_s
+            per_min = (total + frames * 40) / (seconds / 60)
             print(
-                f"  bytes per cluster per minute (frames + ~40 B MQTT framing): {per_min / 1024:.0f} KiB ({per_min * 8 / 60 / 1000:.1f} kbps)"
+                f"  bytes per cluster per minute (frames + ~40 B MQTT framing): {per_min / 1024:.0f} KiB "
+                f"({per_min * 8 / 60 / 1000:.1f} kbps), {frames} frames"
             )
     finally:
         sim.stop()

@@ -84,8 +84,6 @@ def cmd_tts(args: argparse.Namespace) -> int:
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
-    import waitress
-
     from broadcaster.alerts import AlertsConfigError
     from broadcaster.broker import BrokerError
     from broadcaster.demo import Demo
@@ -93,6 +91,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
     from broadcaster.services import build_services
     from broadcaster.transport import TransportError
     from broadcaster.web import create_app, shutdown_app
+    from broadcaster.web.serve import WebTlsError, make_web_server
 
     settings = _settings(
         args, host=args.host, port=args.port, mqtt_url=args.mqtt_url, db=args.db, demo=args.demo or None
@@ -104,6 +103,13 @@ def cmd_serve(args: argparse.Namespace) -> int:
         print(f"error: {exc}", file=sys.stderr)
         return 1
     app = create_app(settings, services)
+    try:
+        # Polls of lower levels held open (federation) get threads of their own beyond the 8.
+        threads = 8 + settings.federation.max_held_polls
+        server = make_web_server(app, settings, threads=threads)  # HTTPS files checked before anything starts
+    except WebTlsError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
     demo = Demo(services) if settings.demo else None
     # SIGTERM (systemd, docker stop) must stop the managed broker and the workers too.
     signal.signal(signal.SIGTERM, _raise_keyboard_interrupt)
@@ -117,13 +123,13 @@ def cmd_serve(args: argparse.Namespace) -> int:
     try:
         if demo is not None:
             demo.start()
-        print(f"Loa xã: http://{settings.host}:{settings.port}/", flush=True)
-        # Polls of lower levels held open (federation) get threads of their own beyond the 8.
-        threads = 8 + settings.federation.max_held_polls
-        waitress.serve(app, host=settings.host, port=settings.port, threads=threads, ident="loa-xa")
+        server.bind()
+        print(f"Loa xã: {server.url}/", flush=True)
+        server.serve()
     except KeyboardInterrupt:
         pass
     finally:
+        server.stop()
         if demo is not None:
             demo.stop()
         shutdown_app(app)  # the web workers first: their jobs use the services

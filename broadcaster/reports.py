@@ -27,6 +27,7 @@ from broadcaster.broadcasts.views import (
     broadcast_state_label,
     delivery_state_label,
     interruptions,
+    kind_label,
     source_label,
     tier_label,
 )
@@ -49,6 +50,8 @@ LOG_CSV_COLUMNS: list[tuple[str, str]] = [
     ("broadcast_id", "Mã lượt phát"),
     ("time", "Thời gian"),
     ("title", "Tiêu đề"),
+    ("kind", "Loại"),
+    ("source_name", "Kênh hoặc nguồn phát"),
     ("text", "Nội dung"),
     ("tier", "Mức độ"),
     ("state", "Trạng thái lượt phát"),
@@ -310,6 +313,13 @@ def broadcast_dict(
         "engine": broadcast.engine_used,
         "duration_s": broadcast.duration_s,
         "reason": broadcast.reason,
+        # Relays and live speech: what they aired (the channel's name, «Phát trực tiếp»).
+        "kind": broadcast.kind or "announcement",
+        "kind_label": kind_label(broadcast.kind),
+        "channel_id": broadcast.channel_id,
+        "source_name": broadcast.source_name,
+        "end_at": _iso(broadcast.end_at, zone),
+        "audio_key": broadcast.audio_key,
         "interruptions": interruptions(broadcast),
         "seconds_played": round(total, 1),
         "counts": dict(counts),
@@ -351,7 +361,7 @@ def broadcast_log(
         scan += len(batch)
         for b in batch:
             ann = b.announcement
-            haystack = fold(f"{ann.title}\n{ann.text}") if ann else ""
+            haystack = fold(f"{ann.title}\n{ann.text}\n{b.source_name or ''}") if ann else ""
             if needle not in haystack:
                 continue
             if skipped < filters.offset:
@@ -371,6 +381,8 @@ def log_rows(log: Iterable[Mapping[str, Any]]) -> list[dict[str, Any]]:
             "broadcast_id": b["id"],
             "time": _plain(b["time"]),
             "title": b["title"],
+            "kind": b.get("kind_label") or kind_label(b.get("kind")),
+            "source_name": b.get("source_name"),
             "text": b["text"],
             "tier": b["tier_label"],
             "state": b["state_label"],

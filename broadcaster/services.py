@@ -32,6 +32,7 @@ if TYPE_CHECKING:
     from broadcaster.federation.service import Federation
     from broadcaster.fleet import Fleet, FleetConfig
     from broadcaster.fleet.registry import Registry, RegistryChange
+    from broadcaster.fleet.sources import SourceAlerts
     from broadcaster.fleet.targets import TargetResolver
     from broadcaster.lexicon import Lexicon
     from broadcaster.reports import Reports
@@ -85,6 +86,7 @@ class Services:
     fleet_config: FleetConfig | None = None
     broadcasts_config: BroadcastsConfig | None = None
     alerts: AlertNotifier | None = None  # fleet alerts by e-mail and webhook
+    source_alerts: SourceAlerts | None = None  # relay sources that stalled (controller-level alerts)
     broker: ManagedBroker | None = None  # the managed Mosquitto, while it runs
     broker_sync: BrokerSync | None = None
     federation: Federation | None = None  # upper levels and CAP feeds (docs/federation.md)
@@ -116,6 +118,8 @@ class Services:
         self.fleet.start()
         if self.alerts is not None:
             self.alerts.start()
+        if self.source_alerts is not None:
+            self.source_alerts.close_stale()
         self.broadcasts.start()
         transport.start()
         wait = getattr(transport, "wait_connected", None)
@@ -253,6 +257,10 @@ def build_services(
     live_dir = settings.instance / "live"
     live_dir.mkdir(parents=True, exist_ok=True)
     hub = StreamHub(transport, settings.live, settings.audio, workdir=live_dir)
+    from broadcaster.fleet.sources import SourceAlerts
+
+    source_alerts = SourceAlerts(sessions, getattr(fleet, "notify_alert", None))
+    hub.source_listener = source_alerts
     broadcasts = BroadcastManager(
         sessions,
         speech,
@@ -304,6 +312,7 @@ def build_services(
         reports=Reports(sessions, settings.timezone),
         normalizer=normalizer,
         alerts=alerts,
+        source_alerts=source_alerts,
         federation=federation,
         fleet_config=fleet_config,
         broadcasts_config=broadcasts_config,

@@ -342,22 +342,12 @@ class SpeechService:
         settings = self.render_settings(repeat=repeat, chime=chime)
 
         def voice_of(eng: TtsEngine) -> str:
-            if voice is not None and eng.name == requested:
-                return voice
-            try:
-                return eng.default_voice()
-            except Exception:
-                return ""
+            return self.voice_for(eng, requested, voice)
 
         # 1. A stored render by any engine, in order, wins: no synthesis at all.
-        for eng in self.chain.ordered(requested):
-            if strict and eng.name != requested:
-                continue
-            key = self.key_for(eng, voice_of(eng), spoken, settings)
-            meta = self.store.meta(key) if self.store.has(key) else None
-            if meta is not None:
-                self.store.touch(key)
-                return self._result(key, meta, text, spoken, hit=True)
+        found = self.cached(text, spoken, requested, voice, settings, strict=strict)
+        if found is not None:
+            return found
 
         # 2. Synthesize with the first engine that works.
         reasons: dict[str, str] = {}
@@ -396,6 +386,60 @@ class SpeechService:
         _LOGGER.warning("every TTS engine failed: %s", detail)  # the technician's detail, in English
         raise SpeechError(ALL_ENGINES_FAILED_VI, f"every TTS engine failed: {detail}", reasons)
 
+    def voice_for(self, eng: TtsEngine, requested: str | None, voice: str | None) -> str:
+        """The voice ``eng`` reads with: the one asked for when it is the requested engine, else
+        its default."""
+        if voice is not None and eng.name == requested:
+            return voice
+        try:
+            return eng.default_voice()
+        except Exception:
+            return ""
+
+    def cached(
+        self,
+        text: str,
+        spoken: str,
+        requested: str | None,
+        voice: str | None,
+        settings: dict[str, Any],
+        *,
+        strict: bool = False,
+    ) -> RenderResult | None:
+        """A stored render of ``spoken`` by any engine, in order (the first found wins), or None."""
+        for eng in self.chain.ordered(requested):
+            if strict and eng.name != requested:
+                continue
+            key = self.key_for(eng, self.voice_for(eng, requested, voice), spoken, settings)
+            meta = self.store.meta(key) if self.store.has(key) else None
+            if meta is not None:
+                self.store.touch(key)
+                return self._result(key, meta, text, spoken, hit=True)
+        return None
+
+    def render_streamed(
+        self,
+        text: str,
+        *,
+        sink: Any,
+        engine: str | None = None,
+        voice: str | None = None,
+        repeat: int = 1,
+        chime: bool = True,
+        lexicon: Mapping[str, str] | None = None,
+    ) -> RenderResult:
+        """``render``, streaming the program to ``sink`` as it is synthesized (see
+        ``broadcaster/speech_stream.py``); a stored render is returned without streaming."""
+        from broadcaster.speech_stream import render_streamed
+
+        return render_streamed(
+            self, text, sink=sink, engine=engine, voice=voice, repeat=repeat, chime=chime, lexicon=lexicon
+        )
+
+    def requested_engine(self, engine: str | None, voice: str | None) -> str | None:
+        """The engine to try first for ``engine``/``voice`` (SpeechError when unknown)."""
+        return self._requested_engine(engine, voice)
+
     def _requested_engine(self, engine: str | None, voice: str | None) -> str | None:
         if engine is not None:
             if engine not in self.chain:
@@ -433,31 +477,52 @@ class SpeechService:
         chime: bool,
         settings: dict[str, Any],
     ) -> tuple[bytes, dict[str, Any]]:
-        from broadcaster.audio import render
-
-        a = self.audio
-        pause_ms = {
-            Pause.NONE: 0,
-            Pause.CLAUSE: a.clause_pause_ms,
-            Pause.SENTENCE: a.sentence_pause_ms,
-            Pause.PARAGRAPH: a.paragraph_pause_ms,
-        }
         _LOGGER.info("synthesizing %d piece(s) with %s (%s)", len(pieces), engine.name, voice)
         # Pieces are synthesized in parallel where the engine allows it (``max_parallel``): a slow
         # cloud engine costs about one request's time for a short bulletin, not one per sentence.
         clips = self.chain.call_many(engine, [piece.text for piece in pieces], voice or None)
-        parts = [(clip, pause_ms[piece.pause]) for clip, piece in zip(clips, pieces, strict=True)]
-        body = render.speech_track(parts)
+        parts = [(clip, self.pause_ms(piece.pause)) for clip, piece in zip(clips, pieces, strict=True)]
         connector = None
         if repeat > 1 and self._connector_text():
-            clip = self.chain.call(engine, self._connector_text(), voice or None)
-            connector = render.speech_track([(clip, 0)])
+            connector = self.chain.call(engine, self._connector_text(), voice or None)
+        return self.assemble(
+            engine.name, voice, text, spoken, parts, connector, repeat=repeat, chime=chime, settings=settings
+        )
+
+    def pause_ms(self, pause: Pause) -> int:
+        a = self.audio
+        return {
+            Pause.NONE: 0,
+            Pause.CLAUSE: a.clause_pause_ms,
+            Pause.SENTENCE: a.sentence_pause_ms,
+            Pause.PARAGRAPH: a.paragraph_pause_ms,
+        }[pause]
+
+    def assemble(
+        self,
+        engine_name: str,
+        voice: str,
+        text: str,
+        spoken: str,
+        parts: list[tuple[Any, int]],
+        connector_clip: Any,
+        *,
+        repeat: int,
+        chime: bool,
+        settings: dict[str, Any],
+    ) -> tuple[bytes, dict[str, Any]]:
+        """Synthesized pieces (clip, pause after it) to the mastered MP3 and its store metadata."""
+        from broadcaster.audio import render
+
+        a = self.audio
+        body = render.speech_track(parts)
+        connector = render.speech_track([(connector_clip, 0)]) if connector_clip is not None else None
         program = render.program(body, a, repeat=repeat, connector=connector, chime=chime)
         mastered = render.master_track(program, a)
         meta = {
             "text": text,
             "normalized_text": spoken,
-            "engine": engine.name,
+            "engine": engine_name,
             "voice": voice,
             "duration_s": round(mastered.duration_s, 3),
             "loudness_lufs": mastered.loudness.integrated_lufs,
@@ -465,6 +530,9 @@ class SpeechService:
             "settings": settings,
         }
         return mastered.mp3, meta
+
+    def result(self, key: str, meta: dict[str, Any], text: str, spoken: str, *, hit: bool) -> RenderResult:
+        return self._result(key, meta, text, spoken, hit=hit)
 
     def _result(self, key: str, meta: dict[str, Any], text: str, spoken: str, *, hit: bool) -> RenderResult:
         return RenderResult(

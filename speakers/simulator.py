@@ -9,7 +9,8 @@ The demo (``broadcaster serve --demo``), the tests and the benchmarks use it::
     sim.kill("loa-02"); sim.revive("loa-02")
     sim.stop()
 
-What it can inject: a per-node clock error (uniform in +-``clock_skew_s``, or given per node in
+``player="file"`` makes each node write what it plays (files and live streams, as WAV) to
+``player_dir/<id>/`` instead of keeping a timeline. What it can inject: a per-node clock error (uniform in +-``clock_skew_s``, or given per node in
 ``clock_offsets``), dropped connections
 (``drop_rate_per_min``: chance per node per minute of an abrupt TCP drop, after which the node
 reconnects by itself), slow links (``latency_ms`` added before handling what arrives and before
@@ -38,7 +39,7 @@ from speakers.cache import ChunkPool
 from speakers.config import AgentConfig
 from speakers.health import HostProbe
 from speakers.mqtt import parse_mqtt_url
-from speakers.player import Analyzer, NullPlayer
+from speakers.player import Analyzer, FilePlayer, NullPlayer
 from speakers.protocol import DEFAULT_PREFIX, valid_id
 
 _LOGGER = logging.getLogger(__name__)
@@ -96,8 +97,16 @@ class Simulator:
         max_late_s: float = 300.0,
         amplifier_idle_off_s: float = 5.0,
         clock_offsets: Mapping[str, float] | None = None,
+        player: str = "null",
+        player_dir: Path | None = None,
     ) -> None:
+        """``player``: "null" (a timeline of what would play, the default) or "file" (each node
+        writes what it plays to ``player_dir/<id>/``, as ``speaker-agent`` does with the file player)."""
         parse_mqtt_url(mqtt_url)  # fail early on a bad URL
+        if player not in ("null", "file") or (player == "file" and player_dir is None):
+            raise SimulatorError('player is "null" or "file" (with player_dir)')
+        self.player = player
+        self.player_dir = Path(player_dir) if player_dir is not None else None
         self.mqtt_url = mqtt_url
         self.prefix = prefix
         if nodes is not None:
@@ -236,9 +245,14 @@ class Simulator:
 
     def _make_agent(self, speaker_id: str) -> Agent:
         shared = self._shared
+        if self.player == "file":
+            assert self.player_dir is not None
+            player: NullPlayer | FilePlayer = FilePlayer(self.player_dir / speaker_id)
+        else:
+            player = NullPlayer(self.timeline_entries)
         return Agent(
             self._config(speaker_id),
-            player=NullPlayer(self.timeline_entries),
+            player=player,
             clock=SkewedClock(self._offsets[speaker_id]),
             analyzer=shared["analyzer"],
             chunk_pool=shared["chunks"],
@@ -326,6 +340,19 @@ class Simulator:
         self._launch(speaker_id)
         await self.wait_connected(timeout, [speaker_id])
 
+    async def arestart(self, speaker_id: str, timeout: float = 30.0) -> None:
+        """A clean restart of one node: it stops (``stopped`` receipts, ``online: false``), then a
+        new agent with the same id, clock and disk cache connects."""
+        agent = self.agents[speaker_id]
+        await agent.stop()
+        runner = self._runners.pop(speaker_id, None)
+        if runner is not None:
+            runner.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await runner
+        self._launch(speaker_id)
+        await self.wait_connected(timeout, [speaker_id])
+
     # ------------------------------------------------------------------- thread API
 
     def start_in_thread(self, timeout: float = 60.0) -> None:
@@ -409,6 +436,10 @@ class Simulator:
     def revive(self, speaker_id: str, timeout: float = 30.0) -> None:
         """Restart a killed node (same id, clock and disk cache); returns once it is connected."""
         self._run(self.arevive(speaker_id, timeout), timeout + 5)
+
+    def restart(self, speaker_id: str, timeout: float = 30.0) -> None:
+        """Stop one node cleanly and start it again (an update, a reboot); returns once it is back."""
+        self._run(self.arestart(speaker_id, timeout), timeout + 10)
 
     def disconnect(self, speaker_id: str) -> None:
         """Drop one node's connection (network failure); it reconnects by itself."""

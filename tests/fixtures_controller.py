@@ -204,14 +204,27 @@ class E2EController:
 
     ``restart()`` stops the controller and builds a new one on the same instance (same database,
     same MQTT client id, so the same persistent session); the broker and the clusters keep running.
+    ``sim_options`` go to the Simulator (e.g. ``{"player": "file", "player_dir": path}``); ``speech``
+    replaces the settings' speech service (e.g. one over an engine the test controls);
+    ``broadcasts`` overrides the broadcasts settings.
     """
 
-    def __init__(self, broker, instance: Path, **overrides: object) -> None:  # type: ignore[no-untyped-def]
+    def __init__(
+        self,
+        broker,
+        instance: Path,
+        sim_options: dict | None = None,
+        speech=None,
+        broadcasts: dict | None = None,
+        **overrides: object,
+    ) -> None:  # type: ignore[no-untyped-def]
         from speakers.simulator import Simulator
 
         self.broker = broker
         self.instance = instance
         self.overrides = overrides
+        self.broadcasts_options = broadcasts or {}
+        self.speech = speech  # a speech service of the test's own (default: the settings')
         broker.add_nodes(E2E_NODES)
         self.services = self._build()
         seed_commune(self.services.sessions, credentials=True)
@@ -227,6 +240,7 @@ class E2EController:
             reconnect_max_s=2.0,
             request_timeout_s=1.0,
             seed=4,
+            **(sim_options or {}),
         )
         self.sim.start_in_thread(timeout=30)
         wait_until(lambda: len(self.fleet.online_ids()) == 9, timeout=20, what="9 clusters online")
@@ -239,9 +253,11 @@ class E2EController:
         settings = e2e_settings(self.instance, self.broker.url, **self.overrides)
         return build_services(
             settings,
+            speech=self.speech,
             fleet_config=FleetConfig(health_interval_s=E2E_HEALTH_S, health_batch_interval_s=0.2),
             broadcasts_config=BroadcastsConfig(
-                lead_s=1.5, emergency_lead_s=0.6, gap_s=0.3, receipt_grace_s=15
+                **{"lead_s": 1.5, "emergency_lead_s": 0.6, "gap_s": 0.3, "receipt_grace_s": 15}
+                | self.broadcasts_options
             ),
         )
 
@@ -269,6 +285,16 @@ class E2EController:
     def timeline(self, speaker_id: str | None = None) -> list[dict]:
         return self.sim.timeline(speaker_id)
 
+    def log_messages(self, broadcast_id: int) -> list[str]:
+        """The decision log's messages about one broadcast, oldest first."""
+        from sqlalchemy import select
+
+        from broadcaster.models import LogEntry
+
+        with self.services.sessions() as session:
+            query = select(LogEntry.message).where(LogEntry.broadcast_id == broadcast_id)
+            return list(session.scalars(query.order_by(LogEntry.id)))
+
     def close(self) -> None:
         try:
             self.sim.stop()
@@ -278,8 +304,11 @@ class E2EController:
 
 @pytest.fixture
 def controller(mosquitto, tmp_path: Path) -> Iterator[E2EController]:  # type: ignore[no-untyped-def]
-    """The controller on a real broker with 9 simulated clusters (zones thon-1..thon-3)."""
-    harness = E2EController(mosquitto, tmp_path / "instance")
+    """The controller on a real broker with 9 simulated clusters (zones thon-1..thon-3).
+    Emergencies are rendered whole before they air here (the tests of the play path look at each
+    item's one timeline entry); tests/test_emergency_stream.py covers emergencies streamed as they
+    are synthesized, the default."""
+    harness = E2EController(mosquitto, tmp_path / "instance", broadcasts={"stream_emergencies": False})
     yield harness
     harness.close()
 

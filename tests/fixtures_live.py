@@ -1,11 +1,15 @@
 """Real sources for relays: an Icecast server fed by ffmpeg with a test tone, and an HLS stream made
-by ffmpeg into a folder served over local HTTP. Module-scoped: started once per test module."""
+by ffmpeg into a folder served over local HTTP; and ``live_controller``, the real controller on a
+real mosquitto with nine simulated clusters, shared by the tests of a module (each test uses its
+own clusters or waits for its items to end, so they do not disturb each other). Module-scoped:
+started once per test module."""
 
 from __future__ import annotations
 
 import contextlib
 import functools
 import http.server
+import math
 import os
 import shutil
 import signal
@@ -18,6 +22,7 @@ import urllib.request
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -180,6 +185,7 @@ def hls_stream() -> Iterator[Hls]:
         yield Hls(url, folder)
     finally:
         server.shutdown()
+        server.server_close()
         _stop(proc)
         with contextlib.suppress(OSError):
             shutil.rmtree(folder)
@@ -200,7 +206,37 @@ def html_server() -> Iterator[str]:
         yield f"http://127.0.0.1:{server.server_address[1]}/index.html"
     finally:
         server.shutdown()
+        server.server_close()
         shutil.rmtree(folder, ignore_errors=True)
+
+
+@pytest.fixture(scope="module")
+def live_controller(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
+    """The controller (tests/fixtures_controller.E2EController) on its own real broker, for one
+    test module: starting nine clusters per test would add seconds to each."""
+    from broadcaster.broker import ManagedBroker, find_mosquitto
+    from tests.fixtures_broker import BrokerFixture
+    from tests.fixtures_controller import E2EController
+
+    find_mosquitto()
+    workdir = Path(tempfile.mkdtemp(prefix="loa-mosquitto-"))
+    workdir.chmod(0o755)  # the broker drops privileges to the mosquitto user
+    broker = ManagedBroker(workdir / "broker")
+    broker.start()
+    harness = None
+    try:
+        # A stalled source is retried after 2 s (not 5): the fault tests take seconds less.
+        harness = E2EController(
+            BrokerFixture(broker),
+            tmp_path_factory.mktemp("live") / "instance",
+            live={"stall_s": 2.0, "retry_min_s": 0.5},
+        )
+        yield harness
+    finally:
+        if harness is not None:
+            harness.close()
+        broker.stop()
+        shutil.rmtree(workdir, ignore_errors=True)
 
 
 def dominant_frequency(samples: list[int] | object, rate: int) -> float:
@@ -210,4 +246,37 @@ def dominant_frequency(samples: list[int] | object, rate: int) -> float:
     return crossings / 2 / (len(values) / rate) if values else 0.0
 
 
-__all__ = ["Hls", "Icecast", "ToneSource", "dominant_frequency", "free_port"]
+def goertzel_power(samples: list[int] | object, rate: int, frequency: float) -> float:
+    """Mean power of ``samples`` at ``frequency`` (Goertzel), relative to the signal's own power:
+    about 1 for a pure tone at that frequency, near 0 for silence or another tone."""
+    values = list(samples)  # type: ignore[call-overload]
+    if not values:
+        return 0.0
+    coeff = 2 * math.cos(2 * math.pi * frequency / rate)
+    s_prev = s_prev2 = 0.0
+    for x in values:
+        s = x + coeff * s_prev - s_prev2
+        s_prev2, s_prev = s_prev, s
+    power = s_prev2**2 + s_prev**2 - coeff * s_prev * s_prev2
+    energy = sum(x * x for x in values)
+    return power / (len(values) * energy / 2) if energy else 0.0
+
+
+def peak_frequency(
+    samples: list[int] | object, rate: int, low: float, high: float, step: float = 5.0
+) -> float:
+    """The frequency between ``low`` and ``high`` where ``samples`` are strongest (Goertzel scan)."""
+    values = list(samples)  # type: ignore[call-overload]
+    candidates = [low + step * i for i in range(int((high - low) / step) + 1)]
+    return max(candidates, key=lambda f: goertzel_power(values, rate, f))
+
+
+__all__ = [
+    "Hls",
+    "Icecast",
+    "ToneSource",
+    "dominant_frequency",
+    "free_port",
+    "goertzel_power",
+    "peak_frequency",
+]

@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 
 from broadcaster.web.api import BROADCAST_FIELDS
+from broadcaster.web.api.broadcasts import RELAY_FIELDS
 from tests.test_api import Api
 
 IGNORED_METHODS = {"HEAD", "OPTIONS"}
@@ -72,10 +73,15 @@ def test_document_is_self_consistent(api: Api) -> None:
                 assert op["summary"] and op["responses"], (path, method)
     post = doc["paths"]["/api/broadcasts"]["post"]
     request = doc["components"]["schemas"]["BroadcastRequest"]
+    relay = doc["components"]["schemas"]["RelayRequest"]
     assert post["requestBody"]["content"]["application/json"]["schema"] == {
-        "$ref": "#/components/schemas/BroadcastRequest"
+        "oneOf": [
+            {"$ref": "#/components/schemas/BroadcastRequest"},
+            {"$ref": "#/components/schemas/RelayRequest"},
+        ]
     }
     assert set(request["properties"]) == BROADCAST_FIELDS
+    assert set(relay["properties"]) == RELAY_FIELDS
 
 
 def test_enums_and_limits_come_from_the_code(api: Api) -> None:

@@ -293,9 +293,9 @@ def test_an_emergency_interrupts_a_relay_which_then_resumes_at_the_live_point_fo
 
 
 def test_a_relay_with_less_than_the_gap_left_is_not_aired_again_and_expires() -> None:
-    end = NOW + 1.5
-    relay = stream(1, end_at=end, pending={"a1"})
-    assert not plays(arbitrate(snap(relay), NOW))  # 1.5 s left, starts at NOW + 2: nothing to air
+    end = NOW + 2.8
+    relay = stream(1, end_at=end, pending={"a1"}, min_lead=2.3)  # a relay's 2 s delay + margin
+    assert not plays(arbitrate(snap(relay), NOW))  # 2.8 s left, starts at NOW + 2.3: nothing worth it
     assert arbitrate(snap(relay), end + 0.1) == [Expire(1, ("a1",))]
 
 
@@ -330,3 +330,34 @@ def test_the_emergency_lead_follows_the_slowest_measured_cluster_above_a_floor()
         NOW,
     )
     assert plays(decisions) == [Play(1, ("a1", "a2"), NOW + 0.3)]
+
+
+# ------------------------------------------------------------------ emergencies streamed as synthesized
+
+
+def test_a_streamed_emergency_starts_no_sooner_than_its_frames_are_on_the_wire() -> None:
+    alarm = stream(1, end_at=None, tier=Tier.EMERGENCY, pending={"a1", "a2"}, min_lead=0.9)
+    relay = stream(2, end_at=NOW + 600, active={"a1": (NOW - 60, NOW + 600)})
+    decisions = arbitrate(snap(alarm, relay), NOW)
+    assert plays(decisions) == [Play(1, ("a1", "a2"), NOW + 0.9)]  # its delay, not the 0.5 s lead
+    assert Interrupt(2, "a1", 1, True, NOW + 0.9) in decisions
+
+
+def test_an_emergency_behind_one_without_an_end_waits_for_its_end_instead_of_a_far_start() -> None:
+    first = stream(1, end_at=None, tier=Tier.EMERGENCY, active={"a1": (NOW - 5, NOW - 5 + 4 * 3600)})
+    second = airing(2, tier=Tier.EMERGENCY, pending={"a1", "a2"}, duration=20.0)
+    decisions = arbitrate(snap(first, second), NOW)
+    assert plays(decisions) == []  # not sent with a start four hours away
+    assert Queued(2, "a1", 1) in decisions
+    # Once the first one's end is known, the second follows it after the gap.
+    first.end_at = NOW + 12.0
+    first.active["a1"] = (NOW - 5, NOW + 12.0)
+    (play,) = plays(arbitrate(snap(first, second), NOW))
+    assert play == Play(2, ("a1", "a2"), NOW + 12.0 + POLICY.gap_s)
+
+
+def test_a_live_stream_starts_after_its_playout_delay_not_the_file_lead() -> None:
+    """Live speech must not wait the lead nodes need to fetch a file (2 s here): its frames are
+    on the wire after its delay and margin; the speaker's first words sound then."""
+    live = stream(1, end_at=None, tier=Tier.PRIORITY, pending={"a1", "b1"}, min_lead=0.9)
+    assert plays(arbitrate(snap(live), NOW)) == [Play(1, ("a1", "b1"), NOW + 0.9)]

@@ -21,7 +21,7 @@ ALLOWED = {
     "piper": {"broadcaster/tts/piper_engine.py"},
     "pydub": {"broadcaster/audio/render.py"},
     "apscheduler": {"broadcaster/scheduling/apsched.py"},
-    "waitress": {"broadcaster/__main__.py"},
+    "cheroot": {"broadcaster/web/serve.py"},
     "yaml": {"speakers/yamlio.py"},
     "docx": {"broadcaster/documents/office.py"},
     "pypdf": {"broadcaster/documents/office.py"},

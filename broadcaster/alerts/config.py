@@ -16,7 +16,7 @@ from urllib.parse import urlsplit
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, model_validator
 
-from broadcaster.fleet.alerting import ALERT_KINDS
+from broadcaster.fleet.alerting import ALERT_KINDS, SOURCE_ALERT_KINDS
 
 
 class AlertsConfigError(ValueError):
@@ -25,9 +25,10 @@ class AlertsConfigError(ValueError):
 
 def _check_kinds(kinds: list[str] | None) -> list[str] | None:
     if kinds is not None:
-        unknown = sorted(set(kinds) - set(ALERT_KINDS))
+        known = [*ALERT_KINDS, *sorted(SOURCE_ALERT_KINDS)]
+        unknown = sorted(set(kinds) - set(known))
         if unknown:
-            raise ValueError(f"unknown alert kinds {unknown}; known: {', '.join(ALERT_KINDS)}")
+            raise ValueError(f"unknown alert kinds {unknown}; known: {', '.join(known)}")
     return kinds
 
 

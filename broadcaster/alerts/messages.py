@@ -14,7 +14,7 @@ from typing import Any
 from zoneinfo import ZoneInfo
 
 from broadcaster.alerts.policy import Entry, Outgoing
-from broadcaster.fleet.alerting import ALERT_KIND_LABELS, AlertChange
+from broadcaster.fleet.alerting import ALERT_KIND_LABELS, SOURCE_ALERT_KINDS, AlertChange
 
 PRODUCT = "Loa xã"
 RESOLVED_PREFIX = "Đã khắc phục: "
@@ -99,7 +99,10 @@ class Formatter:
         ]
         if self.instance_name:
             lines.append(f"Đơn vị: {self.instance_name}")
-        lines.append(f"Cụm loa: {self._cluster(change)}")
+        if change.kind in SOURCE_ALERT_KINDS:  # about the controller's relay source, not a cluster
+            lines.append(f"Nguồn tiếp sóng: {change.speaker}")
+        else:
+            lines.append(f"Cụm loa: {self._cluster(change)}")
         if where:
             lines.append(f"Khu vực: {where}")
         lines.append(f"Từ lúc: {self._time(change.raised_at)}")
@@ -155,11 +158,13 @@ class Formatter:
 
     @staticmethod
     def _item(change: AlertChange) -> dict[str, Any]:
+        source = change.kind in SOURCE_ALERT_KINDS
         return {
             "state": change.state,
             "kind": change.kind,
             "alert_id": change.alert_id,
-            "speaker": change.speaker,
+            "speaker": None if source else change.speaker,
+            "source": change.speaker if source else None,
             "speaker_name": change.speaker_name,
             "zone": change.zone,
             "zone_name": change.zone_name,

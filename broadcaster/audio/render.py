@@ -154,6 +154,32 @@ def program(
     return Track(edge + spoken + edge)
 
 
+# A streamed program's chime level: the level TTS speech usually has (about -18 dBFS) less
+# CHIME_BELOW_SPEECH_DB, since the speech is not there yet to measure (``program`` measures it).
+STREAM_CHIME_DBFS = -22.0
+
+
+def stream_piece(clip: AudioClip | None, pause_ms: int, rate: int) -> bytes:
+    """One piece of a streamed program (``speech.render_streamed``), as s16le mono PCM at
+    ``rate``: the clip trimmed of the engine's silences, then its pause; ``clip`` None: the pause."""
+    if clip is None:
+        seg = _silence(pause_ms, rate)
+    else:
+        seg = _trim(decode_clip(clip).segment).set_frame_rate(rate)
+        if pause_ms:
+            seg = seg + _silence(pause_ms, rate)
+    return bytes(seg.raw_data)
+
+
+def stream_chime(rate: int, rising: bool, gap_ms: int) -> bytes:
+    """The chime of a streamed program at a fixed level, with its gap (rising: after it; falling:
+    before it), as s16le mono PCM at ``rate``."""
+    chime = chime_track(rate, rising=rising).segment
+    chime = chime.apply_gain(STREAM_CHIME_DBFS - chime.dBFS)
+    gap = _silence(gap_ms, rate)
+    return bytes((chime + gap if rising else gap + chime).raw_data)
+
+
 def recording_track(data: bytes, *, max_s: float) -> Track:
     """An officer's upload (any format ffmpeg reads) as a trimmed mono track.
 

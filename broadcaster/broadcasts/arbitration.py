@@ -15,9 +15,13 @@ Policy, per cluster:
   are reserved: a later item of the same or a lower tier cannot slip in before it. An earlier item
   that is due but still rendering (a :class:`Hold`) keeps its place the same way.
 - **Stream items** (relays, live speech) hold their clusters from their start to their fixed end
-  (``Airing.end_for``), whatever their start; they start no sooner than their frames are on the
-  wire (``Airing.min_lead``). One interrupted by an emergency is re-aired afterwards at the live
+  (``Airing.end_for``), whatever their start; they start as soon as their frames are on the wire
+  (``Airing.min_lead``, their playout delay and a margin), not after ``lead_s``: there is no file
+  to fetch, and live speech must not wait. One interrupted by an emergency is re-aired afterwards at the live
   point for the time that remains; once less than ``gap_s`` remains it is not re-aired.
+- **Open ends.** An item whose end is not known yet (live speech, an emergency streamed as it is
+  synthesized) holds its clusters until it is: an emergency behind one waits for its end instead
+  of being sent with a start hours away (normal items already wait, being reserved).
 - **Emergency preempts.** An emergency is dispatched at once, with a lead derived from the
   measured delivery time of its clusters (``Snapshot.delivery_s``: round trips and past deliveries,
   see :meth:`Policy.emergency_lead`) above a floor: nodes interrupt
@@ -163,6 +167,9 @@ class _Board:
     def __init__(self, airings: Iterable[Airing]) -> None:
         # cluster -> {airing id: (start, end, tier)}
         self.slots: dict[str, dict[int, tuple[float, float, Tier]]] = {}
+        airings = list(airings)
+        # Stream items still without an end (their slot's end is only a bound).
+        self.open_ended = {a.id for a in airings if a.stream is not None and a.end_at is None}
         for airing in airings:
             for speaker, (start, end) in airing.active.items():
                 self.take(speaker, airing.id, start, end, airing.tier)
@@ -265,7 +272,10 @@ def arbitrate(snapshot: Snapshot, now: float) -> list[Decision]:
             if until > now - policy.gap_s and blocker is not None:
                 blockers[speaker] = blocker
             free = max(free, until)
-        earliest = now + max(policy.lead_s, airing.min_lead) + policy.lead_extra(len(group))
+        # A stream's frames carry their own timing: it needs only its playout delay (``min_lead``),
+        # not the lead nodes need to fetch a file before a synchronized start.
+        lead = airing.min_lead if airing.stream is not None else policy.lead_s
+        earliest = now + lead + policy.lead_extra(len(group))
         start = max(earliest, free + policy.gap_s) if free else earliest
         if airing.stream is not None and airing.remaining(start) < policy.gap_s:
             continue  # what remains of a stream is too short to air; its validity ends it
@@ -292,13 +302,21 @@ def _emergency(
 ) -> list[Decision]:
     """Interrupt everything but another emergency, which it follows (nodes do the same)."""
     out: list[Decision] = []
+    # A stream needs its frames on the wire before it starts (its playout delay).
+    lead = max(lead, airing.min_lead)
     start = now + lead
+    waits_for_end = False
     for speaker in group:
         until, blocker = board.busy(speaker, airing.id, emergencies_only=True)
         if until + policy.gap_s > start:
             start = until + policy.gap_s
             if blocker is not None:
                 out.append(Queued(airing.id, speaker, blocker))
+                waits_for_end = waits_for_end or blocker in board.open_ended
+    if waits_for_end:
+        # Behind an emergency whose end is not known yet: wait until it is (sending now would
+        # start it at the bound, hours away); its clusters stay the other emergency's meanwhile.
+        return out
     takeover = now + lead
     for speaker in group:
         for other_id, (slot_start, _, tier) in sorted(board.slots.get(speaker, {}).items()):

@@ -78,7 +78,8 @@ class CommandSender:
                 tier=airing.tier.value,  # type: ignore[arg-type]
                 volume=self.volume,
                 title=airing.title,
-                kind="live" if airing.kind == "live" else "relay",
+                # A streamed emergency ends with its last frame, as live speech does.
+                kind="relay" if airing.kind == "relay" else "live",
             )
             if zone and zone in airing.whole_zones and len(members) >= 2:
                 command = dataclasses.replace(base, targets=tuple(sorted(members)))

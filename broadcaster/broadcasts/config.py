@@ -61,3 +61,9 @@ class BroadcastsConfig(BaseModel):
         None, ge=0, le=100, description="Volume sent with play commands (None: node's own)."
     )
     max_repeat: int = Field(5, ge=1, le=20, description="Highest 'repeat N times' accepted.")
+    stream_emergencies: bool = Field(
+        True,
+        description="An emergency whose audio is not stored yet starts playing as soon as its first part "
+        "is synthesized (streamed live to the clusters, the rest following in order) instead of "
+        "waiting for the whole render; the whole recording is stored afterwards.",
+    )

@@ -185,6 +185,10 @@ class Lifecycle:
         if bc is None:
             return
         now = self.clock()
+        if bc.id in self.streams.streamed:  # aired as it was synthesized (perhaps over already)
+            self.streams.streamed.discard(bc.id)
+            self._streamed_rendered(session, bc, result, now)
+            return
         if result.error is not None or result.key is None:
             # A failed render ahead is retried when the broadcast is due (the engine may be back).
             if bc.state == BroadcastState.RENDERING.value or air:
@@ -208,7 +212,54 @@ class Lifecycle:
         if (air or bc.state == BroadcastState.RENDERING.value) and not self.stopping:
             self.start_airing(session, bc)
 
-    # ------------------------------------------------------------------ airing
+    def _streamed_rendered(self, session: Session, bc: Broadcast, result: Rendered, now: float) -> None:
+        """An emergency that aired as it was synthesized: the whole recording is stored now (its
+        stream ended or ends by itself); it becomes the broadcast's audio, for the log."""
+        if result.error is not None or result.key is None:
+            # Its stream ended with what could be read: stop it where it plays, with why.
+            self.cancel(session, bc.id, f"Không tạo được âm thanh: {result.error}")
+            return
+        self.ledger.set_rendered(
+            bc,
+            key=result.key,
+            engine=result.engine,
+            duration_s=result.duration_s,
+            normalized_text=result.normalized_text,
+        )
+        if not BroadcastState(bc.state).finished:  # the ledger lets the pin go when it ends
+            self.renderer.pin(result.key, bc.id)
+        message = (
+            f"Bản tin #{bc.id}: phát ngay khi có câu đầu; đã lưu bản ghi {result.duration_s:.1f} giây, "
+            f"giọng {result.engine}"
+        )
+        self.ledger.log(session, "rendered", message, bc.id, now=now)
+        airing = self.airings.get(bc.id)
+        if airing is None or airing.kind != "speech":
+            return
+        try:
+            data = self.speech.store.read_bytes(result.key)
+        except Exception:
+            _LOGGER.warning("recording of streamed emergency %s unreadable", bc.id, exc_info=True)
+            return
+        airing.recording = (result.key, AudioRef.for_bytes(data, duration_s=result.duration_s), data)
+        if airing.end_at is not None:  # the stream is over already
+            self.stream_to_file(session, airing)
+
+    def stream_to_file(self, session: Session, airing: Airing) -> None:
+        """A streamed emergency whose stream is over and whose recording is stored: what is left of
+        it (clusters that were offline during the stream) airs as that file, like any emergency."""
+        assert airing.recording is not None
+        key, ref, data = airing.recording
+        self.streams.release(airing.id)
+        airing.stream, airing.kind, airing.end_at = None, "announcement", None
+        airing.audio, airing.audio_key, airing.duration = ref, key, ref.duration_s or 0.0
+        airing.recording = None
+        self.chunks.offer(ref.id, data)
+        if airing.pending:
+            message = (
+                f"Bản tin #{airing.id}: gửi bản ghi tới {', '.join(sorted(airing.pending))} khi kết nối lại"
+            )
+            self.ledger.log(session, "waiting", message, airing.id, now=self.clock())
 
     # ------------------------------------------------------------------ stream items
 
@@ -247,8 +298,12 @@ class Lifecycle:
 
     def stream_ended(self, session: Session, broadcast_id: int, end_at: float, recording: object) -> None:
         bc = session.get(Broadcast, broadcast_id)
-        if bc is not None:
-            self.streams.ended(session, self.airings.get(broadcast_id), bc, end_at, recording)
+        if bc is None:
+            return
+        airing = self.airings.get(broadcast_id)
+        self.streams.ended(session, airing, bc, end_at, recording)
+        if airing is not None and airing.kind == "speech" and airing.recording is not None:
+            self.stream_to_file(session, airing)
 
     def rejoin(self, session: Session, speaker: str) -> None:
         """A cluster came back online: stream items it should be playing are sent to it again (a
@@ -417,6 +472,7 @@ class Lifecycle:
     def _play(self, session: Session, airing: Airing, play: Play, zones: ZoneMap) -> None:
         if airing.stream is not None:
             self.sender.stream(airing, play.speakers, play.start, zones)
+            self.streams.started(airing, play.start)
         else:
             self.sender.play(airing, play.speakers, play.start, zones)
         end = airing.end_for(play.start)

@@ -141,6 +141,8 @@ class Receipts:
                 ledger.refinish(session, bid, now=now)
         elif state == "preempted":
             self._preempted(session, airing, bid, attempt, speaker, event)
+        elif state == "stopped" and self._stream_rejoins(session, airing, bid, attempt, speaker, event):
+            return
         elif state in _ENDINGS:
             reason = event.reason or (
                 airing.cancel_reason if airing is not None and airing.cancelled else None
@@ -207,6 +209,44 @@ class Receipts:
                 self.ledger.local(clamped, seconds=True),
             )
         return clamped
+
+    def _stream_rejoins(
+        self, session: Session, airing: Airing | None, bid: int, attempt: int, speaker: str, event: Event
+    ) -> bool:
+        """A node stopped a stream item by itself (it shut down cleanly to restart: we sent no stop,
+        the airing is not cancelled). While time remains, the cluster waits for the stream again
+        and rejoins at the live point when it is back, as a node that was killed does. True when
+        re-queued."""
+        now = self.clock()
+        if airing is None or airing.stream is None or airing.cancelled or speaker not in airing.active:
+            return False
+        if now >= min(airing.valid_until, airing.end_for(now)) - self.config.gap_s:
+            return False
+        self.ledger.record_attempt(
+            session,
+            bid,
+            speaker,
+            attempt,
+            outcome="stopped",
+            ended_at=event.ts,
+            seconds_played=event.seconds_played,
+            reason=event.reason or "cụm loa dừng",
+        )
+        airing.active.pop(speaker, None)
+        airing.attempts[speaker] = attempt + 1
+        airing.pending.add(speaker)
+        reason = "cụm loa khởi động lại; sẽ tiếp tục ở thời điểm hiện tại khi kết nối lại"
+        self.ledger.set_delivery(
+            session,
+            bid,
+            speaker,
+            DeliveryState.PENDING,
+            reason=reason,
+            seconds_played=event.seconds_played,
+            force=True,
+        )
+        self.ledger.log(session, "requeued", f"#{bid} trên {speaker}: {reason}", bid, speaker, now=now)
+        return True
 
     def _preempted(
         self, session: Session, airing: Airing | None, bid: int, attempt: int, speaker: str, event: Event

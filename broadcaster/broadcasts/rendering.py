@@ -6,6 +6,11 @@ own, never behind a long normal render) and the job posts its result back to the
 inbox as a :class:`Rendered` item. The audio of a rendered broadcast is pinned in the store (owner
 ``broadcast:<id>``) so LRU eviction cannot take it before it airs; the ledger releases the pin when
 the broadcast ends, however it ends.
+
+An emergency due now whose audio is not stored yet is rendered *streamed* when a ``streamer`` is
+given (``broadcasts.stream_emergencies``): its program goes to a live stream piece by piece as it is
+synthesized (``broadcaster/speech_stream.py``), so it starts sounding after its first part instead
+of after the whole render; the whole recording is stored and posted as usual afterwards.
 """
 
 from __future__ import annotations
@@ -15,6 +20,7 @@ import threading
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from typing import Any
 
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -25,6 +31,9 @@ from broadcaster.lexicon import overrides_in
 from broadcaster.models import Broadcast
 
 _LOGGER = logging.getLogger(__name__)
+
+# Render workers for emergencies, apart from the others (see Renderer.request).
+URGENT_WORKERS = 2
 
 
 @dataclass(frozen=True)
@@ -48,7 +57,10 @@ class Renderer:
         speech: SpeechPort,
         post: Callable[[Rendered], None],
         workers: int,
+        streamer: Callable[[int], Any] | None = None,
     ) -> None:
+        """``streamer(broadcast_id)``: the sink a streamed emergency goes to (``streams.SpeechFeed``)."""
+        self.streamer = streamer
         self.sessions = sessions
         self.speech = speech
         self.post = post
@@ -72,11 +84,14 @@ class Renderer:
                 return
             if self._pool is None:
                 self._pool = ThreadPoolExecutor(self.workers, thread_name_prefix="render")
-                self._urgent = ThreadPoolExecutor(1, thread_name_prefix="render-urgent")
+                # Two: an emergency never waits for the render of the one before it (which may be
+                # finishing its recording after it was cancelled or while it still plays).
+                self._urgent = ThreadPoolExecutor(URGENT_WORKERS, thread_name_prefix="render-urgent")
             pool = self._urgent if tier is Tier.EMERGENCY else self._pool
             assert pool is not None
             self.rendering.add(broadcast_id)
-            pool.submit(self._job, broadcast_id)
+            stream = air and tier is Tier.EMERGENCY and self.streamer is not None
+            pool.submit(self._job, broadcast_id, stream)
 
     def finished(self, broadcast_id: int) -> bool:
         """Dispatcher thread, on a Rendered item: forget the job; True when it is due to air."""
@@ -120,8 +135,9 @@ class Renderer:
         for pool in pools:
             pool.shutdown(wait=False, cancel_futures=True)
 
-    def _job(self, broadcast_id: int) -> None:
-        """On a render worker: synthesize (or look up an uploaded recording), then post the result."""
+    def _job(self, broadcast_id: int, stream: bool = False) -> None:
+        """On a render worker: synthesize (or look up an uploaded recording), then post the result.
+        ``stream``: an emergency due now, played as it is synthesized when not stored yet."""
         try:
             with self.sessions() as session:
                 bc = session.get(Broadcast, broadcast_id)
@@ -139,10 +155,21 @@ class Renderer:
                     engine=str(meta.get("engine") or "recording"),
                     duration_s=float(meta.get("duration_s") or meta.get("duration") or 0.0),
                 )
+            elif stream and self.streamer is not None and hasattr(self.speech, "render_streamed"):
+                audio = self.speech.render_streamed(
+                    text,
+                    sink=self.streamer(broadcast_id),
+                    engine=engine,
+                    voice=voice,
+                    repeat=repeat,
+                    chime=True,
+                    lexicon=lexicon or None,
+                )
             else:
                 audio = self.speech.render(
                     text, engine=engine, voice=voice, repeat=repeat, chime=True, lexicon=lexicon or None
                 )
+            if not key:
                 result = Rendered(
                     broadcast_id,
                     key=audio.key,

@@ -18,9 +18,11 @@ described in ``arbitration.py``; README.md summarizes it.
 
 from __future__ import annotations
 
+import functools
 import logging
 import time
 from collections.abc import Callable
+from dataclasses import replace
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -43,7 +45,7 @@ from broadcaster.broadcasts.ports import FleetPort, SpeechPort
 from broadcaster.broadcasts.receipts import Receipts
 from broadcaster.broadcasts.rendering import Renderer
 from broadcaster.broadcasts.state import parse_slot
-from broadcaster.broadcasts.streams import LIVE_SOURCE, StreamItems, remove_file
+from broadcaster.broadcasts.streams import LIVE_SOURCE, SpeechFeed, StreamItems, remove_file
 from broadcaster.broadcasts.validation import AnnouncementValidator, CheckedStream, Draft, Limits
 from broadcaster.broadcasts.views import BroadcastTitles, get_broadcast, list_broadcasts
 from broadcaster.broadcasts.volume import set_volume
@@ -116,8 +118,15 @@ class BroadcastManager:
         self.chunks = ChunkServer(
             transport, speech.store, self._recent_audio_keys, self.config.audio_dedupe_s
         )
+        streamer = None
+        if hub is not None and self.config.stream_emergencies:
+            streamer = functools.partial(SpeechFeed, hub)  # an emergency plays as it is synthesized
         self.renderer = Renderer(
-            sessions, speech, lambda result: self.dispatcher.post_rendered(result), self.config.render_workers
+            sessions,
+            speech,
+            lambda result: self.dispatcher.post_rendered(result),
+            self.config.render_workers,
+            streamer=streamer,
         )
         self.lifecycle = Lifecycle(
             ledger=self.ledger,
@@ -368,11 +377,18 @@ class BroadcastManager:
         self.dispatcher.post(keep)
 
     def record_missed(
-        self, ann: domain.Announcement, *, schedule_id: int, fire_time: datetime, reason: str
+        self,
+        ann: domain.Announcement,
+        *,
+        schedule_id: int,
+        fire_time: datetime,
+        reason: str,
+        relay: tuple[int | None, str] | None = None,
     ) -> int | None:
         """One fire time of a schedule that did not air (the controller was down past the grace):
         a ``missed`` broadcast with a ``missed`` delivery per cluster. None when that airing is
-        already recorded (aired or missed)."""
+        already recorded (aired or missed). ``relay``: (channel id, channel name) of a relay
+        schedule, so the log names the source."""
         now = self.clock()
         tier = Tier(ann.tier)
         try:
@@ -387,6 +403,8 @@ class BroadcastManager:
                 new = NewBroadcast(
                     ann, tier, BroadcastState.MISSED, True, at, at, speakers, schedule_id, fire_time
                 )
+                if relay is not None:
+                    new = replace(new, kind="relay", channel_id=relay[0], source_name=relay[1])
                 return self.ledger.record_missed(session, new, reason, now=now)
         except IntegrityError:
             return None  # aired or recorded by someone else in the meantime

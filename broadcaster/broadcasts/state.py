@@ -92,6 +92,9 @@ class Airing:
     kind: str = "announcement"
     end_at: float | None = None
     min_lead: float = 0.0  # a stream needs its frames on the wire before the start (its delay)
+    # A streamed emergency's whole recording once stored (key, reference, bytes): the clusters that
+    # missed the stream (offline) get it as a file when the stream is over.
+    recording: tuple[str, AudioRef, bytes] | None = None
 
     def end_for(self, start: float) -> float:
         """When the item ends on a cluster where it starts at ``start``."""

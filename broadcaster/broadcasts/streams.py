@@ -13,6 +13,12 @@ arbitration); what differs is where its audio comes from and how long it lasts:
   reconnected recognises a duplicate;
 - when the airing ends, the hub releases the source (one pull per channel is kept while any airing
   plays it). A live item's recording is kept in the audio store, linked from its broadcast.
+
+A third kind rides on the same machinery: an **emergency streamed as it is synthesized**
+(``broadcaster/speech_stream.py``). It stays an announcement in the database; the renderer opens a
+``speech`` stream on the hub (:class:`SpeechFeed`) and feeds it piece by piece; its airing is a
+stream item of kind ``speech`` with no planned end (like a live item) whose frames are anchored at
+the airing's start (:meth:`StreamItems.started`); once rendered, the whole recording is its audio.
 """
 
 from __future__ import annotations
@@ -27,6 +33,7 @@ from sqlalchemy.orm import Session
 from broadcaster.broadcasts.ledger import Ledger, utc
 from broadcaster.broadcasts.state import Airing
 from broadcaster.domain import ALL_TARGETS, Tier
+from broadcaster.live.conditioner import BROWSER_RATE
 from broadcaster.models import Broadcast, BroadcastState, Channel, DeliveryState
 
 _LOGGER = logging.getLogger(__name__)
@@ -44,7 +51,45 @@ class HubPort(Protocol):
 
     def open_live(self, broadcast_id: int) -> Any: ...
 
+    def open_speech(self, broadcast_id: int) -> Any: ...
+
+    def anchor(self, broadcast_id: int, start: float) -> None: ...
+
+    def feed(self, broadcast_id: int, pcm: bytes) -> bool: ...
+
+    def end_live(self, broadcast_id: int) -> bool: ...
+
     def release(self, broadcast_id: int) -> None: ...
+
+
+class StreamGone(Exception):
+    """A streamed emergency's stream ended before its program did (cancelled, stopped)."""
+
+
+class SpeechFeed:
+    """The sink of a streamed emergency (``speech_stream.ProgramSink``): the renderer's PCM into the
+    emergency's ``speech`` stream on the hub. Thread: the render worker's."""
+
+    rate = BROWSER_RATE  # what the live conditioner takes
+
+    def __init__(self, hub: HubPort, broadcast_id: int) -> None:
+        self.hub = hub
+        self.broadcast_id = broadcast_id
+        self.opened = False
+
+    def open(self) -> None:
+        self.hub.open_speech(self.broadcast_id)
+        self.opened = True
+
+    def write(self, pcm: bytes) -> None:
+        """Raises StreamGone when the emergency's stream is over (it was cancelled or stopped): the
+        renderer stops synthesizing what nobody will hear."""
+        if pcm and not self.hub.feed(self.broadcast_id, pcm):
+            raise StreamGone(f"the stream of emergency {self.broadcast_id} is gone")
+
+    def close(self) -> None:
+        if self.opened:
+            self.hub.end_live(self.broadcast_id)
 
 
 class StreamItems:
@@ -55,6 +100,7 @@ class StreamItems:
         self.hub = hub
         self.clock = clock
         self.info: dict[int, Any] = {}  # broadcast id -> StreamInfo once ready
+        self.streamed: set[int] = set()  # emergencies aired as synthesized, their recording to come
 
     @staticmethod
     def is_stream(bc: Broadcast) -> bool:
@@ -84,9 +130,15 @@ class StreamItems:
         self.hub.open_relay(bc.id, channel.id, channel.name, channel.url)
 
     def airing(self, bc: Broadcast, info: Any, whole_zones: set[str], valid_until: float) -> Airing:
-        """The airing of a stream item whose source is ready."""
+        """The airing of a stream item whose source is ready (a streamed emergency: its stream)."""
         end_at = bc.end_at.timestamp() if bc.end_at is not None else None
         title = bc.announcement.title or bc.source_name or LIVE_SOURCE
+        kind = bc.kind
+        if info.kind == "speech":
+            self.streamed.add(bc.id)
+            kind, title = "speech", bc.announcement.title or bc.announcement.text[:60]
+            if bc.valid_until is not None:
+                valid_until = bc.valid_until.timestamp()
         self.info[bc.id] = info
         return Airing(
             id=bc.id,
@@ -100,7 +152,7 @@ class StreamItems:
             whole_zones=whole_zones,
             pending={d.speaker_id for d in bc.deliveries if d.state == DeliveryState.PENDING.value},
             stream=info.stream,
-            kind=bc.kind,
+            kind=kind,
             end_at=end_at,
             min_lead=info.delay_s + SUBSCRIBE_MARGIN_S,
         )
@@ -124,14 +176,23 @@ class StreamItems:
             bc.end_at = utc(end_at)
         if airing is not None:
             airing.end_at = end_at
-            airing.valid_until = min(airing.valid_until, end_at)
+            if airing.kind != "speech":  # a streamed emergency stays valid for those who missed it
+                airing.valid_until = min(airing.valid_until, end_at)
             for speaker, (start, _) in list(airing.active.items()):
                 airing.active[speaker] = (start, max(start, end_at))
-            # Clusters that never got it: nothing left to join.
-            airing.pending.clear()
+            if airing.kind != "speech":
+                # Clusters that never got it: nothing left to join. (Those that missed a streamed
+                # emergency get its recording instead, see Lifecycle.stream_to_file.)
+                airing.pending.clear()
         start = bc.start_at.timestamp() if bc.start_at else end_at
-        bc.duration_s = max(0.0, end_at - start)
-        self.ledger.log(session, "live_ended", f"Phát trực tiếp #{bc.id} kết thúc", bc.id, now=now)
+        if bc.kind == "live":
+            bc.duration_s = max(0.0, end_at - start)
+            self.ledger.log(session, "live_ended", f"Phát trực tiếp #{bc.id} kết thúc", bc.id, now=now)
+        elif bc.kind == "relay":  # its pump broke off (a bug): the clusters play out what they have
+            self.ledger.log(session, "stream_ended", f"Tiếp sóng #{bc.id}: nguồn dừng", bc.id, now=now)
+        else:  # a streamed emergency: its recording gives the duration once stored
+            message = f"Bản tin #{bc.id}: đã gửi hết âm thanh tới các cụm loa"
+            self.ledger.log(session, "stream_ended", message, bc.id, now=now)
         if bc.state == BroadcastState.RENDERING.value:
             self.ledger.end_open_deliveries(
                 bc, DeliveryState.MISSED, "buổi phát trực tiếp kết thúc trước khi gửi"
@@ -143,6 +204,12 @@ class StreamItems:
         bc.announcement.audio_key = key
         message = f"Phát trực tiếp #{bc.id}: đã lưu bản ghi {seconds:.0f} giây"
         self.ledger.log(session, "recorded", message, bc.id, now=self.clock())
+
+    def started(self, airing: Airing, start: float) -> None:
+        """An airing was sent: the frames of a fed stream (live speech, a streamed emergency) count
+        from its start, so its first sample sounds then (none is lost before the clusters join)."""
+        if airing.kind in ("live", "speech") and self.hub is not None:
+            self.hub.anchor(airing.id, start)
 
     def release(self, broadcast_id: int) -> None:
         self.info.pop(broadcast_id, None)
@@ -163,4 +230,12 @@ def remove_file(path: Path | None) -> None:
             _LOGGER.warning("could not remove %s", path)
 
 
-__all__ = ["KINDS", "LIVE_SOURCE", "SUBSCRIBE_MARGIN_S", "HubPort", "StreamItems", "remove_file"]
+__all__ = [
+    "KINDS",
+    "LIVE_SOURCE",
+    "SUBSCRIBE_MARGIN_S",
+    "HubPort",
+    "SpeechFeed",
+    "StreamItems",
+    "remove_file",
+]

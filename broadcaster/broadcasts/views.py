@@ -77,6 +77,13 @@ SOURCE_LABELS: dict[str, str] = {
     Source.UPSTREAM: "Tin cấp trên",
 }
 
+# ``Broadcast.kind``: what the item airs.
+KIND_LABELS: dict[str, str] = {
+    "announcement": "Bản tin",
+    "relay": "Tiếp sóng",
+    "live": "Phát trực tiếp",
+}
+
 LABELS: dict[str, Mapping[str, str]] = {
     "broadcast": BROADCAST_STATE_LABELS,
     "delivery": DELIVERY_STATE_LABELS,
@@ -84,6 +91,7 @@ LABELS: dict[str, Mapping[str, str]] = {
     "approval": APPROVAL_LABELS,
     "schedule_kind": SCHEDULE_KIND_LABELS,
     "source": SOURCE_LABELS,
+    "kind": KIND_LABELS,
 }
 
 
@@ -118,6 +126,10 @@ def schedule_kind_label(value: Any) -> str:
 
 def source_label(value: Any) -> str:
     return label("source", value)
+
+
+def kind_label(value: Any) -> str:
+    return label("kind", value or "announcement")
 
 
 # ------------------------------------------------------------------ reads the pages need
@@ -346,6 +358,8 @@ __all__ = [
     "get_broadcast",
     "list_broadcasts",
     "BROADCAST_STATE_LABELS",
+    "KIND_LABELS",
+    "kind_label",
     "DELIVERY_STATE_LABELS",
     "LABELS",
     "SCHEDULE_KIND_LABELS",

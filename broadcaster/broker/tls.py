@@ -170,7 +170,10 @@ class TlsMaterial:
         extra_names: list[str] | None = None,
         valid_days: int = SERVER_VALID_DAYS,
         renew_before_days: int = RENEW_BEFORE_DAYS,
+        server_name: str = "server",
     ) -> None:
+        """``server_name``: the stem of the server files; another server of the controller (the
+        web interface's HTTPS, ``web/serve.py``) gets its own certificate from the same CA."""
         if (cert_file is None) != (key_file is None):
             raise BrokerError("give both broker.cert_file and broker.key_file, or neither")
         self.directory = Path(directory).absolute()
@@ -181,6 +184,7 @@ class TlsMaterial:
         self.extra_names = extra_names
         self.valid_days = valid_days
         self.renew_before_days = renew_before_days
+        self.server_name = server_name
 
     @property
     def operator(self) -> bool:
@@ -196,11 +200,11 @@ class TlsMaterial:
 
     @property
     def server_cert_path(self) -> Path:
-        return self.directory / "server.crt"
+        return self.directory / f"{self.server_name}.crt"
 
     @property
     def server_key_path(self) -> Path:
-        return self.directory / "server.key"
+        return self.directory / f"{self.server_name}.key"
 
     def ca_pem(self) -> str | None:
         """The CA certificate nodes pin (PEM), or None with an operator's certificate (nodes then

@@ -18,6 +18,9 @@ Kinds:
   heard again (a loud report while playing or a loud receipt), never because playback ended;
 - ``disk_low``: ``disk_free_bytes`` below ``disk_free_min_bytes`` (clears above 1.1 times it).
 
+One kind is about no cluster but the controller itself (``sources.py``): ``source_stalled``, a relay
+source that went silent and is being reconnected (its alert row has no ``speaker_id``).
+
 The alerts judged from health hold while the cluster is offline: nothing is known about them then,
 and a "resolved" message because the battery ran flat would be a lie. A field the cluster does not
 report (``None``) holds its alert the same way.
@@ -42,7 +45,9 @@ ALERT_MESSAGES = {
     "low_voltage": "Điện áp nguồn thấp: {v} V (ngưỡng {min} V)",
     "no_sound": "Cụm loa không phát ra tiếng khi đang phát bản tin",
     "disk_low": "Bộ nhớ cụm loa sắp đầy: chỉ còn trống {free}",
+    "source_stalled": "Nguồn tiếp sóng «{name}» mất tín hiệu ({detail}); đang kết nối lại",
 }
+SOURCE_STALLED = "source_stalled"
 
 # Short names of the kinds, for subjects and digests (what an officer reads).
 ALERT_KIND_LABELS = {
@@ -56,7 +61,10 @@ ALERT_KIND_LABELS = {
     "disk_low": "Bộ nhớ sắp đầy",
 }
 
-ALERT_KINDS = tuple(ALERT_KIND_LABELS)
+ALERT_KINDS = tuple(ALERT_KIND_LABELS)  # a cluster's kinds
+# Controller-level kinds (no cluster): their subject is a relay source.
+SOURCE_ALERT_KINDS = frozenset({SOURCE_STALLED})
+ALERT_KIND_LABELS[SOURCE_STALLED] = "Nguồn tiếp sóng mất tín hiệu"
 # Judged from the cluster's own reports: held while it is offline.
 _HEALTH_KINDS = {"amplifier", "error", "backup_power", "low_voltage", "no_sound", "disk_low"}
 # A new text for these is a new alert (another error); the others keep the text they were raised with

@@ -215,6 +215,15 @@ class Fleet:
         change is committed; it must only enqueue (a slow listener holds up the whole fleet)."""
         self._alert_listeners.append(callback)
 
+    def notify_alert(self, change: AlertChange) -> None:
+        """An alert written by another part of the controller (a relay source, ``sources.py``):
+        told to the alert listeners like the fleet's own."""
+        for listener in list(self._alert_listeners):
+            try:
+                listener(change)
+            except Exception:
+                _LOGGER.exception("alert listener failed")
+
     def add_event_listener(self, callback: Callable[[str, Event], None]) -> None:
         """``callback(speaker_id, event)`` on the network thread for every receipt; must only enqueue."""
         self.ingest.event_listeners.append(callback)

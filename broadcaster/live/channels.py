@@ -10,7 +10,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from broadcaster.domain import nfc
 from broadcaster.live.probe import SourceError, check_url
-from broadcaster.models import Broadcast, BroadcastState, Channel
+from broadcaster.models import Broadcast, BroadcastState, Channel, Schedule
 
 # What the column holds.
 MAX_NAME = 100
@@ -114,7 +114,19 @@ class Channels:
                     f"Kênh «{row.name}» đang được tiếp sóng hoặc đã hẹn (lượt phát #{busy}): hãy hủy lượt đó trước.",
                     status=409,
                 )
+            schedule = session.scalar(select(Schedule.name).where(Schedule.channel_id == channel_id))
+            if schedule is not None:
+                raise ChannelError(
+                    f"Kênh «{row.name}» đang dùng trong lịch phát «{schedule}»: hãy xóa hoặc sửa lịch đó "
+                    "trước (hoặc tắt kênh thay vì xóa).",
+                    status=409,
+                )
             session.delete(row)
+
+    def by_name(self, name: str) -> int | None:
+        """The id of the channel called ``name`` (schedules/*.yaml name channels), or None."""
+        with self.sessions() as session:
+            return session.scalar(select(Channel.id).where(Channel.name == nfc(name).strip()))
 
     def usable(self, channel_id: Any) -> tuple[int, str, str]:
         """(id, name, url) of an enabled channel; ChannelError (field ``channel``) otherwise."""

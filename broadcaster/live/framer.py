@@ -40,11 +40,14 @@ class Framer:
         self._gaps: list[Gap] = []
         self.samples_out = 0
 
-    def _anchor(self, now: float) -> float:
-        """The next frame's time, re-anchored when it is too late for the clusters."""
+    def _anchor(self, now: float, min_ahead: float | None = None) -> float:
+        """The next frame's time, re-anchored when it is due less than ``min_ahead`` (default half
+        the delay) from now: too late for the clusters."""
+        if min_ahead is None:
+            min_ahead = self.delay_s / 2
         if self.next_t is None:
             self.next_t = now + self.delay_s
-        elif self.next_t < now + self.delay_s / 2:
+        elif self.next_t < now + min_ahead:
             target = now + self.delay_s
             self._gaps.append(Gap(self.next_t, target - self.next_t))
             self.next_t = target
@@ -92,7 +95,10 @@ class Framer:
             return []
         limit = now + self.delay_s / 2 if upto is None else upto
         frames = []
-        self._anchor(now)
+        # Silence keeps the clock going from where the audio stopped; only a clock already in the
+        # past (the pump itself was held up) is re-anchored. Re-anchoring at half the delay, as for
+        # audio, would jump ahead at every tick and publish nothing at all.
+        self._anchor(now, min_ahead=0.0)
         while self.next_t < limit:
             frame = StreamFrame(
                 seq=self.seq, t=self.next_t, samples=self.frame_samples, rate=self.rate, codec=CODEC_SILENCE

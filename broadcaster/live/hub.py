@@ -36,7 +36,16 @@ class StreamInfo:
 
     stream: str  # the id in the topic
     delay_s: float  # playout delay: frames are on the wire this long before they sound
-    kind: str  # relay | live
+    kind: str  # relay | live | speech (a streamed emergency)
+
+
+class SourceListener(Protocol):
+    """Told when a relay source stalls (silent past ``live.stall_s``, being reconnected) and when
+    it is back or no longer pulled: the controller-level alert (``broadcaster/fleet/sources.py``)."""
+
+    def stalled(self, key: str, name: str, detail: str) -> None: ...
+
+    def resumed(self, key: str, name: str) -> None: ...
 
 
 class HubListener(Protocol):
@@ -59,6 +68,11 @@ class _Stream:
     ready: bool = False
     channel: int | None = None
     started: float = field(default_factory=time.monotonic)
+    name: str = ""
+
+
+# Streams fed through :meth:`StreamHub.feed` (not pulled from a URL).
+_FED = frozenset({"live", "speech"})
 
 
 class StreamHub:
@@ -81,9 +95,12 @@ class StreamHub:
         self.workdir = workdir or Path(tempfile.gettempdir())
         self.clock = clock
         self.listener: HubListener | None = None
+        self.source_listener: SourceListener | None = None
         self._lock = threading.Lock()
         self._streams: dict[str, _Stream] = {}
         self._by_airing: dict[int, str] = {}
+        # Frames and bytes of the streams no longer pulled, by stream id (stats survive the stream).
+        self._retired: dict[str, dict[str, int]] = {}
 
     # ------------------------------------------------------------------ relays
 
@@ -96,7 +113,7 @@ class StreamHub:
             if current is None or not current.pump.alive:
                 info = StreamInfo(stream_id, self.config.relay_delay_s, "relay")
                 pump = self._pump(stream_id, name, url, info)
-                current = self._streams[stream_id] = _Stream(info, pump, channel=channel_id)
+                current = self._streams[stream_id] = _Stream(info, pump, channel=channel_id, name=name)
                 pump.start()
             current.users.add(broadcast_id)
             self._by_airing[broadcast_id] = stream_id
@@ -112,29 +129,54 @@ class StreamHub:
         info = StreamInfo(stream_id, self.config.live_delay_s, "live")
         record = self.workdir / f"live-{broadcast_id}-{os.getpid()}.wav"
         with self._lock:
-            pump = self._pump(stream_id, f"trực tiếp #{broadcast_id}", None, info, record)
+            pump = self._pump(stream_id, f"trực tiếp #{broadcast_id}", None, info, record, anchored=True)
             self._streams[stream_id] = _Stream(info, pump, users={broadcast_id})
             self._by_airing[broadcast_id] = stream_id
         pump.start()
         return info
 
-    def feed(self, broadcast_id: int, pcm: bytes) -> bool:
-        """Browser PCM for a live item; False when it is not live (any more)."""
+    # ------------------------------------------------------------------ streamed emergencies
+
+    def open_speech(self, broadcast_id: int) -> StreamInfo:
+        """An emergency streamed as it is synthesized (``broadcaster/speech_stream.py``): fed by the
+        renderer with 16 kHz PCM faster than real time, conditioned like live speech, framed from
+        the airing's start (:meth:`anchor`) and published one playout delay ahead of each frame."""
+        stream_id = f"em{broadcast_id}"
+        info = StreamInfo(stream_id, self.config.live_delay_s, "speech")
+        with self._lock:
+            pump = self._pump(stream_id, f"khẩn cấp #{broadcast_id}", None, info, anchored=True, paced=True)
+            self._streams[stream_id] = _Stream(info, pump, users={broadcast_id})
+            self._by_airing[broadcast_id] = stream_id
+        pump.start()
+        return info
+
+    def anchor(self, broadcast_id: int, start: float) -> None:
+        """The airing of a fed stream (live speech, a streamed emergency) starts at ``start``: its
+        first sample sounds then."""
         stream = self._stream_of(broadcast_id)
-        if stream is None or stream.info.kind != "live":
+        if stream is not None and stream.info.kind in _FED:
+            stream.pump.anchor(start)
+
+    # ------------------------------------------------------------------ fed streams (live, speech)
+
+    def feed(self, broadcast_id: int, pcm: bytes) -> bool:
+        """PCM for a live item (the browser's) or a streamed emergency (the renderer's); False when
+        it is not fed any more."""
+        stream = self._stream_of(broadcast_id)
+        if stream is None or stream.info.kind not in _FED:
             return False
         return stream.pump.feed(pcm)
 
     def end_live(self, broadcast_id: int) -> bool:
         stream = self._stream_of(broadcast_id)
-        if stream is None or stream.info.kind != "live":
+        if stream is None or stream.info.kind not in _FED:
             return False
         stream.pump.end()
         return True
 
     def is_live(self, broadcast_id: int) -> bool:
         stream = self._stream_of(broadcast_id)
-        return stream is not None and stream.info.kind == "live" and stream.pump.alive
+        return stream is not None and stream.info.kind in _FED and stream.pump.alive
 
     # ------------------------------------------------------------------ both
 
@@ -149,10 +191,11 @@ class StreamHub:
             if stream.users:
                 return
             del self._streams[stream.info.stream]
-        if stream.info.kind == "live":
+        if stream.info.kind in _FED:
             stream.pump.end()
         else:
             stream.pump.stop(timeout=0)
+        self._retire(stream)
 
     def stop(self) -> None:
         with self._lock:
@@ -161,11 +204,32 @@ class StreamHub:
             self._by_airing.clear()
         for stream in streams:
             stream.pump.stop()
+            self._retire(stream)
+
+    def _retire(self, stream: _Stream) -> None:
+        """A stream is no longer pulled: its counters go to the totals; a stall alert it had ends."""
+        with self._lock:
+            total = self._retired.setdefault(stream.info.stream, {"frames": 0, "bytes": 0, "gaps": 0})
+            total["frames"] += stream.pump.frames_published
+            total["bytes"] += stream.pump.bytes_published
+            total["gaps"] += stream.pump.gaps
+        if stream.info.kind == "relay" and self.source_listener is not None:
+            try:
+                self.source_listener.resumed(stream.info.stream, stream.name)
+            except Exception:
+                _LOGGER.exception("live: source listener failed")
 
     def stats(self) -> dict[str, Any]:
-        """Per active stream: frames and bytes published, gaps, reconnections; the process's CPU."""
+        """Per active stream: frames and bytes published, gaps, reconnections; ``totals``: per
+        stream id since the start, ended streams included; the process's CPU."""
         with self._lock:
             streams = dict(self._streams)
+            totals = {sid: dict(t) for sid, t in self._retired.items()}
+        for sid, s in streams.items():
+            total = totals.setdefault(sid, {"frames": 0, "bytes": 0, "gaps": 0})
+            total["frames"] += s.pump.frames_published
+            total["bytes"] += s.pump.bytes_published
+            total["gaps"] += s.pump.gaps
         usage = resource.getrusage(resource.RUSAGE_SELF)
         children = resource.getrusage(resource.RUSAGE_CHILDREN)
         return {
@@ -180,6 +244,7 @@ class StreamHub:
                 }
                 for sid, s in streams.items()
             },
+            "totals": totals,
             "cpu_s": usage.ru_utime + usage.ru_stime,
             "children_cpu_s": children.ru_utime + children.ru_stime,
         }
@@ -192,7 +257,15 @@ class StreamHub:
             return self._streams.get(stream_id) if stream_id else None
 
     def _pump(
-        self, stream_id: str, name: str, url: str | None, info: StreamInfo, record: Path | None = None
+        self,
+        stream_id: str,
+        name: str,
+        url: str | None,
+        info: StreamInfo,
+        record: Path | None = None,
+        *,
+        anchored: bool = False,
+        paced: bool = False,
     ) -> Pump:
         topic = self.transport.topics.stream(stream_id)
 
@@ -231,16 +304,27 @@ class StreamHub:
             for bid in users():
                 self._tell("stream_ended", bid, end_at, recording)
 
+        def source(stalled: bool, detail: str) -> None:
+            listener = self.source_listener
+            if listener is None or url is None:
+                return
+            if stalled:
+                listener.stalled(stream_id, name, detail)
+            else:
+                listener.resumed(stream_id, name)
+
         pump = Pump(
             name,
             url,
             self.config,
             self.audio,
-            PumpEvents(publish, ready, failed, gap, ended),
+            PumpEvents(publish, ready, failed, gap, ended, source),
             delay_s=info.delay_s,
             ffmpeg=self.ffmpeg,
             record_to=record,
             clock=self.clock,
+            anchored=anchored,
+            paced=paced,
         )
         return pump
 
@@ -254,4 +338,4 @@ class StreamHub:
             _LOGGER.exception("live: %s listener failed", what)
 
 
-__all__ = ["HubListener", "StreamHub", "StreamInfo"]
+__all__ = ["HubListener", "SourceListener", "StreamHub", "StreamInfo"]

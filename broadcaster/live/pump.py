@@ -27,6 +27,7 @@ import subprocess
 import threading
 import time
 import wave
+from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -44,6 +45,9 @@ _LOGGER = logging.getLogger(__name__)
 _TICK_S = 0.05
 # A source counts as "too slow" only after this much wall time of audio coming in.
 _SPEED_WINDOW_S = 6.0
+# Live speech kept while its airing has not started yet: the playout delay and this much more
+# (clusters that are all offline do not make the speaker's words pile up behind them).
+_EARLY_EXTRA_S = 1.0
 # Draining a live item's last audio from ffmpeg takes at most this.
 _DRAIN_TIMEOUT_S = 3.0
 
@@ -55,6 +59,8 @@ class PumpEvents:
     on_failed: Callable[[str], None]
     on_gap: Callable[[str], None]
     on_ended: Callable[[float, Path | None], None]  # end time of the last frame, the recording
+    # The source stalled (True, why) or is back (False, ""): the controller-level alert.
+    on_source: Callable[[bool, str], None] | None = None
 
 
 class Pump:
@@ -72,8 +78,19 @@ class Pump:
         ffmpeg: str = "ffmpeg",
         record_to: Path | None = None,
         clock: Callable[[], float] = time.time,
+        anchored: bool = False,
+        paced: bool = False,
     ) -> None:
+        """``anchored`` (fed streams): no frame before :meth:`anchor` gives the stream's start (the
+        airing's), so the first sample fed sounds at the start on every cluster. ``paced`` (a
+        streamed emergency, fed faster than real time by the renderer): each frame published one
+        playout delay before it sounds, and no end for lack of input (the renderer ends it)."""
         self.name = name
+        self.anchored = anchored or paced
+        self.paced = paced
+        self._anchor_at: float | None = None
+        self._early = bytearray()  # conditioned PCM before the anchor (anchored)
+        self._held: deque[StreamFrame] = deque()  # frames not yet due for publishing (paced)
         self.url = url
         self.config = config
         self.audio = audio
@@ -107,6 +124,12 @@ class Pump:
     def end(self) -> None:
         """Live speech: end now (the last audio is drained and flagged ``last``)."""
         self._end.set()
+
+    def anchor(self, start: float) -> None:
+        """Paced: the controller time at which the stream's first sample sounds (the airing's
+        start). The first anchor wins."""
+        if self._anchor_at is None:
+            self._anchor_at = start
 
     def feed(self, pcm: bytes) -> bool:
         """Live speech: PCM from the browser (16 kHz s16le mono). False when the item has ended."""
@@ -206,6 +229,7 @@ class Pump:
                 self._stalled_since = self.clock()
                 self.gaps += 1
                 self.events.on_gap(f"Nguồn «{self.name}» mất tín hiệu ({detail}); đang kết nối lại")
+                self._source(True, detail)
             # Back off, keeping the clusters' stream open with silence meanwhile.
             self.reconnects += 1
             deadline = time.monotonic() + wait
@@ -222,6 +246,14 @@ class Pump:
         if since is not None:
             seconds = self.clock() - since
             self.events.on_gap(f"Nguồn «{self.name}» có lại âm thanh sau {seconds:.0f} giây gián đoạn")
+            self._source(False, "")
+
+    def _source(self, stalled: bool, detail: str) -> None:
+        if self.events.on_source is not None:
+            try:
+                self.events.on_source(stalled, detail)
+            except Exception:
+                _LOGGER.exception("live %s: source listener failed", self.name)
 
     def _pull(self, url: str, first_try: bool, demuxer: str | None) -> tuple[str, str]:
         """Run ffmpeg on ``url`` until it stalls or ends: ("failed" | "stopped" | "stalled", detail)."""
@@ -303,10 +335,12 @@ class Pump:
         assert proc.stdout is not None
         fd = proc.stdout.fileno()
         ending_since: float | None = None
+        # A renderer may wait on a slow engine: only the browser's silence ends a stream by itself.
+        idle_s = config.live_max_s if self.paced else config.live_idle_s
         try:
             while not self._stop.is_set():
                 if ending_since is None and (
-                    self._end.is_set() or time.monotonic() - self._last_feed > config.live_idle_s
+                    self._end.is_set() or time.monotonic() - self._last_feed > idle_s
                 ):
                     self._end.set()
                     ending_since = time.monotonic()
@@ -318,18 +352,62 @@ class Pump:
                         break
                     if record is not None:
                         record.writeframes(data)
-                    self._publish(self.framer.push(data, self.clock()))
-                elif ending_since is None:
-                    self._publish(self.framer.fill(self.clock()))
+                    self._take(data)
+                elif ending_since is None and self.framer.next_t is not None:
+                    self._out(self.framer.fill(self.clock()))
+                elif self.anchored and self._early and self._anchor_at is not None:
+                    self._take(b"")
+                self._flush_held()
                 if ending_since is not None and time.monotonic() - ending_since > _DRAIN_TIMEOUT_S:
                     break
         finally:
             self._kill(proc)
             if record is not None:
                 record.close()
+        if self._stop.is_set():  # stopped (the controller is stopping): nothing more goes out
+            self.events.on_ended(
+                self.framer.next_t or self.clock(), self.record_to if record is not None else None
+            )
+            return
+        if self.anchored and self._early:
+            if self._anchor_at is None:  # ended before any airing started: from now
+                self._anchor_at = self.clock() + self.framer.delay_s
+            self._take(b"")
         last = self.framer.finish(self.clock())
-        self._publish([last])
+        self._out([last])
+        while self._held and not self._stop.is_set():  # paced: the rest goes out on time
+            self._flush_held()
+            self._stop.wait(_TICK_S)
         self.events.on_ended(last.end, self.record_to if record is not None else None)
+
+    def _take(self, data: bytes) -> None:
+        """Conditioned PCM to frames (anchored: kept until the stream's start is known)."""
+        if self.anchored and self.framer.next_t is None:
+            self._early.extend(data)
+            if self._anchor_at is None:
+                if not self.paced:  # live: what waits for the start is at most a second or so
+                    keep = 2 * int(self.config.sample_rate * (self.framer.delay_s + _EARLY_EXTRA_S))
+                    del self._early[: max(0, len(self._early) - keep)]
+                return
+            self.framer.next_t = self._anchor_at
+            data, self._early = bytes(self._early), bytearray()
+        self._out(self.framer.push(data, self.clock()))
+
+    def _out(self, frames: list[StreamFrame]) -> None:
+        if self.paced:
+            self._held.extend(frames)
+            self._flush_held()
+        else:
+            self._publish(frames)
+
+    def _flush_held(self) -> None:
+        """Paced: publish the frames due within one playout delay (as a live source's would be)."""
+        now = self.clock()
+        due = []
+        while self._held and self._held[0].t - self.framer.delay_s <= now:
+            due.append(self._held.popleft())
+        if due:
+            self._publish(due)
 
     def _write_feed(self, proc: subprocess.Popen[bytes]) -> None:
         assert proc.stdin is not None

@@ -2,7 +2,9 @@
 
 A schedule's audio is rendered (and pinned in the store under ``schedule:<id>``) when it is
 created, changed or loaded, and again at start; at air time the broadcast then needs no synthesis.
-A render that fails is logged; the bulletin renders at air time instead.
+A render that fails is logged; the bulletin renders at air time instead. A relay schedule has no
+audio to render (its channel is pulled at air time), so it is never rendered and never in a node's
+lookahead (``lookahead.py`` takes schedules with rendered audio only).
 """
 
 from __future__ import annotations
@@ -64,7 +66,9 @@ class RenderAhead:
             return False
         with self.sessions() as session:
             row = session.get(Schedule, schedule_id)
-            return row is not None and (not row.audio_key or not self.speech.store.has(row.audio_key))
+            if row is None or row.channel_id is not None:
+                return False
+            return not row.audio_key or not self.speech.store.has(row.audio_key)
 
     def render(self, schedule_id: int) -> Future[str | None] | None:
         """Render a schedule's audio on the worker; the future gives the audio key (None on failure).
@@ -85,7 +89,11 @@ class RenderAhead:
     def render_all(self) -> None:
         """Re-render every enabled schedule with a future airing (cache hits cost nothing)."""
         with self.sessions() as session:
-            rows = list(session.scalars(select(Schedule).where(Schedule.enabled.is_(True))))
+            rows = list(
+                session.scalars(
+                    select(Schedule).where(Schedule.enabled.is_(True), Schedule.channel_id.is_(None))
+                )
+            )
             ids = [r.id for r in rows if self.next_run(r) is not None]
         for schedule_id in ids:
             self.render(schedule_id)
@@ -102,14 +110,29 @@ class RenderAhead:
         except Exception:
             _LOGGER.exception("could not unpin %s", key)
 
+    def _forget(self, schedule_id: int, key: str) -> None:
+        """A schedule that became a relay: its rendered audio is unpinned and forgotten."""
+        with self.sessions.begin() as session:
+            row = session.get(Schedule, schedule_id)
+            if row is not None and row.audio_key == key:
+                row.audio_key = None
+        self.unpin(key, schedule_id)
+        if self.rendered is not None:
+            self.rendered()
+
     def _render(self, schedule_id: int) -> str | None:
         assert self.speech is not None
         with self.sessions() as session:
             row = session.get(Schedule, schedule_id)
             if row is None or not row.enabled:
                 return None
+            relay, stale = row.channel_id is not None, row.audio_key
             inputs = (row.text, row.engine, row.voice, row.repeat)
             lexicon = overrides_in(session)
+        if relay:  # nothing to render; audio of the bulletin it was before is let go
+            if stale:
+                self._forget(schedule_id, stale)
+            return None
         try:
             result = self.speech.render(
                 inputs[0], engine=inputs[1], voice=inputs[2], repeat=inputs[3], chime=True, lexicon=lexicon

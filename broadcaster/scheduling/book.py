@@ -3,7 +3,9 @@
 A schedule is checked in two steps: its timing by the spec (``spec.py``: kinds, times, days,
 cron, validity), and its bulletin (text, title, tier, targets, repeat, engine) by the one
 announcement validator (``broadcasts/validation.py``) with the limits from the settings, so a
-bulletin the compose page accepts is one the scheduler accepts, and the other way round.
+bulletin the compose page accepts is one the scheduler accepts, and the other way round. A relay
+schedule (``channel`` + ``duration_s`` instead of a text) is checked by the same validator's
+``check_stream``: the channel must exist and be enabled, the duration within the limits.
 """
 
 from __future__ import annotations
@@ -15,11 +17,11 @@ from pathlib import Path
 from typing import Any
 
 from sqlalchemy import select
-from sqlalchemy.orm import Session, sessionmaker
+from sqlalchemy.orm import Session, object_session, sessionmaker
 
 from broadcaster.broadcasts.validation import AnnouncementInvalid, AnnouncementValidator, Draft
 from broadcaster.domain import Tier
-from broadcaster.models import Approval, Schedule
+from broadcaster.models import Approval, Channel, Schedule
 from broadcaster.scheduling.apsched import Timing, TriggerError, build_trigger
 from broadcaster.scheduling.spec import ScheduleError, ScheduleFields, parse_cron, validate_spec
 from broadcaster.scheduling.yamlfiles import load_dir
@@ -74,8 +76,14 @@ class ScheduleBook:
         changed: Callable[[int, bool], None],
         removed: Callable[[int, str | None], None],
         next_run: Callable[[Schedule], datetime | None],
+        channels: Any = None,
+        relay_max_s: float = 6 * 3600.0,
     ) -> None:
+        """``channels``: the relay channels (``live.channels.Channels``: ``usable(id)``,
+        ``by_name(name)``); None: relay schedules are refused."""
         self.sessions = sessions
+        self.channels = channels
+        self.relay_max_s = relay_max_s
         self.zone = zone
         self.validator = validator
         self.schedules_dir = schedules_dir
@@ -95,11 +103,40 @@ class ScheduleBook:
         return spec
 
     def check_bulletin(self, spec: ScheduleFields) -> None:
-        """The bulletin fields, by the one announcement validator."""
+        """The bulletin fields, by the one announcement validator (a relay: its channel, duration,
+        tier, targets and title; the channel given by name becomes its id, and names the
+        schedule when it has no name of its own)."""
+        if spec.is_relay:
+            self._check_relay(spec)
+            return
         try:
             self.validator.check(Draft.of(spec), check_time=False)
         except AnnouncementInvalid as exc:
             raise ScheduleError(exc.message, field=exc.field) from exc
+
+    def _check_relay(self, spec: ScheduleFields) -> None:
+        channel = spec.channel
+        if isinstance(channel, str) and self.channels is not None:
+            found = self.channels.by_name(channel)
+            if found is None:
+                raise ScheduleError(f"Không có kênh tiếp sóng «{channel}».", field="channel")
+            channel = found
+        try:
+            checked = self.validator.check_stream(
+                channel=channel,
+                duration_s=spec.duration_s,
+                tier=Tier(spec.tier).value,
+                targets=list(spec.targets),
+                title=spec.title,
+                max_s=self.relay_max_s,
+                channel_lookup=self.channels.usable if self.channels is not None else None,
+                check_time=False,
+            )
+        except AnnouncementInvalid as exc:
+            raise ScheduleError(exc.message, field=exc.field) from exc
+        spec.channel = checked.channel_id
+        if not spec.name:
+            spec.name = spec.title or f"Tiếp sóng {checked.channel_name}"
 
     # ------------------------------------------------------------------ CRUD
 
@@ -127,6 +164,8 @@ class ScheduleBook:
             if "kind" in data and data["kind"] != row.kind:
                 for key in ("time", "days", "at", "cron"):
                     current.pop(key, None)
+            if "channel" in data:  # a bulletin becomes a relay or the other way round
+                current.pop("text" if data["channel"] is not None else "duration_s", None)
             spec = self.validate({**current, **data}, is_new="at" in data)
             changed = apply_spec(row, spec)
         self.changed(schedule_id, bool(changed & AUDIO_FIELDS))
@@ -150,13 +189,17 @@ class ScheduleBook:
             return [self.as_dict(r) for r in session.scalars(select(Schedule).order_by(Schedule.id))]
 
     def as_dict(self, row: Schedule) -> dict[str, Any]:
-        """JSON-ready view of a schedule; times in settings.timezone with their offset."""
-        data = {**dict.fromkeys(TIMING_FIELDS), **row_data(row)}
+        """JSON-ready view of a schedule; times in settings.timezone with their offset. A relay
+        schedule has ``channel`` (id), ``channel_name`` and ``duration_s``; a bulletin has them null."""
+        data = {**dict.fromkeys(TIMING_FIELDS), "channel": None, "duration_s": None, **row_data(row)}
         for key in ("at", "valid_from", "valid_to"):
             data[key] = self._iso(data[key])
+        session = object_session(row)
+        channel = session.get(Channel, row.channel_id) if session is not None and row.channel_id else None
         return {
             "id": row.id,
             **data,
+            "channel_name": channel.name if channel is not None else None,
             "author": row.author,
             "source_file": row.source_file,
             "audio_key": row.audio_key,
@@ -268,6 +311,8 @@ def apply_spec(row: Schedule, spec: ScheduleFields) -> set[str]:
         "valid_from": spec.valid_from,
         "valid_to": spec.valid_to,
         "enabled": spec.enabled,
+        "channel_id": spec.channel if isinstance(spec.channel, int) else None,
+        "duration_s": spec.duration_s,
     }
     approval = getattr(spec, "approval", None)
     if approval is not None:
@@ -295,6 +340,9 @@ def row_data(row: Schedule) -> dict[str, Any]:
         "enabled": row.enabled,
         "approval": row.approval,
     }
+    if row.channel_id is not None:  # a relay: no text, a channel and a duration
+        data["channel"] = row.channel_id
+        data["duration_s"] = row.duration_s
     for key, value in (
         ("time", row.time),
         ("days", row.days.split(",") if row.days else None),

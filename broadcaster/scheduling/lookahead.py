@@ -124,6 +124,7 @@ class LookaheadPublisher:
                 Schedule.enabled.is_(True),
                 Schedule.approval == Approval.APPROVED.value,
                 Schedule.audio_key.is_not(None),
+                Schedule.channel_id.is_(None),  # a relay needs the link (and has no audio to hold)
                 Schedule.tier.in_(("normal", "priority")),  # emergencies always need the link
             )
             for row in session.scalars(query):

@@ -29,7 +29,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from broadcaster.broadcasts.ports import SpeechPort
 from broadcaster.broadcasts.validation import AnnouncementValidator
-from broadcaster.models import Approval, Broadcast, LogEntry, Schedule
+from broadcaster.models import Approval, Broadcast, Channel, LogEntry, Schedule
 from broadcaster.scheduling import jobs
 from broadcaster.scheduling.ahead import RenderAhead
 from broadcaster.scheduling.apsched import JobClock, Trigger, due_runs, fire_times, next_fire
@@ -86,6 +86,8 @@ class SchedulerService:
             changed=self._after_change,
             removed=self._after_removal,
             next_run=self.next_run,
+            channels=getattr(broadcasts, "channels", None),
+            relay_max_s=settings.live.relay_max_s,
         )
         self.lookahead: LookaheadPublisher | None = None
         if transport is not None and speech is not None:
@@ -328,10 +330,17 @@ class SchedulerService:
             if now - fire_time > self.grace:
                 self._record_missed(schedule_id, fire_time, self._late_reason(fire_time))
                 return None
+            if row.channel_id is not None:
+                relay = (row.channel_id, row.duration_s or 0.0, row.title, row.tier, tuple(row.targets or ()))
+                author = row.author or "lịch phát"
+            else:
+                relay = None
             audio_key = row.audio_key
             if audio_key and self.speech is not None and not self.speech.store.has(audio_key):
                 audio_key = None  # the store was emptied: render at air time
             ann = row.announcement(audio_key)
+        if relay is not None:
+            return self._fire_relay(schedule_id, fire_time, now, relay, author, ann.title)
         try:
             broadcast_id = self.broadcasts.submit(
                 ann, approved=True, schedule_id=schedule_id, fire_time=fire_time
@@ -348,6 +357,56 @@ class SchedulerService:
         _LOGGER.info(
             "schedule %s fired for %s: broadcast %s", schedule_id, fire_time.isoformat(), broadcast_id
         )
+        return broadcast_id
+
+    def _fire_relay(
+        self,
+        schedule_id: int,
+        fire_time: datetime,
+        now: datetime,
+        relay: tuple[int, float, str, str, tuple[str, ...]],
+        author: str,
+        title: str,
+    ) -> int | None:
+        """One airing of a relay schedule: the channel from the fire time for ``duration_s`` (so a
+        run that fires late still ends on time), submitted like a relay from the API."""
+        from broadcaster.broadcasts.validation import MIN_STREAM_S, CheckedStream
+        from broadcaster.domain import Source, Tier
+
+        channel_id, duration_s, own_title, tier, targets = relay
+        end = fire_time + timedelta(seconds=duration_s)
+        try:
+            _, name, _ = self.broadcasts.channels.usable(channel_id)
+        except Exception as exc:
+            reason = getattr(exc, "message", None) or str(exc)
+            self._record_missed(schedule_id, fire_time, f"Không tiếp sóng được: {reason}")
+            self._log(
+                "schedule_failed", f"Lịch «{title}» ({self._local(fire_time)}) không phát được: {reason}"
+            )
+            return None
+        if (end - now).total_seconds() < MIN_STREAM_S:
+            self._record_missed(schedule_id, fire_time, self._late_reason(fire_time))
+            return None
+        checked = CheckedStream(
+            channel_id, name, own_title or name, Tier(tier), targets or ("all",), at=None, end=end
+        )
+        try:
+            broadcast_id = self.broadcasts.submit_stream(
+                checked,
+                author=author,
+                source=Source.SCHEDULE,
+                approved=True,
+                schedule_id=schedule_id,
+                fire_time=fire_time,
+            )
+        except Exception as exc:
+            _LOGGER.exception("schedule %s: submitting the relay of %s failed", schedule_id, fire_time)
+            reason = getattr(exc, "message", None) or str(exc)
+            self._log(
+                "schedule_failed", f"Lịch «{title}» ({self._local(fire_time)}) không phát được: {reason}"
+            )
+            return None
+        _LOGGER.info("schedule %s fired for %s: relay %s", schedule_id, fire_time.isoformat(), broadcast_id)
         return broadcast_id
 
     def _late_reason(self, fire_time: datetime) -> str:
@@ -391,8 +450,12 @@ class SchedulerService:
             if row is None:
                 return None
             ann = row.announcement()
+            relay = None
+            if row.channel_id is not None:
+                channel = session.get(Channel, row.channel_id)
+                relay = (row.channel_id, channel.name if channel is not None else row.name)
         broadcast_id = self.broadcasts.record_missed(
-            ann, schedule_id=schedule_id, fire_time=fire_time.astimezone(UTC), reason=reason
+            ann, schedule_id=schedule_id, fire_time=fire_time.astimezone(UTC), reason=reason, relay=relay
         )
         if broadcast_id is not None:
             _LOGGER.warning("schedule %s: %s", schedule_id, reason)

@@ -1,6 +1,8 @@
 """What a schedule is, validated at the edge (API, web form, schedules/*.yaml) with pydantic.
 
-A schedule is a bulletin (text, tier, targets, ...) plus *when*:
+A schedule is a bulletin (text, tier, targets, ...), or a relay of a channel (``channel``: its id,
+or its name in a YAML file; ``duration_s``: how long, e.g. VOV1 news every day 6:00 for 1800 s)
+instead of a text, plus *when*:
 
 * ``once``: ``at`` (an ISO 8601 time; a naive one is in ``settings.timezone``);
 * ``daily``: ``time`` "HH:MM";
@@ -67,6 +69,8 @@ SPEC_FIELDS = (
     "valid_to",
     "enabled",
     "approval",
+    "channel",
+    "duration_s",
 )
 
 
@@ -103,7 +107,7 @@ class ScheduleFields(BaseModel):
     title: str = Field("", max_length=300, description="Title read in the log and the week view.")
     # Limits of the bulletin fields (length, repeat, targets, engine) come from the settings and
     # are checked by the one announcement validator (broadcasts/validation.py), not here.
-    text: str = Field(..., min_length=1, description="What is read aloud.")
+    text: str = Field("", description="What is read aloud (a relay has none).")
     tier: Tier = Field(Tier.NORMAL, description="normal, priority or emergency.")
     targets: list[str] = Field(
         default_factory=lambda: [ALL_TARGETS], min_length=1, description='"all", zone ids or speaker ids.'
@@ -123,18 +127,35 @@ class ScheduleFields(BaseModel):
         None, description="Last day/time it may fire (a date = through that day)."
     )
     enabled: bool = Field(True, description="A disabled schedule keeps its definition but never fires.")
+    # A relay instead of a text (checked against the channels by the one announcement validator).
+    channel: int | str | None = Field(
+        None, description="Relay this channel (its id, or its name) instead of reading a text."
+    )
+    duration_s: float | None = Field(
+        None, gt=0, description="A relay: how long each airing relays the channel, in seconds."
+    )
 
     @field_validator("name", "title", "text", mode="after")
     @classmethod
     def _nfc(cls, value: str | None) -> str | None:
         return None if value is None else nfc(value)
 
-    @field_validator("text", mode="after")
+    @field_validator("channel", mode="before")
     @classmethod
-    def _text_not_blank(cls, value: str) -> str:
-        if not value.strip():
-            raise ValueError("text is empty")
+    def _channel(cls, value: Any) -> Any:
+        if isinstance(value, bool) or (value is not None and not isinstance(value, int | str)):
+            raise ValueError("channel is a channel id (a number) or a channel name")
+        if isinstance(value, str):
+            value = nfc(value).strip()
+            if value.isdigit():
+                return int(value)
+            if not value:
+                raise ValueError("channel is empty")
         return value
+
+    @property
+    def is_relay(self) -> bool:
+        return self.channel is not None
 
     @field_validator("time", mode="before")
     @classmethod
@@ -207,13 +228,23 @@ class ScheduleFields(BaseModel):
                 raise ValueError(f"{name}: kind {self.kind!r} needs {name!r}")
             if name not in needs and value is not None:
                 raise ValueError(f"{name}: {name!r} does not apply to kind {self.kind!r}")
+        if self.channel is None:
+            if not self.text.strip():
+                raise ValueError("text: text is empty")
+            if self.duration_s is not None:
+                raise ValueError("duration_s: 'duration_s' applies to a relay (channel) only")
+        else:
+            if self.text.strip():
+                raise ValueError("text: a relay (channel) has no text")
+            if self.duration_s is None:
+                raise ValueError("duration_s: a relay (channel) needs 'duration_s'")
         if self.valid_from and self.valid_to and self.valid_from > self.valid_to:
             raise ValueError("valid_to: valid_from is after valid_to")
         if self.kind == "once" and self.at is not None:
             if (self.valid_from and self.at < self.valid_from) or (self.valid_to and self.at > self.valid_to):
                 raise ValueError("at: 'at' lies outside valid_from..valid_to")
         if not self.name:
-            self.name = self.title or _first_words(self.text)
+            self.name = self.title or (_first_words(self.text) if self.channel is None else "")
         return self
 
 

@@ -9,7 +9,7 @@ from typing import Any
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from broadcaster.models import Announcement, Broadcast, Schedule
+from broadcaster.models import Announcement, Broadcast, Channel, Schedule
 from broadcaster.scheduling.apsched import fire_times
 from broadcaster.scheduling.book import trigger_of
 from broadcaster.scheduling.spec import ScheduleError
@@ -24,11 +24,13 @@ def upcoming(
 ) -> list[dict[str, Any]]:
     """Airings between ``start`` and ``end`` (naive = ``zone``), sorted by time.
 
-    Each: ``{schedule_id, broadcast_id, title, name, tier, targets, at, state, approval, kind}``.
+    Each: ``{schedule_id, broadcast_id, title, name, tier, targets, at, state, approval, kind,
+    relay}``; ``relay`` is the channel's name for a relay (``duration_s`` then says how long), else None.
     Future airings come from the schedules' triggers (``broadcast_id`` None until they air, at
     most ``limit`` per schedule); aired, missed and deferred ones from the broadcasts."""
     start, end = _window(start, zone), _window(end, zone)
     items: dict[tuple[Any, ...], dict[str, Any]] = {}
+    channels = dict(session.execute(select(Channel.id, Channel.name)).all())
     for row in session.scalars(select(Schedule).where(Schedule.enabled.is_(True))):
         try:
             trigger = trigger_of(row, zone)
@@ -46,6 +48,8 @@ def upcoming(
                 "state": None,
                 "approval": row.approval,
                 "kind": row.kind,
+                "relay": channels.get(row.channel_id, row.name) if row.channel_id is not None else None,
+                "duration_s": row.duration_s,
             }
     when = Broadcast.fire_time
     query = (
@@ -65,6 +69,7 @@ def upcoming(
             "schedule_id": broadcast.schedule_id,
             "name": title,
             "kind": "once" if broadcast.schedule_id is None else None,
+            "duration_s": None,
         }
         item.update(
             broadcast_id=broadcast.id,
@@ -74,6 +79,7 @@ def upcoming(
             at=at,
             state=broadcast.state,
             approval=approval,
+            relay=broadcast.source_name if broadcast.kind == "relay" else None,
         )
         items[key] = item
     out = sorted(items.values(), key=lambda i: (i["at"], i["schedule_id"] or 0, i["broadcast_id"] or 0))

@@ -13,7 +13,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
@@ -265,14 +265,27 @@ class EngineChain:
         without the attribute is called one text at a time). The first text goes alone: a dead
         engine is asked once, not once per sentence, and the breaker opens before the rest. The
         first failure, in text order, is raised once every started call has ended."""
+        return list(self.call_ordered(engine, texts, voice))
+
+    def call_ordered(self, engine: TtsEngine, texts: Sequence[str], voice: str | None) -> Iterator[AudioClip]:
+        """As :meth:`call_many`, but each clip is yielded, in text order, as soon as it and the
+        ones before it are ready (a streamed emergency plays the first sentence while the rest
+        are being synthesized). The first failure, in text order, is raised when reached."""
         limit = max(1, int(getattr(engine, "max_parallel", 1) or 1))
         if limit == 1 or len(texts) < 3:
-            return [self.call(engine, text, voice) for text in texts]
-        first = self.call(engine, texts[0], voice)
+            for text in texts:
+                yield self.call(engine, text, voice)
+            return
+        yield self.call(engine, texts[0], voice)
         rest = texts[1:]
         with ThreadPoolExecutor(min(limit, len(rest)), thread_name_prefix=f"tts-{engine.name}-many") as pool:
             futures = [pool.submit(self.call, engine, text, voice) for text in rest]
-            return [first, *(future.result() for future in futures)]
+            try:
+                for future in futures:
+                    yield future.result()
+            finally:
+                for future in futures:
+                    future.cancel()  # not started yet: a consumer that stopped does not pay for them
 
     def call(self, engine: TtsEngine, text: str, voice: str | None) -> AudioClip:
         """``engine.synthesize`` with a hard deadline. A call that does not return in time is

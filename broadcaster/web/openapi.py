@@ -15,6 +15,7 @@ from broadcaster.broadcasts.validation import MAX_TITLE
 from broadcaster.domain import Tier
 from broadcaster.models import Approval, BroadcastState, DeliveryState
 from broadcaster.scheduling.spec import KINDS
+from broadcaster.web.openapi_live import add_live
 
 
 def _ref(name: str) -> dict[str, str]:
@@ -789,8 +790,15 @@ def _paths() -> dict[str, Any]:
     }
 
 
-def build_spec(max_repeat: int = 5) -> dict[str, Any]:
-    """The whole OpenAPI 3.1 document; ``max_repeat`` is the configured limit of ``repeat``."""
+def build_spec(max_repeat: int = 5, relay_max_s: float = 6 * 3600.0) -> dict[str, Any]:
+    """The whole OpenAPI 3.1 document; ``max_repeat`` is the configured limit of ``repeat``,
+    ``relay_max_s`` the longest relay (``live.relay_max_s``; the live-audio part: ``openapi_live``)."""
+    doc = _document(max_repeat)
+    add_live(doc, relay_max_s=relay_max_s)
+    return doc
+
+
+def _document(max_repeat: int) -> dict[str, Any]:
     schemas = copy.deepcopy(SCHEMAS)
     for name in ("BroadcastRequest", "ScheduleInput"):
         schemas[name]["properties"]["repeat"]["maximum"] = max_repeat

@@ -289,7 +289,10 @@ def health() -> Response:
 def openapi() -> Response:
     from broadcaster.web.openapi import build_spec
 
-    return jsonify(build_spec(max_repeat=services().validator.limits.max_repeat))
+    found = services()
+    return jsonify(
+        build_spec(max_repeat=found.validator.limits.max_repeat, relay_max_s=found.settings.live.relay_max_s)
+    )
 
 
 def int_query(name: str, default: int, lo: int, hi: int) -> int:

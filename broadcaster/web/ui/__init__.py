@@ -9,6 +9,8 @@
 - ``log``: the broadcast log, minutes aired, CSV exports (plain or for Excel).
 - ``lexicon``: the officers' readings and their approval; ``admin``: speakers and zones, users,
   account, settings.
+- ``live``: «Phát trực tiếp» (live speech); ``relay``: «Tiếp sóng» (relay a channel now, at a time,
+  every week); ``channels``: the relay channels (admins).
 - ``forms`` (form parsing and checks), ``filters`` (template filters and globals), ``jobs`` (the
   worker pool for slow work a page waits on), ``preview`` (the preview's text), ``clashes`` (two
   bulletins at one time on the same clusters) hold no routes.
@@ -234,6 +236,7 @@ def describe_targets(targets: Iterable[str] | None, names: dict[str, str] | None
 from broadcaster.web.ui import (  # noqa: E402
     admin,
     approvals,
+    channels,
     compose,
     dashboard,
     filters,
@@ -242,6 +245,7 @@ from broadcaster.web.ui import (  # noqa: E402
     lexicon,
     live,
     log,
+    relay,
     schedule,
     upstream,
     voices,
@@ -251,6 +255,7 @@ __all__ = [
     "admin",
     "approvals",
     "bp",
+    "channels",
     "compose",
     "dashboard",
     "filters",
@@ -259,6 +264,7 @@ __all__ = [
     "lexicon",
     "live",
     "log",
+    "relay",
     "schedule",
     "upstream",
     "voices",

@@ -134,6 +134,18 @@ def _recent_view(limit: int = 6) -> list[dict[str, Any]]:
     return out
 
 
+def _source_alerts() -> list[str]:
+    """Active alerts of the controller itself (a relay source that stalled), not of a cluster."""
+    source_alerts = getattr(services(), "source_alerts", None)
+    if source_alerts is None:
+        return []
+    try:
+        return [a["message"] for a in source_alerts.active()]
+    except Exception:
+        _LOGGER.exception("source alerts unreadable")
+        return []
+
+
 def dashboard_data() -> dict[str, Any]:
     try:
         snapshot = services().fleet.snapshot()
@@ -150,13 +162,15 @@ def dashboard_data() -> dict[str, Any]:
         )
         group["speakers"].append(view)
     speakers = [s for g in groups.values() for s in g["speakers"]]
+    sources = _source_alerts()
     return {
         "notices": engine_notices(services().speech),
         "zones": list(groups.values()),
         "online": sum(1 for s in speakers if s["online"]),
         "total": len(speakers),
         "playing": sum(1 for s in speakers if s["playing"]),
-        "alerts": sum(len(s["alerts"]) for s in speakers),
+        "alerts": sum(len(s["alerts"]) for s in speakers) + len(sources),
+        "source_alerts": sources,
         "recent": _recent_view(),
         "updated": fmt_local(now(), "%H:%M:%S"),
     }

@@ -192,8 +192,11 @@ def _nav() -> list[dict[str, Any]]:
         ("ui.log", "Nhật ký"),
         ("ui.lexicon", "Từ điển"),
     ]
+    if has_role(user, Role.APPROVER.value):
+        items.append(("ui.live_page", "Phát trực tiếp"))
     if user.role == Role.ADMIN.value:
         items += [
+            ("ui.channels", "Kênh tiếp sóng"),
             ("ui.speakers", "Loa và khu vực"),
             ("ui.users", "Người dùng"),
             ("ui.settings_page", "Cài đặt"),

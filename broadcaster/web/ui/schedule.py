@@ -202,6 +202,8 @@ def _schedule_page(
 @login_required
 def schedule_edit(schedule_id: int) -> Any:
     item = _get_schedule(schedule_id)
+    if item.get("channel") is not None:  # a relay schedule has its own form
+        return redirect(url_for("ui.relay_schedule_edit", schedule_id=schedule_id), 307)
     if request.method == "GET":
         return _schedule_page(schedule_id, item, schedule_values(item), {})
     if not has_role(current_user(), Role.EDITOR.value, Role.APPROVER.value):
