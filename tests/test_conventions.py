@@ -26,6 +26,7 @@ ALLOWED = {
     "docx": {"broadcaster/documents/office.py"},
     "pypdf": {"broadcaster/documents/office.py"},
     "PIL": {"broadcaster/documents/image.py"},
+    "segno": {"broadcaster/web/ui/enroll.py"},
 }
 
 

@@ -6,6 +6,7 @@
 - ``schedule``: the week view and editing a recurring bulletin.
 - ``log``: the broadcast log, minutes aired, CSV exports.
 - ``lexicon``: the officers' readings; ``admin``: speakers and zones, users, account, settings.
+- ``enroll``: a cluster's agent.yaml through a one-time link and its QR code.
 - ``forms`` (form parsing and checks), ``filters`` (template filters and globals), ``jobs`` (the
   worker pool for slow work a page waits on) hold no routes.
 
@@ -232,6 +233,7 @@ from broadcaster.web.ui import (  # noqa: E402
     approvals,
     compose,
     dashboard,
+    enroll,
     filters,
     imports,
     jobs,
@@ -246,6 +248,7 @@ __all__ = [
     "bp",
     "compose",
     "dashboard",
+    "enroll",
     "filters",
     "imports",
     "jobs",
