@@ -40,9 +40,10 @@ def _check_bundle_yaml(text: str, tmp_path: Path, speaker_id: str, zone: str, we
     config = load_config(path)
     assert (config.id, config.zone) == (speaker_id, zone)
     assert config.mqtt.url == "mqtts://127.0.0.1:8883"
-    assert config.mqtt.ca_pem.strip() == web.settings.instance.joinpath(
-        "mosquitto", "tls", "ca.crt"
-    ).read_text().strip()
+    assert (
+        config.mqtt.ca_pem.strip()
+        == web.settings.instance.joinpath("mosquitto", "tls", "ca.crt").read_text().strip()
+    )
     assert config.tls_context() is not None  # the pinned CA loads
     assert verify_mosquitto_hash(data["password"], _stored_hash(web, speaker_id))
     return data["password"]
@@ -110,7 +111,9 @@ def test_cli_writes_a_private_agent_yaml(web_services: WebServices, tmp_path: Pa
 def test_api_enroll_json_and_yaml(web_services: WebServices, web_app, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
     client = web_app.test_client()
     auth = {"Authorization": f"Bearer {create_token(web_services.sessions, 'ky-thuat')}"}
-    created = client.post("/api/speakers/loa-moi/enroll", json={"zone": "thon-1", "name": "Loa mới"}, headers=auth)
+    created = client.post(
+        "/api/speakers/loa-moi/enroll", json={"zone": "thon-1", "name": "Loa mới"}, headers=auth
+    )
     assert created.status_code == 201, created.get_json()
     body = created.get_json()
     assert set(body) == ENROLL_KEYS | {"enabled"} and body["zone"] == "thon-1" and body["enabled"] is True

@@ -51,8 +51,10 @@ def _for_test(agent_yaml: Path, root: Path, name: str, ca_pem: str | None = None
     The enrollment keys are left as they are, except ``ca_pem`` when a test swaps it."""
     text = agent_yaml.read_text(encoding="utf-8")
     if ca_pem is not None:
-        text = text[: text.index("ca_pem: |")] + "ca_pem: |\n" + "".join(
-            f"  {line}\n" for line in ca_pem.strip().splitlines()
+        text = (
+            text[: text.index("ca_pem: |")]
+            + "ca_pem: |\n"
+            + "".join(f"  {line}\n" for line in ca_pem.strip().splitlines())
         )
     out = root / f"{name}.yaml"
     out.write_text(
