@@ -5,4 +5,5 @@ pytest_plugins = [
     "tests.fixtures_speech",
     "tests.fixtures_controller",
     "tests.fixtures_web",
+    "tests.fixtures_postgres",
 ]
