@@ -9,6 +9,10 @@ The demo (``broadcaster serve --demo``), the tests and the benchmarks use it::
     sim.kill("loa-02"); sim.revive("loa-02")
     sim.stop()
 
+Over ``mqtts://`` the nodes share one TLS context that pins ``ca_pem`` (the CA of an enrolled
+agent.yaml; None: the system's CAs). ``shard=(k, n)`` keeps every n-th node from the k-th, so n
+simulator processes (``speaker-agent simulate --shard k/n``) share one fleet between them.
+
 What it can inject: a per-node clock error (uniform in +-``clock_skew_s``, or given per node in
 ``clock_offsets``), dropped connections
 (``drop_rate_per_min``: chance per node per minute of an abrupt TCP drop, after which the node
@@ -40,6 +44,7 @@ from speakers.health import HostProbe
 from speakers.mqtt import parse_mqtt_url
 from speakers.player import Analyzer, NullPlayer
 from speakers.protocol import DEFAULT_PREFIX, valid_id
+from speakers.tls import client_context
 
 _LOGGER = logging.getLogger(__name__)
 
@@ -96,9 +101,15 @@ class Simulator:
         max_late_s: float = 300.0,
         amplifier_idle_off_s: float = 5.0,
         clock_offsets: Mapping[str, float] | None = None,
+        ca_pem: str | None = None,
+        shard: tuple[int, int] | None = None,
     ) -> None:
-        parse_mqtt_url(mqtt_url)  # fail early on a bad URL
+        url = parse_mqtt_url(mqtt_url)  # fail early on a bad URL
+        if ca_pem is not None and not url.tls:
+            raise SimulatorError("ca_pem needs an mqtts:// URL")
         self.mqtt_url = mqtt_url
+        self.ca_pem = ca_pem
+        self._tls = client_context(ca_pem) if url.tls else None  # one context for every node
         self.prefix = prefix
         if nodes is not None:
             self._zones = dict(nodes)
@@ -106,6 +117,11 @@ class Simulator:
             if count < 1:
                 raise SimulatorError("count must be at least 1")
             self._zones = assign_zones(make_node_ids(count, id_prefix), zones)
+        if shard is not None:
+            index, total = shard
+            if not 0 <= index < total:
+                raise SimulatorError(f"shard {index}/{total}: use 0 <= k < n")
+            self._zones = {sid: z for i, (sid, z) in enumerate(self._zones.items()) if i % total == index}
         for sid, zone in self._zones.items():
             if not valid_id(sid) or (zone is not None and not valid_id(zone)):
                 raise SimulatorError(f"invalid speaker or zone id: {sid!r} / {zone!r}")
@@ -247,6 +263,7 @@ class Simulator:
             connect_gate=shared["gate"],
             host_probe=shared["probe"],
             health_jitter=True,
+            tls_context=self._tls,
         )
 
     def _launch(self, speaker_id: str) -> Agent:
