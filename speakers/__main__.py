@@ -8,6 +8,7 @@ speaker-agent check --config agent.yaml
 speaker-agent simulate --count N --zones Z --mqtt-url URL [--id-prefix sim-] [--clock-skew 2.0]
                   [--drop-rate PER_MIN] [--latency-ms MS] [--health-interval S]
                   [--password-template 'pw-{id}'] [--ca-file ca.crt] [--shard K/N]
+                  [--reconnect-min S] [--reconnect-max S] [--request-timeout S]
 speaker-agent check-config FILE
 """
 
@@ -175,7 +176,9 @@ def cmd_simulate(args: argparse.Namespace) -> int:
             drop_rate_per_min=args.drop_rate,
             latency_ms=args.latency_ms,
             seed=args.seed,
+            reconnect_min_s=args.reconnect_min,
             reconnect_max_s=args.reconnect_max,
+            request_timeout_s=args.request_timeout,
             ca_pem=ca_pem,
             shard=shard,
         )
@@ -256,7 +259,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=None)
     p.add_argument("--ca-file", type=Path, default=None, help="CA to pin (PEM) for an mqtts:// URL")
     p.add_argument("--shard", default=None, help="K/N: simulate every N-th cluster from the K-th (0-based)")
+    p.add_argument("--reconnect-min", type=float, default=0.5, help="first reconnect backoff, seconds")
     p.add_argument("--reconnect-max", type=float, default=10.0, help="longest reconnect backoff, seconds")
+    p.add_argument(
+        "--request-timeout", type=float, default=3.0, help="ask again for missing audio after this long idle"
+    )
     p.set_defaults(func=cmd_simulate)
 
     p = sub.add_parser("check-config", help="validate an agent config file")
