@@ -117,7 +117,7 @@ def test_a_node_in_another_network_reaches_the_tls_listener_and_never_the_plain_
         assert bundle.mqtt_url == broker.node_url
         config = root / "agent.yaml"
         config.write_text(
-            bundle.to_yaml() + f"cache_dir: {root / 'cache'}\nplayer:\n  kind: \"null\"\n", encoding="utf-8"
+            bundle.to_yaml() + f'cache_dir: {root / "cache"}\nplayer:\n  kind: "null"\n', encoding="utf-8"
         )
         config.chmod(0o600)
 
