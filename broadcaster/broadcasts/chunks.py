@@ -2,8 +2,10 @@
 
 Each chunk is published on its file's audio topic, which every node fetching the file reads: one
 publish serves every node that subscribed before it, and costs one copy for each of them. So the
-requests for a file are gathered, and how long depends on how many nodes fetch it (the requests of
-the last ``FANOUT_WINDOW_S``, ``fetching``), as ``scale = max(1, fetching / FANOUT_PER_SCALE)``:
+requests for a file are gathered, and how long depends on how many nodes fetch it, as
+``scale = max(1, fetching / FANOUT_PER_SCALE)``. ``fetching`` is the number of requests of the last
+``FANOUT_WINDOW_S``, or as many as the pace of the last ``RATE_WINDOW_S`` would bring in that
+window when that is more (so the first requests of a burst already count the burst):
 
 * a copy goes out once the requests pause for ``GATHER_S × scale``, or ``GATHER_MAX_S × scale``
   after the first of them: a zone of nodes asking at once costs one publish per chunk, after
@@ -46,6 +48,7 @@ GATHER_MAX_S = 0.25
 # many requests for the file in the last FANOUT_WINDOW_S (2,000 clusters: 20).
 FANOUT_PER_SCALE = 100
 FANOUT_WINDOW_S = 5.0
+RATE_WINDOW_S = 0.5
 # No wait is longer than this: below the agent's first request timeout (3 s) plus a copy's travel.
 REPUBLISH_MAX_S = 5.0
 # Chunks stay on the broker this long for nodes that are slow to read them.
@@ -83,6 +86,7 @@ class ChunkServer:
         self._audio: dict[str, bytes] = {}  # audio id (sha256 of the bytes) -> bytes
         self._gathering: dict[str, _Gathering] = {}
         self._asked: dict[str, collections.deque[float]] = {}  # audio id -> times of recent requests
+        self._pace: dict[str, collections.deque[float]] = {}  # the same, RATE_WINDOW_S only
         self._sent: dict[tuple[str, int], float] = {}
         self.published = 0
         self.deduped = 0  # requests served by a copy that was already gathered or kept for later
@@ -106,6 +110,7 @@ class ChunkServer:
         wanted = {i for i in event.missing if 0 <= i < count} if event.missing else set(range(count))
         now = self.clock()
         self._asked.setdefault(audio_id, collections.deque()).append(now)
+        self._pace.setdefault(audio_id, collections.deque()).append(now)
         gathering = self._gathering.get(audio_id)
         if gathering is None:
             self._gathering[audio_id] = _Gathering(now, now, wanted)
@@ -117,10 +122,13 @@ class ChunkServer:
     def scale(self, audio_id: str, now: float) -> float:
         """How many times longer than for a zone this file's requests are gathered and its
         copies spaced (module docstring)."""
-        asked = self._asked.get(audio_id)
+        asked, pace = self._asked.get(audio_id), self._pace.get(audio_id)
         while asked and now - asked[0] > FANOUT_WINDOW_S:
             asked.popleft()
-        return max(1.0, len(asked or ()) / FANOUT_PER_SCALE)
+        while pace and now - pace[0] > RATE_WINDOW_S:
+            pace.popleft()
+        fetching = max(len(asked or ()), len(pace or ()) * FANOUT_WINDOW_S / RATE_WINDOW_S)
+        return max(1.0, fetching / FANOUT_PER_SCALE)
 
     def _due(self, audio_id: str, gathering: _Gathering, now: float) -> float:
         scale = self.scale(audio_id, now)
