@@ -59,6 +59,15 @@ def test_the_agent_does_not_import_the_controller() -> None:
     assert offenders == []
 
 
+def test_benchmarks_never_import_from_tests() -> None:
+    offenders = [
+        path.relative_to(ROOT).as_posix()
+        for path in (ROOT / "bench").rglob("*.py")
+        if "tests" in _imports(path)
+    ]
+    assert offenders == []
+
+
 def test_yaml_is_parsed_safely_with_a_clear_error() -> None:
     assert parse_yaml("a: [1, 2]\nb: Thôn Đông\n") == {"a": [1, 2], "b": "Thôn Đông"}
     with pytest.raises(YamlError, match="line"):
