@@ -9,6 +9,7 @@ broadcaster [--instance DIR] user add USERNAME --role admin|editor|approver [--p
 broadcaster [--instance DIR] broker export DIR
 broadcaster [--instance DIR] downstream add NAME [--name TEXT] | list | revoke NAME
 broadcaster [--instance DIR] upstream set URL --token TOKEN | show | clear
+broadcaster [--instance DIR] speaker enroll ID --zone ZONE [--name NAME] -o agent.yaml
 """
 
 from __future__ import annotations
@@ -297,6 +298,52 @@ def cmd_upstream(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_speaker_enroll(args: argparse.Namespace) -> int:
+    """Create or update the cluster, give it a new password and write its agent.yaml (0600)."""
+    from broadcaster.fleet.enroll import EnrollError, enroll
+    from broadcaster.fleet.registry import Registry, RegistryError
+    from broadcaster.services import open_database
+
+    settings = _settings(args)
+    settings.ensure_instance()
+    try:
+        result = enroll(
+            Registry(open_database(settings)), settings, args.speaker_id, zone=args.zone, name=args.name
+        )
+    except (EnrollError, RegistryError) as exc:
+        print(f"error: {exc.message}", file=sys.stderr)
+        return 1
+    text = result.bundle.to_yaml()
+    if str(args.output) == "-":
+        sys.stdout.write(text)
+    else:
+        _write_private(args.output, text)
+    bundle = result.bundle
+    where = "stdout" if str(args.output) == "-" else str(args.output)
+    print(
+        f"cluster {bundle.id} ({'created' if result.created else 'new password'}, zone {bundle.zone or '-'}): "
+        f"{where} connects to {bundle.mqtt_url}"
+        + (" with the pinned CA" if bundle.ca_pem else " (the system's CAs)"),
+        file=sys.stderr,
+    )
+    if not result.enabled:
+        print(
+            f"warning: cluster {bundle.id} is disabled: the broker refuses it until it is enabled",
+            file=sys.stderr,
+        )
+    return 0
+
+
+def _write_private(path: Path, text: str) -> None:
+    """Write ``text`` to ``path`` readable by its owner only (it holds a password)."""
+    import os
+
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    os.fchmod(fd, 0o600)  # an existing file keeps its mode otherwise
+    with os.fdopen(fd, "w", encoding="utf-8") as out:
+        out.write(text)
+
+
 def cmd_settings(args: argparse.Namespace) -> int:
     from broadcaster.settings import reference_markdown
 
@@ -388,6 +435,18 @@ def build_parser() -> argparse.ArgumentParser:
     ush.set_defaults(func=cmd_upstream)
     uc = usub2.add_parser("clear", help="forget the upstream (reports still queued are dropped)")
     uc.set_defaults(func=cmd_upstream)
+    p = sub.add_parser("speaker", help="loudspeaker clusters")
+    ssub = p.add_subparsers(dest="speaker_command", required=True)
+    se = ssub.add_parser(
+        "enroll", help="create or update a cluster, give it a new password, write its agent.yaml"
+    )
+    se.add_argument("speaker_id", metavar="ID", help="cluster id (also its MQTT user name)")
+    se.add_argument("--zone", required=True, help="zone id (the zone must exist)")
+    se.add_argument("--name", default=None, help="display name (default: the id, for a new cluster)")
+    se.add_argument(
+        "-o", "--output", type=Path, required=True, help="agent.yaml to write (mode 0600), - for stdout"
+    )
+    se.set_defaults(func=cmd_speaker_enroll)
     return parser
 
 

@@ -34,7 +34,10 @@ _schema_lock = threading.Lock()
 
 def make_engine(url: str) -> Engine:
     """Create the engine. SQLite gets WAL and a busy timeout so the web, the scheduler
-    and the MQTT ingest threads can share one file."""
+    and the MQTT ingest threads can share one file. ``postgresql://`` without a driver uses
+    psycopg 3 (the server extra installs it; SQLAlchemy's default would be psycopg2)."""
+    if url.startswith("postgresql://") or url.startswith("postgres://"):
+        url = "postgresql+psycopg://" + url.split("://", 1)[1]
     if url.startswith("sqlite"):
         engine = create_engine(url, connect_args={"check_same_thread": False, "timeout": 30})
 

@@ -23,6 +23,7 @@ from sqlalchemy import (
     Text,
     TypeDecorator,
     UniqueConstraint,
+    event,
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 
@@ -423,6 +424,64 @@ class LexiconChange(Base):
     decided_by: Mapped[str | None] = mapped_column(String(100))
     decided_at: Mapped[datetime | None] = mapped_column(UtcDateTime)
     reason: Mapped[str | None] = mapped_column(Text)
+
+
+class RegistryRevision(Base):
+    """One row whose ``revision`` the database bumps (triggers, :func:`registry_revision_ddl`) on
+    every insert, update or delete of a speaker, whoever writes it: this controller, the CLI
+    (``broadcaster speaker enroll``) or another process. The running controller polls it to
+    keep its managed broker's accounts in step with changes made elsewhere (``broker/sync.py``)."""
+
+    __tablename__ = "registry_revision"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    revision: Mapped[int] = mapped_column(Integer, default=0)
+
+
+class EnrollLink(Base):
+    """A one-time link to download a cluster's agent.yaml (``broadcaster.fleet.enroll``): only the
+    sha256 of its random token is kept; it works once (``used``) and until ``expires``."""
+
+    __tablename__ = "enroll_links"
+    token_sha256: Mapped[str] = mapped_column(String(64), primary_key=True)
+    speaker_id: Mapped[str] = mapped_column(ForeignKey("speakers.id", ondelete="CASCADE"), index=True)
+    created: Mapped[datetime] = mapped_column(UtcDateTime, default=utcnow)
+    expires: Mapped[datetime] = mapped_column(UtcDateTime)
+    used: Mapped[datetime | None] = mapped_column(UtcDateTime)
+    created_by: Mapped[str | None] = mapped_column(String(100))
+
+
+def registry_revision_ddl(dialect: str) -> list[str]:
+    """Statements (idempotent) that make the database bump ``registry_revision`` on every change of
+    the ``speakers`` table, and create its one row. SQLite and PostgreSQL; other databases get
+    only the row (the controller then notices other processes' changes at its next restart)."""
+    row = (
+        "INSERT INTO registry_revision (id, revision) "
+        "SELECT 1, 0 WHERE NOT EXISTS (SELECT 1 FROM registry_revision)"
+    )
+    bump = "UPDATE registry_revision SET revision = revision + 1"
+    if dialect == "sqlite":
+        return [row] + [
+            f"CREATE TRIGGER IF NOT EXISTS registry_revision_{op.lower()} AFTER {op} ON speakers "
+            f"BEGIN {bump}; END"
+            for op in ("INSERT", "UPDATE", "DELETE")
+        ]
+    if dialect == "postgresql":
+        return [
+            row,
+            "CREATE OR REPLACE FUNCTION registry_revision_bump() RETURNS trigger LANGUAGE plpgsql AS "
+            f"$$ BEGIN {bump}; RETURN NULL; END $$",
+            "DROP TRIGGER IF EXISTS registry_revision_bump ON speakers",
+            "CREATE TRIGGER registry_revision_bump AFTER INSERT OR UPDATE OR DELETE ON speakers "
+            "FOR EACH STATEMENT EXECUTE FUNCTION registry_revision_bump()",
+        ]
+    return [row]
+
+
+@event.listens_for(Base.metadata, "after_create")
+def _registry_revision_triggers(target: Any, connection: Any, **kw: Any) -> None:
+    # create_all (a new database) builds what the migration field_0006 builds for an old one.
+    for statement in registry_revision_ddl(connection.dialect.name):
+        connection.exec_driver_sql(statement)
 
 
 # ------------------------------------------------------------------ federation (issue 11)

@@ -7,7 +7,8 @@ speaker-agent install --config agent.yaml [--root DIR] [--dry-run] [--user NAME]
 speaker-agent check --config agent.yaml
 speaker-agent simulate --count N --zones Z --mqtt-url URL [--id-prefix sim-] [--clock-skew 2.0]
                   [--drop-rate PER_MIN] [--latency-ms MS] [--health-interval S]
-                  [--password-template 'pw-{id}']
+                  [--password-template 'pw-{id}'] [--ca-file ca.crt] [--shard K/N]
+                  [--reconnect-min S] [--reconnect-max S] [--request-timeout S]
 speaker-agent check-config FILE
 """
 
@@ -142,6 +143,7 @@ def cmd_check(args: argparse.Namespace) -> int:
 def cmd_simulate(args: argparse.Namespace) -> int:
     from speakers.mqtt import MqttUrlError
     from speakers.simulator import Simulator, SimulatorError, run_simulator
+    from speakers.tls import TlsConfigError
 
     _setup_logging(args.verbose, quiet=True)
     credentials = None
@@ -154,6 +156,12 @@ def cmd_simulate(args: argparse.Namespace) -> int:
     zones: int | list[str] = args.zones
     if args.zone_names:
         zones = [z.strip() for z in args.zone_names.split(",") if z.strip()]
+    try:
+        shard = _shard(args.shard) if args.shard else None
+        ca_pem = args.ca_file.read_text(encoding="ascii") if args.ca_file else None
+    except (ValueError, OSError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
     try:
         sim = Simulator(
             args.mqtt_url,
@@ -168,8 +176,13 @@ def cmd_simulate(args: argparse.Namespace) -> int:
             drop_rate_per_min=args.drop_rate,
             latency_ms=args.latency_ms,
             seed=args.seed,
+            reconnect_min_s=args.reconnect_min,
+            reconnect_max_s=args.reconnect_max,
+            request_timeout_s=args.request_timeout,
+            ca_pem=ca_pem,
+            shard=shard,
         )
-    except (SimulatorError, MqttUrlError) as exc:
+    except (SimulatorError, MqttUrlError, TlsConfigError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     try:
@@ -180,6 +193,18 @@ def cmd_simulate(args: argparse.Namespace) -> int:
     except KeyboardInterrupt:
         pass
     return 0
+
+
+def _shard(text: str) -> tuple[int, int]:
+    """``K/N`` (0-based K): this process simulates every N-th cluster from the K-th."""
+    k, _, n = text.partition("/")
+    try:
+        index, total = int(k), int(n)
+    except ValueError:
+        raise ValueError(f"--shard {text!r}: use K/N, e.g. 0/4") from None
+    if total < 1 or not 0 <= index < total:
+        raise ValueError(f"--shard {text!r}: use 0 <= K < N")
+    return index, total
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -232,6 +257,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--health-interval", type=float, default=30.0)
     p.add_argument("--cache-dir", type=Path, default=None)
     p.add_argument("--seed", type=int, default=None)
+    p.add_argument("--ca-file", type=Path, default=None, help="CA to pin (PEM) for an mqtts:// URL")
+    p.add_argument("--shard", default=None, help="K/N: simulate every N-th cluster from the K-th (0-based)")
+    p.add_argument("--reconnect-min", type=float, default=0.5, help="first reconnect backoff, seconds")
+    p.add_argument("--reconnect-max", type=float, default=10.0, help="longest reconnect backoff, seconds")
+    p.add_argument(
+        "--request-timeout", type=float, default=3.0, help="ask again for missing audio after this long idle"
+    )
     p.set_defaults(func=cmd_simulate)
 
     p = sub.add_parser("check-config", help="validate an agent config file")

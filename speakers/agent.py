@@ -24,6 +24,7 @@ import contextlib
 import logging
 import math
 import random
+import ssl
 from pathlib import Path
 from typing import Any
 
@@ -74,8 +75,9 @@ class Agent:
 
     Everything the simulator varies is injectable: ``clock`` (skew), ``player``, ``amplifier``,
     a shared ``analyzer`` and ``chunk_pool`` (one decode and one copy of each chunk for thousands
-    of nodes), ``cache_pool`` (hard-linked cache blobs), ``latency_s`` (slow link) and a
-    ``connect_gate`` semaphore (bounded concurrent connects).
+    of nodes), ``cache_pool`` (hard-linked cache blobs), ``latency_s`` (slow link), a
+    ``connect_gate`` semaphore (bounded concurrent connects) and a shared ``tls_context`` (one
+    for thousands of nodes, instead of one per node from the config's ``ca_pem``).
     """
 
     def __init__(
@@ -93,6 +95,7 @@ class Agent:
         host_probe: HostProbe | None = None,
         spin: bool = True,
         health_jitter: bool = False,
+        tls_context: ssl.SSLContext | None = None,
     ) -> None:
         self.config = config
         self.id = config.id
@@ -144,7 +147,7 @@ class Agent:
             reconnect_max_s=config.mqtt.reconnect_max_s,
             latency_s=latency_s,
             connect_gate=connect_gate,
-            tls_context=config.tls_context(),
+            tls_context=tls_context or config.tls_context(),
         )
         for topic_filter in self.topics.node_filters(self.id, self.zone):
             if config.lookahead.enabled or topic_filter != self.topics.lookahead(self.id):

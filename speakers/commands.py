@@ -2,7 +2,8 @@
 
 A play becomes a :class:`~speakers.playout.Job`: checked (zone targets, duplicates, a reused
 broadcast id, lateness, the slot it airs), then its audio is taken from the cache or fetched, and
-the playout queues it. The volume is remembered across restarts (``agent-state.json``).
+the playout queues it. The volume is remembered across restarts (``agent-state.json``) and a
+hardware mixer command, when configured, is run by one worker: in order, the latest volume winning.
 """
 
 from __future__ import annotations
@@ -78,6 +79,8 @@ class Commands:
         self.malformed_error: str | None = None
         self._state_file = config.cache_dir() / "agent-state.json"
         self.volume = self._load_volume()
+        self._mixer_wanted: int | None = None  # the volume the mixer worker applies next
+        self._mixer_task: asyncio.Task[Any] | None = None
 
     # -------------------------------------------------------------------------- messages
 
@@ -228,8 +231,25 @@ class Commands:
         self.volume = cmd.volume
         self._save_state()
         mixer = self.config.volume.mixer_command
-        if mixer:
-            self.spawn(self._run_mixer(mixer.replace("{volume}", str(cmd.volume))), "mixer")
+        if not mixer:
+            return
+        # One mixer process at a time, in order, the latest volume winning: two quick commands
+        # must never apply out of order (each used to start its own process, racing the other).
+        self._mixer_wanted = cmd.volume
+        if self._mixer_task is None or self._mixer_task.done():
+            self._mixer_task = self.spawn(self._mixer_worker(mixer), "mixer")
+
+    @property
+    def mixer_busy(self) -> bool:
+        """True while the mixer command runs (or is about to)."""
+        return self._mixer_task is not None and not self._mixer_task.done()
+
+    async def _mixer_worker(self, mixer: str) -> None:
+        """Apply the wanted volume until it stops changing (commands arriving meanwhile collapse
+        into the latest one)."""
+        while self._mixer_wanted is not None:
+            volume, self._mixer_wanted = self._mixer_wanted, None
+            await self._run_mixer(mixer.replace("{volume}", str(volume)))
 
     async def _run_mixer(self, command: str) -> None:
         try:

@@ -383,7 +383,10 @@ class Link:
                 if not (self._closing or self._killed):
                     # Say it loudly at the first failure of a streak and now and then after. A
                     # refused certificate or login does not mend itself: that is an error.
-                    loud = attempt % 10 == 0
+                    # (self.attempts counts the failed connects since the last success, so the
+                    # first refusal after a lost connection is loud too: a cluster cut off on
+                    # the controller says why at once.)
+                    loud = was_up or self.attempts % 10 == 1
                     refused = not was_up and self.last_error.startswith(("TLS", "login"))
                     level = (logging.ERROR if refused else logging.WARNING) if loud else logging.DEBUG
                     _LOGGER.log(

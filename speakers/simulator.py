@@ -9,8 +9,13 @@ The demo (``broadcaster serve --demo``), the tests and the benchmarks use it::
     sim.kill("loa-02"); sim.revive("loa-02")
     sim.stop()
 
+Over ``mqtts://`` the nodes share one TLS context that pins ``ca_pem`` (the CA of an enrolled
+agent.yaml; None: the system's CAs). ``shard=(k, n)`` keeps every n-th node from the k-th, so n
+simulator processes (``speaker-agent simulate --shard k/n``) share one fleet between them.
 ``player="file"`` makes each node write what it plays (files and live streams, as WAV) to
-``player_dir/<id>/`` instead of keeping a timeline. What it can inject: a per-node clock error (uniform in +-``clock_skew_s``, or given per node in
+``player_dir/<id>/`` instead of keeping a timeline.
+
+What it can inject: a per-node clock error (uniform in +-``clock_skew_s``, or given per node in
 ``clock_offsets``), dropped connections
 (``drop_rate_per_min``: chance per node per minute of an abrupt TCP drop, after which the node
 reconnects by itself), slow links (``latency_ms`` added before handling what arrives and before
@@ -41,6 +46,7 @@ from speakers.health import HostProbe
 from speakers.mqtt import parse_mqtt_url
 from speakers.player import Analyzer, FilePlayer, NullPlayer
 from speakers.protocol import DEFAULT_PREFIX, valid_id
+from speakers.tls import client_context
 
 _LOGGER = logging.getLogger(__name__)
 
@@ -99,15 +105,21 @@ class Simulator:
         clock_offsets: Mapping[str, float] | None = None,
         player: str = "null",
         player_dir: Path | None = None,
+        ca_pem: str | None = None,
+        shard: tuple[int, int] | None = None,
     ) -> None:
         """``player``: "null" (a timeline of what would play, the default) or "file" (each node
         writes what it plays to ``player_dir/<id>/``, as ``speaker-agent`` does with the file player)."""
-        parse_mqtt_url(mqtt_url)  # fail early on a bad URL
+        url = parse_mqtt_url(mqtt_url)  # fail early on a bad URL
+        if ca_pem is not None and not url.tls:
+            raise SimulatorError("ca_pem needs an mqtts:// URL")
         if player not in ("null", "file") or (player == "file" and player_dir is None):
             raise SimulatorError('player is "null" or "file" (with player_dir)')
         self.player = player
         self.player_dir = Path(player_dir) if player_dir is not None else None
         self.mqtt_url = mqtt_url
+        self.ca_pem = ca_pem
+        self._tls = client_context(ca_pem) if url.tls else None  # one context for every node
         self.prefix = prefix
         if nodes is not None:
             self._zones = dict(nodes)
@@ -115,6 +127,11 @@ class Simulator:
             if count < 1:
                 raise SimulatorError("count must be at least 1")
             self._zones = assign_zones(make_node_ids(count, id_prefix), zones)
+        if shard is not None:
+            index, total = shard
+            if not 0 <= index < total:
+                raise SimulatorError(f"shard {index}/{total}: use 0 <= k < n")
+            self._zones = {sid: z for i, (sid, z) in enumerate(self._zones.items()) if i % total == index}
         for sid, zone in self._zones.items():
             if not valid_id(sid) or (zone is not None and not valid_id(zone)):
                 raise SimulatorError(f"invalid speaker or zone id: {sid!r} / {zone!r}")
@@ -261,6 +278,7 @@ class Simulator:
             connect_gate=shared["gate"],
             host_probe=shared["probe"],
             health_jitter=True,
+            tls_context=self._tls,
         )
 
     def _launch(self, speaker_id: str) -> Agent:

@@ -6,4 +6,5 @@ pytest_plugins = [
     "tests.fixtures_controller",
     "tests.fixtures_web",
     "tests.fixtures_live",
+    "tests.fixtures_postgres",
 ]

@@ -75,20 +75,26 @@ def unit_services(  # type: ignore[no-untyped-def]
     commune: bool = True,
     broadcasts: dict[str, object] | None = None,
     fleet: dict[str, object] | None = None,
+    db_url: str | None = None,
     **settings: object,
 ):
     """The real controller (``build_services``) with the unit-test parts injected: the in-memory
-    transport, FakeSpeech, a real SQLite file (``flaky``: whose dispatcher commits can be made to
+    transport, FakeSpeech, a real database (``flaky``: whose dispatcher commits can be made to
     fail), the demo commune in the registry, and (``fake_fleet``) a FakeFleet whose live state a
-    test sets. Nothing is started."""
+    test sets. Nothing is started.
+
+    The database is ``db_url``, else the instance's SQLite file, or under the ``database``
+    fixture's ``postgresql`` run a fresh PostgreSQL database (tests/fixtures_postgres.py)."""
     from broadcaster.broadcasts import BroadcastsConfig
     from broadcaster.db import create_schema, make_engine, make_session_factory
     from broadcaster.fleet import FleetConfig
     from broadcaster.services import build_services
     from broadcaster.transport.memory import MemoryBroker, MemoryTransport
     from tests.fakes import FakeFleet, FakeSpeech, FlakyCommitSessions
+    from tests.fixtures_postgres import db_url_for
 
-    config = unit_settings(tmp_path / "instance", **settings)
+    instance = tmp_path / "instance"
+    config = unit_settings(instance, db=db_url or db_url_for(instance / "broadcaster.db"), **settings)
     config.ensure_instance()
     engine = make_engine(config.db_url)
     create_schema(engine)

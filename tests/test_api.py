@@ -23,6 +23,9 @@ from broadcaster.web import create_app
 from broadcaster.web.tokens import TokenError, create_token, revoke_token, verify_token
 from tests.fixtures_controller import unit_services
 
+# On SQLite and on PostgreSQL (tests/fixtures_postgres.py).
+pytestmark = pytest.mark.usefixtures("database")
+
 HCM = ZoneInfo("Asia/Ho_Chi_Minh")
 ROOT = Path(__file__).resolve().parent.parent
 

@@ -13,6 +13,9 @@ from broadcaster.domain import Announcement, Tier
 from tests.fakes import payloads
 from tests.fixtures_controller import UnitController, wait_until
 
+# On SQLite and on PostgreSQL (tests/fixtures_postgres.py).
+pytestmark = pytest.mark.usefixtures("database")
+
 
 def _overlaps(timeline: list[dict]) -> list[tuple[dict, dict]]:
     items = sorted(timeline, key=lambda e: e["start"])

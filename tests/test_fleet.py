@@ -18,11 +18,15 @@ from broadcaster.transport.memory import MemoryBroker, MemoryTransport
 from speakers import protocol as proto
 from tests.fakes import FakeNode, FlakyCommitSessions
 from tests.fixtures_controller import wait_until
+from tests.fixtures_postgres import db_url_for
+
+# On SQLite and on PostgreSQL (tests/fixtures_postgres.py).
+pytestmark = pytest.mark.usefixtures("database")
 
 
 class Harness:
     def __init__(self, tmp_path: Path, flaky: bool = False, **config: object) -> None:
-        self.engine = make_engine(f"sqlite:///{tmp_path / 'fleet.db'}")
+        self.engine = make_engine(db_url_for(tmp_path / "fleet.db"))
         create_schema(self.engine)
         self.sessions = make_session_factory(self.engine)
         # flaky: the fleet's commits can be made to fail (FlakyCommitSessions on its worker thread).
@@ -187,7 +191,7 @@ def test_one_commit_per_message_mode(tmp_path: Path) -> None:
 
 
 def test_retention_deletes_old_samples(tmp_path: Path) -> None:
-    engine = make_engine(f"sqlite:///{tmp_path / 'fleet.db'}")
+    engine = make_engine(db_url_for(tmp_path / "fleet.db"))
     create_schema(engine)
     sessions = make_session_factory(engine)
     old = datetime.now(UTC) - timedelta(days=40)

@@ -22,6 +22,10 @@ from broadcaster.reports import (
     minutes_per_day,
     to_csv,
 )
+from tests.fixtures_postgres import db_url_for
+
+# On SQLite and on PostgreSQL (tests/fixtures_postgres.py).
+pytestmark = pytest.mark.usefixtures("database")
 
 TZ = "Asia/Ho_Chi_Minh"
 
@@ -32,7 +36,7 @@ def utc(*args: int) -> datetime:
 
 @pytest.fixture
 def sessions(tmp_path: Path):
-    engine = make_engine(f"sqlite:///{tmp_path / 'reports.db'}")
+    engine = make_engine(db_url_for(tmp_path / "reports.db"))
     create_schema(engine)
     factory = make_session_factory(engine)
     with factory.begin() as s:

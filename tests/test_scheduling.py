@@ -18,6 +18,9 @@ from broadcaster.scheduling.apsched import fire_times
 from broadcaster.scheduling.spec import validate_spec
 from tests.fixtures_controller import COMMUNE_NODES, unit_services
 
+# On SQLite and on PostgreSQL (tests/fixtures_postgres.py).
+pytestmark = pytest.mark.usefixtures("database")
+
 HCM = ZoneInfo("Asia/Ho_Chi_Minh")
 
 

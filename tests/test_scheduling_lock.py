@@ -10,11 +10,15 @@ import pytest
 from broadcaster.db import create_schema, make_engine, make_session_factory
 from broadcaster.models import Setting
 from broadcaster.scheduling.lock import LEASE_KEY, FileLock, LeaseLock, SchedulerLockedError, lock_for
+from tests.fixtures_postgres import db_url_for
+
+# On SQLite and on PostgreSQL (tests/fixtures_postgres.py).
+pytestmark = pytest.mark.usefixtures("database")
 
 
 @pytest.fixture
 def sessions(tmp_path: Path):
-    engine = make_engine(f"sqlite:///{tmp_path / 'lock.db'}")
+    engine = make_engine(db_url_for(tmp_path / "lock.db"))
     create_schema(engine)
     yield make_session_factory(engine)
     engine.dispose()

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pytest
 from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
 from alembic.script import ScriptDirectory
@@ -11,6 +12,10 @@ from sqlalchemy import inspect, text
 
 from broadcaster.db import alembic_config, create_schema, make_engine, migrate
 from broadcaster.models import Base
+from tests.fixtures_postgres import db_url_for
+
+# On SQLite and on PostgreSQL (tests/fixtures_postgres.py).
+pytestmark = pytest.mark.usefixtures("database")
 
 
 def _diff(engine) -> list:  # type: ignore[no-untyped-def]
@@ -31,7 +36,7 @@ def _version(engine) -> str:  # type: ignore[no-untyped-def]
 
 
 def test_migrations_build_exactly_the_models(tmp_path: Path) -> None:
-    engine = make_engine(f"sqlite:///{tmp_path / 'migrated.db'}")
+    engine = make_engine(db_url_for(tmp_path / "migrated.db", empty=True))
     migrate(engine)
     assert _diff(engine) == []
     assert _version(engine) == _head()
@@ -39,7 +44,7 @@ def test_migrations_build_exactly_the_models(tmp_path: Path) -> None:
 
 
 def test_create_schema_on_empty_db_stamps_head_and_is_idempotent(tmp_path: Path) -> None:
-    engine = make_engine(f"sqlite:///{tmp_path / 'fresh.db'}")
+    engine = make_engine(db_url_for(tmp_path / "fresh.db", empty=True))
     create_schema(engine)
     create_schema(engine)
     assert _version(engine) == _head()
@@ -51,7 +56,7 @@ def test_create_schema_on_empty_db_stamps_head_and_is_idempotent(tmp_path: Path)
 
 
 def test_pre_migration_database_is_adopted(tmp_path: Path) -> None:
-    engine = make_engine(f"sqlite:///{tmp_path / 'old.db'}")
+    engine = make_engine(db_url_for(tmp_path / "old.db", empty=True))
     Base.metadata.create_all(engine)  # as the foundation's create_schema did
     with engine.begin() as conn:
         conn.execute(

@@ -9,6 +9,18 @@ Registry changes (a speaker added, moved, disabled, deleted, its password reset)
 :class:`BrokerSync`, a worker thread that coalesces a burst of changes (an import of thousands of
 speakers) into one write of the files and one reload within ``BROKER_SYNC_WINDOW_S``; the
 reload also disconnects the clusters that lost their access (``process.py``).
+
+Changes reach the worker two ways:
+
+* from this process, at once: the registry's ``on_change`` hook marks the speaker;
+* from any other process (``broadcaster speaker enroll`` while ``serve`` runs, a second web
+  worker, an operator's SQL): the database bumps ``registry_revision`` on every change of the
+  ``speakers`` table (triggers, ``models.registry_revision_ddl``), and the worker reads that one
+  number every ``REGISTRY_POLL_S``. When it moved, every speaker's account (id, hash, enabled,
+  zone) is compared with the broker's book and the differences are marked like local changes.
+  So a cluster enrolled, reset or deleted elsewhere is applied (and a live connection cut)
+  within about ``REGISTRY_POLL_S + BROKER_SYNC_WINDOW_S``. The first poll always compares, so a
+  change made between the start of the broker and the first poll is not lost either.
 """
 
 from __future__ import annotations
@@ -20,6 +32,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
 from broadcaster.broker.base import BrokerError, PortInUseError, is_loopback
@@ -34,6 +47,9 @@ _LOGGER = logging.getLogger(__name__)
 
 # How long the broker-sync worker gathers registry changes before one reload (~0.1 s each).
 BROKER_SYNC_WINDOW_S = 0.1
+# How often the worker reads the registry revision for changes made by another process: one tiny
+# query a second; a moved revision costs one read of every account (20,000 rows: tens of ms).
+REGISTRY_POLL_S = 1.0
 
 
 def broker_dir(settings: Settings) -> Path:
@@ -158,12 +174,21 @@ class BrokerSync:
     reloaded once (which disconnects the speakers removed, disabled or given a new password)."""
 
     def __init__(
-        self, broker: ManagedBroker, sessions: sessionmaker[Session], window_s: float = BROKER_SYNC_WINDOW_S
+        self,
+        broker: ManagedBroker,
+        sessions: sessionmaker[Session],
+        window_s: float = BROKER_SYNC_WINDOW_S,
+        poll_s: float = REGISTRY_POLL_S,
     ) -> None:
         self.broker = broker
         self.sessions = sessions
         self.window_s = window_s
+        self.poll_s = poll_s
         self.batches = 0
+        self.external_changes = 0  # speakers found changed by another process
+        self._revision: int | None = None  # the registry revision last compared
+        self._next_poll = 0.0
+        self._poll_failed = False
         self._dirty: set[str] = set()
         self._busy = False
         self._stopping = False
@@ -201,11 +226,19 @@ class BrokerSync:
 
     def _run(self) -> None:
         while True:
+            if time.monotonic() >= self._next_poll:
+                self._next_poll = time.monotonic() + self.poll_s
+                self._poll_registry()
             with self._cond:
                 while not self._dirty and not self._stopping:
-                    self._cond.wait()
+                    left = self._next_poll - time.monotonic()
+                    if left <= 0:
+                        break
+                    self._cond.wait(left)
                 if not self._dirty:
-                    return
+                    if self._stopping:
+                        return
+                    continue  # time to poll
                 # Gather the rest of the burst (each mark() notifies: wait out the whole window).
                 deadline = time.monotonic() + self.window_s
                 while not self._stopping and (left := deadline - time.monotonic()) > 0:
@@ -220,6 +253,50 @@ class BrokerSync:
                 with self._cond:
                     self._busy = False
                     self._cond.notify_all()
+
+    # ------------------------------------------------------------ changes of other processes
+
+    def _poll_registry(self) -> None:
+        """Mark the speakers changed by another process, when the registry revision moved."""
+        from broadcaster.models import RegistryRevision
+
+        try:
+            with self.sessions() as session:
+                revision = session.scalar(select(RegistryRevision.revision).where(RegistryRevision.id == 1))
+            if revision is not None and revision == self._revision:
+                return
+            changed = self._differences()
+        except Exception as exc:  # the database may be briefly unavailable: say it once
+            if not self._poll_failed:
+                _LOGGER.warning("managed broker: cannot read the registry for outside changes: %s", exc)
+            self._poll_failed = True
+            return
+        self._poll_failed = False
+        self._revision = revision
+        if changed:
+            _LOGGER.info(
+                "managed broker: %s cluster account(s) changed outside this process: %s",
+                len(changed),
+                ", ".join(sorted(changed)[:10]) + (" ..." if len(changed) > 10 else ""),
+            )
+            self.external_changes += len(changed)
+            with self._cond:
+                self._dirty.update(changed)
+                self._cond.notify_all()
+
+    def _differences(self) -> set[str]:
+        """Speakers whose account in the database differs from the broker's book."""
+        from broadcaster.models import Speaker
+
+        with self.sessions() as session:
+            rows = session.execute(
+                select(Speaker.id, Speaker.mqtt_password_hash, Speaker.enabled, Speaker.zone_id)
+            ).all()
+        wanted = {r.id: (r.mqtt_password_hash, r.zone_id) for r in rows if r.enabled and r.mqtt_password_hash}
+        hashes, zones = self.broker.accounts.snapshot()
+        hashes.pop(self.broker.controller_user, None)
+        current = {sid: (hashed, zones.get(sid)) for sid, hashed in hashes.items()}
+        return {sid for sid in wanted.keys() | current.keys() if wanted.get(sid) != current.get(sid)}
 
     def _apply(self, speaker_ids: set[str]) -> None:
         from broadcaster.models import Speaker

@@ -138,6 +138,16 @@ class _Scheduler(BackgroundScheduler):
         return super()._process_jobs()
 
 
+class SharedEngineJobStore(SQLAlchemyJobStore):  # type: ignore[misc]
+    """The job store on the controller's own engine. APScheduler's store disposes its engine at
+    shutdown: the whole controller's pool, while the dispatcher and the fleet may hold connections
+    of it (on PostgreSQL those are then orphaned, closed only by the garbage collector). The
+    engine belongs to the services, which dispose it when they close."""
+
+    def shutdown(self) -> None:
+        pass
+
+
 class JobClock:
     """A paused-at-start ``BackgroundScheduler`` with its job store in the database.
 
@@ -149,7 +159,7 @@ class JobClock:
     ) -> None:
         self._on_missed = on_missed
         self._scheduler = _Scheduler(
-            jobstores={"default": SQLAlchemyJobStore(engine=engine, tablename=JOBSTORE_TABLE)},
+            jobstores={"default": SharedEngineJobStore(engine=engine, tablename=JOBSTORE_TABLE)},
             executors={"default": JobThreadPool(JOB_THREADS)},
             job_defaults={"coalesce": True, "misfire_grace_time": grace_s, "max_instances": 1},
             timezone=zone,

@@ -135,8 +135,9 @@ class LeaseLock:
         holder = self._try()
         if holder is not None:
             raise SchedulerLockedError(
-                f"another scheduler ({holder}) holds the database lease; stop it first or wait "
-                f"{self.lease_s} s after it died"
+                f"another scheduler ({holder}) already runs on this database (it holds the lease); "
+                f"stop it first or wait {self.lease_s} s after it died: two schedulers would air every "
+                "bulletin twice"
             )
         self._stop.clear()
         self._thread = threading.Thread(target=self._renew, name="scheduler-lease", daemon=True)

@@ -263,6 +263,21 @@ SCHEMAS: dict[str, Any] = {
         "additionalProperties": False,
         "properties": {"name": _STR, "zone": _NSTR, "location": _NSTR, "enabled": {"type": "boolean"}},
     },
+    "Enrollment": {
+        "type": "object",
+        "required": ["id", "zone", "mqtt_url", "password", "enabled"],
+        "properties": {
+            "id": _STR,
+            "zone": _NSTR,
+            "mqtt_url": {"type": "string", "description": "mqtts://<broker.public_host>:<broker.tls_port>"},
+            "password": {"type": "string", "description": "Shown once; only its hash is stored."},
+            "ca_pem": {
+                "type": "string",
+                "description": "The broker's CA (PEM) the node pins; absent with an operator's certificate.",
+            },
+            "enabled": {"type": "boolean", "description": "A disabled cluster is refused until enabled."},
+        },
+    },
     "Credentials": {
         "type": "object",
         "required": ["mqtt_username", "mqtt_password"],
@@ -600,6 +615,50 @@ def _paths() -> dict[str, Any]:
                 "Generate a new MQTT password for a cluster (the old one stops working).",
                 {"200": _json(_ref("Credentials")), **_errors(401, 404)},
                 tag="speakers",
+            ),
+        },
+        "/api/speakers/{speaker_id}/enroll": {
+            "parameters": [sid],
+            "post": _op(
+                "Enroll a cluster in one step: create it if it does not exist (in `zone`), give it a new "
+                "password (the old one stops working and its connection is cut) and return its complete "
+                "agent configuration (docs/agent.md): `speaker-agent run --config agent.yaml` needs "
+                "nothing else.",
+                {
+                    "200": {
+                        "description": "An existing cluster, new password.",
+                        "content": {
+                            "application/json": {"schema": _ref("Enrollment")},
+                            "application/yaml": {"schema": {"type": "string"}},
+                        },
+                    },
+                    "201": _json(_ref("Enrollment"), "A new cluster."),
+                    **_errors(400, 401, 404, 415, 422, 503),
+                },
+                tag="speakers",
+                parameters=[
+                    {
+                        "name": "format",
+                        "in": "query",
+                        "required": False,
+                        "schema": {"type": "string", "enum": ["json", "yaml"]},
+                        "description": "yaml: the agent.yaml file itself (also with Accept: application/yaml).",
+                    }
+                ],
+                requestBody=_body(
+                    {
+                        "type": "object",
+                        "additionalProperties": False,
+                        "properties": {
+                            "zone": {
+                                "type": "string",
+                                "description": "Zone of a new cluster, or to move it to.",
+                            },
+                            "name": {"type": "string", "description": "Display name (new cluster: the id)."},
+                        },
+                    },
+                    required=False,
+                ),
             ),
         },
         "/api/zones": {

@@ -12,6 +12,7 @@ from broadcaster.web.api import (
     bp,
     check_keys,
     check_query,
+    fail,
     json_body,
     registry,
     services,
@@ -77,6 +78,36 @@ def delete_speaker(speaker_id: str) -> tuple[str, int]:
 def reset_speaker_password(speaker_id: str) -> Response:
     password = registry().reset_speaker_password(speaker_id)
     return jsonify(mqtt_username=speaker_id, mqtt_password=password)
+
+
+@bp.post("/speakers/<speaker_id>/enroll")
+def enroll_speaker(speaker_id: str) -> tuple[Response, int]:
+    """Create the cluster if needed (body ``{"zone", "name"}``, both optional), give it a new
+    password and return its agent configuration: JSON, or agent.yaml with ``?format=yaml`` or
+    ``Accept: application/yaml``."""
+    from broadcaster.fleet.enroll import EnrollError, enroll
+
+    check_keys(dict(request.args), {"format"})
+    wanted = request.args.get("format") or request.accept_mimetypes.best_match(
+        ["application/json", "application/yaml"], "application/json"
+    )
+    if wanted not in ("json", "yaml", "application/json", "application/yaml"):
+        fail(400, "'format' phải là json hoặc yaml.", field="format")
+    data = json_body(required=False)
+    check_keys(data, {"zone", "name"})
+    try:
+        result = enroll(
+            registry(), services().settings, speaker_id, zone=data.get("zone"), name=data.get("name")
+        )
+    except EnrollError as exc:
+        fail(503, f"Chưa cấp được cấu hình: {exc.message}", code="unavailable")
+    _LOGGER.info("API %s: speaker %s enrolled", actor(), speaker_id)
+    status = 201 if result.created else 200
+    if wanted in ("yaml", "application/yaml"):
+        body = Response(result.bundle.to_yaml(), mimetype="application/yaml")
+        body.headers["Content-Disposition"] = 'attachment; filename="agent.yaml"'
+        return body, status
+    return jsonify({**result.bundle.to_dict(), "enabled": result.enabled}), status
 
 
 @bp.get("/zones")

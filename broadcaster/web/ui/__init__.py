@@ -8,7 +8,7 @@
 - ``schedule``: the week view and editing a recurring bulletin.
 - ``log``: the broadcast log, minutes aired, CSV exports (plain or for Excel).
 - ``lexicon``: the officers' readings and their approval; ``admin``: speakers and zones, users,
-  account, settings.
+  account, settings; ``enroll``: a cluster's agent.yaml through a one-time link and its QR code.
 - ``live``: «Phát trực tiếp» (live speech); ``relay``: «Tiếp sóng» (relay a channel now, at a time,
   every week); ``channels``: the relay channels (admins).
 - ``forms`` (form parsing and checks), ``filters`` (template filters and globals), ``jobs`` (the
@@ -239,6 +239,7 @@ from broadcaster.web.ui import (  # noqa: E402
     channels,
     compose,
     dashboard,
+    enroll,
     filters,
     imports,
     jobs,
@@ -258,6 +259,7 @@ __all__ = [
     "channels",
     "compose",
     "dashboard",
+    "enroll",
     "filters",
     "imports",
     "jobs",
