@@ -42,7 +42,11 @@ def _wait_clock_past(moment: datetime) -> None:
         time.sleep(0.05)
 
 
-def _down(ctl: E2EController) -> None:
+def _down(ctl: E2EController, before: datetime | None = None) -> None:
+    """Stop the controller; ``before``: a fire time it must not have reached yet (a loaded machine
+    that rendered ahead too slowly would otherwise let the job fire while the controller was up)."""
+    if before is not None:
+        assert datetime.now(UTC) < before, "render ahead took longer than the test's margin"
     ctl.services.close()
 
 
@@ -88,10 +92,10 @@ def test_a_schedule_survives_restarts_and_airs_once(controller: E2EController) -
         assert len([e for e in _plays(controller, bid) if e["speaker_id"] == node]) == 1
 
     # Missed while the controller was down, within the grace (900 s): plays once on restart.
-    at2 = (datetime.now(UTC) + timedelta(seconds=2)).replace(microsecond=0)
+    at2 = (datetime.now(UTC) + timedelta(seconds=5)).replace(microsecond=0)
     sid2 = controller.services.scheduler.create_schedule(_once(at2, "Lỡ khi tắt máy"))
     _rendered(controller, sid2)
-    _down(controller)
+    _down(controller, before=at2)
     _wait_clock_past(at2 + timedelta(seconds=1))
     _up(controller)
     bid2 = wait_until(
@@ -115,10 +119,10 @@ def short_grace_controller(mosquitto, tmp_path: Path):  # type: ignore[no-untype
 
 def test_missed_beyond_grace_is_logged_and_never_airs(short_grace_controller: E2EController) -> None:
     ctl = short_grace_controller
-    at = (datetime.now(UTC) + timedelta(seconds=2)).replace(microsecond=0)
+    at = (datetime.now(UTC) + timedelta(seconds=5)).replace(microsecond=0)
     sid = ctl.services.scheduler.create_schedule(_once(at, "Lỡ quá giờ"))
     _rendered(ctl, sid)
-    _down(ctl)
+    _down(ctl, before=at)
     _wait_clock_past(at + timedelta(seconds=5))  # beyond the 2 s grace
     _up(ctl)
     missed = wait_until(lambda: (rows := _broadcasts(ctl, sid)) and rows[0], timeout=20, what="missed record")

@@ -23,8 +23,12 @@ class SourceError(Exception):
 def check_url(url: str) -> str:
     """The URL if it can be a relay source (http or https, a host); SourceError otherwise."""
     text = (url or "").strip()
-    parsed = urllib.parse.urlsplit(text)
-    if parsed.scheme not in ("http", "https") or not parsed.hostname:
+    try:
+        parsed = urllib.parse.urlsplit(text)
+        hostname = parsed.hostname
+    except ValueError:  # e.g. "http://]x": an unbalanced IPv6 bracket
+        raise SourceError("Địa chỉ nguồn phát không hợp lệ.") from None
+    if parsed.scheme not in ("http", "https") or not hostname:
         raise SourceError("Địa chỉ nguồn phát phải bắt đầu bằng http:// hoặc https:// và có tên máy chủ.")
     if len(text) > 1000:
         raise SourceError("Địa chỉ nguồn phát dài quá 1.000 ký tự.")
