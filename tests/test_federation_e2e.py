@@ -109,7 +109,7 @@ def test_a_normal_bulletin_waits_in_one_communes_inbox_until_accepted(chain) -> 
     assert _item(xa_c, "Làm sạch kênh") is None  # not routed to xa-c
     time.sleep(0)  # nothing airs by itself: the item stays in the inbox
     assert _item(xa_b, "Làm sạch kênh", "inbox") is not None
-    local = xa_b.federation.intake.accept(item["id"], "can-bo-xa-b")
+    local = xa_b.federation.desk.accept(item["id"], "can-bo-xa-b")
     assert local is not None
     wait_until(lambda: xa_b.broadcast(local)["state"] == "done", timeout=30, what="aired in xa-b")
     wait_until(
@@ -130,7 +130,7 @@ def test_the_district_cut_loses_nothing_doubles_nothing_and_expired_bulletins_ar
     huyen.switch.cut.set()
     try:
         # While the district is unreachable: xa-c declines, both communes keep airing their own items.
-        xa_c.federation.intake.decline(
+        xa_c.federation.desk.decline(
             _item(xa_c, "Giao ban", "inbox")["id"], "can-bo-xa-c", "Đã phát ở cuộc họp thôn"
         )
         own = {

@@ -72,7 +72,7 @@ def test_a_normal_bulletin_waits_in_the_inbox_until_declined_with_a_reason(chain
         what="normal item in the inbox",
     )
     assert item["broadcast_id"] is None  # nothing airs by itself
-    commune.federation.intake.decline(item["id"], "can-bo-xa", "Trùng lịch họp của xã")
+    commune.federation.desk.decline(item["id"], "can-bo-xa", "Trùng lịch họp của xã")
     states = wait_until(
         lambda: [s for s in _states(district, bid) if s["state"] == "declined"], what="declined reported"
     )
@@ -99,7 +99,7 @@ def test_a_normal_bulletin_accepted_from_the_inbox_airs(chain) -> None:
         ),
         what="in the inbox",
     )
-    local = commune.federation.intake.accept(item["id"], "can-bo-xa")
+    local = commune.federation.desk.accept(item["id"], "can-bo-xa")
     assert local is not None
     wait_until(lambda: commune.broadcast(local)["state"] == "done", timeout=20, what="aired")
     wait_until(

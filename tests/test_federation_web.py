@@ -34,7 +34,7 @@ def test_a_normal_bulletin_waits_in_the_inbox_and_is_declined_with_a_reason(clie
     page = client.get("/upstream").get_data(as_text=True)
     assert "Họp thôn tháng Mười" in page and "UBND huyện A" in page and "Phát ngay" in page
     # Rendered ahead with this commune's voice, so the officer listens before deciding.
-    assert web_services.services.federation.intake.prepare_preview(web_services.speech)
+    assert web_services.services.federation.desk.prepare_preview(web_services.speech)
     key = _row(web_services, item).data["preview_key"]
     assert f'src="/audio/{key}.mp3"' in client.get("/upstream").get_data(as_text=True)
     audio = client.get(f"/audio/{key}.mp3")

@@ -4,6 +4,7 @@
 * ``supervisor.py``, ``orphans.py``: the thread that owns the process and restarts it (bounded),
   and the guards that keep a broker from outliving its controller.
 * ``accounts.py``: password hashes, the password file and the ACL, the users to disconnect.
+* ``dynsec.py``: ending the connections of removed users through the dynamic security plugin.
 * ``wire.py``: the login probe and the dynamic-security control client (raw MQTT 3.1.1).
 * ``tls.py``: the local CA and the server certificate of the node listener, or the operator's.
 * ``conffile.py``, ``files.py``, ``base.py``: mosquitto.conf, the broker folder, shared helpers.

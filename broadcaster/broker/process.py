@@ -14,8 +14,7 @@ Two listeners: the plain one on loopback (``bind``, 127.0.0.1) for the controlle
 against the password file and rights against the ACL file (``accounts.py``); both are re-read on
 SIGHUP (:meth:`ManagedBroker.reload`). A reload disconnects nobody, so right after it the users
 that were removed or given a new password are disconnected through mosquitto's dynamic security
-plugin (``accounts.kick_commands``, sent by ``wire.py``): within a second, not at their next
-reconnection.
+plugin (``dynsec.py``): within a second, not at their next reconnection.
 
 Every start, stop, restart and reload runs on the supervisor's thread (``supervisor.py``), which
 restarts a crashed broker with a bounded backoff; the broker never outlives the controller
@@ -25,7 +24,6 @@ restarts a crashed broker with a bounded backoff; the broker never outlives the 
 from __future__ import annotations
 
 import atexit
-import json
 import logging
 import os
 import signal
@@ -38,30 +36,23 @@ from pathlib import Path
 from typing import Any
 
 from broadcaster.broker import orphans
-from broadcaster.broker.accounts import (
-    ADMIN_USER,
-    Accounts,
-    check_user,
-    hash_password,
-    kick_commands,
-    render_dynsec,
-)
+from broadcaster.broker.accounts import Accounts, check_user
 from broadcaster.broker.base import (
     BrokerError,
     PortInUseError,
     atomic_write,
     connect_host,
-    find_dynsec_plugin,
     find_mosquitto,
     free_port,
     port_bindable,
 )
 from broadcaster.broker.conffile import Limits, NodeListener, render_config
+from broadcaster.broker.dynsec import Dynsec
 from broadcaster.broker.files import BrokerFiles
 from broadcaster.broker.supervisor import Supervisor
 from broadcaster.broker.tls import TlsListener, node_url
 from broadcaster.broker.users import UserAdmin
-from broadcaster.broker.wire import dynsec_control, probe_login
+from broadcaster.broker.wire import probe_login
 from speakers.protocol import DEFAULT_PREFIX, valid_id
 
 _LOGGER = logging.getLogger(__name__)
@@ -135,12 +126,7 @@ class ManagedBroker(UserAdmin):
             int(max_packet_size),
         )
         self._binary = binary
-        self._dynsec_plugin = find_dynsec_plugin() if dynsec else None
-        if dynsec and self._dynsec_plugin is None:
-            _LOGGER.warning(
-                "mosquitto's dynamic security plugin is not installed: a deleted or reset cluster "
-                "keeps its connection until it reconnects"
-            )
+        self.dynsec = Dynsec(self.files, dynsec)
         self._port = port
         self.accounts = Accounts(protected=[self.controller_user])
         for user, password_hash in (password_hashes or {}).items():
@@ -149,7 +135,6 @@ class ManagedBroker(UserAdmin):
             self.accounts.set_password(user, password)
         for node, zone in (node_zones or {}).items():
             self.accounts.set_zone(node, zone)
-        self._admin_password = ""
         self._sup = Supervisor(
             "mosquitto",
             lambda: self._spawn(_START_TIMEOUT_S),
@@ -266,7 +251,7 @@ class ManagedBroker(UserAdmin):
             log=self.log_path,
             limits=self.limits,
             node=node,
-            dynsec_plugin=self._dynsec_plugin,
+            dynsec_plugin=self.dynsec.plugin,
             dynsec_file=self.dynsec_path,
             run_as_root=self.files.run_as_root,
         )
@@ -276,7 +261,7 @@ class ManagedBroker(UserAdmin):
         with self.accounts.lock:
             self.files.make_dirs()
             self._ensure_controller_password()
-            self._admin_password = self.files.secret("dynsec-admin.secret")
+            self.dynsec.load_secret()
             if self._port is None:
                 self._port = free_port(self.bind)
             if self.tls is not None and self.tls.port is None:
@@ -285,12 +270,6 @@ class ManagedBroker(UserAdmin):
             atomic_write(self.conf_path, self.config_text(), mode=0o644)
             self._write_users_and_acl()
             self._set_up = True
-
-    def _write_dynsec(self) -> None:
-        # Only while mosquitto is stopped: the running plugin rewrites this file itself.
-        if self._dynsec_plugin is not None:
-            data = render_dynsec(hash_password(self._admin_password))
-            atomic_write(self.dynsec_path, json.dumps(data, indent=2) + "\n", mode=0o600)
 
     # --------------------------------------------------------------------- process
 
@@ -317,7 +296,7 @@ class ManagedBroker(UserAdmin):
         if self.tls is not None:
             self.tls.material.ensure()
         self.write_files()
-        self._write_dynsec()
+        self.dynsec.write_file()
         self.accounts.take_kicks()  # nobody is connected to a broker that is starting
         self._check_ports()
         self.files.rotate_log_if_big()
@@ -448,22 +427,7 @@ class ManagedBroker(UserAdmin):
             raise BrokerError("mosquitto did not accept the controller's login after the reload")
         self.reloads += 1
         if kicks:
-            self._kick(kicks)
-
-    def _kick(self, users: list[str]) -> None:
-        if self._dynsec_plugin is None:
-            return
-        try:
-            commands = kick_commands(users)
-            responses = dynsec_control(self.host, self.port, ADMIN_USER, self._admin_password, commands)
-        except BrokerError as exc:
-            _LOGGER.error("could not disconnect %s removed or reset cluster(s): %s", len(users), exc)
-            return
-        failed = [r for r in responses if r.get("command") == "deleteClient" and r.get("error")]
-        for response in failed:
-            _LOGGER.error("disconnecting %s failed: %s", response.get("correlationData"), response["error"])
-        self.kicked += len(users) - len(failed)
-        _LOGGER.info("disconnected %s removed or reset cluster account(s)", len(users) - len(failed))
+            self.kicked += self.dynsec.kick(self.host, self.port, kicks)
 
     def stop(self) -> None:
         """Stop mosquitto and its supervisor (SIGTERM: the sessions are saved)."""

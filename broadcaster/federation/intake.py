@@ -7,12 +7,14 @@
   first" puts the commune's item back behind it (cancelled and submitted again, from the start);
   "ours first" submits the bulletin behind it (arbitration serves a tier by arrival);
 - **normal** (thông thường): lands in the "Tin cấp trên" inbox, where the officer listens, then
-  airs, schedules or declines it (declining is reported up with the reason).
+  airs, schedules or declines it (declining is reported up with the reason): the officer's
+  decisions are in ``desk.py``.
 
 A bulletin that arrives after its ``valid_until`` (the link was down) is recorded as missed, never
 aired late; so is one left in the inbox past it. Everything goes through
 ``BroadcastManager.submit`` (the real lifecycle) with ``Source.UPSTREAM``; ``fed_inbox`` maps the
-local broadcast to the upstream reference. Every change of state is reported up (``reportqueue``).
+local broadcast to the upstream reference. Every change of state goes through ``inbox.py`` and is
+reported up (``reportqueue``).
 """
 
 from __future__ import annotations
@@ -33,6 +35,7 @@ from broadcaster.broadcasts.errors import BroadcastError
 from broadcaster.domain import Announcement, AudioKey, Source, Tier
 from broadcaster.federation.clash import PUT_BACK, copy_of, own_priority_clashes
 from broadcaster.federation.config import FederationConfig
+from broadcaster.federation.inbox import UPSTREAM, InboxRows, IntakeError
 from broadcaster.federation.models import FedBulletin, FedInbox
 from broadcaster.federation.reportqueue import ReportQueue
 from broadcaster.federation.wire import AudioRef, Bulletin
@@ -42,15 +45,10 @@ from broadcaster.models import Broadcast, BroadcastState
 
 _LOGGER = logging.getLogger(__name__)
 
-UPSTREAM = "upstream"
 OPEN_STATES = ("inbox", "held")
 CLASH_UPSTREAM, CLASH_LOCAL = "upstream", "local"
 MISSED_LATE = "Tin đến khi đã hết hạn phát (mất liên lạc với cấp trên), không phát muộn."
 MISSED_INBOX = "Hết hạn phát khi tin còn chờ trong hộp tin cấp trên."
-
-
-class IntakeError(ValueError):
-    """An officer's action that cannot be done (the message is Vietnamese, for the page)."""
 
 
 @dataclass(frozen=True)
@@ -72,6 +70,8 @@ AudioFetcher = Callable[[AudioRef], bytes]
 
 
 class Intake:
+    """Receives every bulletin from above, routes it by class, airs it, and keeps its timers."""
+
     def __init__(
         self,
         sessions: sessionmaker[Session],
@@ -82,7 +82,11 @@ class Intake:
         lock: threading.RLock,
         *,
         clock: Callable[[], float] = time.time,
+        forward: Callable[[int, Bulletin], None] | None = None,
+        forward_cancel: Callable[[int], None] | None = None,
     ) -> None:
+        """``forward``/``forward_cancel``: pass a bulletin from above on to our own units (a
+        district), and withdraw it there; None where there are no units below."""
         self.sessions = sessions
         self.broadcasts = broadcasts
         self.store = store
@@ -90,9 +94,9 @@ class Intake:
         self.config = config
         self.lock = lock
         self.clock = clock
-        # Set by the federation: pass a bulletin from above on to our own units (a district).
-        self.forward: Callable[[int, Bulletin], None] | None = None
-        self.forward_cancel: Callable[[int], None] | None = None
+        self.rows = InboxRows(sessions, queue, lock)
+        self.forward = forward
+        self.forward_cancel = forward_cancel
         self.fetchers: dict[str, AudioFetcher] = {}
         self.on_emergency: list[Callable[[dict[str, Any]], None]] = []
 
@@ -131,11 +135,11 @@ class Intake:
             session.flush()
             local = b.tier is Tier.EMERGENCY or "*" in b.route
             if b.valid_until is not None and b.valid_until.timestamp() < now:
-                self._set(session, row, "missed", MISSED_LATE, final=True)
+                self.rows.set(session, row, "missed", MISSED_LATE, final=True)
             elif not local:
-                self._set(session, row, "forwarded", None, final=True)
+                self.rows.set(session, row, "forwarded", None, final=True)
             else:
-                self._report(session, row, "received")
+                self.rows.report(session, row, "received")
             rid, state = row.id, row.state
         _LOGGER.info("federation: %s bulletin %s from %s (%s): %s", b.tier, b.id, item.origin, b.title, state)
         for ref in item.replaces:
@@ -144,7 +148,7 @@ class Intake:
             return rid
         if b.audio is not None and not self._ensure_audio(rid, item.origin, b.audio):
             if not b.text.strip():
-                self._finish(rid, "failed", "Không tải được âm thanh của tin từ cấp trên.")
+                self.rows.finish(rid, "failed", "Không tải được âm thanh của tin từ cấp trên.")
                 return rid
             with self.lock, self.sessions.begin() as session:
                 row2 = session.get(FedInbox, rid)
@@ -199,19 +203,19 @@ class Intake:
             if not clash:
                 self.submit(rid, by=None)
             elif self.config.clash_timeout_s <= 0:
-                self._resolve_clash(rid, clash, self.config.clash_default, "tự động")
+                self.resolve_clash(rid, clash, self.config.clash_default, "tự động")
             else:
                 until = datetime.fromtimestamp(self.clock() + self.config.clash_timeout_s, UTC)
                 with self.lock, self.sessions.begin() as session:
                     row = session.get(FedInbox, rid)
                     assert row is not None
                     row.clash, row.hold_until = clash, until
-                    self._set(session, row, "held", None)
+                    self.rows.set(session, row, "held", None)
         elif item.inbox:
             with self.lock, self.sessions.begin() as session:
                 row = session.get(FedInbox, rid)
                 assert row is not None
-                self._set(session, row, "inbox", None)
+                self.rows.set(session, row, "inbox", None)
         else:
             self.submit(rid, by=None)
 
@@ -249,9 +253,9 @@ class Intake:
             bid = self.broadcasts.submit(ann, approved=approved, valid_until=valid)
         except BroadcastError as exc:
             if self._no_clusters() and self._was_forwarded(rid):  # a district without clusters of its own
-                self._finish(rid, "forwarded", "Không có cụm loa tại chỗ; đã chuyển xuống cấp dưới.")
+                self.rows.finish(rid, "forwarded", "Không có cụm loa tại chỗ; đã chuyển xuống cấp dưới.")
             else:
-                self._finish(rid, "failed", exc.message)
+                self.rows.finish(rid, "failed", exc.message)
             return None
         with self.lock, self.sessions.begin() as session:
             row = session.get(FedInbox, rid)
@@ -284,7 +288,7 @@ class Intake:
             assert row is not None
             return own_priority_clashes(session, row.targets or ["all"])
 
-    def _resolve_clash(self, rid: int, clash: list[int], choice: str, by: str) -> None:
+    def resolve_clash(self, rid: int, clash: list[int], choice: str, by: str) -> None:
         """ "ours first": submit behind them. "upstream first": take them off the air, submit the
         bulletin, put them back behind it (they air again from the start)."""
         if choice != CLASH_UPSTREAM:
@@ -303,47 +307,7 @@ class Intake:
             except BroadcastError as exc:
                 _LOGGER.warning("federation: the commune's own item could not be put back: %s", exc.message)
 
-    # ------------------------------------------------------------------ the officer's actions
-
-    def _open(self, session: Session, rid: int, states: tuple[str, ...]) -> FedInbox:
-        row = session.get(FedInbox, rid)
-        if row is None:
-            raise IntakeError("Không có tin này trong hộp tin cấp trên.")
-        if row.state not in states:
-            raise IntakeError("Tin này đã được xử lý rồi.")
-        return row
-
-    def accept(self, rid: int, by: str, *, at: datetime | None = None, approved: bool = True) -> int | None:
-        """Air now (``at`` None) or schedule a normal item from the inbox."""
-        with self.sessions() as session:
-            row = self._open(session, rid, ("inbox",))
-            if at is not None and row.valid_until is not None and at > row.valid_until:
-                raise IntakeError("Giờ đã chọn sau hạn phát của tin này.")
-        return self.submit(rid, by=by, at=at, approved=approved)
-
-    def decline(self, rid: int, by: str, reason: str) -> None:
-        reason = (reason or "").strip()
-        if not reason:
-            raise IntakeError("Vui lòng nêu lý do không phát (lý do được báo lên cấp trên).")
-        with self.lock, self.sessions.begin() as session:
-            row = self._open(session, rid, ("inbox",))
-            row.decided_by = by
-            self._set(session, row, "declined", reason[:2000], final=True)
-
-    def decide_clash(self, rid: int, choice: str, by: str) -> None:
-        if choice not in (CLASH_UPSTREAM, CLASH_LOCAL):
-            raise IntakeError("Lựa chọn không hợp lệ.")
-        with self.lock, self.sessions.begin() as session:
-            row = self._open(session, rid, ("held",))
-            clash = list(row.clash or [])
-            row.state = "deciding"
-        self._resolve_clash(rid, clash, choice, by)
-
-    def mark_seen(self, rid: int) -> None:
-        with self.sessions.begin() as session:
-            row = session.get(FedInbox, rid)
-            if row is not None:
-                row.seen = True
+    # ------------------------------------------------------------------ withdrawn from above
 
     def cancel(self, origin: str, ref: str, reason: str, *, unaired_only: bool = False) -> bool:
         """The upstream withdrew a bulletin: cancel it here (and below, for a district).
@@ -365,34 +329,7 @@ class Intake:
             row = session.get(FedInbox, rid)
             if row is None or row.state not in (*OPEN_STATES, "received"):
                 return False
-            self._set(session, row, "cancelled", reason, final=True)
-        return True
-
-    # ------------------------------------------------------------------ listening before deciding
-
-    def prepare_preview(self, speech: Any) -> bool:
-        """Render one text item waiting in the inbox, so the officer can listen to it (and so it
-        airs from the cache once accepted). One per call: the federation thread calls it each tick."""
-        from broadcaster.lexicon import overrides_in
-
-        with self.sessions() as session:
-            row = session.scalar(
-                select(FedInbox).where(FedInbox.state == "inbox", FedInbox.format == "text").order_by(FedInbox.id)
-                .where(FedInbox.audio_key.is_(None))
-            )  # fmt: skip
-            if row is None or (row.data or {}).get("preview_key") or (row.data or {}).get("preview_failed"):
-                return False
-            rid, text, repeat, lexicon = row.id, row.text, row.repeat, overrides_in(session)
-        try:
-            key = speech.render(text, repeat=repeat, chime=True, lexicon=lexicon or None).key
-            extra = {"preview_key": key}
-        except Exception as exc:  # the officer can still air it; the lifecycle says why if it fails
-            _LOGGER.warning("federation: preview of inbox item %s failed: %s", rid, exc)
-            extra = {"preview_failed": True}
-        with self.lock, self.sessions.begin() as session:
-            row = session.get(FedInbox, rid)
-            if row is not None:
-                row.data = {**(row.data or {}), **extra}
+            self.rows.set(session, row, "cancelled", reason, final=True)
         return True
 
     # ------------------------------------------------------------------ timers
@@ -404,7 +341,7 @@ class Intake:
             for row in session.scalars(
                 select(FedInbox).where(FedInbox.state.in_(OPEN_STATES), FedInbox.valid_until < now)
             ):
-                self._set(session, row, "missed", MISSED_INBOX, final=True)
+                self.rows.set(session, row, "missed", MISSED_INBOX, final=True)
             due = [
                 (r.id, list(r.clash or []))
                 for r in session.scalars(
@@ -419,7 +356,7 @@ class Intake:
             _LOGGER.info(
                 "federation: no answer on the clash of item %s: %s first", rid, self.config.clash_default
             )
-            self._resolve_clash(rid, clash, self.config.clash_default, "tự động")
+            self.resolve_clash(rid, clash, self.config.clash_default, "tự động")
 
     def recover(self) -> None:
         """At start: an item caught between two steps by a stop. A normal one goes back to the
@@ -435,7 +372,7 @@ class Intake:
             ).all()
             for row in rows:
                 if Tier(row.tier) is Tier.NORMAL:
-                    self._set(session, row, "inbox", None)
+                    self.rows.set(session, row, "inbox", None)
                     continue
                 made = session.scalar(
                     select(Broadcast.id)
@@ -449,7 +386,7 @@ class Intake:
                 if made is not None:
                     row.broadcast_id, row.state = made, "submitted"
                 elif row.valid_until is not None and row.valid_until <= now:
-                    self._set(session, row, "missed", MISSED_LATE, final=True)
+                    self.rows.set(session, row, "missed", MISSED_LATE, final=True)
                 else:
                     resubmit.append(row.id)
         for rid in resubmit:
@@ -457,27 +394,6 @@ class Intake:
             self.submit(rid, by=None)
 
     # ------------------------------------------------------------------ helpers
-
-    def _finish(self, rid: int, state: str, reason: str) -> None:
-        with self.lock, self.sessions.begin() as session:
-            row = session.get(FedInbox, rid)
-            if row is not None:
-                self._set(session, row, state, reason, final=True)
-        _LOGGER.warning("federation: inbox item %s %s: %s", rid, state, reason)
-
-    def _set(
-        self, session: Session, row: FedInbox, state: str, reason: str | None, *, final: bool = False
-    ) -> None:
-        row.state = state
-        row.reason = reason
-        if final:
-            row.final = True
-        self._report(session, row, state)
-
-    def _report(self, session: Session, row: FedInbox, state: str) -> None:
-        if row.origin == UPSTREAM:
-            data = {"bulletin": row.ref, "unit": "", "state": state, "reason": row.reason}
-            self.queue.enqueue(session, "bulletin", data)
 
     def _alert(self, rid: int) -> None:
         with self.sessions() as session:
@@ -497,4 +413,4 @@ class Intake:
                 _LOGGER.exception("federation: emergency notice failed")
 
 
-__all__ = ["CLASH_LOCAL", "CLASH_UPSTREAM", "UPSTREAM", "Incoming", "Intake", "IntakeError"]
+__all__ = ["CLASH_LOCAL", "CLASH_UPSTREAM", "UPSTREAM", "Incoming", "Intake", "IntakeError", "InboxRows"]

@@ -22,6 +22,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from broadcaster.federation.base import Upstream
 from broadcaster.federation.collect import Collector
 from broadcaster.federation.config import FederationConfig
+from broadcaster.federation.desk import InboxDesk
 from broadcaster.federation.downstream import Hub
 from broadcaster.federation.intake import UPSTREAM, Intake
 from broadcaster.federation.link import LoaLink
@@ -63,9 +64,18 @@ class Federation:
         self.queue = ReportQueue(sessions, config.report_queue_max, self.lock)
         self.hub = Hub(sessions, config, self.lock, store=store, forward=self._forward_up, clock=clock)
         self.outbound = Outbound(sessions, self.hub, config, self.lock, store=store, sender=name, clock=clock)
-        self.intake = Intake(sessions, broadcasts, store, self.queue, config, self.lock, clock=clock)
-        self.intake.forward = self.outbound.forward
-        self.intake.forward_cancel = self.outbound.cancel
+        self.intake = Intake(
+            sessions,
+            broadcasts,
+            store,
+            self.queue,
+            config,
+            self.lock,
+            clock=clock,
+            forward=self.outbound.forward,
+            forward_cancel=self.outbound.cancel,
+        )
+        self.desk = InboxDesk(sessions, self.intake, self.intake.rows)
         self.collector = Collector(
             sessions, self.queue, fleet, config, self.lock, timezone=timezone, clock=clock
         )
@@ -142,7 +152,7 @@ class Federation:
             if now - last_tick >= TICK_INTERVAL_S:
                 last_tick = now
                 self._step("inbox", self.intake.tick)
-                self._step("preview", lambda: self.intake.prepare_preview(self.speech))
+                self._step("preview", lambda: self.desk.prepare_preview(self.speech))
                 self._step("link", self._supervise_link)
             if self.link is not None and now - last_collect >= self.config.collect_interval_s:
                 last_collect = now

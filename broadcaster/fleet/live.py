@@ -1,15 +1,16 @@
-"""Live state of every cluster: online or not, latest health, what plays, alerts.
+"""The fleet worker: live state of every cluster from what the nodes publish, health history, alerts.
 
 Online/offline comes from the retained ``status`` message and the last will (``online: false``),
 plus staleness: a node that sent nothing for ``stale_factor`` health intervals is shown offline with a
 ``stale`` alert, because a half-open TCP link can keep a dead node "online" at the broker for minutes.
 
-One worker thread owns the state. It drains the ingest queue, updates the live state, raises and
-clears alerts, and writes health samples in batches (one commit per ``health_batch_size`` samples or
-``health_batch_interval_s``, whichever comes first); samples older than the retention are deleted
-hourly. Alerts (kinds and rules in ``alerting.py``) live in the ``alerts`` table and in the
-snapshot; raising and clearing one is also written to the decision log, and once committed, handed
-to the alert listeners (the notifier) as an :class:`AlertChange`.
+One worker thread (:class:`Fleet`) owns the state. It drains the ingest queue, records each message
+on the live board (``board.py``, which also serves the snapshot and speaker cards to readers), raises
+and clears alerts, and writes health samples in batches (one commit per ``health_batch_size`` samples
+or ``health_batch_interval_s``, whichever comes first); samples older than the retention are deleted
+hourly. Alerts (kinds and rules in ``alerting.py``) live in the ``alerts`` table (``alertbook.py``)
+and in the snapshot; raising and clearing one is also written to the decision log, and once
+committed, handed to the alert listeners (the notifier) as an :class:`AlertChange`.
 """
 
 from __future__ import annotations
@@ -19,25 +20,18 @@ import queue
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from sqlalchemy import delete, insert, select
+from sqlalchemy import delete, insert
 from sqlalchemy.orm import Session, sessionmaker
 
-from broadcaster.fleet.alerting import (
-    ALERT_MESSAGES,
-    AlertChange,
-    AlertOp,
-    LiveState,
-    evaluate,
-    note_health,
-    note_receipt,
-)
+from broadcaster.fleet.alertbook import AlertBook
+from broadcaster.fleet.alerting import AlertChange, AlertOp, LiveState, evaluate, note_health, note_receipt
+from broadcaster.fleet.board import LiveBoard
 from broadcaster.fleet.config import FleetConfig
 from broadcaster.fleet.ingest import Ingest
-from broadcaster.models import Alert, HealthSample, LogEntry, Speaker, Zone
+from broadcaster.models import HealthSample
 from broadcaster.queues import drain
 from broadcaster.transport import Transport
 from speakers.protocol import Event, Health, Status
@@ -47,18 +41,11 @@ _LOGGER = logging.getLogger(__name__)
 _RETENTION_EVERY_S = 3600.0
 _PLAYING_STATES = {"playing"}
 _IDLE_STATES = {"done", "failed", "preempted", "stopped", "expired"}
-# Registry rows (name, zone) are re-read at most this often for snapshots.
-_REGISTRY_TTL_S = 2.0
 _MIN_PENDING = 20_000
 
 
 def _ts(epoch: float | None) -> datetime | None:
     return None if epoch is None else datetime.fromtimestamp(epoch, UTC)
-
-
-def _iso(epoch: float | None) -> str | None:
-    value = _ts(epoch)
-    return None if value is None else value.isoformat()
 
 
 class Fleet:
@@ -79,23 +66,15 @@ class Fleet:
         self.config = config or FleetConfig()
         self.clock = clock
         self.ingest = Ingest(transport, self._enqueue, clock)
-        self.titles = titles
+        self.board = LiveBoard(sessions, self.ingest, titles)
+        self.alert_book = AlertBook(sessions, self.board)
         self._queue: queue.Queue[tuple[str, str, Any, float] | None] = queue.Queue()
-        self._live: dict[str, LiveState] = {}
-        # When each cluster last said it started or stopped playing: the dashboard shows whichever
-        # is fresher, this receipt or the latest health report (which comes only every 10-30 s).
-        self._play_receipt_at: dict[str, float] = {}
-        self._lock = threading.RLock()
         self._online_listeners: list[Callable[[str, bool], None]] = []
-        self._alert_listeners: list[Callable[[AlertChange], None]] = []
         self._thread: threading.Thread | None = None
         self._stopping = threading.Event()
         self._started_at = clock()
         self._pending_health: list[dict[str, Any]] = []
         self._pending_since: float | None = None
-        self._registry: dict[str, tuple[str, str | None, bool]] = {}  # id -> (name, zone, enabled)
-        self._zone_names: dict[str, str] = {}
-        self._registry_at = -1e9
         self._last_retention = -1e9
         # Unwritten samples kept while the database fails: ten batches, and at least a few minutes
         # of a 2,000-cluster fleet reporting every 30 s.
@@ -116,7 +95,7 @@ class Fleet:
         if self._thread is not None:
             return
         self._started_at = self.clock()
-        self._load_alerts()
+        self.alert_book.load()
         self.ingest.install()
         self._stopping.clear()
         self._thread = threading.Thread(target=self._run, name="fleet-worker", daemon=True)
@@ -136,65 +115,32 @@ class Fleet:
         self._queue.put(("flush", "", done, 0.0))
         return done.wait(timeout)
 
-    # ------------------------------------------------------------------ read API
+    # ------------------------------------------------------------------ read API (the live board)
 
     def snapshot(self) -> list[dict[str, Any]]:
         """One dict per registered cluster: id, name, zone, online, last_seen, health, playing,
         volume, amplifier_on, alerts, malformed."""
-        registry = self._registry_rows(force=True)
-        with self._lock:
-            return [self._speaker_dict(sid, row) for sid, row in sorted(registry.items())]
+        return self.board.snapshot()
 
     def speaker(self, speaker_id: str) -> dict[str, Any] | None:
-        registry = self._registry_rows(force=True)
-        row = registry.get(speaker_id)
-        if row is None:
-            return None
-        with self._lock:
-            return self._speaker_dict(speaker_id, row)
+        return self.board.speaker(speaker_id)
 
     def alerts(self, active_only: bool = True) -> list[dict[str, Any]]:
-        with self.sessions() as session:
-            query = select(Alert).order_by(Alert.raised_at.desc(), Alert.id.desc())
-            if active_only:
-                query = query.where(Alert.cleared_at.is_(None))
-            return [
-                {
-                    "id": a.id,
-                    "speaker": a.speaker_id,
-                    "kind": a.kind,
-                    "message": a.message,
-                    "raised_at": a.raised_at.isoformat(),
-                    "cleared_at": a.cleared_at.isoformat() if a.cleared_at else None,
-                    "active": a.cleared_at is None,
-                }
-                for a in session.scalars(query.limit(1000))
-            ]
+        return self.alert_book.alerts(active_only)
 
     def is_online(self, speaker_id: str) -> bool:
-        with self._lock:
-            live = self._live.get(speaker_id)
-            return live is not None and live.online()
+        return self.board.is_online(speaker_id)
 
     def online_ids(self) -> set[str]:
-        with self._lock:
-            return {sid for sid, live in self._live.items() if live.online()}
+        return self.board.online_ids()
 
     def round_trips_s(self) -> dict[str, float]:
         """Latest clock round trip (health ``clock_rtt_ms``) of each online cluster, in seconds: the
         broadcast lifecycle derives the emergency lead from it (arbitration.Policy.emergency_lead)."""
-        with self._lock:
-            found: dict[str, float] = {}
-            for sid, live in self._live.items():
-                rtt = (live.health or {}).get("clock_rtt_ms") if live.online() else None
-                if isinstance(rtt, int | float) and 0 <= rtt < 60_000:
-                    found[sid] = rtt / 1000
-            return found
+        return self.board.round_trips_s()
 
     def metrics(self) -> dict[str, Any]:
-        with self._lock:
-            online = sum(1 for live in self._live.values() if live.online())
-            known = len(self._live)
+        known, online = self.board.counts()
         return {
             **self.ingest.metrics(),
             **self.stats,
@@ -213,16 +159,12 @@ class Fleet:
     def add_alert_listener(self, callback: Callable[[AlertChange], None]) -> None:
         """``callback(change)`` for each alert raised or resolved, on the fleet worker thread once the
         change is committed; it must only enqueue (a slow listener holds up the whole fleet)."""
-        self._alert_listeners.append(callback)
+        self.alert_book.add_listener(callback)
 
     def notify_alert(self, change: AlertChange) -> None:
         """An alert written by another part of the controller (a relay source, ``sources.py``):
         told to the alert listeners like the fleet's own."""
-        for listener in list(self._alert_listeners):
-            try:
-                listener(change)
-            except Exception:
-                _LOGGER.exception("alert listener failed")
+        self.alert_book.notify(change)
 
     def add_event_listener(self, callback: Callable[[str, Event], None]) -> None:
         """``callback(speaker_id, event)`` on the network thread for every receipt; must only enqueue."""
@@ -230,7 +172,7 @@ class Fleet:
 
     def registry_changed(self, *_: Any) -> None:
         """Registry hook: re-read names and zones at the next look."""
-        self._registry_at = -1e9
+        self.board.registry_changed()
 
     # ------------------------------------------------------------------ worker
 
@@ -259,8 +201,8 @@ class Fleet:
             if kind == "flush":
                 flushes.append(message)
                 continue
-            with self._lock:
-                live = self._live.setdefault(speaker, LiveState())
+            with self.board.lock:
+                live = self.board.live.setdefault(speaker, LiveState())
                 was_online = live.online()
                 live.last_seen = received_at
                 if isinstance(message, Status):
@@ -291,16 +233,16 @@ class Fleet:
                     note_receipt(live, message, self.config.thresholds)
                     if message.state in _PLAYING_STATES:
                         live.playing = message.broadcast_id
-                        self._play_receipt_at[speaker] = received_at
+                        self.board.play_receipt_at[speaker] = received_at
                     elif message.state in _IDLE_STATES and live.playing == message.broadcast_id:
                         live.playing = None
-                        self._play_receipt_at[speaker] = received_at
+                        self.board.play_receipt_at[speaker] = received_at
                 is_online = live.online()
                 alert_ops.extend(evaluate(speaker, live, self.config))
             if is_online != was_online:
                 online_changes.append((speaker, is_online))
         # Staleness and never-seen clusters.
-        stale_ops, stale_changes = self._check_staleness(now)
+        stale_ops, stale_changes = self.board.check_staleness(now, self._started_at, self.config)
         alert_ops.extend(stale_ops)
         for speaker, online in stale_changes:
             online_changes.append((speaker, online))
@@ -314,32 +256,6 @@ class Fleet:
                     _LOGGER.exception("online listener failed")
         for done in flushes:
             done.set()
-
-    def _check_staleness(self, now: float) -> tuple[list[AlertOp], list[tuple[str, bool]]]:
-        ops: list[AlertOp] = []
-        changes: list[tuple[str, bool]] = []
-        limit = self.config.stale_after_s
-        with self._lock:
-            for speaker, live in self._live.items():
-                if live.stale or not live.status_online:
-                    continue
-                fresh = max(x for x in (live.health_at, live.status_at, live.last_seen, 0.0) if x is not None)
-                if now - fresh > limit:
-                    live.stale = True
-                    live.playing = None
-                    ops.extend(evaluate(speaker, live, self.config))
-                    changes.append((speaker, False))
-        # Registered clusters never heard of since start-up.
-        if now - self._started_at > limit:
-            registry = self._registry_rows()
-            with self._lock:
-                for speaker, (_, _, enabled) in registry.items():
-                    if not enabled or speaker in self._live:
-                        continue
-                    live = self._live.setdefault(speaker, LiveState())
-                    live.alerts["offline"] = (None, ALERT_MESSAGES["never"])
-                    ops.append((speaker, "offline", ALERT_MESSAGES["never"], True))
-        return ops, changes
 
     def _write(self, alert_ops: list[AlertOp], force_flush: bool) -> None:
         """Commit alert changes and the due health samples (and the hourly retention).
@@ -397,8 +313,7 @@ class Fleet:
         with self.sessions.begin() as session:
             if rows:
                 session.execute(insert(HealthSample), rows)
-            for speaker, kind, message, raise_it in alert_ops:
-                self._apply_alert(session, speaker, kind, message, raise_it, changes)
+            self.alert_book.apply(session, alert_ops, changes)
             if retention:
                 cutoff = datetime.now(UTC) - timedelta(days=self.config.health_retention_days)
                 result = session.execute(delete(HealthSample).where(HealthSample.ts < cutoff))
@@ -408,25 +323,7 @@ class Fleet:
             self._last_retention = time.monotonic()
         self.stats["commits"] += 1
         if changes:
-            self._tell_alert_listeners(changes)
-
-    def _tell_alert_listeners(self, changes: list[AlertChange]) -> None:
-        """Committed alert changes, with the cluster's name and zone, to every alert listener."""
-        if not self._alert_listeners:
-            return
-        try:
-            registry = self._registry_rows()
-        except Exception:
-            _LOGGER.exception("fleet: registry unreadable; alerts told without names")
-            registry = self._registry
-        for change in changes:
-            name, zone, _ = registry.get(change.speaker, (None, None, True))
-            named = replace(change, speaker_name=name, zone=zone, zone_name=self._zone_names.get(zone or ""))
-            for listener in list(self._alert_listeners):
-                try:
-                    listener(named)
-                except Exception:
-                    _LOGGER.exception("alert listener failed")
+            self.alert_book.tell(changes)
 
     def _written(self, count: int) -> None:
         """The first ``count`` pending samples are in the database."""
@@ -472,116 +369,3 @@ class Fleet:
             del self._pending_health[:excess]
             self.stats["health_dropped"] += excess
             _LOGGER.error("fleet: %s unwritten health samples dropped (database unavailable?)", excess)
-
-    def _apply_alert(
-        self,
-        session: Session,
-        speaker: str,
-        kind: str,
-        message: str,
-        raise_it: bool,
-        changes: list[AlertChange],
-    ) -> None:
-        now = datetime.now(UTC)
-        if raise_it:
-            alert = Alert(speaker_id=speaker, kind=kind, message=message, raised_at=now)
-            session.add(alert)
-            session.flush()
-            changes.append(AlertChange("raised", alert.id, speaker, kind, message, now))
-            with self._lock:
-                live = self._live.get(speaker)
-                if live is not None and kind in live.alerts and live.alerts[kind][1] == message:
-                    live.alerts[kind] = (alert.id, message)
-            session.add(LogEntry(ts=now, kind="alert", message=f"{speaker}: {message}", speaker_id=speaker))
-            _LOGGER.warning("alert %s on %s: %s", kind, speaker, message)
-        else:
-            for alert in session.scalars(
-                select(Alert).where(
-                    Alert.speaker_id == speaker, Alert.kind == kind, Alert.cleared_at.is_(None)
-                )
-            ):
-                alert.cleared_at = now
-                changes.append(
-                    AlertChange("resolved", alert.id, speaker, kind, alert.message, alert.raised_at, now)
-                )
-            session.add(
-                LogEntry(
-                    ts=now,
-                    kind="alert_cleared",
-                    message=f"{speaker}: hết cảnh báo: {message}",
-                    speaker_id=speaker,
-                )
-            )
-
-    def _load_alerts(self) -> None:
-        """Active alerts of a previous run stay active until the condition is seen to be gone."""
-        with self.sessions() as session:
-            rows = session.scalars(select(Alert).where(Alert.cleared_at.is_(None))).all()
-        with self._lock:
-            for alert in rows:
-                if alert.speaker_id is None:
-                    continue
-                live = self._live.setdefault(alert.speaker_id, LiveState())
-                live.alerts[alert.kind] = (alert.id, alert.message)
-
-    # ------------------------------------------------------------------ helpers
-
-    def _registry_rows(self, force: bool = False) -> dict[str, tuple[str, str | None, bool]]:
-        if force or time.monotonic() - self._registry_at > _REGISTRY_TTL_S:
-            with self.sessions() as session:
-                rows = session.execute(
-                    select(Speaker.id, Speaker.name, Speaker.zone_id, Speaker.enabled)
-                ).all()
-                zones = session.execute(select(Zone.id, Zone.name)).all()
-            self._registry = {r.id: (r.name, r.zone_id, r.enabled) for r in rows}
-            self._zone_names = {z.id: z.name for z in zones}
-            self._registry_at = time.monotonic()
-        return self._registry
-
-    def _speaker_dict(self, speaker: str, row: tuple[str, str | None, bool]) -> dict[str, Any]:
-        name, zone, enabled = row
-        live = self._live.get(speaker) or LiveState()
-        health = dict(live.health) if live.health is not None else None
-        amplifier_on = health.get("amplifier_on") if health else None
-        receipt_at = self._play_receipt_at.get(speaker)
-        if health is not None and (receipt_at is None or (live.health_at or 0.0) > receipt_at):
-            playing_id = health.get("playing")  # the health report is the freshest word
-        else:
-            # A receipt came after the last health report: it says what plays now. The node switches
-            # its amplifier on before it plays, so a playing cluster's amplifier is on.
-            playing_id = live.playing
-            if live.playing and live.online():
-                amplifier_on = True
-        playing = None
-        if playing_id and live.online():
-            title = None
-            if self.titles is not None:
-                try:
-                    title = self.titles(playing_id)
-                except Exception:
-                    _LOGGER.exception("title lookup failed")
-            playing = {"broadcast_id": _int_or_str(playing_id), "title": title}
-        return {
-            "id": speaker,
-            "name": name,
-            "zone": zone,
-            "enabled": enabled,
-            "online": live.online(),
-            "stale": live.stale,
-            "last_seen": _iso(live.last_seen),
-            "health": health,
-            "health_at": _iso(live.health_at),
-            "playing": playing,
-            "volume": health.get("volume") if health else None,
-            "amplifier_on": amplifier_on,
-            "alerts": [{"kind": k, "message": m} for k, (_, m) in sorted(live.alerts.items())],
-            "malformed": self.ingest.malformed_by_speaker.get(speaker, 0),
-        }
-
-
-def _int_or_str(value: str) -> int | str:
-    """The broadcast a node reports: ``"12"`` and re-airings ``"12-r1"`` (see broadcasts) -> 12."""
-    try:
-        return int(value.partition("-r")[0])
-    except (TypeError, ValueError):
-        return value

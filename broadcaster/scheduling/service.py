@@ -1,5 +1,8 @@
 """SchedulerService: persistent schedules that fire bulletins through the broadcast lifecycle.
 
+This module keeps the scheduler's life cycle and the jobs derived from the schedules; the book of
+schedules, firing, render ahead and the week view are collaborators behind this one public face.
+
 * Schedules are rows of ``schedules`` (``book.py``: CRUD and ``schedules/*.yaml``); a job
   (``schedule-{id}``) is derived from each, idempotently, and kept in APScheduler's job store in
   the same database (``apsched.py``), so it survives a restart. One-off items scheduled from the
@@ -7,8 +10,9 @@
   start).
 * One scheduler per database (``lock.py``); a second one refuses to start, and a scheduler that
   loses its lease stops firing at once.
-* Missed bulletins: see :meth:`SchedulerService.start`. A bulletin is never aired twice: every
-  airing carries ``(schedule_id, fire_time)``, unique in ``broadcasts``.
+* Firing (``firing.py``): a job airs one fire time of its schedule through the broadcast lifecycle,
+  or records it missed. Missed bulletins: see :meth:`SchedulerService.start`. A bulletin is never
+  aired twice: every airing carries ``(schedule_id, fire_time)``, unique in ``broadcasts``.
 * Render ahead (``ahead.py``): a schedule's audio is rendered and pinned when it is created,
   changed or loaded, and again at start.
 """
@@ -29,11 +33,12 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from broadcaster.broadcasts.ports import SpeechPort
 from broadcaster.broadcasts.validation import AnnouncementValidator
-from broadcaster.models import Approval, Broadcast, Channel, LogEntry, Schedule
+from broadcaster.models import Approval, Broadcast, Schedule
 from broadcaster.scheduling import jobs
 from broadcaster.scheduling.ahead import RenderAhead
-from broadcaster.scheduling.apsched import JobClock, Trigger, due_runs, fire_times, next_fire
+from broadcaster.scheduling.apsched import JobClock, Trigger, next_fire
 from broadcaster.scheduling.book import ScheduleBook, trigger_of
+from broadcaster.scheduling.firing import ScheduleFiring
 from broadcaster.scheduling.lock import SchedulerLock, lock_for
 from broadcaster.scheduling.lookahead import LookaheadPublisher
 from broadcaster.scheduling.spec import SPEC_FIELDS, ScheduleError, ScheduleFields
@@ -78,6 +83,8 @@ class SchedulerService:
         self.grace = timedelta(seconds=max(1, cfg.misfire_grace_s))
         schedules_dir: Path | None = cfg.schedules_dir if cfg.schedules_dir is not None else Path("schedules")
         self.max_upcoming = cfg.max_upcoming
+        self.lease_lost = threading.Event()
+        self.firing = ScheduleFiring(sessions, broadcasts, speech, self.zone, self.grace, self.lease_lost)
         self.book = ScheduleBook(
             sessions,
             self.zone,
@@ -99,14 +106,13 @@ class SchedulerService:
             speech,
             enabled=cfg.render_ahead,
             next_run=self.next_run,
-            log=self._log,
+            log=self.firing.log,
             rendered=self.lookahead.mark if self.lookahead is not None else None,
         )
         self._clock: JobClock | None = None
         self._lock: SchedulerLock | None = None
         self._own_engine: Any = None
         self._state = threading.RLock()
-        self.lease_lost = threading.Event()
 
     # ------------------------------------------------------------------ life cycle
 
@@ -150,12 +156,12 @@ class SchedulerService:
         engine = self.sessions.kw.get("bind")
         if engine is None:
             engine = self._own_engine = create_engine(self.settings.db_url)
-        clock = JobClock(engine, self.zone, int(self.grace.total_seconds()), self._on_missed)
+        clock = JobClock(engine, self.zone, int(self.grace.total_seconds()), self.firing.on_missed)
         self.ahead.start()
         clock.start_paused()
         self._clock = clock
         jobs.bind(self)
-        self._record_superseded(_utcnow())
+        self.firing.record_superseded(clock.jobs().values(), _utcnow())
         self.reload_yaml()
         self.sync_jobs()
         self.ahead.render_all()
@@ -192,7 +198,7 @@ class SchedulerService:
         clock = self._clock
         if clock is not None:
             clock.pause()
-        self._log(
+        self.firing.log(
             "scheduler_lease_lost",
             f"Bộ hẹn giờ dừng phát theo lịch: một bộ điều khiển khác ({holder}) đã nhận quyền hẹn giờ.",
         )
@@ -207,20 +213,6 @@ class SchedulerService:
     def _fingerprint(row: Schedule) -> str:
         parts = [row.kind, row.time, row.days, row.run_at, row.cron, row.valid_from, row.valid_to]
         return hashlib.sha256(repr(parts).encode()).hexdigest()[:16]
-
-    def _latest_fire_time(self, trigger: Trigger, now: datetime) -> datetime | None:
-        """The latest fire time at or before ``now`` within the grace: the airing a running job
-        is for. Searched in growing windows so a per-second cron does not walk the whole grace."""
-        window = timedelta(seconds=2)
-        limit = self.grace + timedelta(seconds=60)
-        while True:
-            start = now - min(window, limit)
-            times = list(fire_times(trigger, start, now, 100_000))
-            if times:
-                return times[-1]
-            if window >= limit:
-                return None
-            window *= 8
 
     def next_run(self, row: Schedule) -> datetime | None:
         try:
@@ -301,7 +293,7 @@ class SchedulerService:
         if audio_key:
             self.ahead.unpin(audio_key, schedule_id)
 
-    # ------------------------------------------------------------------ firing
+    # ------------------------------------------------------------------ firing (firing.py)
 
     def fire_broadcast(self, broadcast_id: int) -> None:
         """A deferred-broadcast job of an earlier version fired before sync_jobs removed it."""
@@ -309,165 +301,7 @@ class SchedulerService:
 
     def fire_schedule(self, schedule_id: int) -> int | None:
         """Air one fire time of a schedule; returns the broadcast id (None when nothing aired)."""
-        if self.lease_lost.is_set():
-            _LOGGER.warning("schedule %s fired after the scheduler lease was lost; skipped", schedule_id)
-            return None
-        now = _utcnow()
-        with self.sessions() as session:
-            row = session.get(Schedule, schedule_id)
-            if row is None:
-                _LOGGER.warning("schedule %s fired but no longer exists", schedule_id)
-                return None
-            if not row.enabled or row.approval != Approval.APPROVED.value:
-                _LOGGER.info("schedule %s fired while disabled or not approved; skipped", schedule_id)
-                return None
-            fire_time = self._latest_fire_time(self.build_trigger(row), now)
-            if fire_time is None:
-                _LOGGER.warning(
-                    "schedule %s fired with no fire time within the grace; using now", schedule_id
-                )
-                fire_time = now.replace(microsecond=0)
-            if now - fire_time > self.grace:
-                self._record_missed(schedule_id, fire_time, self._late_reason(fire_time))
-                return None
-            if row.channel_id is not None:
-                relay = (row.channel_id, row.duration_s or 0.0, row.title, row.tier, tuple(row.targets or ()))
-                author = row.author or "lịch phát"
-            else:
-                relay = None
-            audio_key = row.audio_key
-            if audio_key and self.speech is not None and not self.speech.store.has(audio_key):
-                audio_key = None  # the store was emptied: render at air time
-            ann = row.announcement(audio_key)
-        if relay is not None:
-            return self._fire_relay(schedule_id, fire_time, now, relay, author, ann.title)
-        try:
-            broadcast_id = self.broadcasts.submit(
-                ann, approved=True, schedule_id=schedule_id, fire_time=fire_time
-            )
-        except Exception as exc:
-            _LOGGER.exception(
-                "schedule %s: submitting the %s airing failed", schedule_id, fire_time.isoformat()
-            )
-            reason = getattr(exc, "message", None) or str(exc)
-            self._log(
-                "schedule_failed", f"Lịch «{ann.title}» ({self._local(fire_time)}) không phát được: {reason}"
-            )
-            return None
-        _LOGGER.info(
-            "schedule %s fired for %s: broadcast %s", schedule_id, fire_time.isoformat(), broadcast_id
-        )
-        return broadcast_id
-
-    def _fire_relay(
-        self,
-        schedule_id: int,
-        fire_time: datetime,
-        now: datetime,
-        relay: tuple[int, float, str, str, tuple[str, ...]],
-        author: str,
-        title: str,
-    ) -> int | None:
-        """One airing of a relay schedule: the channel from the fire time for ``duration_s`` (so a
-        run that fires late still ends on time), submitted like a relay from the API."""
-        from broadcaster.broadcasts.validation import MIN_STREAM_S, CheckedStream
-        from broadcaster.domain import Source, Tier
-
-        channel_id, duration_s, own_title, tier, targets = relay
-        end = fire_time + timedelta(seconds=duration_s)
-        try:
-            _, name, _ = self.broadcasts.channels.usable(channel_id)
-        except Exception as exc:
-            reason = getattr(exc, "message", None) or str(exc)
-            self._record_missed(schedule_id, fire_time, f"Không tiếp sóng được: {reason}")
-            self._log(
-                "schedule_failed", f"Lịch «{title}» ({self._local(fire_time)}) không phát được: {reason}"
-            )
-            return None
-        if (end - now).total_seconds() < MIN_STREAM_S:
-            self._record_missed(schedule_id, fire_time, self._late_reason(fire_time))
-            return None
-        checked = CheckedStream(
-            channel_id, name, own_title or name, Tier(tier), targets or ("all",), at=None, end=end
-        )
-        try:
-            broadcast_id = self.broadcasts.submit_stream(
-                checked,
-                author=author,
-                source=Source.SCHEDULE,
-                approved=True,
-                schedule_id=schedule_id,
-                fire_time=fire_time,
-            )
-        except Exception as exc:
-            _LOGGER.exception("schedule %s: submitting the relay of %s failed", schedule_id, fire_time)
-            reason = getattr(exc, "message", None) or str(exc)
-            self._log(
-                "schedule_failed", f"Lịch «{title}» ({self._local(fire_time)}) không phát được: {reason}"
-            )
-            return None
-        _LOGGER.info("schedule %s fired for %s: relay %s", schedule_id, fire_time.isoformat(), broadcast_id)
-        return broadcast_id
-
-    def _late_reason(self, fire_time: datetime) -> str:
-        seconds = int(self.grace.total_seconds())
-        return (
-            f"Lỡ giờ phát {self._local(fire_time)}: bộ điều khiển không chạy vào giờ đó và đã quá "
-            f"{seconds} giây cho phép."
-        )
-
-    def _local(self, value: datetime) -> str:
-        return value.astimezone(self.zone).strftime("%H:%M:%S %d/%m/%Y")
-
-    def _on_missed(self, job_id: str, scheduled: datetime) -> None:
-        """A run past the grace (APScheduler did not run it): record it."""
-        kind, _, ident = job_id.partition("-")
-        if kind == "schedule":
-            self._record_missed(int(ident), scheduled, self._late_reason(scheduled))
-
-    def _record_superseded(self, now: datetime) -> None:
-        """Before resuming: every due fire time of a job except its latest is recorded missed."""
-        assert self._clock is not None
-        for job in self._clock.jobs().values():
-            kind, _, ident = job.id.partition("-")
-            if kind != "schedule" or job.next_run is None or job.next_run > now:
-                continue
-            due = due_runs(job, now)
-            latest = due[-1]
-            for fire_time in due[:-1]:
-                self._record_missed(
-                    int(ident),
-                    fire_time,
-                    f"Lỡ giờ phát {self._local(fire_time)} khi bộ điều khiển không chạy; chỉ phát lần gần nhất "
-                    f"({self._local(latest)}) nếu còn trong thời gian cho phép.",
-                )
-
-    def _record_missed(self, schedule_id: int, fire_time: datetime, reason: str) -> int | None:
-        """A ``missed`` airing of one fire time, written by the broadcast lifecycle; a no-op when
-        that airing is already recorded."""
-        with self.sessions() as session:
-            row = session.get(Schedule, schedule_id)
-            if row is None:
-                return None
-            ann = row.announcement()
-            relay = None
-            if row.channel_id is not None:
-                channel = session.get(Channel, row.channel_id)
-                relay = (row.channel_id, channel.name if channel is not None else row.name)
-        broadcast_id = self.broadcasts.record_missed(
-            ann, schedule_id=schedule_id, fire_time=fire_time.astimezone(UTC), reason=reason, relay=relay
-        )
-        if broadcast_id is not None:
-            _LOGGER.warning("schedule %s: %s", schedule_id, reason)
-        return broadcast_id
-
-    def _log(self, kind: str, message: str) -> None:
-        """A scheduler decision for the officer's log (not about one broadcast)."""
-        try:
-            with self.sessions.begin() as session:
-                session.add(LogEntry(kind=kind, message=message))
-        except Exception:
-            _LOGGER.exception("could not write a log entry")
+        return self.firing.fire_schedule(schedule_id)
 
     # ------------------------------------------------------------------ the schedules (book.py)
 

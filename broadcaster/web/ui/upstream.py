@@ -134,7 +134,7 @@ def upstream_schedule(item_id: int) -> Any:
 def _accept(item_id: int, at: Any) -> Any:
     waits = needs_approval(Tier.NORMAL.value)
     try:
-        bid = _federation().intake.accept(item_id, user_name(), at=at, approved=not waits)
+        bid = _federation().desk.accept(item_id, user_name(), at=at, approved=not waits)
     except IntakeError as exc:
         flash(str(exc), "error")
         return _back()
@@ -153,7 +153,7 @@ def _accept(item_id: int, at: Any) -> Any:
 @login_required
 def upstream_decline(item_id: int) -> Any:
     try:
-        _federation().intake.decline(item_id, user_name(), request.form.get("reason", ""))
+        _federation().desk.decline(item_id, user_name(), request.form.get("reason", ""))
     except IntakeError as exc:
         flash(str(exc), "error")
         return _back()
@@ -166,7 +166,7 @@ def upstream_decline(item_id: int) -> Any:
 def upstream_clash(item_id: int) -> Any:
     choice = request.form.get("choice", "")
     try:
-        _federation().intake.decide_clash(item_id, choice, user_name())
+        _federation().desk.decide_clash(item_id, choice, user_name())
     except IntakeError as exc:
         flash(str(exc), "error")
         return _back()
@@ -177,7 +177,7 @@ def upstream_clash(item_id: int) -> Any:
 @bp.route("/upstream/<int:item_id>/seen", methods=["POST"])
 @login_required
 def upstream_seen(item_id: int) -> Any:
-    _federation().intake.mark_seen(item_id)
+    _federation().desk.mark_seen(item_id)
     return _back()
 
 
