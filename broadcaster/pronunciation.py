@@ -48,7 +48,7 @@ def hint_error(hint: str, engine: str = ALL_ENGINES) -> str | None:
     if _HINT_FORBIDDEN.search(hint):
         return 'Gợi ý phát âm không được chứa các ký tự < > & " [ ] { } \\ hoặc xuống dòng.'
     if alphabet_of(engine) == ESPEAK_PHONEMES and not hint.isascii():
-        return "Gợi ý phát âm cho giọng máy dự phòng viết bằng ký hiệu âm của espeak-ng (chữ không dấu)."
+        return "Gợi ý phát âm cho giọng máy dự phòng viết bằng ký hiệu âm của giọng máy (chữ không dấu)."
     return None
 
 

@@ -110,7 +110,7 @@ def _form_values(entry_id: int | None) -> dict[str, str]:
 
 
 def _scope_label(engine: str, voice: str) -> str:
-    """"mọi giọng đọc", or the engine's or voice's label, for the officer's messages."""
+    """ "mọi giọng đọc", or the engine's or voice's label, for the officer's messages."""
     if not engine:
         return "mọi giọng đọc"
     for choice in engine_choices():
