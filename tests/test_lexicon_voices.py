@@ -214,6 +214,43 @@ def test_each_engine_attempt_normalizes_with_its_own_entries(make_speech: Any) -
     assert speech.render("UBND và HTX họp.", lexicon=changed, chime=False).key != result.key
 
 
+class ListSink:
+    """A ProgramSink that keeps what it is given."""
+
+    rate = 16_000
+
+    def __init__(self) -> None:
+        self.pcm: list[bytes] = []
+        self.closed = False
+
+    def open(self) -> None:
+        pass
+
+    def write(self, pcm: bytes) -> None:
+        self.pcm.append(pcm)
+
+    def close(self) -> None:
+        self.closed = True
+
+
+def test_a_streamed_emergency_falls_back_with_the_fallbacks_entries(make_speech: Any) -> None:
+    cloud = FailingEngine("google-cloud", voices=("vi-VN-Wavenet-A",))
+    espeak = HintedEngine("espeak-ng", voices=("vi", "vi-vn-x-south"))
+    speech = make_speech([cloud, espeak], normalizer=FakeNormalizer())
+    sink = ListSink()
+    result = speech.render_streamed("UBND báo cháy. HTX sơ tán.", sink=sink, lexicon=LEXICON, chime=False)
+    assert sink.closed and sink.pcm
+    assert cloud.calls[0][0] == "u bê en đê báo cháy."
+    assert [t for t, _ in espeak.calls] == ["ủy ban nhân dân báo cháy.", "hợp tác xã sơ tán."]
+    assert espeak.hints[-1] == {"hợp tác xã": "h'Op t'ak s'a"}
+    assert (
+        result.engine == "espeak-ng"
+        and result.normalized_text == "ủy ban nhân dân báo cháy. hợp tác xã sơ tán."
+    )
+    # Stored under the key a normal render of espeak-ng's text would have: the next airing is a hit.
+    assert speech.render("UBND báo cháy. HTX sơ tán.", lexicon=LEXICON, chime=False).key == result.key
+
+
 def test_a_plain_mapping_still_applies_to_every_engine(make_speech: Any) -> None:
     engine = FakeEngine("espeak-ng")
     speech = make_speech([engine], normalizer=FakeNormalizer())
