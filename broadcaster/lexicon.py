@@ -1,9 +1,11 @@
 """The officers' lexicon: readings of abbreviations and words, kept in the database.
 
 Officers teach the system "UBND" -> "ủy ban nhân dân" on the lexicon page; every preview and render
-passes these ``{term: reading}`` overrides to the normalizer (they win over the vocabularies shipped
-as data files, see ``broadcaster/textnorm/lexicon.py``). The term is unique: saving a term that
-exists updates its reading.
+passes these overrides to the normalizer (they win over the vocabularies shipped as data files,
+see ``broadcaster/textnorm/lexicon.py``). An entry applies to every engine, to one engine or to one
+voice of it, and may carry a phonetic hint (``broadcaster.pronunciation``: the most specific entry
+wins for the engine that reads). The term is unique per scope (term, engine, voice): saving a term
+that exists in that scope updates its reading.
 
 A reading changes how every later render sounds, approved recurring bulletins included, so while
 approval is required an editor's change is only *proposed* (``lexicon_changes``): it reaches the
@@ -16,11 +18,12 @@ import logging
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
-from sqlalchemy import select
+from sqlalchemy import Select, select
 from sqlalchemy.orm import Session, sessionmaker
 
 from broadcaster.domain import nfc
 from broadcaster.models import Approval, LexiconChange, LexiconEntry
+from broadcaster.pronunciation import Reading, Readings, clean_hint
 
 _LOGGER = logging.getLogger(__name__)
 
@@ -43,6 +46,9 @@ class LexiconItem:
     reading: str
     updated_by: str | None
     updated: datetime | None
+    engine: str = ""  # "" = every engine
+    voice: str = ""  # "" = every voice of ``engine``
+    hint: str = ""  # phonetic hint, "" = none
 
 
 @dataclass(frozen=True)
@@ -57,6 +63,9 @@ class LexiconProposal:
     proposed_by: str | None
     created: datetime | None
     state: str
+    engine: str = ""
+    voice: str = ""
+    hint: str = ""
 
     @property
     def deletes(self) -> bool:
@@ -64,12 +73,48 @@ class LexiconProposal:
 
 
 def _item(entry: LexiconEntry) -> LexiconItem:
-    return LexiconItem(entry.id, entry.term, entry.reading, entry.updated_by, entry.updated)
+    return LexiconItem(
+        entry.id,
+        entry.term,
+        entry.reading,
+        entry.updated_by,
+        entry.updated,
+        entry.engine or "",
+        entry.voice or "",
+        entry.hint or "",
+    )
 
 
-def overrides_in(session: Session) -> dict[str, str]:
-    """``{term: reading}`` read in an open session (for callers already inside a transaction)."""
-    return dict(session.execute(select(LexiconEntry.term, LexiconEntry.reading)).all())
+def overrides_in(session: Session) -> Readings:
+    """Every entry as :class:`Readings` (a ``{term: reading}`` mapping of the entries for every
+    engine, resolved per engine by the speech service), read in an open session."""
+    rows = session.execute(
+        select(
+            LexiconEntry.term,
+            LexiconEntry.reading,
+            LexiconEntry.engine,
+            LexiconEntry.voice,
+            LexiconEntry.hint,
+        )
+    ).all()
+    return Readings(Reading(t, r, e or "", v or "", h or "") for t, r, e, v, h in rows)
+
+
+def _scope(engine: str | None, voice: str | None) -> tuple[str, str]:
+    engine = nfc(engine or "").strip()
+    return engine, nfc(voice or "").strip() if engine else ""
+
+
+def _same_scope(term: str, engine: str, voice: str) -> Select[tuple[LexiconEntry]]:
+    return select(LexiconEntry).where(
+        LexiconEntry.term == term, LexiconEntry.engine == engine, LexiconEntry.voice == voice
+    )
+
+
+def _clash_message(term: str, engine: str, voice: str) -> str:
+    if not engine:
+        return f"«{term}» đã có trong từ điển (cho mọi giọng đọc)."
+    return f"«{term}» đã có trong từ điển cho giọng đọc này."
 
 
 _NOT_FOUND = "Không tìm thấy mục từ điển này."
@@ -82,40 +127,57 @@ class Lexicon:
     def __init__(self, sessions: sessionmaker[Session]) -> None:
         self.sessions = sessions
 
-    def overrides(self) -> dict[str, str]:
-        """``{term: reading}``, passed to every preview and render."""
+    def overrides(self) -> Readings:
+        """Every entry (a ``{term: reading}`` mapping for every engine), passed to every preview
+        and render."""
         with self.sessions() as session:
             return overrides_in(session)
 
     def entries(self) -> list[LexiconItem]:
         """Every entry, in term order."""
         with self.sessions() as session:
-            return [_item(e) for e in session.scalars(select(LexiconEntry).order_by(LexiconEntry.term))]
+            rows = session.scalars(
+                select(LexiconEntry).order_by(LexiconEntry.term, LexiconEntry.engine, LexiconEntry.voice)
+            )
+            return [_item(e) for e in rows]
 
-    def save(self, term: str, reading: str, *, by: str | None, entry_id: int | None = None) -> LexiconItem:
-        """Add ``term`` or change its reading; with ``entry_id``, edit that entry (its term too).
+    def save(
+        self,
+        term: str,
+        reading: str,
+        *,
+        by: str | None,
+        entry_id: int | None = None,
+        engine: str | None = None,
+        voice: str | None = None,
+        hint: str | None = None,
+    ) -> LexiconItem:
+        """Add ``term`` (for every engine, or ``engine``/``voice``) or change its reading and hint;
+        with ``entry_id``, edit that entry (its term and scope too). The caller validated the
+        values (``web.ui.forms.lexicon_errors``).
 
-        Raises ``LexiconError`` when ``entry_id`` does not exist or the new term belongs to
-        another entry."""
-        term, reading = nfc(term).strip(), nfc(reading).strip()
+        Raises ``LexiconError`` when ``entry_id`` does not exist or the term in that scope belongs
+        to another entry."""
+        term, reading, hint = nfc(term).strip(), nfc(reading).strip(), clean_hint(hint)
+        engine, voice = _scope(engine, voice)
         with self.sessions.begin() as session:
-            existing = session.scalar(select(LexiconEntry).where(LexiconEntry.term == term))
+            existing = session.scalar(_same_scope(term, engine, voice))
             if entry_id is not None:
                 entry = session.get(LexiconEntry, entry_id)
                 if entry is None:
                     raise LexiconError(_NOT_FOUND, not_found=True)
                 if existing is not None and existing.id != entry.id:
-                    raise LexiconError(f"«{term}» đã có trong từ điển.", "term")
-                entry.term, entry.reading, entry.updated_by = term, reading, by
+                    raise LexiconError(_clash_message(term, engine, voice), "term")
+                entry.term, entry.engine, entry.voice = term, engine, voice
             elif existing is not None:
                 entry = existing
-                entry.reading, entry.updated_by = reading, by
             else:
-                entry = LexiconEntry(term=term, reading=reading, updated_by=by)
+                entry = LexiconEntry(term=term, engine=engine, voice=voice)
                 session.add(entry)
+            entry.reading, entry.hint, entry.updated_by = reading, hint or None, by
             session.flush()
             item = _item(entry)
-        _LOGGER.info("lexicon: %r reads %r (by %s)", term, reading, by)
+        _LOGGER.info("lexicon: %r reads %r on %r/%r, hint %r (by %s)", term, reading, engine, voice, hint, by)
         return item
 
     def delete(self, entry_id: int) -> str:
@@ -140,29 +202,47 @@ class Lexicon:
             return _item(entry)
 
     def propose(
-        self, term: str, reading: str | None, *, by: str | None, entry_id: int | None = None
+        self,
+        term: str,
+        reading: str | None,
+        *,
+        by: str | None,
+        entry_id: int | None = None,
+        engine: str | None = None,
+        voice: str | None = None,
+        hint: str | None = None,
     ) -> LexiconProposal:
-        """Record a change for an approver: a new or changed reading of ``term`` (or of the entry
-        ``entry_id``), or deleting ``entry_id`` when ``reading`` is None. Nothing changes in the
-        lexicon until ``approve``."""
+        """Record a change for an approver: a new or changed reading (scope and hint) of ``term``
+        (or of the entry ``entry_id``), or deleting ``entry_id`` when ``reading`` is None.
+        Nothing changes in the lexicon until ``approve``."""
         term = nfc(term).strip()
         reading = None if reading is None else nfc(reading).strip()
+        engine, voice = _scope(engine, voice)
+        hint = clean_hint(hint)
         with self.sessions.begin() as session:
             if entry_id is not None:
                 entry = session.get(LexiconEntry, entry_id)
                 if entry is None:
                     raise LexiconError(_NOT_FOUND, not_found=True)
                 if reading is None:
-                    term = entry.term
+                    term, engine, voice, hint = entry.term, entry.engine, entry.voice, entry.hint or ""
             if reading is not None:
-                clash = session.scalar(select(LexiconEntry).where(LexiconEntry.term == term))
+                clash = session.scalar(_same_scope(term, engine, voice))
                 if clash is not None and entry_id is not None and clash.id != entry_id:
-                    raise LexiconError(f"«{term}» đã có trong từ điển.", "term")
-            change = LexiconChange(term=term, reading=reading, entry_id=entry_id, proposed_by=by)
+                    raise LexiconError(_clash_message(term, engine, voice), "term")
+            change = LexiconChange(
+                term=term,
+                reading=reading,
+                entry_id=entry_id,
+                proposed_by=by,
+                engine=engine,
+                voice=voice,
+                hint=hint or None,
+            )
             session.add(change)
             session.flush()
             proposal = self._proposal(session, change)
-        _LOGGER.info("lexicon: %r -> %r proposed by %s", term, reading, by)
+        _LOGGER.info("lexicon: %r -> %r on %r/%r proposed by %s", term, reading, engine, voice, by)
         return proposal
 
     def proposals(self, *, state: str = Approval.PENDING.value) -> list[LexiconProposal]:
@@ -188,20 +268,16 @@ class Lexicon:
                 entry = None
                 if change.entry_id is not None:
                     entry = session.get(LexiconEntry, change.entry_id)
-                existing = session.scalar(select(LexiconEntry).where(LexiconEntry.term == change.term))
+                engine, voice = change.engine or "", change.voice or ""
+                existing = session.scalar(_same_scope(change.term, engine, voice))
                 if entry is not None and existing is not None and existing.id != entry.id:
-                    raise LexiconError(f"«{change.term}» đã có trong từ điển.", "term")
+                    raise LexiconError(_clash_message(change.term, engine, voice), "term")
                 entry = entry or existing
                 if entry is None:
-                    session.add(
-                        LexiconEntry(term=change.term, reading=change.reading, updated_by=change.proposed_by)
-                    )
-                else:
-                    entry.term, entry.reading, entry.updated_by = (
-                        change.term,
-                        change.reading,
-                        change.proposed_by,
-                    )
+                    entry = LexiconEntry(term=change.term, engine=engine, voice=voice)
+                    session.add(entry)
+                entry.term, entry.engine, entry.voice = change.term, engine, voice
+                entry.reading, entry.hint, entry.updated_by = change.reading, change.hint, change.proposed_by
             self._decide(change, Approval.APPROVED.value, by)
             session.flush()
             proposal = self._proposal(session, change)
@@ -236,7 +312,11 @@ class Lexicon:
             entry = session.get(LexiconEntry, change.entry_id)
             current = entry.reading if entry is not None else None
         else:
-            current = session.scalar(select(LexiconEntry.reading).where(LexiconEntry.term == change.term))
+            current = session.scalar(
+                _same_scope(change.term, change.engine or "", change.voice or "").with_only_columns(
+                    LexiconEntry.reading
+                )
+            )
         return LexiconProposal(
             change.id,
             change.term,
@@ -246,6 +326,9 @@ class Lexicon:
             change.proposed_by,
             change.created,
             change.state,
+            change.engine or "",
+            change.voice or "",
+            change.hint or "",
         )
 
 

@@ -364,12 +364,19 @@ class Alert(Base):
 
 
 class LexiconEntry(Base):
-    """An officer's reading of an abbreviation or word; overrides the shipped data files."""
+    """An officer's reading of an abbreviation or word; overrides the shipped data files. The
+    scope is ``engine`` (and ``voice`` of it); "" applies to all, so the unique constraint holds
+    on every database (NULLs would never clash). ``hint``: a phonetic hint (IPA, or espeak-ng
+    phonemes on an espeak-ng entry), see ``broadcaster.pronunciation``."""
 
     __tablename__ = "lexicon"
+    __table_args__ = (UniqueConstraint("term", "engine", "voice", name="uq_lexicon_scope"),)
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
-    term: Mapped[str] = mapped_column(String(100), unique=True)
+    term: Mapped[str] = mapped_column(String(100))
+    engine: Mapped[str] = mapped_column(String(50), default="", server_default="")
+    voice: Mapped[str] = mapped_column(String(100), default="", server_default="")
     reading: Mapped[str] = mapped_column(String(500))
+    hint: Mapped[str | None] = mapped_column(String(200))
     updated_by: Mapped[str | None] = mapped_column(String(100))
     updated: Mapped[datetime] = mapped_column(UtcDateTime, default=utcnow, onupdate=utcnow)
 
@@ -416,7 +423,10 @@ class LexiconChange(Base):
     __tablename__ = "lexicon_changes"
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     term: Mapped[str] = mapped_column(String(100))
+    engine: Mapped[str] = mapped_column(String(50), default="", server_default="")  # scope, as LexiconEntry
+    voice: Mapped[str] = mapped_column(String(100), default="", server_default="")
     reading: Mapped[str | None] = mapped_column(String(500))
+    hint: Mapped[str | None] = mapped_column(String(200))
     entry_id: Mapped[int | None] = mapped_column(Integer)  # the entry edited or deleted, if any
     state: Mapped[str] = mapped_column(String(20), default=Approval.PENDING.value, index=True)
     proposed_by: Mapped[str | None] = mapped_column(String(100))

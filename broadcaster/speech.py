@@ -27,6 +27,7 @@ from broadcaster.audio.loudness import AudioError
 from broadcaster.audio.script import Pause, split_pieces
 from broadcaster.audio.store import AudioStore
 from broadcaster.domain import AudioKey, nfc
+from broadcaster.pronunciation import Spoken, SpokenForms
 from broadcaster.tts import EngineChain, EngineUnavailable, TtsEngine, TtsError, build_chain
 from broadcaster.tts.base import voice_info_of
 from broadcaster.tts.usage import UsageCounter, UsageRow
@@ -291,17 +292,27 @@ class SpeechService:
     def _connector_text(self) -> str:
         return " ".join(nfc(self.audio.repeat_connector).lower().split())
 
-    def key_for(self, engine: TtsEngine, voice: str, normalized: str, settings: dict[str, Any]) -> AudioKey:
+    def key_for(
+        self,
+        engine: TtsEngine,
+        voice: str,
+        normalized: str,
+        settings: dict[str, Any],
+        hints: Mapping[str, str] | None = None,
+    ) -> AudioKey:
+        """The audio key; phonetic ``hints`` the engine uses count only when there are any, so a
+        render without hints keeps its key."""
         options = getattr(engine, "options", None)
-        return _key(
-            {
-                "engine": engine.name,
-                "voice": voice,
-                "text": normalized,
-                "settings": settings,
-                "engine_options": options() if callable(options) else {},
-            }
-        )
+        payload = {
+            "engine": engine.name,
+            "voice": voice,
+            "text": normalized,
+            "settings": settings,
+            "engine_options": options() if callable(options) else {},
+        }
+        if hints:
+            payload["phoneme_hints"] = dict(sorted(hints.items()))
+        return _key(payload)
 
     # --- rendering ---------------------------------------------------------------------------
 
@@ -329,40 +340,30 @@ class SpeechService:
                 f"Số lần đọc phải từ 1 đến {self.audio.max_repeat}.",
                 f"repeat must be between 1 and {self.audio.max_repeat}",
             )
-        if normalized is None:
-            spoken = self.normalize(text, lexicon)
-        else:
-            spoken = _CONTROL_RE.sub(" ", nfc(normalized))
-            if not spoken.strip():
-                raise SpeechError("Nội dung đọc đang trống.", "the spoken text is empty")
-        pieces = split_pieces(spoken)
-        if not pieces:
-            raise SpeechError(NOTHING_TO_READ_VI, "nothing speakable in the text")
+        forms = self.spoken_forms(text, lexicon, normalized)
         requested = self._requested_engine(engine, voice)
         settings = self.render_settings(repeat=repeat, chime=chime)
 
-        def voice_of(eng: TtsEngine) -> str:
-            return self.voice_for(eng, requested, voice)
-
         # 1. A stored render by any engine, in order, wins: no synthesis at all.
-        found = self.cached(text, spoken, requested, voice, settings, strict=strict)
+        found = self.cached(text, forms, requested, voice, settings, strict=strict)
         if found is not None:
             return found
 
-        # 2. Synthesize with the first engine that works.
+        # 2. Synthesize with the first engine that works, each with its own lexicon entries.
         reasons: dict[str, str] = {}
         tried = set()
         for eng in self.chain.plan(requested):
             if strict and eng.name != requested:
                 continue
             tried.add(eng.name)
-            eng_voice = voice_of(eng)
-            key = self.key_for(eng, eng_voice, spoken, settings)
+            eng_voice = self.voice_for(eng, requested, voice)
+            spoken = forms.of(eng, eng_voice)
+            key = self.key_for(eng, eng_voice, spoken.text, settings, spoken.hints)
             try:
                 path, meta, hit = self.store.get_or_create(
                     key,
-                    lambda eng=eng, eng_voice=eng_voice: self._build(
-                        eng, eng_voice, text, spoken, pieces, repeat=repeat, chime=chime, settings=settings
+                    lambda eng=eng, eng_voice=eng_voice, spoken=spoken: self._build(
+                        eng, eng_voice, text, spoken, repeat=repeat, chime=chime, settings=settings
                     ),
                 )
             except TtsError as exc:
@@ -378,7 +379,7 @@ class SpeechService:
                 continue
             if self.chain.cooling(eng.name):
                 self.chain.reset(eng.name)
-            return self._result(key, meta, text, spoken, hit=hit)
+            return self._result(key, meta, text, spoken.text, hit=hit)
         for eng in self.chain.ordered(requested):
             if eng.name not in tried and not (strict and eng.name != requested):
                 reasons.setdefault(eng.name, "not available here")
@@ -396,25 +397,42 @@ class SpeechService:
         except Exception:
             return ""
 
+    def spoken_forms(
+        self, text: str, lexicon: Mapping[str, str] | None, normalized: str | None = None
+    ) -> SpokenForms:
+        """The spoken text per engine (its own lexicon entries, ``broadcaster.pronunciation``), or
+        the officer-edited ``normalized``. Checks the text at once: SpeechError on bad input."""
+        fixed = None
+        if normalized is not None:
+            fixed = _CONTROL_RE.sub(" ", nfc(normalized))
+            if not fixed.strip():
+                raise SpeechError("Nội dung đọc đang trống.", "the spoken text is empty")
+        forms = SpokenForms(lambda overrides: self.normalize(text, overrides), split_pieces, lexicon, fixed)
+        if not split_pieces(forms.general()):
+            raise SpeechError(NOTHING_TO_READ_VI, "nothing speakable in the text")
+        return forms
+
     def cached(
         self,
         text: str,
-        spoken: str,
+        forms: SpokenForms,
         requested: str | None,
         voice: str | None,
         settings: dict[str, Any],
         *,
         strict: bool = False,
     ) -> RenderResult | None:
-        """A stored render of ``spoken`` by any engine, in order (the first found wins), or None."""
+        """A stored render of the text by any engine, in order (the first found wins), or None."""
         for eng in self.chain.ordered(requested):
             if strict and eng.name != requested:
                 continue
-            key = self.key_for(eng, self.voice_for(eng, requested, voice), spoken, settings)
+            eng_voice = self.voice_for(eng, requested, voice)
+            spoken = forms.of(eng, eng_voice)
+            key = self.key_for(eng, eng_voice, spoken.text, settings, spoken.hints)
             meta = self.store.meta(key) if self.store.has(key) else None
             if meta is not None:
                 self.store.touch(key)
-                return self._result(key, meta, text, spoken, hit=True)
+                return self._result(key, meta, text, spoken.text, hit=True)
         return None
 
     def render_streamed(
@@ -470,23 +488,32 @@ class SpeechService:
         engine: TtsEngine,
         voice: str,
         text: str,
-        spoken: str,
-        pieces: list[Any],
+        spoken: Spoken,
         *,
         repeat: int,
         chime: bool,
         settings: dict[str, Any],
     ) -> tuple[bytes, dict[str, Any]]:
+        pieces = spoken.pieces
         _LOGGER.info("synthesizing %d piece(s) with %s (%s)", len(pieces), engine.name, voice)
         # Pieces are synthesized in parallel where the engine allows it (``max_parallel``): a slow
         # cloud engine costs about one request's time for a short bulletin, not one per sentence.
-        clips = self.chain.call_many(engine, [piece.text for piece in pieces], voice or None)
+        texts = [piece.text for piece in pieces]
+        clips = self.chain.call_many(engine, texts, voice or None, spoken.hints or None)
         parts = [(clip, self.pause_ms(piece.pause)) for clip, piece in zip(clips, pieces, strict=True)]
         connector = None
         if repeat > 1 and self._connector_text():
             connector = self.chain.call(engine, self._connector_text(), voice or None)
         return self.assemble(
-            engine.name, voice, text, spoken, parts, connector, repeat=repeat, chime=chime, settings=settings
+            engine.name,
+            voice,
+            text,
+            spoken.text,
+            parts,
+            connector,
+            repeat=repeat,
+            chime=chime,
+            settings=settings,
         )
 
     def pause_ms(self, pause: Pause) -> int:

@@ -28,11 +28,11 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 from broadcaster.audio import render
 from broadcaster.audio.loudness import AudioError
-from broadcaster.audio.script import split_pieces
 from broadcaster.domain import AudioKey
 from broadcaster.tts import EngineUnavailable, TtsError
 
 if TYPE_CHECKING:
+    from broadcaster.pronunciation import SpokenForms
     from broadcaster.speech import RenderResult, SpeechService
 
 _LOGGER = logging.getLogger(__name__)
@@ -70,13 +70,10 @@ def render_streamed(
             f"Số lần đọc phải từ 1 đến {service.audio.max_repeat}.",
             f"repeat must be between 1 and {service.audio.max_repeat}",
         )
-    spoken = service.normalize(text, lexicon)
-    pieces = split_pieces(spoken)
-    if not pieces:
-        raise SpeechError("Nội dung không có gì để đọc.", "nothing speakable in the text")
+    forms = service.spoken_forms(text, lexicon)
     requested = service.requested_engine(engine, voice)
     settings = service.render_settings(repeat=repeat, chime=chime)
-    found = service.cached(text, spoken, requested, voice, settings)
+    found = service.cached(text, forms, requested, voice, settings)
     if found is not None:
         return found
 
@@ -86,7 +83,7 @@ def render_streamed(
     try:
         if chime:
             sink.write(render.stream_chime(rate, True, a.chime_gap_ms))
-        parts, used, connector = _stream_pieces(service, pieces, requested, voice, sink, repeat)
+        parts, used, connector, spoken = _stream_pieces(service, forms, requested, voice, sink, repeat)
         if repeat > 1:
             body = [render.stream_piece(clip, pause, rate) for clip, pause in parts]
             for _ in range(repeat - 1):
@@ -103,9 +100,15 @@ def render_streamed(
     first = service.chain.engine(used[0])
     first_voice = service.voice_for(first, requested, voice)
     if len(used) == 1:
-        key = service.key_for(first, first_voice, spoken, settings)
+        key = service.key_for(first, first_voice, spoken, settings, forms.of(first, first_voice).hints)
     else:  # engines took over from each other: this exact program, under a key of its own
-        blob = json.dumps({"engines": used, "text": spoken, "settings": settings}, ensure_ascii=False)
+        payload: dict[str, Any] = {"engines": used, "text": spoken, "settings": settings}
+        texts = [
+            forms.of(e, service.voice_for(e, requested, voice)).text for e in map(service.chain.engine, used)
+        ]
+        if any(t != spoken for t in texts):  # per-engine lexicon entries: each engine's own text
+            payload["texts"] = texts
+        blob = json.dumps(payload, ensure_ascii=False)
         key = AudioKey(hashlib.sha256(blob.encode("utf-8")).hexdigest())
     name = used[0] if len(used) == 1 else "+".join(used)
 
@@ -125,25 +128,35 @@ def render_streamed(
 
 def _stream_pieces(
     service: SpeechService,
-    pieces: list[Any],
+    forms: SpokenForms,
     requested: str | None,
     voice: str | None,
     sink: ProgramSink,
     repeat: int,
-) -> tuple[list[tuple[Any, int]], list[str], Any]:
-    """Synthesize ``pieces`` in order into ``sink``; returns (clip, pause) per piece, the engines
-    used in order, and the repeat connector's clip (None without repeats)."""
+) -> tuple[list[tuple[Any, int]], list[str], Any, str]:
+    """Synthesize the pieces in order into ``sink``; returns (clip, pause) per piece, the engines
+    used in order, the repeat connector's clip (None without repeats) and the spoken text of the
+    first engine used. An engine taking over reads the rest with its own lexicon entries when its
+    text has the same pieces (a reading with punctuation may split it differently: then it reads
+    the first engine's text)."""
     from broadcaster.speech import SpeechError
 
     chain = service.chain
-    remaining = list(pieces)
+    remaining: list[Any] = []
+    first_spoken = ""
     parts: list[tuple[Any, int]] = []
     used: list[str] = []
     reasons: dict[str, str] = {}
     for eng in chain.plan(requested):
         eng_voice = service.voice_for(eng, requested, voice) or None
+        spoken = forms.of(eng, eng_voice or "")
+        if not parts and not used:
+            remaining, first_spoken = list(spoken.pieces), spoken.text
+        elif len(spoken.pieces) == len(parts) + len(remaining):
+            remaining = list(spoken.pieces[len(parts) :])
         try:
-            for clip in chain.call_ordered(eng, [piece.text for piece in remaining], eng_voice):
+            texts = [piece.text for piece in remaining]
+            for clip in chain.call_ordered(eng, texts, eng_voice, spoken.hints or None):
                 piece = remaining[0]
                 pause = service.pause_ms(piece.pause)
                 pcm = render.stream_piece(clip, pause, sink.rate)  # AudioError: the engine's bytes
@@ -182,7 +195,7 @@ def _stream_pieces(
             connector = chain.call(last, connector_text, service.voice_for(last, requested, voice) or None)
         except TtsError as exc:
             _LOGGER.warning("repeat connector not synthesized: %s", exc)
-    return parts, used, connector
+    return parts, used, connector, first_spoken
 
 
 __all__ = ["ProgramSink", "render_streamed"]

@@ -127,3 +127,22 @@ def test_a_voice_set_aside_is_noticed_on_the_dashboard_and_usage_is_shown(
         assert "Bản tin vẫn được đọc bằng giọng khác." in text
     finally:
         voices.stub.mode = "ok"
+
+
+def test_the_lexicon_page_plays_a_word_with_the_chosen_voice(
+    voices: VoiceStack, new_page: Any, page_errors: list[str]
+) -> None:
+    page = new_page(voices.url, viewport={"width": 1280, "height": 900})
+    browser_login(page, "editor")
+    page.goto("/lexicon")
+    card = page.locator("#lexicon-try")
+    card.get_by_label("Từ hoặc câu cần nghe").fill("UBND xã")
+    card.get_by_label("Kiểu giọng").select_option(label="Lan Nhi — nữ, miền Nam (FPT.AI)")
+    assert card.get_by_label("Giọng đọc", exact=True).input_value() == "fpt"  # the voice brings its engine
+    card.get_by_role("button", name="Nghe thử").click()
+    audio = page.locator("#lexicon-try-audio")
+    audio.wait_for(state="visible", timeout=30_000)
+    assert re.search(r"/audio/[0-9a-f]{64}\.mp3$", audio.get_attribute("src"))
+    sent = voices.stub.last("fpt")
+    assert sent.headers["voice"] == "lannhi" and "ủy ban nhân dân" in sent.body.decode()
+    assert page_errors == []

@@ -16,12 +16,14 @@ quota is reported (we map 429 and 403 answers that speak of a quota to a spent q
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
-from xml.sax.saxutils import escape, quoteattr
+from xml.sax.saxutils import quoteattr
 
 from broadcaster.tts.base import AudioClip, Gender, Region, VoiceInfo
 from broadcaster.tts.cloud import CloudEngine
 from broadcaster.tts.config import AzureOptions
+from broadcaster.tts.phonemes import ssml_body
 
 VOICES = (
     VoiceInfo.make("vi-VN-HoaiMyNeural", "Hoài My", Gender.FEMALE, Region.NORTH, "Microsoft Azure"),
@@ -29,9 +31,10 @@ VOICES = (
 )
 
 
-def ssml(text: str, voice: str, rate_percent: int = 0) -> str:
-    """The SSML document for ``text`` (escaped), read by ``voice``."""
-    inner = escape(text)
+def ssml(text: str, voice: str, rate_percent: int = 0, hints: Mapping[str, str] | None = None) -> str:
+    """The SSML document for ``text`` (escaped), read by ``voice``; each reading of ``hints``
+    inside ``<phoneme alphabet="ipa" ph="...">``."""
+    inner = ssml_body(text, hints)
     if rate_percent:
         inner = f"<prosody rate={quoteattr(f'{rate_percent:+d}%')}>{inner}</prosody>"
     return (
@@ -45,6 +48,7 @@ class AzureEngine(CloudEngine):
     label_vi = "Microsoft Azure"
     VOICES = VOICES
     MAX_CHARS = 3000
+    phoneme_alphabet = "ipa"  # SSML <phoneme alphabet="ipa">
 
     def __init__(self, options: AzureOptions | None = None) -> None:
         self._az = options or AzureOptions()
@@ -57,13 +61,13 @@ class AzureEngine(CloudEngine):
     def options(self) -> dict[str, Any]:
         return {"rate_percent": self._az.rate_percent, "output_format": self._az.output_format}
 
-    def _synthesize(self, text: str, voice: str) -> AudioClip:
+    def _synthesize(self, text: str, voice: str, hints: Mapping[str, str] | None = None) -> AudioClip:
         headers = {
             "Ocp-Apim-Subscription-Key": self._key(),
             "Content-Type": "application/ssml+xml",
             "X-Microsoft-OutputFormat": self._az.output_format,
         }
-        body = ssml(text, voice, self._az.rate_percent).encode("utf-8")
+        body = ssml(text, voice, self._az.rate_percent, hints).encode("utf-8")
         reply = self._send("POST", self.url, headers=headers, body=body)
         self._fail_on_status(reply)
         return self._audio(reply.body)

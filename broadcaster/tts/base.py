@@ -169,6 +169,9 @@ class TtsEngine(Protocol):
     * ``metered`` (bool): characters sent to it cost money or quota, so the chain counts them
       per day (see :mod:`broadcaster.tts.usage`) and enforces its daily cap.
     * ``label_vi`` (str): the provider's name in Vietnamese text ("FPT.AI", "Zalo AI").
+    * ``phoneme_alphabet`` (``"ipa"`` or ``"espeak"``): the engine takes phonetic hints in that
+      alphabet as ``synthesize(text, voice, hints={reading: hint})`` (see
+      :mod:`broadcaster.pronunciation`); it is only called so when there are hints.
     """
 
     name: str

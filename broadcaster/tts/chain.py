@@ -260,26 +260,38 @@ class EngineChain:
         except Exception:  # counting must not lose a render that already happened
             _LOGGER.exception("cannot count %d characters sent to %s", len(text), engine.name)
 
-    def call_many(self, engine: TtsEngine, texts: Sequence[str], voice: str | None) -> list[AudioClip]:
+    def call_many(
+        self,
+        engine: TtsEngine,
+        texts: Sequence[str],
+        voice: str | None,
+        hints: Mapping[str, str] | None = None,
+    ) -> list[AudioClip]:
         """``call`` for each text, in order, up to ``engine.max_parallel`` at a time (an engine
         without the attribute is called one text at a time). The first text goes alone: a dead
         engine is asked once, not once per sentence, and the breaker opens before the rest. The
         first failure, in text order, is raised once every started call has ended."""
-        return list(self.call_ordered(engine, texts, voice))
+        return list(self.call_ordered(engine, texts, voice, hints))
 
-    def call_ordered(self, engine: TtsEngine, texts: Sequence[str], voice: str | None) -> Iterator[AudioClip]:
+    def call_ordered(
+        self,
+        engine: TtsEngine,
+        texts: Sequence[str],
+        voice: str | None,
+        hints: Mapping[str, str] | None = None,
+    ) -> Iterator[AudioClip]:
         """As :meth:`call_many`, but each clip is yielded, in text order, as soon as it and the
         ones before it are ready (a streamed emergency plays the first sentence while the rest
         are being synthesized). The first failure, in text order, is raised when reached."""
         limit = max(1, int(getattr(engine, "max_parallel", 1) or 1))
         if limit == 1 or len(texts) < 3:
             for text in texts:
-                yield self.call(engine, text, voice)
+                yield self.call(engine, text, voice, hints)
             return
-        yield self.call(engine, texts[0], voice)
+        yield self.call(engine, texts[0], voice, hints)
         rest = texts[1:]
         with ThreadPoolExecutor(min(limit, len(rest)), thread_name_prefix=f"tts-{engine.name}-many") as pool:
-            futures = [pool.submit(self.call, engine, text, voice) for text in rest]
+            futures = [pool.submit(self.call, engine, text, voice, hints) for text in rest]
             try:
                 for future in futures:
                     yield future.result()
@@ -287,19 +299,26 @@ class EngineChain:
                 for future in futures:
                     future.cancel()  # not started yet: a consumer that stopped does not pay for them
 
-    def call(self, engine: TtsEngine, text: str, voice: str | None) -> AudioClip:
+    def call(
+        self, engine: TtsEngine, text: str, voice: str | None, hints: Mapping[str, str] | None = None
+    ) -> AudioClip:
         """``engine.synthesize`` with a hard deadline. A call that does not return in time is
         abandoned (its daemon thread finishes or dies with the process) and reported as a
         :class:`TtsError`; anything unexpected raised by an engine becomes a TtsError too.
         A metered engine's characters are counted when it answered or was abandoned (the
-        provider likely billed them); a call that would pass its daily cap is not made."""
+        provider likely billed them); a call that would pass its daily cap is not made.
+        ``hints`` (phonetic hints, ``broadcaster.pronunciation``) are passed only when there are
+        any, so engines without the parameter keep working."""
         self._check_cap(engine, text)
         box: dict[str, object] = {}
         done = threading.Event()
 
         def run() -> None:
             try:
-                box["clip"] = engine.synthesize(text, voice)
+                if hints:
+                    box["clip"] = engine.synthesize(text, voice, hints=hints)  # type: ignore[call-arg]
+                else:
+                    box["clip"] = engine.synthesize(text, voice)
             except BaseException as exc:  # reported to the caller below
                 box["error"] = exc
             finally:

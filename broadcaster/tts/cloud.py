@@ -10,7 +10,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from broadcaster.tts.base import (
@@ -65,6 +65,9 @@ class CloudEngine:
     # Requests in flight at once for one bulletin: a provider answers each in ~1 s; four keep a
     # commune's bulletin near one request's time without tripping the providers' rate limits.
     max_parallel = 4
+    # The alphabet of the phonetic hints the provider understands (``broadcaster.pronunciation``):
+    # "ipa" for the SSML providers; None for those that take plain text only (they read the reading).
+    phoneme_alphabet: str | None = None
 
     def __init__(self, options: CloudOptions) -> None:
         self._opts = options
@@ -102,7 +105,10 @@ class CloudEngine:
     def options(self) -> dict[str, Any]:
         return {}
 
-    def synthesize(self, text: str, voice: str | None = None) -> AudioClip:
+    def synthesize(
+        self, text: str, voice: str | None = None, hints: Mapping[str, str] | None = None
+    ) -> AudioClip:
+        """``hints`` (``{reading: IPA}``) reach providers with a ``phoneme_alphabet`` only."""
         voice = voice or self.default_voice()
         if voice not in self.voices():
             raise EngineUnavailable(f"{self.label_vi} has no voice {voice!r}")
@@ -115,11 +121,15 @@ class CloudEngine:
             raise TtsError(
                 f"{self.label_vi} takes at most {self.MAX_CHARS} characters per request, got {len(text)}"
             )
-        clip = self._synthesize(text, voice)
+        if hints and self.phoneme_alphabet:
+            clip = self._synthesize(text, voice, hints)
+        else:
+            clip = self._synthesize(text, voice)
         _LOGGER.debug("%s: %d bytes of %s for %d chars", self.name, len(clip.data), clip.format, len(text))
         return clip
 
-    def _synthesize(self, text: str, voice: str) -> AudioClip:
+    def _synthesize(self, text: str, voice: str, hints: Mapping[str, str] | None = None) -> AudioClip:
+        """One request. ``hints`` is passed only to providers with a ``phoneme_alphabet``."""
         raise NotImplementedError
 
     # --- helpers for the providers ----------------------------------------------------------

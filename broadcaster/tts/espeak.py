@@ -10,10 +10,12 @@ import logging
 import shutil
 import struct
 import subprocess
+from collections.abc import Mapping
 from typing import Any
 
 from broadcaster.tts.base import AudioClip, EngineUnavailable, TtsError
 from broadcaster.tts.config import EspeakOptions
+from broadcaster.tts.phonemes import espeak_text
 
 _LOGGER = logging.getLogger(__name__)
 
@@ -50,6 +52,8 @@ class EspeakEngine:
     name = "espeak-ng"
     # One process per call; the controller's machine has about two cores.
     max_parallel = 2
+    # Hints in espeak-ng's own phoneme notation, read as [[...]] (it ignores SSML <phoneme>).
+    phoneme_alphabet = "espeak"
 
     def __init__(self, options: EspeakOptions | None = None) -> None:
         self._opts = options or EspeakOptions()
@@ -69,7 +73,10 @@ class EspeakEngine:
     def options(self) -> dict[str, Any]:
         return {"speed": self._opts.speed, "pitch": self._opts.pitch, "gap": self._opts.word_gap}
 
-    def synthesize(self, text: str, voice: str | None = None) -> AudioClip:
+    def synthesize(
+        self, text: str, voice: str | None = None, hints: Mapping[str, str] | None = None
+    ) -> AudioClip:
+        """``hints``: ``{reading: espeak-ng phonemes}``, spoken in place of each reading."""
         voice = voice or self._opts.voice
         if voice not in self.voices():
             raise EngineUnavailable(f"espeak-ng has no voice {voice!r}")
@@ -88,7 +95,7 @@ class EspeakEngine:
         try:
             proc = subprocess.run(
                 cmd,
-                input=text.encode("utf-8"),
+                input=(espeak_text(text, hints) if hints else text).encode("utf-8"),
                 capture_output=True,
                 timeout=self._opts.timeout_s,
                 check=False,

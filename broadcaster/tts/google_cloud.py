@@ -4,7 +4,9 @@
 Followed: ``POST https://texttospeech.googleapis.com/v1/text:synthesize`` with JSON
 ``{"input": {"text"}, "voice": {"languageCode": "vi-VN", "name"}, "audioConfig":
 {"audioEncoding": "MP3", "speakingRate"}}``; the answer is ``{"audioContent": <base64 MP3>}``.
-At most 5,000 bytes of input per request. Errors follow Google's JSON error model
+A piece with a phonetic hint is sent as SSML instead, ``"input": {"ssml": "<speak>...</speak>"}``
+with ``<phoneme alphabet="ipa" ph="...">`` (cloud.google.com/text-to-speech/docs/ssml). At most
+5,000 bytes of input per request. Errors follow Google's JSON error model
 ``{"error": {"code", "message", "status"}}``: 400 INVALID_ARGUMENT (also "API key not valid"),
 401 UNAUTHENTICATED, 403 PERMISSION_DENIED (API disabled, billing off, key restricted), 429
 RESOURCE_EXHAUSTED (quota or rate).
@@ -22,6 +24,7 @@ from __future__ import annotations
 import base64
 import binascii
 import json
+from collections.abc import Mapping
 from typing import Any
 
 from broadcaster.tts.base import (
@@ -34,6 +37,7 @@ from broadcaster.tts.base import (
 )
 from broadcaster.tts.cloud import CloudEngine
 from broadcaster.tts.config import GoogleCloudOptions
+from broadcaster.tts.phonemes import has_marks, ssml_body
 
 _F, _M = Gender.FEMALE, Gender.MALE
 VOICES = tuple(
@@ -60,6 +64,7 @@ class GoogleCloudEngine(CloudEngine):
     label_vi = "Google Cloud"
     VOICES = VOICES
     MAX_CHARS = 5000
+    phoneme_alphabet = "ipa"  # SSML <phoneme alphabet="ipa"> in input.ssml
 
     def __init__(self, options: GoogleCloudOptions | None = None) -> None:
         self._gc = options or GoogleCloudOptions()
@@ -79,11 +84,15 @@ class GoogleCloudEngine(CloudEngine):
     def options(self) -> dict[str, Any]:
         return {"speaking_rate": self._gc.speaking_rate}
 
-    def _synthesize(self, text: str, voice: str) -> AudioClip:
-        if len(text.encode("utf-8")) > _MAX_BYTES:
+    def _synthesize(self, text: str, voice: str, hints: Mapping[str, str] | None = None) -> AudioClip:
+        # With a hint in this piece the input is SSML (``input.ssml``, root <speak>), else plain text.
+        source: dict[str, str] = (
+            {"ssml": f"<speak>{ssml_body(text, hints)}</speak>"} if has_marks(text, hints) else {"text": text}
+        )
+        if len(next(iter(source.values())).encode("utf-8")) > _MAX_BYTES:
             raise TtsBadResponse(f"Google Cloud takes at most {_MAX_BYTES} bytes per request")
         payload = {
-            "input": {"text": text},
+            "input": source,
             "voice": {"languageCode": "vi-VN", "name": voice},
             "audioConfig": {"audioEncoding": "MP3", "speakingRate": self._gc.speaking_rate},
         }

@@ -321,8 +321,13 @@ class CloudTtsStub:
             return self._problem("google: content type")
         data = r.json()
         voice, audio = data.get("voice") or {}, data.get("audioConfig") or {}
+        source = data.get("input") or {}
+        if sorted(source) not in (["text"], ["ssml"]):  # SynthesisInput is a oneof: text or ssml
+            return self._problem(f"google: input must hold exactly one of text, ssml: {source}")
+        if "ssml" in source and (trouble := _ssml_trouble(source["ssml"], "")):
+            return self._problem(f"google: {trouble}")
         if (
-            not (data.get("input") or {}).get("text")
+            not (source.get("text") or source.get("ssml"))
             or voice.get("languageCode") != "vi-VN"
             or not voice.get("name")
         ):
@@ -360,6 +365,8 @@ class CloudTtsStub:
             root = ET.fromstring(r.body.decode("utf-8"))
         except (ET.ParseError, UnicodeDecodeError) as exc:
             return self._problem(f"azure: SSML does not parse: {exc}")
+        if trouble := _ssml_trouble(r.body.decode("utf-8"), SSML_NS):
+            return self._problem(f"azure: {trouble}")
         voice = root.find(f"{SSML_NS}voice")
         if root.tag != f"{SSML_NS}speak" or root.get(XML_LANG) != "vi-VN" or voice is None:
             return self._problem("azure: SSML root/lang/voice wrong")
@@ -379,6 +386,23 @@ class CloudTtsStub:
         if self.mode == "missing_fields":
             return Reply(200, b"", "audio/mpeg")
         return self._mp3()
+
+
+def _ssml_trouble(document: str, ns: str) -> str | None:
+    """What is wrong with an SSML document (root ``<speak>`` in namespace ``ns``, each
+    ``<phoneme>`` with ``alphabet="ipa"``, a non-empty ``ph`` and the words it says), or None."""
+    try:
+        root = ET.fromstring(document)
+    except ET.ParseError as exc:
+        return f"SSML does not parse: {exc}"
+    if root.tag != f"{ns}speak":
+        return f"SSML root is {root.tag!r}, not speak"
+    for phoneme in root.iter(f"{ns}phoneme"):
+        if phoneme.get("alphabet") != "ipa" or not (phoneme.get("ph") or "").strip():
+            return f"phoneme without alphabet=ipa or ph: {phoneme.attrib}"
+        if not "".join(phoneme.itertext()).strip() or len(phoneme):
+            return "phoneme must hold the plain words it pronounces"
+    return None
 
 
 __all__ = ["MODES", "PATHS", "CloudTtsStub", "Recorded"]

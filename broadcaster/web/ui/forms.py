@@ -4,11 +4,13 @@ whose messages go next to each field. No routes here; the areas call these."""
 from __future__ import annotations
 
 import re
+from collections.abc import Mapping, Sequence
 from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
 from broadcaster.broadcasts.validation import AnnouncementInvalid, Draft
 from broadcaster.domain import ALL_TARGETS, Tier, nfc
+from broadcaster.pronunciation import hint_error
 from broadcaster.web.ui import (
     WEEKDAY_KEYS,
     now,
@@ -216,7 +218,17 @@ def schedule_data(values: dict[str, Any], sched: dict[str, Any], *, approval: st
     return data
 
 
-def lexicon_errors(term: str, reading: str) -> dict[str, str]:
+def lexicon_errors(
+    term: str,
+    reading: str,
+    *,
+    engine: str = "",
+    voice: str = "",
+    hint: str = "",
+    engines: Sequence[Mapping[str, Any]] = (),
+) -> dict[str, str]:
+    """The lexicon form's errors. ``engines``: the configured engines (``engine_choices()``); the
+    scope ``engine``/``voice`` must name one of them and one of its voices ("" = all)."""
     errors = {}
     if not term:
         errors["term"] = "Vui lòng nhập từ hoặc chữ viết tắt."
@@ -226,6 +238,16 @@ def lexicon_errors(term: str, reading: str) -> dict[str, str]:
         errors["reading"] = "Vui lòng nhập cách đọc."
     elif len(reading) > 500 or "\n" in reading:
         errors["reading"] = "Cách đọc dài tối đa 500 ký tự, trên một dòng."
+    known = {str(e["name"]): e for e in engines}
+    if engine and engine not in known:
+        errors["engine"] = "Không có giọng đọc này trên máy chủ. Vui lòng chọn trong danh sách."
+    elif voice and not engine:
+        errors["voice"] = "Vui lòng chọn giọng đọc trước khi chọn kiểu giọng."
+    elif voice and voice not in {str(v["id"]) for v in known[engine].get("voices") or ()}:
+        errors["voice"] = "Giọng đọc đã chọn không có kiểu giọng này. Vui lòng chọn lại."
+    problem = hint_error(hint, engine)
+    if problem:
+        errors["hint"] = problem
     return errors
 
 
