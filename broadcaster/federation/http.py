@@ -50,7 +50,8 @@ def fetch(
         with urllib.request.urlopen(request, timeout=timeout, context=context) as answer:
             status, reply_headers, data = answer.status, answer.headers, answer.read(limit + 1)
     except urllib.error.HTTPError as exc:
-        status, reply_headers, data = exc.code, exc.headers, exc.read(min(limit, 65536) + 1)
+        with exc:  # it holds the answer's socket
+            status, reply_headers, data = exc.code, exc.headers, exc.read(min(limit, 65536) + 1)
     except (urllib.error.URLError, OSError, TimeoutError) as exc:
         raise NetworkError(f"not reachable: {getattr(exc, 'reason', exc)}") from exc
     if len(data) > limit:

@@ -57,6 +57,7 @@ def probe(url: str, timeout: float) -> str | None:
             kind = (answer.headers.get("Content-Type") or "").lower()
             head = answer.read(_PEEK)
     except urllib.error.HTTPError as exc:
+        exc.close()  # it holds the answer's socket; left open it is only closed by the collector
         raise SourceError(
             f"Nguồn phát trả lời lỗi {exc.code} ({exc.reason}): không có luồng âm thanh ở địa chỉ này."
         ) from exc
