@@ -143,7 +143,12 @@ class BroadcastManager:
             streams=StreamItems(self.ledger, hub, clock),
         )
         self.receipts = Receipts(
-            self.ledger, self.lifecycle.airings, self.chunks, self.config, clock, self.lifecycle.note_ready
+            self.ledger,
+            self.lifecycle.airings,
+            self.chunks,
+            self.config,
+            clock,
+            self.lifecycle.decisions.note_ready,
         )
         self.dispatcher = Dispatcher(
             sessions, self.lifecycle, self.receipts, self.chunks, self.ledger, self._resolve_slots
