@@ -1,7 +1,10 @@
 """The broadcast lifecycle: targets, priority tiers, arbitration, delivery receipts, the decision log.
 
-Start with ``service.py`` (the public face and the flow of one broadcast); the policy is in
-``arbitration.py``.
+Start with ``service.py`` (the public face, ``BroadcastManager``, and the flow of one broadcast; its
+docstring lists every module). It delegates new broadcasts to ``submissions.py`` and the stream
+hub's news to ``stream_events.py``; the one dispatcher thread (``dispatcher.py``) changes the
+airings through ``lifecycle.py``, which applies arbitration's decisions with ``decisions.py``. The
+policy is in ``arbitration.py``; ``ledger.py`` is the only writer of the rows.
 """
 
 from broadcaster.broadcasts.config import BroadcastsConfig

@@ -257,7 +257,7 @@ class Dispatcher:
                         elif isinstance(item, _Defer):
                             lifecycle.defer(item.broadcast_id, item.at)
                         elif isinstance(item, _Online):
-                            lifecycle.rejoin(session, item.speaker)  # stream items it should play
+                            lifecycle.decisions.rejoin(session, item.speaker)  # streams it should play
                         # The tick below serves the reconnected cluster's waiting items.
                     except Exception:
                         _LOGGER.exception("dispatcher: %s failed", type(item).__name__)
