@@ -171,10 +171,16 @@ def emergency_latency(root: Path, runs: int) -> list[float]:
             def sounded(marks: dict[Any, int] = marks) -> list[float] | None:
                 starts = []
                 for c in communes:
-                    entries = [e for e in c.sim.timeline()[marks[c] :] if e["tier"] == "emergency"]  # type: ignore[union-attr]
-                    if len({e["speaker_id"] for e in entries}) < CLUSTERS:
+                    # An emergency not yet stored is streamed as it is synthesized: its timeline has
+                    # one entry per chunk (kind "stream", "out" = when it sounds) and no tier.
+                    first: dict[str, float] = {}
+                    for e in c.sim.timeline()[marks[c] :]:  # type: ignore[union-attr]
+                        if e.get("kind") == "stream" or e.get("tier") == "emergency":
+                            at = e["out"] if e.get("kind") == "stream" else e["start"]
+                            first[e["speaker_id"]] = min(at, first.get(e["speaker_id"], at))
+                    if len(first) < CLUSTERS:
                         return None
-                    starts += [e["start"] for e in entries]
+                    starts += list(first.values())
                 return starts
 
             starts = wait(sounded, 60, "sound on every cluster")

@@ -60,10 +60,11 @@ def children_cpu_s() -> float:
     for task in Path(f"/proc/{os.getpid()}/task").iterdir():
         if task.name == str(os.getpid()):
             continue
-        children = task / "children"
-        if not children.exists():
+        try:  # a thread may end between listing and reading
+            pids = (task / "children").read_text().split()
+        except OSError:
             continue
-        for pid in children.read_text().split():
+        for pid in pids:
             try:
                 fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
             except OSError:
