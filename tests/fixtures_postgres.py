@@ -170,6 +170,17 @@ class _Backend:
     engines: weakref.WeakSet[Any] = weakref.WeakSet()
 
 
+def _collect_leaked_connections() -> int:
+    """Collect garbage now and count the psycopg connections it found still open."""
+    import gc
+    import warnings
+
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always", ResourceWarning)
+        gc.collect()
+    return sum(1 for w in caught if "psycopg" in str(w.message) or "Connection" in str(w.message))
+
+
 def _remember_engine(conn: Any) -> None:
     if _Backend.server is not None:
         _Backend.engines.add(conn.engine)
@@ -213,5 +224,10 @@ def database(request: pytest.FixtureRequest) -> Iterator[str]:
         for engine in list(_Backend.engines):
             engine.dispose()
         _Backend.engines = weakref.WeakSet()
+        leaked = _collect_leaked_connections()
         for url in urls:
             server.drop_database(url)
+        if leaked:
+            # Said here, by the test that left them, not by whichever later test the collector
+            # happens to run in (filterwarnings = error turns the collector's warning into a failure).
+            pytest.fail(f"this test left {leaked} PostgreSQL connection(s) open (never closed or disposed)")

@@ -114,9 +114,17 @@ def test_emergency_preempts_and_interrupted_item_is_requeued(unit_controller: Un
         lambda: all(uc.nodes[s]._current for s in ("loa-01", "loa-02", "loa-03")), what="normal playing"
     )
     emergency = uc.manager.submit(Announcement(text="Khẩn cấp: lũ", targets=("thon-1",), tier=Tier.EMERGENCY))
-    # While it waits to be aired again, the interrupted item is not shown as playing.
-    waiting = uc.wait_state(normal, "sending")
-    assert f"Bị ngắt bởi bản tin khẩn cấp #{emergency}" in waiting["reason"]
+    # While it waits to be aired again, the interrupted item is not shown as playing. (Its first
+    # "sending", before the nodes' receipts said it plays, has no reason: wait for the interruption.)
+    why = f"Bị ngắt bởi bản tin khẩn cấp #{emergency}"
+    wait_until(
+        lambda: (
+            (b := uc.manager.get(normal)) is not None
+            and b["state"] == "sending"
+            and why in (b["reason"] or "")
+        ),
+        what="the interrupted item waiting, not shown as playing",
+    )
     e = uc.wait_state(emergency, "done")
     n = uc.wait_state(normal, "done", timeout=20)
     assert all(d["state"] == "done" for d in e["deliveries"])

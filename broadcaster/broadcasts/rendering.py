@@ -72,6 +72,10 @@ class Renderer:
         self._urgent: ThreadPoolExecutor | None = None
         self._lock = threading.Lock()
         self._closed = False
+        # Held while a job reads its inputs: close() waits for that short read (not for synthesis),
+        # so no job is inside the database when the controller disposes its engine after a stop.
+        self._reading = threading.Lock()
+        self._reads_closed = False
 
     def request(self, broadcast_id: int, tier: Tier, *, air: bool) -> None:
         """Dispatcher thread: start a render (once per broadcast at a time)."""
@@ -134,12 +138,16 @@ class Renderer:
             self._pool = self._urgent = None
         for pool in pools:
             pool.shutdown(wait=False, cancel_futures=True)
+        with self._reading:
+            self._reads_closed = True
 
     def _job(self, broadcast_id: int, stream: bool = False) -> None:
         """On a render worker: synthesize (or look up an uploaded recording), then post the result.
         ``stream``: an emergency due now, played as it is synthesized when not stored yet."""
         try:
-            with self.sessions() as session:
+            with self._reading, self.sessions() as session:
+                if self._reads_closed:
+                    return  # closed while this job waited: its result would be dropped anyway
                 bc = session.get(Broadcast, broadcast_id)
                 if bc is None:
                     self.post(Rendered(broadcast_id, error="bản tin không còn"))
