@@ -97,6 +97,19 @@ def test_an_emergency_from_the_province_airs_everywhere_below_and_proof_of_play_
     wait_until(lambda: tinh.broadcast(bid)["state"] == "done", timeout=30, what="the province's own clusters")
 
 
+def test_an_emergency_only_for_the_units_below_is_rendered_whole_up_there(chain) -> None:
+    """No cluster of the province hears it: nothing to stream to. Its render used to go to a stream
+    that ended at once (no clusters), logged as a failed render, and left no audio."""
+    tinh = chain["tinh"]
+    bid = _send(tinh, text="Lũ quét ở đầu nguồn, bà con tránh xa bờ suối.", title="Lũ quét", tier="emergency",
+                targets=["unit:*"])  # fmt: skip
+    view = wait_until(
+        lambda: (v := tinh.broadcast(bid)) and v["audio_key"] and v, timeout=30, what="rendered whole"
+    )
+    assert view["deliveries"] == [] and view["state"] != "failed"
+    wait_until(lambda: _item(chain["xa-b"], "Lũ quét") is not None, timeout=30, what="the bulletin below")
+
+
 def test_a_normal_bulletin_waits_in_one_communes_inbox_until_accepted(chain) -> None:
     tinh, huyen, xa_b, xa_c = chain["tinh"], chain["huyen-a"], chain["xa-b"], chain["xa-c"]
     bid = _send(tinh, text="Kế hoạch ra quân làm sạch kênh mương vào sáng Chủ nhật.", title="Làm sạch kênh",

@@ -153,6 +153,9 @@ class Renderer:
                     self.post(Rendered(broadcast_id, error="bản tin không còn"))
                     return
                 ann = bc.announcement
+                # Nothing to stream to when no cluster of ours hears it (an upper level's emergency
+                # for the units below): rendered whole, as the bulletin's audio.
+                stream = stream and bool(bc.deliveries)
                 lexicon = overrides_in(session)
                 text, engine, voice, repeat, key = ann.text, ann.engine, ann.voice, ann.repeat, ann.audio_key
             if key:
