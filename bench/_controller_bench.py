@@ -62,6 +62,56 @@ def cpu_s(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / _TICK  # utime, stime (fields 14 and 15)
 
 
+def children_cpu_s() -> float:
+    """CPU seconds of the running children of this process's threads other than the main one (a
+    pump's or conditioner's ffmpeg; mosquitto and an HLS maker are the main thread's)."""
+    total = 0.0
+    for task in Path(f"/proc/{os.getpid()}/task").iterdir():
+        if task.name == str(os.getpid()):
+            continue
+        try:  # a thread may end between listing and reading
+            pids = (task / "children").read_text().split()
+        except OSError:
+            continue
+        for pid in pids:
+            try:
+                total += cpu_s(int(pid))
+            except OSError:
+                continue
+    return total
+
+
+def skewed_commune(
+    instance: Path, mqtt_port: int, nodes: int, skew_s: float, health_interval_s: float = 10
+) -> tuple[Services, Any, list[str]]:
+    """The real controller services (espeak-ng, no scheduler) on a broker at ``mqtt_port`` with
+    ``nodes`` clusters in 3 zones, started, and a simulator of them whose clocks are spread evenly
+    over -skew_s ... +skew_s (not started). Returns (services, simulator, node ids)."""
+    from speakers.simulator import Simulator
+
+    ids = make_node_ids(nodes)
+    zones = assign_zones(ids, 3)
+    offsets = {sid: -skew_s + 2 * skew_s * i / max(1, len(ids) - 1) for i, sid in enumerate(ids)}
+    settings = load_settings(
+        {"instance": instance, "mqtt_url": f"mqtt://127.0.0.1:{mqtt_port}", "tts": {"order": ["espeak-ng"]}},
+        environ={},
+    )
+    services = build_services(settings, scheduler=False)
+    with services.sessions.begin() as session:
+        for zone in sorted(set(zones.values())):
+            session.add(Zone(id=zone, name=zone))
+        for sid in ids:
+            session.add(Speaker(id=sid, name=sid, zone_id=zones[sid]))
+    services.start()
+    sim = Simulator(
+        f"mqtt://127.0.0.1:{mqtt_port}",
+        nodes=zones,
+        clock_offsets=offsets,
+        health_interval_s=health_interval_s,
+    )
+    return services, sim, ids
+
+
 class Cpu:
     """CPU seconds used by named processes between ``start()`` and ``stop()``."""
 

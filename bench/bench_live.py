@@ -23,7 +23,6 @@ import logging
 import math
 import resource
 import shutil
-import socket
 import statistics
 import subprocess
 import sys
@@ -34,47 +33,15 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from _controller_bench import children_cpu_s, rss_mb, skewed_commune  # noqa: E402
+
+from broadcaster.broker import free_port  # noqa: E402
 from broadcaster.domain import Tier  # noqa: E402
-from broadcaster.models import Speaker, Zone  # noqa: E402
-from broadcaster.services import build_services  # noqa: E402
-from broadcaster.settings import load_settings  # noqa: E402
-from speakers.simulator import Simulator, assign_zones, make_node_ids  # noqa: E402
 
 RATE = 16_000  # what the page sends
 CHUNK_S = 0.25  # what the page sends at a time
 SILENCE_S = 1.0  # before the tone
 TONE_S = 2.0
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def rss_mb() -> float:
-    for line in Path("/proc/self/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1]) / 1024
-    return float("nan")
-
-
-def children_cpu_s() -> float:
-    """CPU seconds of the running children of this process's threads other than the main one (the
-    live conditioner's ffmpeg; mosquitto is the main thread's)."""
-    import os
-
-    total, ticks = 0.0, os.sysconf("SC_CLK_TCK")
-    for task in Path(f"/proc/{os.getpid()}/task").iterdir():
-        if task.name == str(os.getpid()) or not (task / "children").exists():
-            continue
-        for pid in (task / "children").read_text().split():
-            try:
-                fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-            except OSError:
-                continue
-            total += (int(fields[11]) + int(fields[12])) / ticks
-    return total
 
 
 def speech() -> bytes:
@@ -102,25 +69,7 @@ def main() -> None:
     port = free_port()
     (tmp / "mosquitto.conf").write_text(f"listener {port} 127.0.0.1\nallow_anonymous true\n")
     broker = subprocess.Popen(["mosquitto", "-c", str(tmp / "mosquitto.conf")], stderr=subprocess.DEVNULL)
-    ids = make_node_ids(9)
-    zones = assign_zones(ids, 3)
-    offsets = {sid: -args.skew + 2 * args.skew * i / (len(ids) - 1) for i, sid in enumerate(ids)}
-    settings = load_settings(
-        {
-            "instance": tmp / "instance",
-            "mqtt_url": f"mqtt://127.0.0.1:{port}",
-            "tts": {"order": ["espeak-ng"]},
-        },
-        environ={},
-    )
-    services = build_services(settings, scheduler=False)
-    with services.sessions.begin() as session:
-        for zone in sorted(set(zones.values())):
-            session.add(Zone(id=zone, name=zone))
-        for sid in ids:
-            session.add(Speaker(id=sid, name=sid, zone_id=zones[sid]))
-    services.start()
-    sim = Simulator(f"mqtt://127.0.0.1:{port}", nodes=zones, clock_offsets=offsets, health_interval_s=10)
+    services, sim, ids = skewed_commune(tmp / "instance", port, 9, args.skew)
     pcm = speech()
     step = int(CHUNK_S * RATE) * 2
     latencies: list[float] = []
@@ -167,7 +116,7 @@ def main() -> None:
             # The stream's clock: frame n carries samples from n x frame length, so any frame gives the
             # time of the first sample (nodes join at the first frame they can start on time, which
             # may not be frame 0); a gap (re-anchor) only moves later frames, so the earliest wins.
-            frame_s = settings.live.frame_s
+            frame_s = services.settings.live.frame_s
             first = min(
                 e["t"] - e["seq"] * frame_s
                 for entries in by_node.values()
@@ -217,7 +166,9 @@ def main() -> None:
     frames = sum(t["frames"] for t in totals.values())
     sent = sum(t["bytes"] for t in totals.values())
     if frames:
-        per_s = (sent + frames * 40) / frames / settings.live.frame_s  # ~40 B of MQTT framing a frame
+        per_s = (
+            (sent + frames * 40) / frames / services.settings.live.frame_s
+        )  # ~40 B of MQTT framing a frame
         print(
             f"  per cluster: {per_s * 60 / 1024:.0f} KiB per minute of speech ({per_s * 8 / 1000:.1f} kbps)"
         )

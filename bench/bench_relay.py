@@ -18,7 +18,6 @@ import functools
 import http.server
 import resource
 import shutil
-import socket
 import subprocess
 import sys
 import tempfile
@@ -30,47 +29,9 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from broadcaster.models import Speaker, Zone  # noqa: E402
-from broadcaster.services import build_services  # noqa: E402
-from broadcaster.settings import load_settings  # noqa: E402
-from speakers.simulator import Simulator, assign_zones, make_node_ids  # noqa: E402
+from _controller_bench import children_cpu_s, rss_mb, skewed_commune  # noqa: E402
 
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def rss_mb() -> float:
-    """Resident set size of this process (the controller, the simulator thread aside), MiB."""
-    for line in Path("/proc/self/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1]) / 1024
-    return float("nan")
-
-
-def children_cpu_s() -> float:
-    """CPU seconds of the running children of this process's threads (the pump's ffmpeg pulling the
-    source); the main thread's (mosquitto, the HLS maker) are left out."""
-    import os
-
-    total = 0.0
-    ticks = os.sysconf("SC_CLK_TCK")
-    for task in Path(f"/proc/{os.getpid()}/task").iterdir():
-        if task.name == str(os.getpid()):
-            continue
-        try:  # a thread may end between listing and reading
-            pids = (task / "children").read_text().split()
-        except OSError:
-            continue
-        for pid in pids:
-            try:
-                fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-            except OSError:
-                continue
-            total += (int(fields[11]) + int(fields[12])) / ticks
-    return total
+from broadcaster.broker import free_port  # noqa: E402
 
 
 class _Quiet(http.server.SimpleHTTPRequestHandler):
@@ -99,25 +60,7 @@ def main() -> None:
     server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), functools.partial(_Quiet, directory=str(hls)))
     threading.Thread(target=server.serve_forever, daemon=True).start()
     url = f"http://127.0.0.1:{server.server_address[1]}/live.m3u8"
-    ids = make_node_ids(args.nodes)
-    zones = assign_zones(ids, 3)
-    offsets = {sid: -args.skew + 2 * args.skew * i / max(1, len(ids) - 1) for i, sid in enumerate(ids)}
-    settings = load_settings(
-        {
-            "instance": tmp / "instance",
-            "mqtt_url": f"mqtt://127.0.0.1:{port}",
-            "tts": {"order": ["espeak-ng"]},
-        },
-        environ={},
-    )
-    services = build_services(settings, scheduler=False)
-    with services.sessions.begin() as session:
-        for zone in sorted(set(zones.values())):
-            session.add(Zone(id=zone, name=zone))
-        for sid in ids:
-            session.add(Speaker(id=sid, name=sid, zone_id=zones[sid]))
-    services.start()
-    sim = Simulator(f"mqtt://127.0.0.1:{port}", nodes=zones, clock_offsets=offsets, health_interval_s=10)
+    services, sim, ids = skewed_commune(tmp / "instance", port, args.nodes, args.skew)
     try:
         sim.start_in_thread(timeout=60)
         while len(services.fleet.online_ids()) < len(ids) or not (hls / "live.m3u8").exists():
@@ -181,7 +124,7 @@ def main() -> None:
             f"  this process's RSS: {rss_before:.1f} MiB before, {rss_during:.1f} MiB with the source pulled"
         )
         if frames:
-            seconds = frames * settings.live.frame_s
+            seconds = frames * services.settings.live.frame_s
             per_min = (total + frames * 40) / (seconds / 60)
             print(
                 f"  bytes per cluster per minute (frames + ~40 B MQTT framing): {per_min / 1024:.0f} KiB "
