@@ -113,7 +113,7 @@ def render_streamed(
     name = used[0] if len(used) == 1 else "+".join(used)
 
     def build() -> tuple[bytes, dict[str, Any]]:
-        return service.assemble(
+        return service.program.assemble(
             name, first_voice, text, spoken, parts, connector, repeat=repeat, chime=chime, settings=settings
         )
 
@@ -123,7 +123,7 @@ def render_streamed(
         raise SpeechError(
             "Không lưu được âm thanh.", f"mastering the streamed program failed: {exc}"
         ) from exc
-    return service.result(key, meta, text, spoken, hit=hit)
+    return service.program.result(key, meta, text, spoken, hit=hit)
 
 
 def _stream_pieces(
@@ -158,7 +158,7 @@ def _stream_pieces(
             texts = [piece.text for piece in remaining]
             for clip in chain.call_ordered(eng, texts, eng_voice, spoken.hints or None):
                 piece = remaining[0]
-                pause = service.pause_ms(piece.pause)
+                pause = service.program.pause_ms(piece.pause)
                 pcm = render.stream_piece(clip, pause, sink.rate)  # AudioError: the engine's bytes
                 remaining.pop(0)
                 parts.append((clip, pause))
@@ -188,7 +188,7 @@ def _stream_pieces(
             reasons,
         )
     connector = None
-    connector_text = service._connector_text()
+    connector_text = service.program.connector_text()
     if repeat > 1 and connector_text:
         last = chain.engine(used[-1])
         try:

@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 from broadcaster.audio.config import AudioConfig
 from broadcaster.audio.loudness import AudioError
-from broadcaster.audio.script import Pause, split_pieces
+from broadcaster.audio.script import split_pieces
 from broadcaster.audio.store import AudioStore
 from broadcaster.domain import AudioKey, nfc
 from broadcaster.pronunciation import Spoken, SpokenForms
@@ -197,43 +197,6 @@ class SpeechService:
         """Everything besides engine, voice and text that changes the rendered sound."""
         return self.program.settings(repeat=repeat, chime=chime)
 
-    def _connector_text(self) -> str:  # the streamed render's name for it
-        return self.program.connector_text()
-
-    def pause_ms(self, pause: Pause) -> int:
-        """The silence after a piece that ends with ``pause``."""
-        return self.program.pause_ms(pause)
-
-    def assemble(
-        self,
-        engine_name: str,
-        voice: str,
-        text: str,
-        spoken: str,
-        parts: list[tuple[Any, int]],
-        connector_clip: Any,
-        *,
-        repeat: int,
-        chime: bool,
-        settings: dict[str, Any],
-    ) -> tuple[bytes, dict[str, Any]]:
-        """Synthesized pieces (clip, pause after it) to the mastered MP3 and its store metadata."""
-        return self.program.assemble(
-            engine_name,
-            voice,
-            text,
-            spoken,
-            parts,
-            connector_clip,
-            repeat=repeat,
-            chime=chime,
-            settings=settings,
-        )
-
-    def result(self, key: str, meta: dict[str, Any], text: str, spoken: str, *, hit: bool) -> RenderResult:
-        """The ``RenderResult`` of the stored render ``key`` with its metadata ``meta``."""
-        return self.program.result(key, meta, text, spoken, hit=hit)
-
     def key_for(
         self,
         engine: TtsEngine,
@@ -321,7 +284,7 @@ class SpeechService:
                 continue
             if self.chain.cooling(eng.name):
                 self.chain.reset(eng.name)
-            return self.result(key, meta, text, spoken.text, hit=hit)
+            return self.program.result(key, meta, text, spoken.text, hit=hit)
         for eng in self.chain.ordered(requested):
             if eng.name not in tried and not (strict and eng.name != requested):
                 reasons.setdefault(eng.name, "not available here")
@@ -364,7 +327,7 @@ class SpeechService:
             meta = self.store.meta(key) if self.store.has(key) else None
             if meta is not None:
                 self.store.touch(key)
-                return self.result(key, meta, text, spoken.text, hit=True)
+                return self.program.result(key, meta, text, spoken.text, hit=True)
         return None
 
     def render_streamed(
